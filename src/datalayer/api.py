@@ -1,0 +1,214 @@
+"""The facade: one object that hands out every pattern through its category's contract."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from datalayer import config as config_module
+from datalayer.categories import (
+    DocumentCollection,
+    FeatureView,
+    KVNamespace,
+    Stream,
+    TransactionalTable,
+)
+from datalayer.config import Registry
+from datalayer.errors import DataLayerError, NotFound, NotImplementedYet, StoreUnavailable, did_you_mean
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store
+from datalayer.stores.sql import SQLStore
+
+#: The accessor that serves each category, for error messages that say what to call instead.
+ACCESSORS = {
+    "transactional": "transactional",
+    "streaming": "stream",
+    "document": "documents",
+    "key-value": "kv",
+    "feature": "features",
+}
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """One line of ``doctor``: can the store be reached, and how fast."""
+
+    store: str
+    type: str
+    target: str
+    status: str  # ok | unavailable | not implemented | error
+    latency_ms: float | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    store: str
+    type: str
+    actions: list[str]
+    skipped: str = ""
+
+
+class DataLayer:
+    """Opened from a registry for one profile; stores connect on first use."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._stores: dict[str, Store] = {}
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def profile(self) -> str:
+        return self.registry.profile
+
+    @property
+    def patterns(self) -> dict[str, PatternConfig]:
+        return self.registry.patterns
+
+    def pattern(self, name: str) -> PatternConfig:
+        try:
+            return self.registry.patterns[name]
+        except KeyError:
+            names = sorted(self.registry.patterns)
+            raise NotFound(
+                f"no pattern '{name}' in {self.registry.file}{did_you_mean(name, names)}; "
+                f"patterns: {', '.join(names)}"
+            ) from None
+
+    def store(self, name: str) -> Store:
+        with self._lock:
+            if name not in self._stores:
+                if name not in self.registry.stores:
+                    raise NotFound(
+                        f"no store '{name}' in profile '{self.profile}'; "
+                        f"stores: {', '.join(self.registry.stores)}"
+                    )
+                config = self.registry.stores[name]
+                self._stores[name] = config.connect(name, self.registry.base_dir)
+            return self._stores[name]
+
+    def _handle(self, name: str, category: str) -> Any:
+        with self._lock:
+            if name in self._handles:
+                return self._handles[name]
+            pattern = self.pattern(name)
+            if pattern.category != category:
+                raise DataLayerError(
+                    f"pattern '{name}' is {pattern.category}, not {category}: "
+                    f"use dl.{ACCESSORS[pattern.category]}('{name}')"
+                )
+            handle = self.store(pattern.store).handle(pattern)
+            self._handles[name] = handle
+            return handle
+
+    def transactional(self, name: str) -> TransactionalTable:
+        handle: TransactionalTable = self._handle(name, "transactional")
+        return handle
+
+    def stream(self, name: str) -> Stream:
+        handle: Stream = self._handle(name, "streaming")
+        return handle
+
+    def documents(self, name: str) -> DocumentCollection:
+        handle: DocumentCollection = self._handle(name, "document")
+        return handle
+
+    def kv(self, name: str) -> KVNamespace:
+        handle: KVNamespace = self._handle(name, "key-value")
+        return handle
+
+    def features(self, name: str) -> FeatureView:
+        handle: FeatureView = self._handle(name, "feature")
+        return handle
+
+    @contextmanager
+    def transaction(self, *patterns: str) -> Iterator[None]:
+        """One database transaction across the named transactional patterns (one store)."""
+        names = patterns or tuple(
+            n for n, p in self.registry.patterns.items() if p.category == "transactional"
+        )
+        stores = {self.pattern(n).store for n in names}
+        for n in names:
+            self.transactional(n)
+        if len(stores) != 1:
+            raise DataLayerError(
+                f"a transaction spans exactly one store; patterns {list(names)} are on {sorted(stores)}"
+            )
+        store = self.store(stores.pop())
+        assert isinstance(store, SQLStore)
+        with store.transaction():
+            yield
+
+    def apply(self, on_store: Callable[[str], None] | None = None) -> list[ApplyResult]:
+        """Create tables, topics, collections and indexes for every pattern (idempotent)."""
+        results = []
+        for store_name, config in self.registry.stores.items():
+            patterns = [p for p in self.registry.patterns.values() if p.store == store_name]
+            if on_store:
+                on_store(store_name)
+            if not patterns:
+                results.append(ApplyResult(store_name, config.type, [], "no patterns"))
+                continue
+            try:
+                store = self.store(store_name)
+            except NotImplementedYet as exc:
+                results.append(ApplyResult(store_name, config.type, [], exc.message))
+                continue
+            results.append(ApplyResult(store_name, config.type, store.apply(patterns)))
+        return results
+
+    def doctor(self, timeout: float = 5.0) -> list[StoreHealth]:
+        """Reach every store of the profile; each check gives up after ``timeout`` seconds."""
+        return [self._check(name, timeout) for name in self.registry.stores]
+
+    def _check(self, name: str, timeout: float) -> StoreHealth:
+        config = self.registry.stores[name]
+        outcome: dict[str, Any] = {}
+
+        def probe() -> None:
+            try:
+                store = self.store(name)
+                started = time.perf_counter()
+                store.ping()
+                outcome["latency"] = (time.perf_counter() - started) * 1000
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=probe, name=f"doctor-{name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        target = config.target()
+        if thread.is_alive():
+            return StoreHealth(name, config.type, target, "unavailable", None, f"no answer within {timeout:g}s")
+        error = outcome.get("error")
+        if isinstance(error, NotImplementedYet):
+            return StoreHealth(name, config.type, target, "not implemented", None, error.message)
+        if isinstance(error, StoreUnavailable):
+            return StoreHealth(name, config.type, target, "unavailable", None, error.message)
+        if error is not None:
+            return StoreHealth(name, config.type, target, "error", None, str(error))
+        return StoreHealth(name, config.type, target, "ok", outcome["latency"])
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+            self._handles.clear()
+
+    def __enter__(self) -> DataLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:  # noqa: A001
+    """Load the registry (``$DATALAYER_CONFIG`` or ./datalayer.yaml) for a profile."""
+    return DataLayer(config_module.load(path, profile))

@@ -1,0 +1,46 @@
+"""Category contracts: the operations each category offers and the guarantees it keeps.
+
+A contract is written once here; every store type that serves a category implements it, and
+the same contract test suite runs against each implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from datalayer.categories.document import DocumentCollection, DocumentPattern
+from datalayer.categories.feature import FeaturePattern, FeatureView
+from datalayer.categories.kv import KeyValuePattern, KVNamespace
+from datalayer.categories.streaming import Message, Stream, StreamingPattern
+from datalayer.categories.transactional import TransactionalPattern, TransactionalTable
+
+CATEGORIES: dict[str, type] = {
+    "transactional": TransactionalPattern,
+    "streaming": StreamingPattern,
+    "document": DocumentPattern,
+    "key-value": KeyValuePattern,
+    "feature": FeaturePattern,
+}
+
+AnyPattern = Annotated[
+    TransactionalPattern | StreamingPattern | DocumentPattern | KeyValuePattern | FeaturePattern,
+    Field(discriminator="category"),
+]
+
+__all__ = [
+    "CATEGORIES",
+    "AnyPattern",
+    "DocumentCollection",
+    "DocumentPattern",
+    "FeaturePattern",
+    "FeatureView",
+    "KVNamespace",
+    "KeyValuePattern",
+    "Message",
+    "Stream",
+    "StreamingPattern",
+    "TransactionalPattern",
+    "TransactionalTable",
+]

@@ -1,0 +1,59 @@
+"""The feature contract: low-latency features for models and point-in-time training sets.
+
+Guarantees every implementation keeps:
+- ``online`` and ``historical`` return the same value for the same entity, feature and instant:
+  a value older than its feature view's TTL is missing in both.
+- ``historical`` is point-in-time correct: for each entity row it uses the latest feature row
+  at or before the row's event timestamp and within the TTL, never a later one.
+- ``materialize`` copies offline values into the online store in bounded memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from datalayer.patterns import PatternConfig
+
+
+class FeaturePattern(PatternConfig):
+    """A Feast feature service, or an explicit list of ``view:feature`` references."""
+
+    category: Literal["feature"]
+    feature_service: str | None = None
+    features: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeaturePattern:
+        if bool(self.feature_service) == bool(self.features):
+            raise ValueError("set exactly one of feature_service or features")
+        return self
+
+    def referenced_fields(self) -> Iterator[tuple[str, str]]:
+        return iter(())
+
+
+class FeatureView(ABC):
+    """One feature pattern bound to its feature store."""
+
+    def __init__(self, pattern: FeaturePattern) -> None:
+        self.pattern = pattern
+
+    @abstractmethod
+    def online(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]: ...
+
+    @abstractmethod
+    def historical(self, entity_df: Any) -> Any: ...
+
+    @abstractmethod
+    def materialize(self, start: datetime, end: datetime) -> None: ...
+
+    @abstractmethod
+    def materialize_incremental(self, end: datetime) -> None: ...
+
+    @abstractmethod
+    def push(self, rows: Any) -> None: ...

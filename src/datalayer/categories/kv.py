@@ -1,0 +1,103 @@
+"""The key-value contract: fast lookups with expiry (grouping windows, caches).
+
+Guarantees every implementation keeps:
+- Keys live under the pattern's own prefix, so two patterns never see each other's keys.
+- ``set`` validates the value against the schema first; nothing is written when it fails.
+- A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
+  pattern with ``require_ttl`` rejects a write that has neither.
+- ``mget`` returns values in the order of the keys asked, ``None`` for missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field
+
+from datalayer.errors import PayloadValidationError, QueryError
+from datalayer.patterns import PatternConfig
+from datalayer.validators import Duration, parse_duration
+
+
+class KeyValuePattern(PatternConfig):
+    """A namespace of keys with an optional default TTL."""
+
+    category: Literal["key-value"]
+    ttl: Duration | None = None
+    require_ttl: bool = False
+    prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.prefix or self.name}:"
+
+
+class KVNamespace(ABC):
+    """One key-value pattern bound to its store."""
+
+    def __init__(self, pattern: KeyValuePattern) -> None:
+        self.pattern = pattern
+
+    @abstractmethod
+    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
+
+    @abstractmethod
+    def _get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires; None for no expiry; raise KeyError if missing."""
+
+    def set(self, key: str, value: Any, *, ttl: Any = None) -> None:
+        ttl_seconds = self.ttl_for(ttl)
+        self._set(self.full_key(key), self.encode(value), ttl_seconds)
+
+    def get(self, key: str) -> Any:
+        return self.mget([key])[0]
+
+    def mget(self, keys: Sequence[str]) -> list[Any]:
+        raw = self._get_many([self.full_key(k) for k in keys])
+        return [None if item is None else json.loads(item) for item in raw]
+
+    def delete(self, key: str) -> bool:
+        return self._delete(self.full_key(key))
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left for ``key``: None when it never expires; KeyError when missing."""
+        return self._ttl(self.full_key(key))
+
+    def full_key(self, key: str) -> str:
+        if not isinstance(key, str) or not key:
+            raise QueryError(f"pattern '{self.pattern.name}': a key must be a non-empty string, got {key!r}")
+        return self.pattern.key_prefix + key
+
+    def encode(self, value: Any) -> bytes:
+        if self.pattern.schema_cls is None:
+            try:
+                return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            except TypeError as exc:
+                raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
+        payload = self.pattern.validate_payload(value)
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def ttl_for(self, ttl: Any) -> float | None:
+        if ttl is not None:
+            try:
+                return parse_duration(ttl).total_seconds()
+            except ValueError as exc:
+                raise QueryError(f"pattern '{self.pattern.name}': {exc}") from exc
+        default: timedelta | None = self.pattern.ttl
+        if default is not None:
+            return default.total_seconds()
+        if self.pattern.require_ttl:
+            raise PayloadValidationError(
+                self.pattern.name, [("ttl", "this pattern requires a TTL and none was given")]
+            )
+        return None

@@ -1,0 +1,409 @@
+"""The streaming contract: ordered event streams (alerts) read by consumer groups.
+
+Guarantees every implementation keeps:
+- ``publish`` validates the payload against the schema first (nothing is sent on failure) and
+  returns only once the store has durably accepted the message; ``publish_many`` validates
+  every event before sending any.
+- Messages with the same key go to the same partition and are read in publish order.
+- Consumers in one group share the topic's partitions; each message is handled by one member.
+- Delivery is at-least-once: an offset is committed only once every earlier message of its
+  partition was acknowledged, so a message not acknowledged (the consumer stopped or crashed)
+  is delivered again to the group.
+- ``nack`` redelivers a message; after ``max_attempts`` it goes to the dead-letter topic with
+  the error and attempt count in its headers, and the partition goes on. A message that cannot
+  be decoded or fails the schema on the consumer side goes there at once.
+- Replay starts from ``"earliest"``, ``"latest"``, an offset, per-partition offsets or a
+  timestamp; ``"committed"`` (the default) resumes the group, or starts at the earliest offset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from datalayer.errors import DataLayerError, PayloadValidationError
+from datalayer.patterns import PatternConfig
+from datalayer.validators import Duration, FieldPath, TopicName
+
+log = logging.getLogger(__name__)
+
+#: Where a consumer starts: a named position, one offset for every partition, offsets per
+#: partition, or the first message at or after a timestamp.
+StartAt = Literal["committed", "earliest", "latest"] | int | Mapping[int, int] | datetime
+
+HEADER_ERROR = "x-datalayer-error"
+HEADER_ATTEMPTS = "x-datalayer-attempts"
+HEADER_SOURCE = "x-datalayer-source"
+
+
+class StreamingPattern(PatternConfig):
+    """A topic with partitions; ``key`` names the payload field that picks the partition."""
+
+    category: Literal["streaming"]
+    topic: TopicName
+    partitions: int = Field(default=1, ge=1, le=10_000)
+    key: FieldPath | None = None
+    dead_letter: TopicName | None = None
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retention: Duration | None = None
+    replication_factor: int = Field(default=1, ge=1, le=10)
+
+    def referenced_fields(self) -> Iterator[tuple[str, str]]:
+        if self.key:
+            yield "key", self.key
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    key: str | None
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A message as the store hands it back, before decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a published message landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class ConsumerHandle(ABC):
+    """The store-specific half of a consumer: fetch, commit, seek, membership."""
+
+    @abstractmethod
+    def poll(self, max_records: int, timeout: float) -> list[Record]: ...
+
+    @abstractmethod
+    def commit(self, partition: int, offset: int) -> None:
+        """Record ``offset`` (the next one to read) as the group's position in ``partition``."""
+
+    @abstractmethod
+    def seek(self, partition: int, offset: int) -> None: ...
+
+    @abstractmethod
+    def assignment(self) -> set[int]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Message:
+    """One delivered message: ``value`` is the decoded payload; ``ack``/``nack`` settle it."""
+
+    def __init__(self, record: Record, value: Any, attempt: int, tracker: _Tracker) -> None:
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = value
+        self.headers = record.headers
+        self.timestamp = record.timestamp
+        self.attempt = attempt
+        self._record = record
+        self._tracker = tracker
+        self.settled = False
+
+    def ack(self) -> None:
+        """The message is handled: its offset may be committed."""
+        if not self.settled:
+            self.settled = True
+            self._tracker.ack(self._record)
+
+    def nack(self, error: BaseException | str) -> None:
+        """Handling failed: deliver again, or dead-letter it once ``max_attempts`` is reached."""
+        if not self.settled:
+            self.settled = True
+            self._tracker.nack(self._record, self.attempt, error)
+
+    def __repr__(self) -> str:
+        return f"Message({self.topic}/{self.partition}@{self.offset}, key={self.key!r})"
+
+
+@dataclass
+class ProcessStats:
+    """What a ``process`` run did."""
+
+    handled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class _Tracker:
+    """Per-partition bookkeeping that turns acks into safe commits and nacks into seeks."""
+
+    def __init__(self, stream: Stream, consumer: ConsumerHandle, commits: bool) -> None:
+        self.stream = stream
+        self.consumer = consumer
+        self.commits = commits
+        self.pending: dict[int, set[int]] = {}
+        self.high: dict[int, int] = {}
+        self.committed: dict[int, int] = {}
+        self.attempts: dict[tuple[int, int], int] = {}
+        self.rewound: dict[int, int] = {}
+        self.stats = ProcessStats()
+
+    def delivered(self, record: Record) -> None:
+        self.pending.setdefault(record.partition, set()).add(record.offset)
+        self.high[record.partition] = max(self.high.get(record.partition, 0), record.offset + 1)
+
+    def ack(self, record: Record) -> None:
+        p = record.partition
+        pending = self.pending.get(p, set())
+        pending.discard(record.offset)
+        self.attempts.pop((p, record.offset), None)
+        target = min(pending) if pending else self.high.get(p, record.offset + 1)
+        if self.commits and target > self.committed.get(p, -1) and p in self.consumer.assignment():
+            self.consumer.commit(p, target)
+            self.committed[p] = target
+
+    def nack(self, record: Record, attempt: int, error: BaseException | str) -> None:
+        if attempt >= self.stream.pattern.max_attempts:
+            self.stream._dead_letter(record, error, attempt)
+            self.stats.dead_lettered += 1
+            self.ack(record)
+            return
+        p = record.partition
+        self.attempts[(p, record.offset)] = attempt
+        self.pending[p] = {o for o in self.pending.get(p, set()) if o < record.offset}
+        self.high[p] = record.offset
+        self.rewound[p] = record.offset
+        self.consumer.seek(p, record.offset)
+        self.stats.retried += 1
+
+    def forget_revoked(self) -> None:
+        assigned = self.consumer.assignment()
+        for p in [p for p in self.pending if p not in assigned]:
+            self.pending.pop(p, None)
+            self.high.pop(p, None)
+            self.committed.pop(p, None)
+
+
+class Stream(ABC):
+    """One streaming pattern bound to its store. Stores implement the four primitives."""
+
+    def __init__(self, pattern: StreamingPattern) -> None:
+        self.pattern = pattern
+
+    # -- primitives a store provides ---------------------------------------------------------
+
+    @abstractmethod
+    def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
+        """Append records and return once the store has accepted them all."""
+
+    @abstractmethod
+    def _open_consumer(self, topic: str, group: str | None, start: StartAt) -> ConsumerHandle: ...
+
+    @abstractmethod
+    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+        """The next offset of each partition: where a consumer starting at 'latest' begins."""
+
+    def _partitions(self, topic: str) -> int:
+        return self.pattern.partitions
+
+    # -- the contract, written once ----------------------------------------------------------
+
+    def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
+        payload = self.pattern.validate_payload(event)
+        if key is None and self.pattern.key:
+            value: Any = payload
+            for part in self.pattern.key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                raise PayloadValidationError(
+                    self.pattern.name, [(self.pattern.key, "the partition key field is missing")]
+                )
+            key = str(value)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return OutgoingRecord(key=key, value=body)
+
+    def partition_for(self, key: str | None, topic: str | None = None) -> int:
+        """A stable partition for a key (CRC32, as librdkafka's consistent partitioner)."""
+        count = self._partitions(topic or self.pattern.topic)
+        if key is None:
+            return uuid.uuid4().int % count
+        return zlib.crc32(key.encode()) % count
+
+    def publish(
+        self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        record = self.encode(event, key)
+        if headers:
+            record = OutgoingRecord(record.key, record.value, dict(headers))
+        return self._produce(self.pattern.topic, [record])[0]
+
+    def publish_many(self, events: Iterable[Any]) -> list[Delivery]:
+        records = [self.encode(event) for event in events]
+        return self._produce(self.pattern.topic, records) if records else []
+
+    def decode(self, record: Record) -> Any:
+        try:
+            payload = json.loads(record.value)
+        except ValueError as exc:
+            raise PayloadValidationError(self.pattern.name, [("", f"not JSON: {exc}")]) from exc
+        return self.pattern.validate_payload(payload)
+
+    def consume(
+        self,
+        group: str | None,
+        *,
+        start: StartAt = "committed",
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        batch_size: int = 100,
+    ) -> Iterator[Message]:
+        """Yield messages for ``group`` (``None``: read without committing, e.g. to replay).
+
+        Stops after ``max_messages``, or once no message came for ``idle_timeout`` seconds;
+        with neither it runs until the caller stops iterating.
+        """
+        return self._consume(
+            self.pattern.topic, group, start, max_messages, idle_timeout, batch_size, None, True
+        )
+
+    def dead_letters(
+        self,
+        group: str | None = None,
+        *,
+        start: StartAt = "earliest",
+        max_messages: int | None = None,
+        idle_timeout: float | None = 1.0,
+    ) -> Iterator[Message]:
+        """Read the dead-letter topic; values are decoded JSON when possible, else bytes."""
+        if not self.pattern.dead_letter:
+            raise DataLayerError(f"pattern '{self.pattern.name}' has no dead_letter topic")
+        return self._consume(
+            self.pattern.dead_letter, group, start, max_messages, idle_timeout, 100, None, False
+        )
+
+    def process(
+        self,
+        handler: Callable[[Message], object],
+        group: str,
+        *,
+        start: StartAt = "committed",
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        retry_backoff: float = 0.0,
+    ) -> ProcessStats:
+        """Run ``handler`` on each message: retried up to ``max_attempts``, then dead-lettered."""
+        stats = ProcessStats()
+        for message in self._consume(
+            self.pattern.topic, group, start, max_messages, idle_timeout, 100, stats, True
+        ):
+            while True:
+                try:
+                    handler(message)
+                except Exception as exc:
+                    if message.attempt >= self.pattern.max_attempts:
+                        stats.errors.append(f"{message!r}: {exc}")
+                        message.nack(exc)
+                        break
+                    stats.retried += 1
+                    message.attempt += 1
+                    if retry_backoff:
+                        time.sleep(retry_backoff * message.attempt)
+                    continue
+                message.ack()
+                stats.handled += 1
+                break
+        return stats
+
+    def _consume(
+        self,
+        topic: str,
+        group: str | None,
+        start: StartAt,
+        max_messages: int | None,
+        idle_timeout: float | None,
+        batch_size: int,
+        stats: ProcessStats | None,
+        validate: bool,
+    ) -> Iterator[Message]:
+        consumer = self._open_consumer(topic, group, start)
+        tracker = _Tracker(self, consumer, commits=group is not None)
+        if stats is not None:
+            tracker.stats = stats
+        yielded = 0
+        last_seen = time.monotonic()
+        poll_timeout = 0.2 if idle_timeout is None else min(0.2, idle_timeout)
+        try:
+            while max_messages is None or yielded < max_messages:
+                want = batch_size if max_messages is None else min(batch_size, max_messages - yielded)
+                records = consumer.poll(want, poll_timeout)
+                tracker.forget_revoked()
+                if not records:
+                    if idle_timeout is not None and time.monotonic() - last_seen >= idle_timeout:
+                        return
+                    continue
+                last_seen = time.monotonic()
+                tracker.rewound.clear()
+                for record in records:
+                    if record.partition in tracker.rewound or record.partition not in consumer.assignment():
+                        continue
+                    tracker.delivered(record)
+                    try:
+                        value = self.decode(record) if validate else _loose_decode(record.value)
+                    except PayloadValidationError as exc:
+                        log.warning("undecodable message %s/%s@%s: %s", topic, record.partition, record.offset, exc)
+                        if self.pattern.dead_letter:
+                            self._dead_letter(record, exc, 1)
+                        tracker.stats.dead_lettered += 1
+                        tracker.ack(record)
+                        continue
+                    attempt = tracker.attempts.get((record.partition, record.offset), 0) + 1
+                    yield Message(record, value, attempt, tracker)
+                    yielded += 1
+                    if max_messages is not None and yielded >= max_messages:
+                        return
+        finally:
+            consumer.close()
+
+    def _dead_letter(self, record: Record, error: BaseException | str, attempts: int) -> None:
+        if not self.pattern.dead_letter:
+            log.error(
+                "dropping %s/%s@%s after %s attempts (pattern '%s' has no dead_letter): %s",
+                record.topic, record.partition, record.offset, attempts, self.pattern.name, error,
+            )
+            return
+        headers = {
+            **record.headers,
+            HEADER_ERROR: f"{type(error).__name__}: {error}"[:2000]
+            if isinstance(error, BaseException)
+            else str(error)[:2000],
+            HEADER_ATTEMPTS: str(attempts),
+            HEADER_SOURCE: f"{record.topic}/{record.partition}/{record.offset}",
+        }
+        self._produce(self.pattern.dead_letter, [OutgoingRecord(record.key, record.value, headers)])
+
+
+def _loose_decode(value: bytes) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

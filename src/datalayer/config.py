@@ -1,0 +1,332 @@
+"""Load and check the registry file (``datalayer.yaml``).
+
+Every problem becomes one ``ConfigError`` that names the file, the line, the YAML path and what
+would be valid. Only the active profile's values are expanded and validated in full, so the
+``services`` profile's unset ``${VAR}``s never stop someone working on ``local``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from datalayer.categories import CATEGORIES, AnyPattern
+from datalayer.errors import ConfigError, did_you_mean
+from datalayer.patterns import PatternConfig, import_schema, schema_has_field
+from datalayer.registry import load_store_type, store_types
+from datalayer.stores.base import StoreConfig
+from datalayer.validators import Name
+
+DEFAULT_CONFIG = "datalayer.yaml"
+DEFAULT_PROFILE = "local"
+_ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+YamlPath = tuple[str | int, ...]
+
+
+@dataclass
+class Registry:
+    """The checked registry for one profile: its stores and every pattern."""
+
+    file: Path
+    profile: str
+    stores: dict[str, StoreConfig]
+    patterns: dict[str, PatternConfig]
+    profiles: list[str] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.file.parent
+
+
+class _FileShape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1]
+    profiles: dict[Name, dict[Name, Any]]
+    patterns: dict[Name, Any]
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The registry to use: the argument, else ``$DATALAYER_CONFIG``, else ./datalayer.yaml."""
+    chosen = path or os.environ.get("DATALAYER_CONFIG") or DEFAULT_CONFIG
+    return Path(chosen).expanduser().absolute()
+
+
+def profile_name(profile: str | None = None) -> str:
+    """The profile to use: the argument, else ``$DATALAYER_PROFILE``, else ``local``."""
+    return profile or os.environ.get("DATALAYER_PROFILE") or DEFAULT_PROFILE
+
+
+def load(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> Registry:
+    """Read, expand and check the registry for ``profile``."""
+    file = config_path(path)
+    return _Loader(file, profile_name(profile)).load()
+
+
+class _Loader:
+    def __init__(self, file: Path, profile: str) -> None:
+        self.file = file
+        self.profile = profile
+        self.marks: dict[YamlPath, tuple[int, int]] = {}
+
+    def error(self, message: str, path: YamlPath = ()) -> ConfigError:
+        line = column = None
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.marks:
+                line, column = self.marks[path[:cut]]
+                break
+        return ConfigError(message, file=str(self.file), path=path, line=line, column=column)
+
+    def load(self) -> Registry:
+        raw = self.parse()
+        shape = self.validated(_FileShape, raw, ())
+        if self.profile not in shape.profiles:
+            names = list(shape.profiles)
+            raise self.error(
+                f"profile '{self.profile}' is not defined{did_you_mean(self.profile, names)}; "
+                f"profiles: {', '.join(names)}",
+                ("profiles",),
+            )
+        for other, entries in shape.profiles.items():
+            if other != self.profile:
+                for name, entry in entries.items():
+                    self.store_type_of(entry, ("profiles", other, name))
+        stores = {
+            name: self.store(name, self.expand(entry, ("profiles", self.profile, name)))
+            for name, entry in shape.profiles[self.profile].items()
+        }
+        patterns = {
+            name: self.pattern(name, self.expand(entry, ("patterns", name)), stores)
+            for name, entry in shape.patterns.items()
+        }
+        self.check_targets(patterns)
+        return Registry(self.file, self.profile, stores, patterns, list(shape.profiles))
+
+    def parse(self) -> Any:
+        try:
+            text = self.file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(
+                "registry file not found (pass --config PATH or set DATALAYER_CONFIG)",
+                file=str(self.file),
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the registry: {exc.strerror}", file=str(self.file)) from exc
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = " ".join(filter(None, [exc.context, exc.problem]))
+            raise ConfigError(
+                f"invalid YAML: {problem}",
+                file=str(self.file),
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            ) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML: {exc}", file=str(self.file)) from None
+        if node is None or not isinstance(data, dict):
+            raise ConfigError(
+                "the registry must be a mapping with keys version, profiles and patterns",
+                file=str(self.file),
+            )
+        self.walk(node, ())
+        return data
+
+    def walk(self, node: yaml.Node, path: YamlPath) -> None:
+        """Record where each key sits and refuse duplicate keys (YAML would keep the last)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    self.marks[(*path, key)] = (line, key_node.start_mark.column + 1)
+                    raise self.error(
+                        f"duplicate name '{key}': already defined at line {seen[key]}", (*path, key)
+                    )
+                seen[key] = line
+                self.marks[(*path, key)] = (line, key_node.start_mark.column + 1)
+                self.walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.marks[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                self.walk(item, (*path, i))
+
+    def expand(self, value: Any, path: YamlPath) -> Any:
+        """Replace ``${VAR}`` and ``${VAR:-default}`` in every string below ``value``."""
+        if isinstance(value, str):
+
+            def sub(match: re.Match[str]) -> str:
+                name, default = match["name"], match["default"]
+                if name in os.environ:
+                    return os.environ[name]
+                if default is not None:
+                    return default
+                raise self.error(
+                    f"environment variable '{name}' is not set "
+                    f"(set it, or give a default as ${{{name}:-value}})",
+                    path,
+                )
+
+            return _ENV_REF.sub(sub, value)
+        if isinstance(value, Mapping):
+            return {k: self.expand(v, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.expand(v, (*path, i)) for i, v in enumerate(value)]
+        return value
+
+    def store_type_of(self, entry: Any, path: YamlPath) -> type[StoreConfig]:
+        if not isinstance(entry, Mapping):
+            raise self.error("a store must be a mapping with a 'type' key", path)
+        if "type" not in entry:
+            raise self.error(
+                f"the store has no 'type'; known types: {', '.join(sorted(store_types()))}", path
+            )
+        try:
+            return load_store_type(str(entry["type"]))
+        except KeyError as exc:
+            raise self.error(str(exc.args[0]), (*path, "type")) from None
+
+    def store(self, name: str, entry: Any) -> StoreConfig:
+        path: YamlPath = ("profiles", self.profile, name)
+        return self.validated(self.store_type_of(entry, path), entry, path)
+
+    def pattern(self, name: str, entry: Any, stores: dict[str, StoreConfig]) -> PatternConfig:
+        path: YamlPath = ("patterns", name)
+        if not isinstance(entry, Mapping):
+            raise self.error("a pattern must be a mapping with 'category' and 'store'", path)
+        category = entry.get("category")
+        if category not in CATEGORIES:
+            known = list(CATEGORIES)
+            hint = did_you_mean(str(category), known) if category is not None else ""
+            what = f"unknown category '{category}'{hint}" if category is not None else "no 'category'"
+            raise self.error(f"{what}; categories: {', '.join(known)}", (*path, "category"))
+        pattern: PatternConfig = self.validated(_PATTERN_ADAPTER, entry, path, strip=category)
+        pattern._name = name
+        store = stores.get(pattern.store)
+        if store is None:
+            names = list(stores)
+            raise self.error(
+                f"store '{pattern.store}' is not defined in profile '{self.profile}'"
+                f"{did_you_mean(pattern.store, names)}; stores there: {', '.join(names) or 'none'}",
+                (*path, "store"),
+            )
+        if pattern.category not in store.serves:
+            able = [t for t in sorted(store_types()) if pattern.category in _serves(t)]
+            raise self.error(
+                f"store '{pattern.store}' is of type '{store.type}', which cannot serve category "
+                f"'{pattern.category}'; store types that can: {', '.join(able)}",
+                (*path, "store"),
+            )
+        if pattern.schema_:
+            try:
+                pattern._schema_cls = import_schema(pattern.schema_, self.file.parent)
+            except ValueError as exc:
+                raise self.error(f"payload schema does not resolve: {exc}", (*path, "schema")) from None
+            for attribute, field_path in pattern.referenced_fields():
+                if not schema_has_field(pattern._schema_cls, field_path):
+                    fields = list(pattern._schema_cls.model_fields)
+                    raise self.error(
+                        f"field '{field_path}' is not in schema '{pattern.schema_}'"
+                        f"{did_you_mean(field_path, fields)}; fields: {', '.join(fields)}",
+                        (*path, attribute),
+                    )
+        return pattern
+
+    def check_targets(self, patterns: dict[str, PatternConfig]) -> None:
+        """Two patterns may not share a table, topic, collection or key prefix on one store."""
+        owners: dict[tuple[str, str], str] = {}
+        for name, pattern in patterns.items():
+            for attribute, target in pattern_targets(pattern):
+                slot = (pattern.store, target)
+                if slot in owners:
+                    raise self.error(
+                        f"{target} on store '{pattern.store}' is already used by pattern "
+                        f"'{owners[slot]}'; each pattern needs its own",
+                        ("patterns", name, attribute),
+                    )
+                owners[slot] = name
+
+    def validated(self, model: Any, data: Any, path: YamlPath, strip: str | None = None) -> Any:
+        """Validate with pydantic; ``strip`` drops the union tag pydantic puts in front of locs."""
+        try:
+            if isinstance(model, TypeAdapter):
+                return model.validate_python(data)
+            return model.model_validate(data)
+        except PydanticValidationError as exc:
+            errors = exc.errors()
+            first = errors[0]
+            loc = tuple(first["loc"])
+            if strip is not None and loc[:1] == (strip,):
+                loc = loc[1:]
+            message = _describe(first, CATEGORIES[strip] if strip else model, loc)
+            if len(errors) > 1:
+                message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+            raise self.error(message, (*path, *loc)) from None
+
+
+_PATTERN_ADAPTER: TypeAdapter[PatternConfig] = TypeAdapter(AnyPattern)
+
+
+def pattern_targets(pattern: PatternConfig) -> list[tuple[str, str]]:
+    """(attribute, human name) of what a pattern occupies on its store."""
+    out: list[tuple[str, str]] = []
+    for attribute, label in (
+        ("table", "table"),
+        ("topic", "topic"),
+        ("dead_letter", "topic"),
+        ("collection", "collection"),
+    ):
+        value = getattr(pattern, attribute, None)
+        if value:
+            out.append((attribute, f"{label} '{value}'"))
+    prefix = getattr(pattern, "key_prefix", None)
+    if prefix:
+        out.append(("prefix", f"key prefix '{prefix}'"))
+    return out
+
+
+def _serves(store_type: str) -> frozenset[str]:
+    try:
+        return load_store_type(store_type).serves
+    except Exception:
+        return frozenset()
+
+
+def _describe(error: Any, model: Any, loc: Sequence[Any]) -> str:
+    """One pydantic error as a sentence that says what would be valid."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        key = str(loc[-1]) if loc else "?"
+        hint = did_you_mean(key, allowed)
+        return f"unknown key '{key}'{hint}; valid keys: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"required key '{loc[-1]}' is missing" if loc else "a required key is missing"
+    message = str(error["msg"])
+    return message[0].lower() + message[1:] if message else kind
+
+
+def _allowed_keys(model: Any, loc: Sequence[Any]) -> list[str]:
+    target = model
+    for part in loc[:-1]:
+        field_info = target.model_fields.get(part) if isinstance(target, type) else None
+        annotation = field_info.annotation if field_info else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            target = annotation
+        else:
+            return []
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        return []
+    return [f.alias or name for name, f in target.model_fields.items()]

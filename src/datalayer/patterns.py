@@ -1,0 +1,110 @@
+"""What every access pattern shares: its registry entry and its payload schema."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ValidationError as PydanticValidationError
+
+from datalayer.errors import PayloadValidationError
+from datalayer.validators import Name
+
+
+class PatternConfig(BaseModel):
+    """Base of a pattern entry in the registry; each category adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    category: str
+    store: Name
+    schema_: str | None = Field(default=None, alias="schema")
+    description: str | None = None
+
+    _name: str = PrivateAttr(default="")
+    _schema_cls: type[BaseModel] | None = PrivateAttr(default=None)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def schema_cls(self) -> type[BaseModel] | None:
+        return self._schema_cls
+
+    def referenced_fields(self) -> Iterable[tuple[str, str]]:
+        """(attribute, field path) pairs naming schema fields, for the loader to check."""
+        return ()
+
+    def validate_payload(self, payload: Any) -> dict[str, Any]:
+        """Check a payload against the schema and return its JSON-ready dict."""
+        return validate_payload(self.name, self._schema_cls, payload)
+
+
+def validate_payload(pattern: str, schema: type[BaseModel] | None, payload: Any) -> dict[str, Any]:
+    """Validate ``payload`` (a dict or model instance) and dump it to JSON-compatible values."""
+    if schema is None:
+        if isinstance(payload, BaseModel):
+            return payload.model_dump(mode="json")
+        if not isinstance(payload, Mapping):
+            raise PayloadValidationError(
+                pattern, [("", f"expected a mapping, got {type(payload).__name__}")]
+            )
+        return dict(payload)
+    return validate_model(pattern, schema, payload).model_dump(mode="json")
+
+
+def validate_model(pattern: str, schema: type[BaseModel], payload: Any) -> BaseModel:
+    """Validate ``payload`` into an instance of ``schema``, naming each failing field."""
+    try:
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump()
+        return schema.model_validate(payload)
+    except PydanticValidationError as exc:
+        raise PayloadValidationError(
+            pattern,
+            [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()],
+        ) from exc
+
+
+def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:
+    """Import ``package.module:ClassName``; ``search_dir`` (the registry's folder) is tried too."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"'{ref}' is not of the form 'package.module:ClassName'")
+    if search_dir is not None and str(search_dir) not in sys.path:
+        sys.path.append(str(search_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module '{module_name}' for '{ref}': {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            members = sorted(n for n in dir(module) if not n.startswith("_"))
+            from datalayer.errors import did_you_mean
+
+            raise ValueError(
+                f"module '{module_name}' has no attribute '{attr}'{did_you_mean(attr, members)}"
+            )
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise ValueError(f"'{ref}' is not a pydantic model class")
+    return obj
+
+
+def schema_has_field(schema: type[BaseModel], path: str) -> bool:
+    """Whether a dotted field path exists in a pydantic model (nested models followed)."""
+    current: Any = schema
+    for part in path.split("."):
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return True  # a free-form dict below this point: cannot check deeper
+        field = current.model_fields.get(part)
+        if field is None:
+            return False
+        current = field.annotation
+    return True

@@ -1,0 +1,136 @@
+"""The filter, sort and update language shared by the transactional and document contracts.
+
+Filters are plain dicts, parsed here into conditions that each store translates to its own
+query language with bound parameters; nothing is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datalayer.errors import QueryError
+from datalayer.validators import _FIELD_PATH
+
+#: Operators every store of the transactional and document categories supports.
+OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class SortKey:
+    field: str
+    descending: bool
+
+
+def _check_field(field: str) -> str:
+    if not isinstance(field, str) or not _FIELD_PATH.match(field):
+        raise QueryError(f"'{field}' is not a valid field path (letters, digits, '_', dots)")
+    return field
+
+
+def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
+    """``{"a": 1, "b": {"$gte": 2, "$lt": 5}, "c": {"$in": [..]}}`` into conditions (ANDed)."""
+    if where is None:
+        return []
+    if not isinstance(where, Mapping):
+        raise QueryError(f"a filter must be a mapping of field to condition, got {where!r}")
+    conditions: list[Condition] = []
+    for field, spec in where.items():
+        _check_field(field)
+        if isinstance(spec, Mapping) and any(str(k).startswith("$") for k in spec):
+            for op, value in spec.items():
+                if op not in OPERATORS:
+                    raise QueryError(
+                        f"operator '{op}' on field '{field}' is not supported; "
+                        f"supported: {', '.join(OPERATORS)}"
+                    )
+                if op == "$in" and (
+                    isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
+                ):
+                    raise QueryError(f"'$in' on field '{field}' needs a list, got {value!r}")
+                if op == "$exists" and not isinstance(value, bool):
+                    raise QueryError(f"'$exists' on field '{field}' needs true or false")
+                conditions.append(Condition(field, op, list(value) if op == "$in" else value))
+        else:
+            conditions.append(Condition(field, "$eq", spec))
+    return conditions
+
+
+def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
+    """``"-opened_at"`` or ``["service_id", "-opened_at"]``: a leading '-' sorts descending."""
+    if sort is None:
+        return []
+    items = [sort] if isinstance(sort, str) else list(sort)
+    keys = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise QueryError(f"a sort key must be a field name, optionally with '-', got {item!r}")
+        descending = item.startswith("-")
+        keys.append(SortKey(_check_field(item.lstrip("-")), descending))
+    return keys
+
+
+def check_limit(limit: int | None) -> int | None:
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise QueryError(f"limit must be a positive integer or None, got {limit!r}")
+    return limit
+
+
+def apply_update(
+    doc: Mapping[str, Any],
+    *,
+    set: Mapping[str, Any] | None = None,
+    unset: Sequence[str] | None = None,
+    push: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A partial update on a copy of ``doc``: dotted paths allowed, ``push`` appends to lists."""
+    result = copy.deepcopy(dict(doc))
+    for path, value in (set or {}).items():
+        parent, leaf = _walk(result, _check_field(path), create=True)
+        parent[leaf] = value
+    for path in unset or ():
+        parent, leaf = _walk(result, _check_field(path), create=False)
+        if parent is not None:
+            parent.pop(leaf, None)
+    for path, value in (push or {}).items():
+        parent, leaf = _walk(result, _check_field(path), create=True)
+        current = parent.setdefault(leaf, [])
+        if not isinstance(current, list):
+            raise QueryError(f"cannot push to '{path}': it holds {type(current).__name__}, not a list")
+        current.append(value)
+    return result
+
+
+def _walk(doc: dict[str, Any], path: str, *, create: bool) -> tuple[Any, str]:
+    parts = path.split(".")
+    node: Any = doc
+    for part in parts[:-1]:
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            if not create:
+                return None, parts[-1]
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise QueryError(f"cannot update '{path}': '{part}' is not an object")
+        node = child
+    return node, parts[-1]
+
+
+def check_update(set: Any, unset: Any, push: Any) -> None:
+    """Reject an empty update or one that touches the same path twice."""
+    paths = [*(set or {}), *(unset or []), *(push or {})]
+    if not paths:
+        raise QueryError("an update needs at least one of set, unset or push")
+    if len(paths) != len(set_ := {*paths}) or any(
+        a != b and (a.startswith(b + ".") or b.startswith(a + ".")) for a in set_ for b in set_
+    ):
+        raise QueryError(f"an update touches the same path twice: {sorted(paths)}")

@@ -1,0 +1,1 @@
+"""Store types: one module each, its pydantic config beside its class."""

@@ -1,0 +1,73 @@
+"""What every store type provides: a config model, and a connected store serving patterns."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from datalayer.errors import MissingDriver, redact
+from datalayer.patterns import PatternConfig
+
+
+class StoreConfig(BaseModel):
+    """Base of a store entry in a profile; subclasses set ``type: Literal[...]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Categories this store type can serve.
+    serves: ClassVar[frozenset[str]] = frozenset()
+    #: The pip extra that installs this store type's driver, if any.
+    extra: ClassVar[str | None] = None
+
+    type: str
+
+    def target(self) -> str:
+        """Where the store lives, for humans; any password redacted."""
+        return redact(str(self.model_dump(exclude={"type"})))
+
+    @abstractmethod
+    def connect(self, name: str, base_dir: Path) -> Store:
+        """Build the store; ``base_dir`` is the registry's folder, for relative paths."""
+
+
+class Store(ABC):
+    """A connected store: hands out one contract object per pattern."""
+
+    def __init__(self, name: str, config: StoreConfig) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    def label(self) -> str:
+        return f"store '{self.name}' ({self.config.type} at {self.config.target()})"
+
+    @abstractmethod
+    def handle(self, pattern: PatternConfig) -> Any:
+        """The contract object (table, stream, collection, namespace) for ``pattern``."""
+
+    @abstractmethod
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        """Create what the patterns need (idempotent); returns what was done, for humans."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """One real round trip; raises ``StoreUnavailable`` when the store does not answer."""
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+
+
+def require_driver(module: str, extra: str, store_type: str) -> ModuleType:
+    """Import a driver, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDriver(
+            f"store type '{store_type}' needs the '{module}' package, which is not installed: "
+            f"pip install 'datalayer[{extra}]'"
+        ) from exc

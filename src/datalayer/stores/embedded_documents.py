@@ -1,0 +1,176 @@
+"""``embedded-documents``: the document contract on SQLite, one JSON table per collection.
+
+Filters become ``json_extract`` comparisons with bound values; field paths are checked against
+the safe field-path rule before they are written into an expression, so indexes can match them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import TypeAdapter
+
+from datalayer.categories.document import DocumentCollection, DocumentPattern
+from datalayer.errors import QueryError
+from datalayer.patterns import PatternConfig
+from datalayer.query import Condition, SortKey, parse_filter
+from datalayer.stores.base import Store, StoreConfig
+from datalayer.stores.sqlite import resolve_path
+from datalayer.stores.sqlite_file import SQLiteFile
+
+_JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
+_COMPARE = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+class EmbeddedDocumentsConfig(StoreConfig):
+    """An SQLite file holding each collection as a table of JSON documents."""
+
+    serves: ClassVar[frozenset[str]] = frozenset({"document"})
+
+    type: Literal["embedded-documents"]
+    path: str = ".datalayer/docs.db"
+    busy_timeout: float = 30.0
+
+    def target(self) -> str:
+        return self.path
+
+    def connect(self, name: str, base_dir: Path) -> EmbeddedDocumentsStore:
+        return EmbeddedDocumentsStore(name, self, resolve_path(self.path, base_dir))
+
+
+class EmbeddedDocumentsStore(Store):
+    def __init__(self, name: str, config: EmbeddedDocumentsConfig, path: Path) -> None:
+        super().__init__(name, config)
+        self.db = SQLiteFile(path, self.label, config.busy_timeout)
+        self._ready: set[str] = set()
+
+    def handle(self, pattern: PatternConfig) -> EmbeddedCollection:
+        assert isinstance(pattern, DocumentPattern)
+        return EmbeddedCollection(pattern, self)
+
+    def ensure_table(self, collection: str) -> str:
+        table = f"doc_{collection}"
+        if collection not in self._ready:
+            with self.db.write() as conn:
+                conn.execute(
+                    f'CREATE TABLE IF NOT EXISTS "{table}" (id TEXT PRIMARY KEY, body TEXT NOT NULL)'
+                )
+            self._ready.add(collection)
+        return table
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        done = []
+        for pattern in patterns:
+            assert isinstance(pattern, DocumentPattern)
+            table = self.ensure_table(pattern.collection)
+            done.append(f"collection '{pattern.collection}' ready")
+            with self.db.write() as conn:
+                for spec in pattern.indexes:
+                    field = spec.lstrip("-")
+                    name = f"ix_{pattern.collection}_{field.replace('.', '_')}"
+                    order = "DESC" if spec.startswith("-") else "ASC"
+                    conn.execute(
+                        f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" '
+                        f"({json_path_expr(field)} {order})"
+                    )
+                    done.append(f"index '{name}' on {pattern.collection}({spec}) ready")
+        return done
+
+    def ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def json_path_expr(field: str) -> str:
+    """``json_extract(body, '$.a.b')`` for a field path already checked by the query parser."""
+    return f"json_extract(body, '$.{field}')"
+
+
+def _bindable(value: Any) -> Any:
+    """A filter value as SQLite sees it inside JSON: dates as their JSON strings, bools as 0/1."""
+    if isinstance(value, datetime | date):
+        return _JSON_VALUE.dump_python(value, mode="json")
+    if isinstance(value, dict | list):
+        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    return value
+
+
+class EmbeddedCollection(DocumentCollection):
+    def __init__(self, pattern: DocumentPattern, store: EmbeddedDocumentsStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self.table = store.ensure_table(pattern.collection)
+
+    def _write(self, key: str, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        with self.store.db.write() as conn:
+            conn.execute(
+                f'INSERT INTO "{self.table}"(id, body) VALUES (?, ?) '
+                "ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                (key, body),
+            )
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        with self.store.db.read() as conn:
+            row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (str(key),)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def delete(self, key: Any) -> bool:
+        with self.store.db.write() as conn:
+            cursor = conn.execute(f'DELETE FROM "{self.table}" WHERE id = ?', (str(key),))
+        return cursor.rowcount > 0
+
+    def _update(self, key: str, changes: Mapping[str, Any]) -> bool:
+        with self.store.db.write() as conn:
+            row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (key,)).fetchone()
+            if row is None:
+                return False
+            body = self.merged(json.loads(row[0]), changes)
+            conn.execute(
+                f'UPDATE "{self.table}" SET body = ? WHERE id = ?',
+                (json.dumps(body, separators=(",", ":"), ensure_ascii=False), key),
+            )
+        return True
+
+    def _where(self, conditions: list[Condition]) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for cond in conditions:
+            expr = json_path_expr(cond.field)
+            if cond.op == "$exists":
+                clauses.append(f"json_type(body, '$.{cond.field}') IS {'NOT ' if cond.value else ''}NULL")
+            elif cond.op == "$in":
+                if not cond.value:
+                    clauses.append("0")
+                    continue
+                clauses.append(f"{expr} IN ({','.join('?' * len(cond.value))})")
+                params.extend(_bindable(v) for v in cond.value)
+            elif cond.op == "$eq" and cond.value is None:
+                clauses.append(f"{expr} IS NULL")
+            else:
+                clauses.append(f"{expr} {_COMPARE[cond.op]} ?")
+                params.append(_bindable(cond.value))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _find(
+        self, conditions: list[Condition], sort: list[SortKey], limit: int | None
+    ) -> list[dict[str, Any]]:
+        where, params = self._where(conditions)
+        order = [f"{json_path_expr(k.field)} {'DESC' if k.descending else 'ASC'}" for k in sort]
+        sql = f'SELECT body FROM "{self.table}"{where} ORDER BY {", ".join([*order, "id"])}'
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.store.db.read() as conn:
+            return [json.loads(row[0]) for row in conn.execute(sql, params)]
+
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        clause, params = self._where(parse_filter(where))
+        with self.store.db.read() as conn:
+            return int(conn.execute(f'SELECT count(*) FROM "{self.table}"{clause}', params).fetchone()[0])

@@ -1,0 +1,113 @@
+"""``embedded-kv``: the key-value contract on an SQLite table with an expiry column."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from datalayer.categories.kv import KeyValuePattern, KVNamespace
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store, StoreConfig
+from datalayer.stores.sqlite import resolve_path
+from datalayer.stores.sqlite_file import SQLiteFile
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID
+"""
+_PURGE_EVERY = 60.0
+
+
+class EmbeddedKVConfig(StoreConfig):
+    """An SQLite file holding every key-value pattern, each under its own key prefix."""
+
+    serves: ClassVar[frozenset[str]] = frozenset({"key-value"})
+
+    type: Literal["embedded-kv"]
+    path: str = ".datalayer/kv.db"
+    busy_timeout: float = 30.0
+
+    def target(self) -> str:
+        return self.path
+
+    def connect(self, name: str, base_dir: Path) -> EmbeddedKVStore:
+        return EmbeddedKVStore(name, self, resolve_path(self.path, base_dir))
+
+
+class EmbeddedKVStore(Store):
+    def __init__(self, name: str, config: EmbeddedKVConfig, path: Path) -> None:
+        super().__init__(name, config)
+        self.db = SQLiteFile(path, self.label, config.busy_timeout)
+        with self.db.write() as conn:
+            conn.execute(_SCHEMA)
+        self._last_purge = time.monotonic()
+
+    def handle(self, pattern: PatternConfig) -> EmbeddedKV:
+        assert isinstance(pattern, KeyValuePattern)
+        return EmbeddedKV(pattern, self)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        return [f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)]
+
+    def ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def purge_expired(self) -> None:
+        """Drop expired keys now and then; reads already treat them as missing."""
+        if time.monotonic() - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = time.monotonic()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),))
+
+
+class EmbeddedKV(KVNamespace):
+    def __init__(self, pattern: KeyValuePattern, store: EmbeddedKVStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+
+    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        expires = time.time() + ttl_seconds if ttl_seconds is not None else None
+        with self.store.db.write() as conn:
+            conn.execute(
+                "INSERT INTO kv(key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, value, expires),
+            )
+        self.store.purge_expired()
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        marks = ",".join("?" * len(set(keys)))
+        with self.store.db.read() as conn:
+            rows = conn.execute(
+                f"SELECT key, value, expires_at FROM kv WHERE key IN ({marks})", list(set(keys))
+            ).fetchall()
+        now = time.time()
+        found = {k: v for k, v, exp in rows if exp is None or exp > now}
+        return [found.get(k) for k in keys]
+
+    def _delete(self, key: str) -> bool:
+        with self.store.db.write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            )
+        return cursor.rowcount > 0
+
+    def _ttl(self, key: str) -> float | None:
+        with self.store.db.read() as conn:
+            row = conn.execute("SELECT expires_at FROM kv WHERE key = ?", (key,)).fetchone()
+        now = time.time()
+        if row is None or (row[0] is not None and row[0] <= now):
+            raise KeyError(key)
+        return None if row[0] is None else row[0] - now

@@ -1,0 +1,353 @@
+"""``embedded-log``: the streaming contract on an SQLite file, shared safely by processes.
+
+Topics have partitions with gap-free offsets; consumer groups keep committed offsets and a
+member table with heartbeats, from which every member derives the same partition assignment
+(partition ``p`` goes to the ``p % n``-th live member). A member that stops heartbeating for
+``session_timeout`` loses its partitions, and their uncommitted messages go to the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from datalayer.categories.streaming import (
+    ConsumerHandle,
+    Delivery,
+    OutgoingRecord,
+    Record,
+    StartAt,
+    Stream,
+    StreamingPattern,
+)
+from datalayer.errors import DataLayerError, NotFound
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store, StoreConfig
+from datalayer.stores.sqlite import resolve_path
+from datalayer.stores.sqlite_file import SQLiteFile
+from datalayer.validators import Duration
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS topics (
+        name TEXT PRIMARY KEY, partitions INTEGER NOT NULL, retention_s REAL)""",
+    """CREATE TABLE IF NOT EXISTS partitions (
+        topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+        PRIMARY KEY (topic, partition)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS messages (
+        topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+        key TEXT, value BLOB NOT NULL, headers TEXT NOT NULL, ts REAL NOT NULL,
+        PRIMARY KEY (topic, partition, offset)) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS messages_by_time ON messages (topic, partition, ts)",
+    """CREATE TABLE IF NOT EXISTS offsets (
+        grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+        committed INTEGER NOT NULL, PRIMARY KEY (grp, topic, partition)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS members (
+        grp TEXT NOT NULL, topic TEXT NOT NULL, member TEXT NOT NULL, heartbeat REAL NOT NULL,
+        PRIMARY KEY (grp, topic, member)) WITHOUT ROWID""",
+]
+
+
+class EmbeddedLogConfig(StoreConfig):
+    """An SQLite file holding topics, messages, committed offsets and group members."""
+
+    serves: ClassVar[frozenset[str]] = frozenset({"streaming"})
+
+    type: Literal["embedded-log"]
+    path: str = ".datalayer/events.db"
+    session_timeout: Duration = timedelta(seconds=10)
+    poll_interval: float = Field(default=0.05, gt=0, le=5)
+    max_message_bytes: int = Field(default=1_048_576, ge=1024)
+    busy_timeout: float = 30.0
+
+    def target(self) -> str:
+        return self.path
+
+    def connect(self, name: str, base_dir: Path) -> EmbeddedLogStore:
+        return EmbeddedLogStore(name, self, resolve_path(self.path, base_dir))
+
+
+class EmbeddedLogStore(Store):
+    config: EmbeddedLogConfig
+
+    def __init__(self, name: str, config: EmbeddedLogConfig, path: Path) -> None:
+        super().__init__(name, config)
+        self.db = SQLiteFile(path, self.label, config.busy_timeout)
+        with self.db.write() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        self._last_purge = 0.0
+
+    def handle(self, pattern: PatternConfig) -> EmbeddedStream:
+        assert isinstance(pattern, StreamingPattern)
+        return EmbeddedStream(pattern, self)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        done = []
+        for pattern in patterns:
+            assert isinstance(pattern, StreamingPattern)
+            retention = pattern.retention.total_seconds() if pattern.retention else None
+            for topic in filter(None, [pattern.topic, pattern.dead_letter]):
+                done.append(self.create_topic(topic, pattern.partitions, retention))
+        return done
+
+    def create_topic(self, topic: str, partitions: int, retention: float | None) -> str:
+        """Create a topic, or grow its partitions; never shrink (keys would move)."""
+        with self.db.write() as conn:
+            row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+            if row is not None and row[0] > partitions:
+                raise DataLayerError(
+                    f"{self.label}: topic '{topic}' has {row[0]} partitions; "
+                    f"it cannot shrink to {partitions}"
+                )
+            conn.execute(
+                "INSERT INTO topics(name, partitions, retention_s) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET partitions = excluded.partitions, "
+                "retention_s = excluded.retention_s",
+                (topic, partitions, retention),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO partitions(topic, partition, next_offset) VALUES (?, ?, 0)",
+                [(topic, p) for p in range(partitions)],
+            )
+        if row is None:
+            return f"topic '{topic}' created ({partitions} partitions)"
+        if row[0] < partitions:
+            return f"topic '{topic}' grown to {partitions} partitions"
+        return f"topic '{topic}' exists ({partitions} partitions)"
+
+    def partitions(self, topic: str) -> int:
+        with self.db.read() as conn:
+            row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+        if row is None:
+            raise NotFound(f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'")
+        return int(row[0])
+
+    def ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def purge_expired(self) -> None:
+        """Apply topic retention at most once a minute per process."""
+        if time.monotonic() - self._last_purge < 60:
+            return
+        self._last_purge = time.monotonic()
+        with self.db.write() as conn:
+            for topic, retention in conn.execute(
+                "SELECT name, retention_s FROM topics WHERE retention_s IS NOT NULL"
+            ).fetchall():
+                conn.execute(
+                    "DELETE FROM messages WHERE topic = ? AND ts < ?", (topic, time.time() - retention)
+                )
+
+
+class EmbeddedStream(Stream):
+    def __init__(self, pattern: StreamingPattern, store: EmbeddedLogStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self._partition_counts: dict[str, int] = {}
+
+    def _partitions(self, topic: str) -> int:
+        if topic not in self._partition_counts:
+            self._partition_counts[topic] = self.store.partitions(topic)
+        return self._partition_counts[topic]
+
+    def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
+        limit = self.store.config.max_message_bytes
+        for record in records:
+            if len(record.value) > limit:
+                raise DataLayerError(
+                    f"{self.store.label}: message of {len(record.value)} bytes exceeds "
+                    f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
+                )
+        placed = [(self.partition_for(r.key, topic), r) for r in records]
+        now = time.time()
+        deliveries = []
+        with self.store.db.write() as conn:
+            offsets = dict(
+                conn.execute(
+                    "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+                ).fetchall()
+            )
+            rows = []
+            for partition, record in placed:
+                offset = offsets[partition]
+                offsets[partition] = offset + 1
+                rows.append(
+                    (topic, partition, offset, record.key, record.value, json.dumps(record.headers), now)
+                )
+                deliveries.append(Delivery(topic, partition, offset))
+            conn.executemany(
+                "INSERT INTO messages(topic, partition, offset, key, value, headers, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
+                [(o, topic, p) for p, o in offsets.items()],
+            )
+        self.store.purge_expired()
+        return deliveries
+
+    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+        topic = topic or self.pattern.topic
+        self._partitions(topic)
+        with self.store.db.read() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+                ).fetchall()
+            )
+
+    def _open_consumer(self, topic: str, group: str | None, start: StartAt) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self.store, topic, self._partitions(topic), group, start)
+
+
+class EmbeddedConsumer(ConsumerHandle):
+    def __init__(
+        self, store: EmbeddedLogStore, topic: str, partitions: int, group: str | None, start: StartAt
+    ) -> None:
+        self.store = store
+        self.db = store.db
+        self.topic = topic
+        self.partitions = partitions
+        self.group = group
+        self.start = start
+        self.member = uuid.uuid4().hex
+        self.positions: dict[int, int] = {}
+        self.assigned: set[int] = set()
+        self.session = store.config.session_timeout.total_seconds()
+        self.refresh_every = min(0.5, self.session / 4)
+        self.last_refresh = 0.0
+
+    def refresh(self) -> None:
+        """Heartbeat, then derive this member's partitions from the live members."""
+        if self.group is None:
+            assigned = set(range(self.partitions))
+        else:
+            now = time.time()
+            with self.db.write() as conn:
+                conn.execute(
+                    "INSERT INTO members(grp, topic, member, heartbeat) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(grp, topic, member) DO UPDATE SET heartbeat = excluded.heartbeat",
+                    (self.group, self.topic, self.member, now),
+                )
+                conn.execute(
+                    "DELETE FROM members WHERE grp = ? AND topic = ? AND heartbeat < ?",
+                    (self.group, self.topic, now - self.session),
+                )
+                members = [
+                    m for (m,) in conn.execute(
+                        "SELECT member FROM members WHERE grp = ? AND topic = ? ORDER BY member",
+                        (self.group, self.topic),
+                    )
+                ]
+            index = members.index(self.member)
+            assigned = {p for p in range(self.partitions) if p % len(members) == index}
+        for p in self.assigned - assigned:
+            self.positions.pop(p, None)
+        for p in sorted(assigned - self.assigned):
+            self.positions[p] = self.initial_position(p)
+        self.assigned = assigned
+        self.last_refresh = time.monotonic()
+
+    def initial_position(self, partition: int) -> int:
+        start = self.start
+        if isinstance(start, Mapping):
+            start = start.get(partition, "committed")
+        with self.db.read() as conn:
+            first, end = conn.execute(
+                "SELECT (SELECT min(offset) FROM messages WHERE topic = ?1 AND partition = ?2), "
+                "(SELECT next_offset FROM partitions WHERE topic = ?1 AND partition = ?2)",
+                (self.topic, partition),
+            ).fetchone()
+            earliest = end if first is None else first
+            if start == "committed":
+                row = None
+                if self.group is not None:
+                    row = conn.execute(
+                        "SELECT committed FROM offsets WHERE grp = ? AND topic = ? AND partition = ?",
+                        (self.group, self.topic, partition),
+                    ).fetchone()
+                return max(row[0], earliest) if row else earliest
+            if start == "earliest":
+                return int(earliest)
+            if start == "latest":
+                return int(end)
+            if isinstance(start, datetime):
+                stamp = (start if start.tzinfo else start.replace(tzinfo=UTC)).timestamp()
+                row = conn.execute(
+                    "SELECT min(offset) FROM messages WHERE topic = ? AND partition = ? AND ts >= ?",
+                    (self.topic, partition, stamp),
+                ).fetchone()
+                return int(end if row[0] is None else row[0])
+            if isinstance(start, int) and not isinstance(start, bool):
+                return min(max(start, earliest), end)
+        raise DataLayerError(f"cannot start a consumer at {start!r}")
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() - self.last_refresh >= self.refresh_every:
+                self.refresh()
+            records = self.fetch(max_records)
+            if records or time.monotonic() >= deadline:
+                return records
+            time.sleep(min(self.store.config.poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def fetch(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        with self.db.read() as conn:
+            for partition in sorted(self.assigned):
+                if len(out) >= max_records:
+                    break
+                rows = conn.execute(
+                    "SELECT offset, key, value, headers, ts FROM messages "
+                    "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
+                    (self.topic, partition, self.positions[partition], max_records - len(out)),
+                ).fetchall()
+                for offset, key, value, headers, ts in rows:
+                    out.append(
+                        Record(
+                            self.topic, partition, offset, key, bytes(value), json.loads(headers),
+                            datetime.fromtimestamp(ts, UTC),
+                        )
+                    )
+                if rows:
+                    self.positions[partition] = rows[-1][0] + 1
+        return out
+
+    def commit(self, partition: int, offset: int) -> None:
+        if self.group is None:
+            return
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO offsets(grp, topic, partition, committed) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(grp, topic, partition) DO UPDATE "
+                "SET committed = max(committed, excluded.committed)",
+                (self.group, self.topic, partition, offset),
+            )
+
+    def seek(self, partition: int, offset: int) -> None:
+        if partition in self.assigned:
+            self.positions[partition] = offset
+
+    def assignment(self) -> set[int]:
+        return set(self.assigned)
+
+    def close(self) -> None:
+        if self.group is not None:
+            with self.db.write() as conn:
+                conn.execute(
+                    "DELETE FROM members WHERE grp = ? AND topic = ? AND member = ?",
+                    (self.group, self.topic, self.member),
+                )

@@ -1,0 +1,287 @@
+"""The transactional contract on SQLAlchemy 2, shared by the ``sqlite`` and ``postgres`` types.
+
+Columns come from the pattern's pydantic schema; every value travels as a bound parameter and
+every identifier is checked against the registry's safe-identifier rule before it gets here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from datalayer.categories.transactional import Key, TransactionalPattern, TransactionalTable
+from datalayer.errors import DataLayerError, QueryError, StoreUnavailable
+from datalayer.patterns import PatternConfig, validate_model
+from datalayer.query import Condition, check_limit, parse_filter, parse_sort
+from datalayer.stores.base import Store, StoreConfig
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware datetimes on every backend: stored in UTC, read back as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _column_type(annotation: Any) -> tuple[sa.types.TypeEngine[Any], bool]:
+    """SQL type for a pydantic field annotation, and whether it admits None."""
+    nullable = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        if len(args) == 1:
+            inner, inner_nullable = _column_type(args[0])
+            return inner, nullable or inner_nullable
+        return sa.JSON(), nullable
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        if all(isinstance(v, str) for v in values):
+            return sa.String(max(len(v) for v in values)), nullable
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return sa.BigInteger(), nullable
+    if origin is typing.Annotated:
+        return _column_type(typing.get_args(annotation)[0])
+    simple: list[tuple[type, sa.types.TypeEngine[Any]]] = [
+        (bool, sa.Boolean()),
+        (int, sa.BigInteger()),
+        (float, sa.Double()),
+        (decimal.Decimal, sa.Numeric(38, 10)),
+        (dt.datetime, UTCDateTime()),
+        (dt.date, sa.Date()),
+        (uuid.UUID, sa.Uuid()),
+        (str, sa.String()),
+    ]
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return sa.String(), nullable
+        for python_type, sql_type in simple:
+            if issubclass(annotation, python_type):
+                return sql_type, nullable
+    return sa.JSON(), nullable
+
+
+def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Table:
+    """The SQLAlchemy table for a pattern, from its schema's fields."""
+    schema = pattern.schema_cls
+    assert schema is not None, "the loader resolves transactional schemas"
+    columns = []
+    for name, field in schema.model_fields.items():
+        sql_type, nullable = _column_type(field.annotation)
+        is_key = name in pattern.key
+        columns.append(
+            sa.Column(
+                name,
+                sql_type,
+                primary_key=is_key,
+                nullable=(nullable or not field.is_required()) and not is_key,
+                index=name in pattern.indexes,
+            )
+        )
+    return sa.Table(pattern.table, metadata, *columns)
+
+
+class SQLStore(Store):
+    """A SQLAlchemy engine serving transactional patterns."""
+
+    def __init__(self, name: str, config: StoreConfig, engine: Engine) -> None:
+        super().__init__(name, config)
+        self.engine = engine
+        self.metadata = sa.MetaData()
+        self._current: ContextVar[Connection | None] = ContextVar(f"tx-{name}", default=None)
+
+    def handle(self, pattern: PatternConfig) -> SQLTable:
+        assert isinstance(pattern, TransactionalPattern)
+        table = self.metadata.tables.get(pattern.table)
+        if table is None:
+            table = build_table(pattern, self.metadata)
+        return SQLTable(pattern, self, table)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        done = []
+        with self.errors(), self.engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            for pattern in patterns:
+                table = self.handle(pattern).table
+                exists = inspector.has_table(table.name)
+                table.create(conn, checkfirst=True)
+                done.append(f"table '{table.name}' {'exists' if exists else 'created'}")
+        return done
+
+    def ping(self) -> None:
+        with self.errors(), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for every table of this store until the block ends; nests by joining."""
+        if self._current.get() is not None:
+            yield
+            return
+        with self.errors(), self.engine.begin() as conn:
+            token = self._current.set(conn)
+            try:
+                yield
+            finally:
+                self._current.reset(token)
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """The open transaction's connection, or a fresh one committed on exit."""
+        current = self._current.get()
+        if current is not None:
+            with self.errors():
+                yield current
+            return
+        with self.errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Driver errors as datalayer errors naming this store; the driver's kept as cause."""
+        try:
+            yield
+        except DataLayerError:
+            raise
+        except DBAPIError as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise StoreUnavailable(f"{self.label} is unavailable: {exc.orig}") from exc
+            raise DataLayerError(f"{self.label}: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise DataLayerError(f"{self.label}: {exc}") from exc
+
+
+class SQLTable(TransactionalTable):
+    def __init__(self, pattern: TransactionalPattern, store: SQLStore, table: sa.Table) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self.table = table
+        self._json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+        self._value_columns = [c.name for c in table.columns if c.name not in pattern.key]
+
+    def row_values(self, row: Any) -> dict[str, Any]:
+        assert self.pattern.schema_cls is not None
+        model: BaseModel = validate_model(self.pattern.name, self.pattern.schema_cls, row)
+        python = model.model_dump()
+        if not self._json_columns:
+            return python
+        as_json = model.model_dump(mode="json")
+        return {k: as_json[k] if k in self._json_columns else v for k, v in python.items()}
+
+    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        else:
+            raise DataLayerError(f"{self.store.label}: upsert is not implemented for {dialect}")
+        stmt = insert(self.table)
+        if self._value_columns:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(self.pattern.key),
+                set_={c: stmt.excluded[c] for c in self._value_columns},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(self.pattern.key))
+        conn.execute(stmt, rows)
+
+    def put(self, row: Any) -> None:
+        values = self.row_values(row)
+        with self.store.connection() as conn:
+            self._upsert(conn, [values])
+
+    def put_many(self, rows: Iterable[Any]) -> int:
+        values = [self.row_values(row) for row in rows]
+        if values:
+            with self.store.connection() as conn:
+                self._upsert(conn, values)
+        return len(values)
+
+    def _where_key(self, key: Key) -> sa.ColumnElement[bool]:
+        return sa.and_(*(self.table.c[c] == v for c, v in self.key_values(key).items()))
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        with self.store.connection() as conn:
+            row = conn.execute(sa.select(self.table).where(self._where_key(key))).mappings().first()
+        return dict(row) if row is not None else None
+
+    def delete(self, key: Key) -> bool:
+        with self.store.connection() as conn:
+            result = conn.execute(sa.delete(self.table).where(self._where_key(key)))
+        return bool(result.rowcount)
+
+    def _column(self, name: str) -> sa.Column[Any]:
+        if name not in self.table.c:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': no column '{name}'; "
+                f"columns: {', '.join(self.table.c.keys())}"
+            )
+        return self.table.c[name]
+
+    def _condition(self, cond: Condition) -> sa.ColumnElement[bool]:
+        column = self._column(cond.field)
+        if cond.op == "$eq":
+            return column.is_(None) if cond.value is None else column == cond.value
+        if cond.op == "$in":
+            return column.in_(cond.value)
+        if cond.op == "$exists":
+            return column.is_not(None) if cond.value else column.is_(None)
+        compare = {"$gt": column.__gt__, "$gte": column.__ge__, "$lt": column.__lt__, "$lte": column.__le__}
+        return compare[cond.op](cond.value)
+
+    def _select(self, where: Mapping[str, Any] | None) -> sa.Select[Any]:
+        conditions = [self._condition(c) for c in parse_filter(where)]
+        return sa.select(self.table).where(*conditions)
+
+    def query(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        stmt = self._select(where)
+        for key in parse_sort(order_by):
+            column = self._column(key.field)
+            stmt = stmt.order_by(column.desc().nulls_last() if key.descending else column.asc().nulls_first())
+        if check_limit(limit) is not None:
+            stmt = stmt.limit(limit)
+        with self.store.connection() as conn:
+            return [dict(row) for row in conn.execute(stmt).mappings()]
+
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(self._select(where).subquery())
+        with self.store.connection() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def transaction(self) -> typing.ContextManager[None]:
+        return self.store.transaction()
+

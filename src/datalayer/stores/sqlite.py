@@ -1,0 +1,48 @@
+"""``sqlite``: the transactional contract on an embedded SQLite file, through SQLAlchemy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import sqlalchemy as sa
+
+from datalayer.stores.base import StoreConfig
+from datalayer.stores.sql import SQLStore
+
+
+class SQLiteConfig(StoreConfig):
+    """An SQLite file; a relative ``path`` is relative to the registry's folder."""
+
+    serves: ClassVar[frozenset[str]] = frozenset({"transactional"})
+
+    type: Literal["sqlite"]
+    path: str = ".datalayer/local.db"
+    busy_timeout: float = 30.0
+
+    def target(self) -> str:
+        return self.path
+
+    def connect(self, name: str, base_dir: Path) -> SQLStore:
+        file = resolve_path(self.path, base_dir)
+        engine = sa.create_engine(
+            f"sqlite+pysqlite:///{file}", connect_args={"timeout": self.busy_timeout}
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return SQLStore(name, self, engine)
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """An embedded store's file: relative to the registry's folder, parent folders created."""
+    file = Path(path).expanduser()
+    if not file.is_absolute():
+        file = base_dir / file
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return file
