@@ -1,0 +1,250 @@
+"""The ``datalayer`` command: validate, describe, apply, doctor and the quickstart job.
+
+Every error is printed as one message (no traceback) and the exit status is non-zero;
+``DATALAYER_DEBUG=1`` shows the traceback of an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from datalayer import __version__
+from datalayer.api import DataLayer
+from datalayer.api import open as open_datalayer
+from datalayer.config import load, pattern_targets
+from datalayer.errors import DataLayerError, redact
+
+app = typer.Typer(
+    help="datalayer: codified data-access patterns, each category of data on a store fit for it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Registry file [default: $DATALAYER_CONFIG, else ./datalayer.yaml].",
+        show_default=False,
+    ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="Profile to use [default: $DATALAYER_PROFILE, else local].",
+        show_default=False,
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(command: F) -> F:
+    """Print any error as one clear line on stderr and exit non-zero, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DataLayerError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("DATALAYER_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {escape(redact(f'{type(exc).__name__}: {exc}'))} "
+                "(set DATALAYER_DEBUG=1 for the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@reports_errors
+def validate(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Check the registry: YAML, store types, categories, schemas, names and variables."""
+    registry = load(config, profile)
+    console.print(
+        f"[green]✓[/] {escape(str(registry.file))} is valid for profile "
+        f"[bold]{registry.profile}[/]: {len(registry.patterns)} patterns on "
+        f"{len(registry.stores)} stores"
+    )
+
+
+@app.command()
+@reports_errors
+def describe(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Show each pattern: its category, its store and what it occupies there."""
+    registry = load(config, profile)
+    table = Table(title=f"patterns ({registry.profile} profile)")
+    for column in ("pattern", "category", "store", "store type", "target", "schema"):
+        table.add_column(column)
+    for name, pattern in registry.patterns.items():
+        store = registry.stores[pattern.store]
+        targets = ", ".join(label for _, label in pattern_targets(pattern))
+        if pattern.category == "streaming":
+            targets += f", {getattr(pattern, 'partitions', 1)} partitions"
+        if pattern.category == "feature":
+            targets = f"feature service '{getattr(pattern, 'feature_service', '')}'"
+        table.add_row(
+            name,
+            pattern.category,
+            pattern.store,
+            f"{store.type} ({escape(store.target())})",
+            escape(targets),
+            pattern.schema_ or "-",
+        )
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Create the tables, topics, collections and indexes of the profile (idempotent)."""
+    with open_datalayer(config, profile) as dl:
+        with console.status("applying...") as status:
+            results = dl.apply(on_store=lambda name: status.update(f"applying store '{name}'..."))
+        table = Table(title=f"apply ({dl.profile} profile)")
+        table.add_column("store")
+        table.add_column("type")
+        table.add_column("result")
+        for result in results:
+            text = "\n".join(result.actions) if result.actions else f"[yellow]skipped:[/] {escape(result.skipped)}"
+            table.add_row(result.store, result.type, text)
+        console.print(table)
+
+
+@app.command()
+@reports_errors
+def doctor(
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each store.")] = 5.0,
+) -> None:
+    """Reach every store of the profile and report its round-trip latency."""
+    with open_datalayer(config, profile) as dl:
+        with console.status("checking stores..."):
+            health = dl.doctor(timeout=timeout)
+    colours = {"ok": "green", "not implemented": "yellow"}
+    table = Table(title=f"doctor ({dl.profile} profile)")
+    for column in ("store", "type", "target", "status", "latency", "detail"):
+        table.add_column(column)
+    for item in health:
+        colour = colours.get(item.status, "red")
+        latency = f"{item.latency_ms:.2f} ms" if item.latency_ms is not None else "-"
+        table.add_row(
+            item.store, item.type, escape(item.target), f"[{colour}]{item.status}[/]", latency,
+            escape(item.detail),
+        )
+    console.print(table)
+    failed = [h.store for h in health if h.status in ("unavailable", "error")]
+    if failed:
+        err_console.print(f"[bold red]error:[/] unreachable: {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def quickstart(
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    alerts: Annotated[int, typer.Option(help="How many sample alerts to publish.", min=10)] = 240,
+    seed: Annotated[int, typer.Option(help="Seed of the sample data.")] = 7,
+) -> None:
+    """The main job: apply the registry, load the example data, group alerts into incidents."""
+    from datalayer.examples import quickstart as job
+
+    with open_datalayer(config, profile) as dl:
+        with console.status("applying the registry..."):
+            dl.apply()
+        with Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as progress:
+            tasks: dict[str, Any] = {}
+            labels = {"publish": "publishing alerts", "group": "grouping into incidents"}
+
+            def on_progress(step: str, done: int, total: int) -> None:
+                if step not in tasks:
+                    tasks[step] = progress.add_task(labels[step], total=total)
+                progress.update(tasks[step], completed=done)
+
+            summary = job.run(dl, alert_count=alerts, seed=seed, on_progress=on_progress)
+        print_summary(dl, summary)
+
+
+def print_summary(dl: DataLayer, summary: Any) -> None:
+    registry = dl.registry
+    store_label = {name: cfg.type for name, cfg in registry.stores.items()}
+    table = Table(title=f"quickstart: what went where ({dl.profile} profile)")
+    for column in ("pattern", "category", "store", "result"):
+        table.add_column(column)
+    rows = [
+        ("accounts", f"{summary.accounts} rows upserted"),
+        ("services", f"{summary.services} rows upserted"),
+        (
+            "alerts",
+            f"{summary.published} published, {summary.handled} grouped, "
+            f"{summary.dead_lettered} to {getattr(registry.patterns['alerts'], 'dead_letter', '')} "
+            f"({summary.retried} retries)",
+        ),
+        ("incidents", f"{summary.incidents} incidents over {len(summary.per_service)} services"),
+        ("grouping_window", f"{summary.windows} open windows"),
+    ]
+    for name, result in rows:
+        pattern = registry.patterns[name]
+        table.add_row(name, pattern.category, store_label[pattern.store], result)
+    console.print(table)
+    largest = Table(title="largest incidents")
+    for column in ("incident", "service", "fingerprint", "severity", "alerts", "from", "to"):
+        largest.add_column(column, no_wrap=True)
+    for inc in summary.largest:
+        largest.add_row(
+            inc["incident_id"], inc["service_id"], inc["fingerprint"], inc["severity"],
+            str(inc["alert_count"]), _clock(inc["opened_at"]), _clock(inc["updated_at"]),
+        )
+    console.print(largest)
+
+
+def _clock(iso: str) -> str:
+    """``2026-01-05T09:12:00Z`` as ``01-05 09:12``."""
+    return f"{iso[5:10]} {iso[11:16]}"
+
+
+@app.command()
+def version() -> None:
+    """Print the datalayer version."""
+    console.print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
