@@ -19,7 +19,13 @@ from datalayer.categories import (
     TransactionalTable,
 )
 from datalayer.config import Registry
-from datalayer.errors import DataLayerError, NotFound, NotImplementedYet, StoreUnavailable, did_you_mean
+from datalayer.errors import (
+    DataLayerError,
+    NotFound,
+    NotImplementedYet,
+    StoreUnavailable,
+    did_you_mean,
+)
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store
 from datalayer.stores.sql import SQLStore
@@ -185,7 +191,9 @@ class DataLayer:
         thread.join(timeout)
         target = config.target()
         if thread.is_alive():
-            return StoreHealth(name, config.type, target, "unavailable", None, f"no answer within {timeout:g}s")
+            return StoreHealth(
+                name, config.type, target, "unavailable", None, f"no answer within {timeout:g}s"
+            )
         error = outcome.get("error")
         if isinstance(error, NotImplementedYet):
             return StoreHealth(name, config.type, target, "not implemented", None, error.message)
@@ -209,6 +217,6 @@ class DataLayer:
         self.close()
 
 
-def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:  # noqa: A001
+def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:
     """Load the registry (``$DATALAYER_CONFIG`` or ./datalayer.yaml) for a profile."""
     return DataLayer(config_module.load(path, profile))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -134,7 +133,11 @@ def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
         table.add_column("type")
         table.add_column("result")
         for result in results:
-            text = "\n".join(result.actions) if result.actions else f"[yellow]skipped:[/] {escape(result.skipped)}"
+            text = (
+                "\n".join(result.actions)
+                if result.actions
+                else f"[yellow]skipped:[/] {escape(result.skipped)}"
+            )
             table.add_row(result.store, result.type, text)
         console.print(table)
 
@@ -147,9 +150,8 @@ def doctor(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each store.")] = 5.0,
 ) -> None:
     """Reach every store of the profile and report its round-trip latency."""
-    with open_datalayer(config, profile) as dl:
-        with console.status("checking stores..."):
-            health = dl.doctor(timeout=timeout)
+    with open_datalayer(config, profile) as dl, console.status("checking stores..."):
+        health = dl.doctor(timeout=timeout)
     colours = {"ok": "green", "not implemented": "yellow"}
     table = Table(title=f"doctor ({dl.profile} profile)")
     for column in ("store", "type", "target", "status", "latency", "detail"):
@@ -158,7 +160,11 @@ def doctor(
         colour = colours.get(item.status, "red")
         latency = f"{item.latency_ms:.2f} ms" if item.latency_ms is not None else "-"
         table.add_row(
-            item.store, item.type, escape(item.target), f"[{colour}]{item.status}[/]", latency,
+            item.store,
+            item.type,
+            escape(item.target),
+            f"[{colour}]{item.status}[/]",
+            latency,
             escape(item.detail),
         )
     console.print(table)
@@ -183,8 +189,12 @@ def quickstart(
         with console.status("applying the registry..."):
             dl.apply()
         with Progress(
-            TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         ) as progress:
             tasks: dict[str, Any] = {}
             labels = {"publish": "publishing alerts", "group": "grouping into incidents"}
@@ -225,8 +235,13 @@ def print_summary(dl: DataLayer, summary: Any) -> None:
         largest.add_column(column, no_wrap=True)
     for inc in summary.largest:
         largest.add_row(
-            inc["incident_id"], inc["service_id"], inc["fingerprint"], inc["severity"],
-            str(inc["alert_count"]), _clock(inc["opened_at"]), _clock(inc["updated_at"]),
+            inc["incident_id"],
+            inc["service_id"],
+            inc["fingerprint"],
+            inc["severity"],
+            str(inc["alert_count"]),
+            _clock(inc["opened_at"]),
+            _clock(inc["updated_at"]),
         )
     console.print(largest)
 
@@ -247,4 +262,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

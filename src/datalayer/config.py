@@ -120,7 +120,9 @@ class _Loader:
                 file=str(self.file),
             ) from None
         except OSError as exc:
-            raise ConfigError(f"cannot read the registry: {exc.strerror}", file=str(self.file)) from exc
+            raise ConfigError(
+                f"cannot read the registry: {exc.strerror}", file=str(self.file)
+            ) from exc
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             data = yaml.safe_load(text)
@@ -200,7 +202,8 @@ class _Loader:
 
     def store(self, name: str, entry: Any) -> StoreConfig:
         path: YamlPath = ("profiles", self.profile, name)
-        return self.validated(self.store_type_of(entry, path), entry, path)
+        config: StoreConfig = self.validated(self.store_type_of(entry, path), entry, path)
+        return config
 
     def pattern(self, name: str, entry: Any, stores: dict[str, StoreConfig]) -> PatternConfig:
         path: YamlPath = ("patterns", name)
@@ -210,7 +213,9 @@ class _Loader:
         if category not in CATEGORIES:
             known = list(CATEGORIES)
             hint = did_you_mean(str(category), known) if category is not None else ""
-            what = f"unknown category '{category}'{hint}" if category is not None else "no 'category'"
+            what = (
+                f"unknown category '{category}'{hint}" if category is not None else "no 'category'"
+            )
             raise self.error(f"{what}; categories: {', '.join(known)}", (*path, "category"))
         pattern: PatternConfig = self.validated(_PATTERN_ADAPTER, entry, path, strip=category)
         pattern._name = name
@@ -233,7 +238,9 @@ class _Loader:
             try:
                 pattern._schema_cls = import_schema(pattern.schema_, self.file.parent)
             except ValueError as exc:
-                raise self.error(f"payload schema does not resolve: {exc}", (*path, "schema")) from None
+                raise self.error(
+                    f"payload schema does not resolve: {exc}", (*path, "schema")
+                ) from None
             for attribute, field_path in pattern.referenced_fields():
                 if not schema_has_field(pattern._schema_cls, field_path):
                     fields = list(pattern._schema_cls.model_fields)
@@ -321,7 +328,12 @@ def _describe(error: Any, model: Any, loc: Sequence[Any]) -> str:
 def _allowed_keys(model: Any, loc: Sequence[Any]) -> list[str]:
     target = model
     for part in loc[:-1]:
-        field_info = target.model_fields.get(part) if isinstance(target, type) else None
+        fields = (
+            target.model_fields
+            if isinstance(target, type) and issubclass(target, BaseModel)
+            else {}
+        )
+        field_info = fields.get(part)
         annotation = field_info.annotation if field_info else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             target = annotation

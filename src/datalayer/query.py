@@ -105,7 +105,9 @@ def apply_update(
         parent, leaf = _walk(result, _check_field(path), create=True)
         current = parent.setdefault(leaf, [])
         if not isinstance(current, list):
-            raise QueryError(f"cannot push to '{path}': it holds {type(current).__name__}, not a list")
+            raise QueryError(
+                f"cannot push to '{path}': it holds {type(current).__name__}, not a list"
+            )
         current.append(value)
     return result
 

@@ -49,7 +49,9 @@ def load_store_type(name: str) -> type[StoreConfig]:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"store type '{name}' cannot be loaded from '{known[name]}': {exc}") from exc
+        raise ConfigError(
+            f"store type '{name}' cannot be loaded from '{known[name]}': {exc}"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, StoreConfig)):
         raise ConfigError(f"store type '{name}': '{known[name]}' is not a StoreConfig subclass")
     return cls

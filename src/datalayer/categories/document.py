@@ -22,8 +22,16 @@ from pydantic import Field, field_validator
 
 from datalayer.errors import PayloadValidationError
 from datalayer.patterns import PatternConfig
-from datalayer.query import Condition, SortKey, apply_update, check_limit, check_update, parse_filter, parse_sort
-from datalayer.validators import FieldPath, SqlIdentifier
+from datalayer.query import (
+    Condition,
+    SortKey,
+    apply_update,
+    check_limit,
+    check_update,
+    parse_filter,
+    parse_sort,
+)
+from datalayer.validators import SqlIdentifier
 
 
 class DocumentPattern(PatternConfig):
@@ -96,8 +104,12 @@ class DocumentCollection(ABC):
         check_update(set, unset, push)
         for path in [*(set or {}), *(unset or []), *(push or {})]:
             if path.split(".")[0] == self.pattern.key:
-                raise PayloadValidationError(self.pattern.name, [(path, "the key cannot be updated")])
-        return self._update(str(key), {"set": set or {}, "unset": list(unset or []), "push": push or {}})
+                raise PayloadValidationError(
+                    self.pattern.name, [(path, "the key cannot be updated")]
+                )
+        return self._update(
+            str(key), {"set": set or {}, "unset": list(unset or []), "push": push or {}}
+        )
 
     def find(
         self,
@@ -112,7 +124,9 @@ class DocumentCollection(ABC):
         """Validate a whole document and check its key and field names."""
         body = self.pattern.validate_payload(doc)
         if body.get(self.pattern.key) in (None, ""):
-            raise PayloadValidationError(self.pattern.name, [(self.pattern.key, "the key field is required")])
+            raise PayloadValidationError(
+                self.pattern.name, [(self.pattern.key, "the key field is required")]
+            )
         check_field_names(self.pattern.name, body)
         return body
 

@@ -75,7 +75,9 @@ class KVNamespace(ABC):
 
     def full_key(self, key: str) -> str:
         if not isinstance(key, str) or not key:
-            raise QueryError(f"pattern '{self.pattern.name}': a key must be a non-empty string, got {key!r}")
+            raise QueryError(
+                f"pattern '{self.pattern.name}': a key must be a non-empty string, got {key!r}"
+            )
         return self.pattern.key_prefix + key
 
     def encode(self, value: Any) -> bytes:

@@ -354,7 +354,9 @@ class Stream(ABC):
         poll_timeout = 0.2 if idle_timeout is None else min(0.2, idle_timeout)
         try:
             while max_messages is None or yielded < max_messages:
-                want = batch_size if max_messages is None else min(batch_size, max_messages - yielded)
+                want = (
+                    batch_size if max_messages is None else min(batch_size, max_messages - yielded)
+                )
                 records = consumer.poll(want, poll_timeout)
                 tracker.forget_revoked()
                 if not records:
@@ -364,13 +366,22 @@ class Stream(ABC):
                 last_seen = time.monotonic()
                 tracker.rewound.clear()
                 for record in records:
-                    if record.partition in tracker.rewound or record.partition not in consumer.assignment():
+                    if (
+                        record.partition in tracker.rewound
+                        or record.partition not in consumer.assignment()
+                    ):
                         continue
                     tracker.delivered(record)
                     try:
                         value = self.decode(record) if validate else _loose_decode(record.value)
                     except PayloadValidationError as exc:
-                        log.warning("undecodable message %s/%s@%s: %s", topic, record.partition, record.offset, exc)
+                        log.warning(
+                            "undecodable message %s/%s@%s: %s",
+                            topic,
+                            record.partition,
+                            record.offset,
+                            exc,
+                        )
                         if self.pattern.dead_letter:
                             self._dead_letter(record, exc, 1)
                         tracker.stats.dead_lettered += 1
@@ -388,7 +399,12 @@ class Stream(ABC):
         if not self.pattern.dead_letter:
             log.error(
                 "dropping %s/%s@%s after %s attempts (pattern '%s' has no dead_letter): %s",
-                record.topic, record.partition, record.offset, attempts, self.pattern.name, error,
+                record.topic,
+                record.partition,
+                record.offset,
+                attempts,
+                self.pattern.name,
+                error,
             )
             return
         headers = {

@@ -119,15 +119,18 @@ def sample_alerts(
     them, so they end on the dead-letter topic.
     """
     rng = random.Random(seed)
-    clocks = {}
+    clocks: dict[tuple[str, str], datetime] = {}
     alerts = []
     for i in range(count - unknown_services):
         service = rng.choice(services)
         fingerprint = rng.choice(list(_FINGERPRINTS))
         slot = (service.service_id, fingerprint)
         gap = rng.choice([1, 2, 3, 4]) if rng.random() < 0.8 else rng.choice([20, 45, 90])
-        clocks[slot] = clocks.get(slot, EPOCH + timedelta(minutes=rng.randint(0, 60))) + timedelta(minutes=gap)
-        severity: Severity = rng.choices(["info", "warning", "critical"], weights=[2, 5, 2])[0]
+        clocks[slot] = clocks.get(slot, EPOCH + timedelta(minutes=rng.randint(0, 60))) + timedelta(
+            minutes=gap
+        )
+        levels: list[Severity] = ["info", "warning", "critical"]
+        severity = rng.choices(levels, weights=[2, 5, 2])[0]
         alerts.append(
             Alert(
                 alert_id=f"al-{i + 1:05d}",

@@ -62,11 +62,16 @@ class AlertGrouper:
     def __call__(self, message: Message) -> None:
         alert = Alert.model_validate(message.value)
         if self.services.get(alert.service_id) is None:
-            raise UnknownService(f"alert {alert.alert_id} names unknown service '{alert.service_id}'")
+            raise UnknownService(
+                f"alert {alert.alert_id} names unknown service '{alert.service_id}'"
+            )
         window_key = f"{alert.service_id}:{alert.fingerprint}"
         window = self.windows.get(window_key)
         entry = TimelineEntry(
-            alert_id=alert.alert_id, at=alert.occurred_at, severity=alert.severity, message=alert.message
+            alert_id=alert.alert_id,
+            at=alert.occurred_at,
+            severity=alert.severity,
+            message=alert.message,
         )
         incident = None
         if window is not None:
@@ -101,7 +106,9 @@ class AlertGrouper:
                 },
                 push={"timeline": entry.model_dump(mode="json")},
             )
-        self.windows.set(window_key, GroupingWindow(incident_id=incident_id, last_seen=alert.occurred_at))
+        self.windows.set(
+            window_key, GroupingWindow(incident_id=incident_id, last_seen=alert.occurred_at)
+        )
 
 
 def run(
@@ -157,10 +164,14 @@ def run(
         result.dead_lettered,
     )
 
-    found = incidents.find({"service_id": {"$in": service_ids}}, sort=["-alert_count", "incident_id"])
+    found = incidents.find(
+        {"service_id": {"$in": service_ids}}, sort=["-alert_count", "incident_id"]
+    )
     summary.incidents = len(found)
     summary.largest = found[:5]
     for incident in found:
-        summary.per_service[incident["service_id"]] = summary.per_service.get(incident["service_id"], 0) + 1
+        summary.per_service[incident["service_id"]] = (
+            summary.per_service.get(incident["service_id"], 0) + 1
+        )
     summary.windows = sum(v is not None for v in windows.mget(window_keys))
     return summary

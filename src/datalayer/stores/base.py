@@ -58,6 +58,7 @@ class Store(ABC):
     def ping(self) -> None:
         """One real round trip; raises ``StoreUnavailable`` when the store does not answer."""
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections; the store may not be used afterwards."""
 

@@ -119,7 +119,9 @@ class EmbeddedCollection(DocumentCollection):
 
     def get(self, key: Any) -> dict[str, Any] | None:
         with self.store.db.read() as conn:
-            row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (str(key),)).fetchone()
+            row = conn.execute(
+                f'SELECT body FROM "{self.table}" WHERE id = ?', (str(key),)
+            ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def delete(self, key: Any) -> bool:
@@ -140,11 +142,14 @@ class EmbeddedCollection(DocumentCollection):
         return True
 
     def _where(self, conditions: list[Condition]) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for cond in conditions:
             expr = json_path_expr(cond.field)
             if cond.op == "$exists":
-                clauses.append(f"json_type(body, '$.{cond.field}') IS {'NOT ' if cond.value else ''}NULL")
+                clauses.append(
+                    f"json_type(body, '$.{cond.field}') IS {'NOT ' if cond.value else ''}NULL"
+                )
             elif cond.op == "$in":
                 if not cond.value:
                     clauses.append("0")
@@ -173,4 +178,6 @@ class EmbeddedCollection(DocumentCollection):
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         clause, params = self._where(parse_filter(where))
         with self.store.db.read() as conn:
-            return int(conn.execute(f'SELECT count(*) FROM "{self.table}"{clause}', params).fetchone()[0])
+            return int(
+                conn.execute(f'SELECT count(*) FROM "{self.table}"{clause}', params).fetchone()[0]
+            )

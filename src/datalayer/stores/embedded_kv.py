@@ -51,7 +51,9 @@ class EmbeddedKVStore(Store):
         return EmbeddedKV(pattern, self)
 
     def apply(self, patterns: list[PatternConfig]) -> list[str]:
-        return [f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)]
+        return [
+            f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)
+        ]
 
     def ping(self) -> None:
         with self.db.read() as conn:
@@ -66,7 +68,9 @@ class EmbeddedKVStore(Store):
             return
         self._last_purge = time.monotonic()
         with self.db.write() as conn:
-            conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),))
+            conn.execute(
+                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)
+            )
 
 
 class EmbeddedKV(KVNamespace):

@@ -146,7 +146,8 @@ class EmbeddedLogStore(Store):
                 "SELECT name, retention_s FROM topics WHERE retention_s IS NOT NULL"
             ).fetchall():
                 conn.execute(
-                    "DELETE FROM messages WHERE topic = ? AND ts < ?", (topic, time.time() - retention)
+                    "DELETE FROM messages WHERE topic = ? AND ts < ?",
+                    (topic, time.time() - retention),
                 )
 
 
@@ -183,7 +184,15 @@ class EmbeddedStream(Stream):
                 offset = offsets[partition]
                 offsets[partition] = offset + 1
                 rows.append(
-                    (topic, partition, offset, record.key, record.value, json.dumps(record.headers), now)
+                    (
+                        topic,
+                        partition,
+                        offset,
+                        record.key,
+                        record.value,
+                        json.dumps(record.headers),
+                        now,
+                    )
                 )
                 deliveries.append(Delivery(topic, partition, offset))
             conn.executemany(
@@ -214,7 +223,12 @@ class EmbeddedStream(Stream):
 
 class EmbeddedConsumer(ConsumerHandle):
     def __init__(
-        self, store: EmbeddedLogStore, topic: str, partitions: int, group: str | None, start: StartAt
+        self,
+        store: EmbeddedLogStore,
+        topic: str,
+        partitions: int,
+        group: str | None,
+        start: StartAt,
     ) -> None:
         self.store = store
         self.db = store.db
@@ -246,7 +260,8 @@ class EmbeddedConsumer(ConsumerHandle):
                     (self.group, self.topic, now - self.session),
                 )
                 members = [
-                    m for (m,) in conn.execute(
+                    m
+                    for (m,) in conn.execute(
                         "SELECT member FROM members WHERE grp = ? AND topic = ? ORDER BY member",
                         (self.group, self.topic),
                     )
@@ -278,7 +293,7 @@ class EmbeddedConsumer(ConsumerHandle):
                         "SELECT committed FROM offsets WHERE grp = ? AND topic = ? AND partition = ?",
                         (self.group, self.topic, partition),
                     ).fetchone()
-                return max(row[0], earliest) if row else earliest
+                return int(max(row[0], earliest) if row else earliest)
             if start == "earliest":
                 return int(earliest)
             if start == "latest":
@@ -291,7 +306,7 @@ class EmbeddedConsumer(ConsumerHandle):
                 ).fetchone()
                 return int(end if row[0] is None else row[0])
             if isinstance(start, int) and not isinstance(start, bool):
-                return min(max(start, earliest), end)
+                return int(min(max(start, earliest), end))
         raise DataLayerError(f"cannot start a consumer at {start!r}")
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
@@ -318,7 +333,12 @@ class EmbeddedConsumer(ConsumerHandle):
                 for offset, key, value, headers, ts in rows:
                     out.append(
                         Record(
-                            self.topic, partition, offset, key, bytes(value), json.loads(headers),
+                            self.topic,
+                            partition,
+                            offset,
+                            key,
+                            bytes(value),
+                            json.loads(headers),
                             datetime.fromtimestamp(ts, UTC),
                         )
                     )

@@ -35,13 +35,17 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
         if value is None:
             return None
         value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect) -> dt.datetime | None:
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: sa.Dialect
+    ) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
@@ -254,7 +258,12 @@ class SQLTable(TransactionalTable):
             return column.in_(cond.value)
         if cond.op == "$exists":
             return column.is_not(None) if cond.value else column.is_(None)
-        compare = {"$gt": column.__gt__, "$gte": column.__ge__, "$lt": column.__lt__, "$lte": column.__le__}
+        compare = {
+            "$gt": column.__gt__,
+            "$gte": column.__ge__,
+            "$lt": column.__lt__,
+            "$lte": column.__le__,
+        }
         return compare[cond.op](cond.value)
 
     def _select(self, where: Mapping[str, Any] | None) -> sa.Select[Any]:
@@ -271,7 +280,9 @@ class SQLTable(TransactionalTable):
         stmt = self._select(where)
         for key in parse_sort(order_by):
             column = self._column(key.field)
-            stmt = stmt.order_by(column.desc().nulls_last() if key.descending else column.asc().nulls_first())
+            stmt = stmt.order_by(
+                column.desc().nulls_last() if key.descending else column.asc().nulls_first()
+            )
         if check_limit(limit) is not None:
             stmt = stmt.limit(limit)
         with self.store.connection() as conn:
@@ -284,4 +295,3 @@ class SQLTable(TransactionalTable):
 
     def transaction(self) -> typing.ContextManager[None]:
         return self.store.transaction()
-

@@ -1,0 +1,47 @@
+"""Payload schemas used by the contract suites."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Item(BaseModel):
+    item_id: str = Field(min_length=1)
+    name: str
+    price: float = Field(ge=0)
+    quantity: int = 0
+    active: bool = True
+    tier: Literal["a", "b", "c"] = "a"
+    created_at: datetime
+    discontinued_at: datetime | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class Ledger(BaseModel):
+    account_id: str
+    entry_no: int
+    amount: float
+
+
+class Event(BaseModel):
+    event_id: str
+    device: str
+    seq: int
+    payload: str = ""
+
+
+class Note(BaseModel):
+    note_id: str
+    author: str
+    score: int = Field(ge=0)
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, object] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class Window(BaseModel):
+    incident_id: str
+    hits: int = Field(ge=0)

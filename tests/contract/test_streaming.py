@@ -1,0 +1,239 @@
+"""The streaming contract, run against every streaming store type."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from datalayer import DataLayer, DataLayerError, PayloadValidationError
+from datalayer.categories.streaming import (
+    HEADER_ATTEMPTS,
+    HEADER_ERROR,
+    HEADER_SOURCE,
+    Message,
+    OutgoingRecord,
+)
+from tests.contract.conftest import OpenLayer
+
+EVENTS = {
+    "topic": "events",
+    "partitions": 4,
+    "key": "device",
+    "schema": "tests.contract.schemas:Event",
+    "dead_letter": "events.dlq",
+    "max_attempts": 3,
+}
+
+
+def event(n: int, device: str | None = None, payload: str = "") -> dict[str, object]:
+    return {"event_id": f"e{n}", "device": device or f"d{n % 5}", "seq": n, "payload": payload}
+
+
+@pytest.fixture
+def dl(streaming_layer: OpenLayer) -> DataLayer:
+    return streaming_layer({"events": EVENTS})
+
+
+#: How long a consumer waits for more before a test decides the topic is drained.
+IDLE = 0.5
+
+
+def drain(dl: DataLayer, group: str | None, *, ack: bool = True, **kwargs: Any) -> list[Message]:
+    out = []
+    for message in dl.stream("events").consume(
+        group, idle_timeout=kwargs.pop("idle_timeout", IDLE), **kwargs
+    ):
+        out.append(message)
+        if ack:
+            message.ack()
+    return out
+
+
+def test_publish_then_consume_round_trips(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    delivery = stream.publish(event(1, "dev-a"))
+    assert delivery.topic.startswith("events") and delivery.offset >= 0
+    [message] = drain(dl, "g1")
+    assert message.value == event(1, "dev-a")
+    assert message.key == "dev-a"
+    assert (message.partition, message.offset) == (delivery.partition, delivery.offset)
+    assert message.attempt == 1
+
+
+def test_same_key_same_partition_in_order(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    deliveries = stream.publish_many([event(n, "dev-a" if n % 2 else "dev-b") for n in range(20)])
+    assert len({d.partition for d, n in zip(deliveries, range(20), strict=True) if n % 2}) == 1
+    messages = drain(dl, "g1")
+    assert len(messages) == 20
+    seqs = [m.value["seq"] for m in messages if m.key == "dev-a"]
+    assert seqs == sorted(seqs) and len(seqs) == 10
+
+
+def test_invalid_payload_names_the_field_and_publishes_nothing(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    before = stream.end_offsets()
+    with pytest.raises(PayloadValidationError, match="seq"):
+        stream.publish({"event_id": "x", "device": "d", "seq": "not a number"})
+    with pytest.raises(PayloadValidationError, match="device"):
+        stream.publish_many([event(1), {"event_id": "x", "seq": 2}])
+    assert stream.end_offsets() == before
+
+
+def test_oversized_message_is_refused_and_publishes_nothing(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    before = stream.end_offsets()
+    with pytest.raises(DataLayerError, match="bytes"):
+        stream.publish_many([event(1), event(2, payload="x" * 200_000)])
+    assert stream.end_offsets() == before
+
+
+def test_committed_offsets_resume_the_group(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(n) for n in range(10)])
+    first = drain(dl, "g1", max_messages=4)
+    rest = drain(dl, "g1")
+    assert len(first) == 4 and len(rest) == 6
+    assert {m.value["seq"] for m in first} | {m.value["seq"] for m in rest} == set(range(10))
+    assert drain(dl, "g1") == []
+    assert len(drain(dl, "other-group")) == 10
+
+
+def test_unacknowledged_messages_are_delivered_again(dl: DataLayer) -> None:
+    dl.stream("events").publish_many([event(n, "dev-a") for n in range(5)])
+    seen = drain(dl, "g1", ack=False)
+    assert [m.value["seq"] for m in seen] == [0, 1, 2, 3, 4]
+    again = drain(dl, "g1")
+    assert [m.value["seq"] for m in again] == [0, 1, 2, 3, 4]
+
+
+def test_commit_waits_for_every_earlier_ack(dl: DataLayer) -> None:
+    dl.stream("events").publish_many([event(n, "dev-a") for n in range(4)])
+    messages = drain(dl, "g1", ack=False)
+    messages[0].ack()
+    messages[2].ack()
+    messages[3].ack()
+    again = drain(dl, "g1")
+    assert [m.value["seq"] for m in again] == [1, 2, 3]
+
+
+def test_nack_redelivers_then_dead_letters_with_headers(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(0, "dev-a"), event(1, "dev-a")])
+    attempts = []
+    for message in stream.consume("g1", idle_timeout=IDLE):
+        if message.value["seq"] == 0:
+            attempts.append(message.attempt)
+            message.nack(ValueError("cannot handle"))
+        else:
+            message.ack()
+    assert attempts == [1, 2, 3]
+    [dead] = list(stream.dead_letters())
+    assert dead.value == event(0, "dev-a")
+    assert dead.headers[HEADER_ATTEMPTS] == "3"
+    assert "cannot handle" in dead.headers[HEADER_ERROR]
+    assert dead.headers[HEADER_SOURCE].endswith("/0")
+    assert drain(dl, "g1") == []
+
+
+def test_process_retries_then_dead_letters_and_the_partition_goes_on(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(n, "dev-a") for n in range(6)])
+    handled: list[int] = []
+    calls: dict[int, int] = {}
+
+    def handler(message: Message) -> None:
+        seq = message.value["seq"]
+        calls[seq] = calls.get(seq, 0) + 1
+        if seq == 2:
+            raise RuntimeError("poison")
+        if seq == 4 and calls[seq] == 1:
+            raise RuntimeError("flaky")
+        handled.append(seq)
+
+    stats = stream.process(handler, "g1", idle_timeout=IDLE)
+    assert handled == [0, 1, 3, 4, 5]
+    assert calls[2] == 3 and calls[4] == 2
+    assert (stats.handled, stats.dead_lettered, stats.retried) == (5, 1, 3)
+    assert [m.value["seq"] for m in stream.dead_letters()] == [2]
+
+
+def test_undecodable_message_goes_to_dead_letter_and_consumer_continues(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    topic = stream.pattern.topic
+    stream.publish(event(0, "dev-a"))
+    stream._produce(topic, [OutgoingRecord("dev-a", b"{not json")])
+    stream._produce(topic, [OutgoingRecord("dev-a", b'{"event_id": "x"}')])
+    stream.publish(event(3, "dev-a"))
+    assert [m.value["seq"] for m in drain(dl, "g1")] == [0, 3]
+    dead = list(stream.dead_letters())
+    assert [d.value for d in dead] == [b"{not json", {"event_id": "x"}]
+    assert all(HEADER_ERROR in d.headers for d in dead)
+
+
+def test_replay_from_earliest_latest_offset_and_timestamp(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(n, "dev-a") for n in range(3)])
+    time.sleep(0.05)
+    middle = datetime.now(UTC)
+    time.sleep(0.05)
+    deliveries = stream.publish_many([event(n, "dev-a") for n in range(3, 6)])
+    partition = deliveries[0].partition
+    assert len(drain(dl, None, start="earliest")) == 6
+    assert drain(dl, None, start="latest", idle_timeout=0.3) == []
+    from_offset = drain(dl, None, start={partition: 4})
+    assert [m.value["seq"] for m in from_offset] == [4, 5]
+    assert [m.value["seq"] for m in drain(dl, None, start=middle)] == [3, 4, 5]
+    assert [m.value["seq"] for m in drain(dl, None, start=2)] == [2, 3, 4, 5]
+    drain(dl, "g1")
+    assert len(drain(dl, "g1", start="earliest")) == 6
+
+
+def test_end_offsets_count_published_messages(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    before = stream.end_offsets()
+    assert set(before) == set(range(4))
+    stream.publish_many([event(n) for n in range(7)])
+    after = stream.end_offsets()
+    assert sum(after.values()) - sum(before.values()) == 7
+
+
+def test_two_consumers_in_one_group_share_the_partitions(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    got: dict[str, list[Message]] = {"a": [], "b": []}
+
+    def member(name: str) -> None:
+        for message in stream.consume("shared", idle_timeout=4.0):
+            got[name].append(message)
+            message.ack()
+
+    # Both members join before anything is published, so the assignment is stable.
+    threads = [threading.Thread(target=member, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    stream.publish_many([event(n, f"dev-{n % 8}") for n in range(40)])
+    for t in threads:
+        t.join(timeout=30)
+    a = {(m.partition, m.offset) for m in got["a"]}
+    b = {(m.partition, m.offset) for m in got["b"]}
+    assert a and b, "both members should get partitions"
+    assert not a & b
+    assert sorted(m.value["seq"] for m in got["a"] + got["b"]) == list(range(40))
+    assert not {m.partition for m in got["a"]} & {m.partition for m in got["b"]}
+
+
+def test_a_stopped_consumer_s_unacked_messages_go_to_another_member(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(n, "dev-a") for n in range(6)])
+    first = stream.consume("g1", idle_timeout=IDLE)
+    taken = [next(first) for _ in range(4)]
+    taken[0].ack()
+    taken[1].ack()
+    first.close()  # stops mid-batch: 2 and 3 were delivered but never acknowledged
+    rest = drain(dl, "g1")
+    assert [m.value["seq"] for m in rest] == [2, 3, 4, 5]
