@@ -31,14 +31,14 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
         "-c",
-        help="Registry file [default: $DATALAYER_CONFIG, else ./datalayer.yaml].",
+        help="Registry file (default: $DATALAYER_CONFIG, else ./datalayer.yaml).",
         show_default=False,
     ),
 ]
@@ -47,7 +47,7 @@ ProfileOption = Annotated[
     typer.Option(
         "--profile",
         "-p",
-        help="Profile to use [default: $DATALAYER_PROFILE, else local].",
+        help="Profile to use (default: $DATALAYER_PROFILE, else local).",
         show_default=False,
     ),
 ]

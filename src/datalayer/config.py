@@ -123,6 +123,11 @@ class _Loader:
             raise ConfigError(
                 f"cannot read the registry: {exc.strerror}", file=str(self.file)
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the registry is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+                file=str(self.file),
+            ) from None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             data = yaml.safe_load(text)

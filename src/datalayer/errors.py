@@ -8,11 +8,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<secret>[^@\s/]+)@")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<secret>\S+)@")
 
 
 def redact(text: str) -> str:
-    """Replace the password of every URL in ``text`` with ``***``."""
+    """Replace the password of every URL in ``text`` with ``***``.
+
+    Greedy up to the last ``@`` of the URL, so an unencoded ``@`` or ``/`` in a password is
+    hidden too (at the price of hiding a little more in the rare URL with ``@`` in its query).
+    """
     return _URL_PASSWORD.sub(r"\g<scheme>***@", text)
 
 
