@@ -20,7 +20,12 @@ REGISTRY = {
     "version": 1,
     "profiles": {
         "local": {
-            "events": {"type": "embedded-log", "path": "events.db", "session_timeout": "1s", "poll_interval": 0.01}
+            "events": {
+                "type": "embedded-log",
+                "path": "events.db",
+                "session_timeout": "1s",
+                "poll_interval": 0.01,
+            }
         }
     },
     "patterns": {

@@ -1,0 +1,56 @@
+"""The main job on the embedded profile: every alert lands in exactly one incident."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import datalayer
+from datalayer.examples.alerting import sample_alerts, sample_services
+from datalayer.examples.quickstart import GROUPING_GAP, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
+    with datalayer.open(tmp_path / "datalayer.yaml", "local") as dl:
+        dl.apply()
+        first = run(dl, alert_count=120, seed=3)
+        incidents = dl.documents("incidents").find(sort="incident_id")
+        dead = list(dl.stream("alerts").dead_letters(idle_timeout=0.5))
+        second = run(dl, alert_count=120, seed=3)
+        again = dl.documents("incidents").find(sort="incident_id")
+
+    alerts = sample_alerts(sample_services(), count=120, seed=3)
+    known = [a for a in alerts if a.service_id != "svc-unknown"]
+    assert first.published == 120 and first.handled == len(known)
+    assert first.dead_lettered == 3 and first.retried == 6
+    assert sorted(d.value["alert_id"] for d in dead) == sorted(
+        a.alert_id for a in alerts if a.service_id == "svc-unknown"
+    )
+    assert first.accounts == 3 and first.services == 8
+
+    grouped = [entry["alert_id"] for inc in incidents for entry in inc["timeline"]]
+    assert sorted(grouped) == sorted(a.alert_id for a in known)
+    for inc in incidents:
+        times = [datetime.fromisoformat(e["at"]) for e in inc["timeline"]]
+        assert times == sorted(times)
+        assert all(b - a <= GROUPING_GAP for a, b in itertools.pairwise(times))
+        assert inc["alert_count"] == len(inc["timeline"])
+        assert {e["alert_id"][:3] for e in inc["timeline"]} == {"al-"}
+    by_slot: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for inc in incidents:
+        by_slot.setdefault((inc["service_id"], inc["fingerprint"]), []).append(inc)
+    for slot_incidents in by_slot.values():
+        ordered = sorted(slot_incidents, key=lambda i: str(i["opened_at"]))
+        for before, after in itertools.pairwise(ordered):
+            gap = datetime.fromisoformat(str(after["opened_at"])) - datetime.fromisoformat(
+                str(before["updated_at"])
+            )
+            assert gap > GROUPING_GAP
+
+    assert second == first
+    assert again == incidents
