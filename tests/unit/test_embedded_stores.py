@@ -1,0 +1,52 @@
+"""Store-specific checks of the embedded stores that the shared contract cannot see."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import yaml
+
+import datalayer
+
+
+def test_document_indexes_from_the_registry_are_created(tmp_path: Path) -> None:
+    registry = tmp_path / "datalayer.yaml"
+    registry.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "profiles": {"local": {"docs": {"type": "embedded-documents", "path": "docs.db"}}},
+                "patterns": {
+                    "incidents": {
+                        "category": "document",
+                        "store": "docs",
+                        "collection": "incidents",
+                        "key": "incident_id",
+                        "indexes": ["service_id", "-opened_at", "meta.source"],
+                    }
+                },
+            }
+        )
+    )
+    with datalayer.open(registry, "local") as dl:
+        dl.apply()
+        dl.apply()
+    with sqlite3.connect(tmp_path / "docs.db") as conn:
+        indexes = dict(
+            conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'").fetchall()
+        )
+        plan = " ".join(
+            str(row)
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT body FROM doc_incidents "
+                "WHERE json_extract(body, '$.service_id') = 's1'"
+            )
+        )
+    assert set(indexes) >= {
+        "ix_incidents_service_id",
+        "ix_incidents_opened_at",
+        "ix_incidents_meta_source",
+    }
+    assert "DESC" in indexes["ix_incidents_opened_at"]
+    assert "ix_incidents_service_id" in plan
