@@ -26,6 +26,7 @@ from datalayer.errors import (
     StoreUnavailable,
     did_you_mean,
 )
+from datalayer.migrations import Migrations
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store
 from datalayer.stores.sql import SQLStore
@@ -150,6 +151,24 @@ class DataLayer:
         assert isinstance(store, SQLStore)
         with store.transaction():
             yield
+
+    def migrations(self, store: str | None = None) -> Migrations:
+        """Alembic on a transactional store (the profile's only one when ``store`` is None)."""
+        sql_stores = sorted(
+            {p.store for p in self.registry.patterns.values() if p.category == "transactional"}
+        )
+        if store is None:
+            if len(sql_stores) != 1:
+                raise DataLayerError(
+                    f"name the store: transactional stores in profile '{self.profile}': "
+                    f"{', '.join(sql_stores) or 'none'}"
+                )
+            store = sql_stores[0]
+        connected = self.store(store)
+        if not isinstance(connected, SQLStore):
+            raise DataLayerError(f"store '{store}' is not a SQL store; migrations need one")
+        patterns = [p for p in self.registry.patterns.values() if p.store == store]
+        return connected.migrations(patterns)
 
     def apply(self, on_store: Callable[[str], None] | None = None) -> list[ApplyResult]:
         """Create tables, topics, collections and indexes for every pattern (idempotent)."""

@@ -20,7 +20,13 @@ from datalayer import DataLayer
 StoreFactory = Callable[[pytest.FixtureRequest, Path], dict[str, Any]]
 
 BACKENDS: dict[str, dict[str, StoreFactory]] = {
-    "transactional": {"sqlite": lambda _req, tmp: {"type": "sqlite", "path": str(tmp / "sql.db")}},
+    "transactional": {
+        "sqlite": lambda _req, tmp: {"type": "sqlite", "path": str(tmp / "sql.db")},
+        "postgres": lambda req, _tmp: {
+            "type": "postgres",
+            "url": req.getfixturevalue("postgres_url"),
+        },
+    },
     "streaming": {
         "embedded-log": lambda _req, tmp: {
             "type": "embedded-log",

@@ -11,6 +11,7 @@ from pydantic import Field
 from datalayer.errors import redact
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.stores.sql import SQLStore
+from datalayer.stores.sqlite import migrations_folder
 
 
 class PostgresConfig(StoreConfig):
@@ -24,6 +25,7 @@ class PostgresConfig(StoreConfig):
     pool_size: int = Field(default=5, ge=1, le=200)
     max_overflow: int = Field(default=5, ge=0, le=200)
     connect_timeout: float = Field(default=5.0, gt=0)
+    migrations: str | None = "migrations"
 
     def target(self) -> str:
         return redact(self.url)
@@ -38,4 +40,4 @@ class PostgresConfig(StoreConfig):
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, int(self.connect_timeout))},
         )
-        return SQLStore(name, self, engine)
+        return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))

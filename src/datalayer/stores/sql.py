@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from datalayer.categories.transactional import Key, TransactionalPattern, TransactionalTable
 from datalayer.errors import DataLayerError, QueryError, StoreUnavailable
+from datalayer.migrations import Migrations, has_environment
 from datalayer.patterns import PatternConfig, validate_model
 from datalayer.query import Condition, check_limit, parse_filter, parse_sort
 from datalayer.stores.base import Store, StoreConfig
@@ -112,9 +114,12 @@ def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Tabl
 class SQLStore(Store):
     """A SQLAlchemy engine serving transactional patterns."""
 
-    def __init__(self, name: str, config: StoreConfig, engine: Engine) -> None:
+    def __init__(
+        self, name: str, config: StoreConfig, engine: Engine, migrations_dir: Path | None = None
+    ) -> None:
         super().__init__(name, config)
         self.engine = engine
+        self.migrations_dir = migrations_dir
         self.metadata = sa.MetaData()
         self._current: ContextVar[Connection | None] = ContextVar(f"tx-{name}", default=None)
 
@@ -125,15 +130,51 @@ class SQLStore(Store):
             table = build_table(pattern, self.metadata)
         return SQLTable(pattern, self, table)
 
+    def migrations(self, patterns: list[PatternConfig]) -> Migrations:
+        """Alembic on this store, with the given patterns' tables as target metadata."""
+        for pattern in patterns:
+            self.handle(pattern)
+        folder = self.migrations_dir or Path("migrations")
+        return Migrations(folder, self.engine, self.metadata, self.label)
+
     def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        """Upgrade to the newest revision, then create tables no revision has yet.
+
+        A table that exists but lacks a column of its schema is reported, not altered: that
+        change belongs in a revision (``datalayer migrations new``).
+        """
+        tables = [self.handle(p).table for p in patterns]
         done = []
-        with self.errors(), self.engine.begin() as conn:
-            inspector = sa.inspect(conn)
-            for pattern in patterns:
-                table = self.handle(pattern).table
-                exists = inspector.has_table(table.name)
-                table.create(conn, checkfirst=True)
-                done.append(f"table '{table.name}' {'exists' if exists else 'created'}")
+        migrated = has_environment(self.migrations_dir)
+        with self.errors():
+            if migrated:
+                migrations = self.migrations(patterns)
+                before = migrations.current()
+                migrations.upgrade("head")
+                after = migrations.current()
+                moved = f" (was {before or 'base'})" if before != after else ""
+                done.append(f"migrations at revision {after or 'base'}{moved}")
+            with self.engine.begin() as conn:
+                inspector = sa.inspect(conn)
+                for table in tables:
+                    if not inspector.has_table(table.name):
+                        table.create(conn)
+                        note = (
+                            " (no revision has it yet: 'datalayer migrations new')"
+                            if migrated
+                            else ""
+                        )
+                        done.append(f"table '{table.name}' created{note}")
+                        continue
+                    present = {column["name"] for column in inspector.get_columns(table.name)}
+                    missing = [c.name for c in table.columns if c.name not in present]
+                    if missing:
+                        done.append(
+                            f"warning: table '{table.name}' lacks columns {missing}: "
+                            "run 'datalayer migrations new -m ...' then 'datalayer apply'"
+                        )
+                    else:
+                        done.append(f"table '{table.name}' exists")
         return done
 
     def ping(self) -> None:

@@ -19,6 +19,7 @@ class SQLiteConfig(StoreConfig):
     type: Literal["sqlite"]
     path: str = ".datalayer/local.db"
     busy_timeout: float = 30.0
+    migrations: str | None = "migrations"
 
     def target(self) -> str:
         return self.path
@@ -36,7 +37,15 @@ class SQLiteConfig(StoreConfig):
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        return SQLStore(name, self, engine)
+        return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+
+
+def migrations_folder(path: str | None, base_dir: Path) -> Path | None:
+    """The store's Alembic folder, relative to the registry's folder."""
+    if path is None:
+        return None
+    folder = Path(path).expanduser()
+    return folder if folder.is_absolute() else base_dir / folder
 
 
 def resolve_path(path: str, base_dir: Path) -> Path:

@@ -1,0 +1,185 @@
+"""Schema migrations for transactional stores, by Alembic.
+
+The target metadata is the registry's transactional patterns on one store, so a new pattern or
+a new schema field becomes a revision through ``datalayer migrations new``; ``datalayer apply``
+upgrades to head. A project's ``migrations/`` folder (next to its registry) holds ``env.py``
+(two lines that call :func:`run_env`), ``script.py.mako`` and ``versions/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from datalayer.errors import DataLayerError
+
+ENV_PY = '''"""Alembic environment: the target metadata comes from the registry (see datalayer.migrations)."""
+
+from datalayer.migrations import run_env
+
+run_env()
+'''
+
+SCRIPT_MAKO = '''"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+${imports if imports else ""}
+
+revision: str = ${repr(up_revision)}
+down_revision: str | Sequence[str] | None = ${repr(down_revision)}
+branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
+depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    ${downgrades if downgrades else "pass"}
+'''
+
+
+def init(folder: Path) -> None:
+    """Create an empty migrations environment (env.py, script.py.mako, versions/)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "versions").mkdir(exist_ok=True)
+    for name, text in (("env.py", ENV_PY), ("script.py.mako", SCRIPT_MAKO)):
+        if not (folder / name).exists():
+            (folder / name).write_text(text)
+
+
+def has_environment(folder: Path | None) -> bool:
+    return folder is not None and (folder / "env.py").is_file()
+
+
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Write datalayer's column types as plain SQLAlchemy types, so revisions import nothing else."""
+    from datalayer.stores.sql import UTCDateTime
+
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def _include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Never drop a table the registry does not know: it may belong to something else."""
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
+def run_env() -> None:
+    """The body of a project's ``migrations/env.py``: run with datalayer's connection and metadata."""
+    from alembic import context
+
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise DataLayerError(
+            "run migrations through 'datalayer apply' or 'datalayer migrations ...'"
+        )
+    context.configure(
+        connection=connection,
+        target_metadata=config.attributes["target_metadata"],
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        render_item=_render_item,
+        include_object=_include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+class Migrations:
+    """Alembic operations on one SQL store, with its registry tables as target metadata."""
+
+    def __init__(self, folder: Path, engine: sa.Engine, metadata: sa.MetaData, label: str) -> None:
+        self.folder = folder
+        self.engine = engine
+        self.metadata = metadata
+        self.label = label
+
+    @contextmanager
+    def _config(self) -> Iterator[Config]:
+        if not has_environment(self.folder):
+            raise DataLayerError(
+                f"{self.label}: no migrations environment at {self.folder} "
+                "(create one with 'datalayer migrations init')"
+            )
+        config = Config()
+        config.set_main_option("script_location", str(self.folder))
+        config.set_main_option(
+            "file_template",
+            "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s",
+        )
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            config.attributes["target_metadata"] = self.metadata
+            yield config
+
+    def current(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head(self) -> str | None:
+        with self._config() as config:
+            return ScriptDirectory.from_config(config).get_current_head()
+
+    def upgrade(self, revision: str = "head") -> None:
+        with self._config() as config:
+            command.upgrade(config, revision)
+
+    def downgrade(self, revision: str) -> None:
+        with self._config() as config:
+            command.downgrade(config, revision)
+
+    def new(self, message: str) -> Path | None:
+        """Autogenerate a revision from the difference between the registry and the database.
+
+        The database is upgraded to head first, so the revision holds only what is new;
+        returns None when there is nothing to record.
+        """
+        self.upgrade("head")
+        with self._config() as config:
+            from alembic.autogenerate import compare_metadata
+
+            migration_context = MigrationContext.configure(
+                config.attributes["connection"],
+                opts={"compare_type": True, "include_object": _include_object},
+            )
+            if not compare_metadata(migration_context, self.metadata):
+                return None
+            script = command.revision(config, message=message, autogenerate=True)
+        if script is None or isinstance(script, list):
+            raise DataLayerError(f"{self.label}: alembic produced no single revision")
+        return Path(script.path)
+
+    def history(self) -> list[tuple[str, str | None, str]]:
+        """(revision, down revision, message), newest first."""
+        with self._config() as config:
+            scripts = ScriptDirectory.from_config(config).walk_revisions()
+            return [
+                (
+                    s.revision,
+                    s.down_revision if isinstance(s.down_revision, str) else None,
+                    s.doc or "",
+                )
+                for s in scripts
+            ]

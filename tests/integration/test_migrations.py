@@ -1,0 +1,175 @@
+"""Alembic migrations from the registry: new revisions by autogenerate, upgrade and downgrade."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from typer.testing import CliRunner
+
+from datalayer.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCHEMA_V1 = """
+from datetime import datetime
+from pydantic import BaseModel
+
+class Team(BaseModel):
+    team_id: str
+    name: str
+    created_at: datetime
+"""
+
+SCHEMA_V2 = (
+    SCHEMA_V1
+    + """
+    region: str | None = None
+
+class Oncall(BaseModel):
+    team_id: str
+    week: int
+    engineer: str
+"""
+)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
+    """A registry with one transactional pattern, an empty migrations folder, and its DB URL."""
+    if request.param == "sqlite":
+        store = {"type": "sqlite", "path": "db.sqlite"}
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+        store = {"type": "postgres", "url": url}
+        url = url.replace("postgresql://", "postgresql+psycopg://")
+    module = f"schemas_{request.param}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(SCHEMA_V1))
+    registry = {
+        "version": 1,
+        "profiles": {"test": {"sql": store}},
+        "patterns": {
+            "teams": {
+                "category": "transactional",
+                "store": "sql",
+                "table": "teams",
+                "key": "team_id",
+                "schema": f"{module}:Team",
+            },
+        },
+    }
+    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    (tmp_path / "module_name").write_text(module)
+    return tmp_path, url
+
+
+def cli(project_dir: Path, *args: str) -> str:
+    result = CliRunner().invoke(
+        app,
+        [*args, "--config", str(project_dir / "datalayer.yaml"), "--profile", "test"],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def columns(url: str, table: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        return (
+            [c["name"] for c in inspector.get_columns(table)] if inspector.has_table(table) else []
+        )
+    finally:
+        engine.dispose()
+
+
+def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) -> None:
+    folder, url = project
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrations", "init", str(folder / "migrations")]).exit_code == 0
+
+    out = cli(folder, "migrations", "new", "-m", "teams")
+    assert "new revision" in out
+    [first] = list((folder / "migrations" / "versions").glob("*_teams.py"))
+    assert "op.create_table('teams'" in first.read_text()
+    assert "nothing" not in cli(folder, "apply")
+    assert columns(url, "teams") == ["team_id", "name", "created_at"]
+    assert "no changes" in cli(folder, "migrations", "new", "-m", "nothing")
+
+    # A new column on the schema and a new pattern: one new revision with both.
+    module = (folder / "module_name").read_text()
+    (folder / f"{module}.py").write_text(textwrap.dedent(SCHEMA_V2))
+    registry = yaml.safe_load((folder / "datalayer.yaml").read_text())
+    registry["patterns"]["oncall"] = {
+        "category": "transactional",
+        "store": "sql",
+        "table": "oncall",
+        "key": ["team_id", "week"],
+        "schema": f"{module}:Oncall",
+    }
+    (folder / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    sys.modules.pop(module, None)
+    importlib.invalidate_caches()
+
+    cli(folder, "migrations", "new", "-m", "region and oncall")
+    [second] = list((folder / "migrations" / "versions").glob("*_region_and_oncall.py"))
+    text = second.read_text()
+    assert (
+        "add_column" in text and "sa.Column('region'" in text and "op.create_table('oncall'" in text
+    )
+    assert columns(url, "teams") == ["team_id", "name", "created_at"]
+    applied = cli(folder, "apply")
+    assert "table 'oncall' exists" in applied and "lacks columns" not in applied
+    assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
+
+    cli(folder, "migrations", "downgrade", "-1")
+    assert columns(url, "teams") == ["team_id", "name", "created_at"]
+    assert columns(url, "oncall") == []
+    cli(folder, "migrations", "downgrade", "base")
+    assert columns(url, "teams") == []
+    cli(folder, "migrations", "upgrade")
+    assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
+    assert columns(url, "oncall") == ["team_id", "week", "engineer"]
+    history = cli(folder, "migrations", "history")
+    assert "teams" in history and "region and oncall" in history
+
+
+def test_the_shipped_revisions_build_the_example_tables(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    result = CliRunner().invoke(
+        app,
+        ["apply", "--config", str(tmp_path / "datalayer.yaml"), "--profile", "local"],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "migrations at revision" in result.output and "no revision has it" not in result.output
+    registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
+    registry["profiles"]["local"]["sql"] = {"type": "postgres", "url": postgres_database}
+    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    result = CliRunner().invoke(
+        app,
+        ["migrations", "upgrade", "--config", str(tmp_path / "datalayer.yaml")],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    url = postgres_database.replace("postgresql://", "postgresql+psycopg://")
+    assert columns(url, "services") == [
+        "service_id",
+        "account_id",
+        "name",
+        "team",
+        "tier",
+        "created_at",
+    ]
+    assert "account_id" in columns(url, "accounts")

@@ -1,0 +1,64 @@
+"""``python -m tests.services up|down|env|status [NAME...]``: real servers for development.
+
+``up`` starts the servers in the background and prints ``export DATALAYER_...=...`` lines, so
+``eval "$(scripts/services up)"`` points this shell at them; ``down`` stops them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tests.services.base import Running
+from tests.services.launcher import ENV_VARS, NAMES, ROOT, Launcher, load_state, save_state, stop
+from tests.services.process import ServiceError
+
+STATE_FILE = ROOT / ".datalayer" / "services.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/services", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[[], *NAMES],
+        default=[],
+        metavar="NAME",
+        help=f"servers (default: all of {', '.join(NAMES)})",
+    )
+    args = parser.parse_args(argv)
+    names = args.names or NAMES
+    state = load_state(STATE_FILE)
+    if args.command == "up":
+        missing = [n for n in names if n not in state]
+        if missing:
+            launcher = Launcher()
+            try:
+                launcher.up(missing)
+            except ServiceError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            state.update(launcher.running)
+            save_state(STATE_FILE, state)
+        print_env(state)
+    elif args.command == "env":
+        print_env(state)
+    elif args.command == "status":
+        for name, running in state.items():
+            print(f"{name:9} {running.mode:9} {running.url}  pids={running.pids} log={running.log}")
+    else:
+        for name in names:
+            if name in state:
+                stop(state.pop(name))
+        save_state(STATE_FILE, state)
+    return 0
+
+
+def print_env(state: dict[str, Running]) -> None:
+    for name, running in state.items():
+        print(f"export {ENV_VARS[name]}='{running.url}'")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

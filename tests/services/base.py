@@ -1,0 +1,47 @@
+"""What each local server provides to the launcher."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass
+class Running:
+    """A started server: the environment that points at it and how to stop it."""
+
+    name: str
+    url: str
+    mode: str  # env | container | process
+    pids: list[int] = field(default_factory=list)
+    container: str | None = None
+    log: str | None = None
+    stop_signal: int = 15
+
+
+class LocalServer(ABC):
+    """A server run as a local process on 127.0.0.1 with a free port."""
+
+    name: ClassVar[str]
+    env_var: ClassVar[str]
+    start_timeout: ClassVar[float] = 60.0
+
+    def __init__(self, state_dir: Path, cache_dir: Path) -> None:
+        self.data_dir = state_dir / self.name
+        self.log = state_dir / f"{self.name}.log"
+        self.cache_dir = cache_dir
+
+    @abstractmethod
+    def install(self) -> None:
+        """Make the binaries available (Debian packages, Maven jars, a Go build); cached."""
+
+    @abstractmethod
+    def start(self) -> Running:
+        """Start the server and return once ``check`` passes."""
+
+    @staticmethod
+    @abstractmethod
+    def check(url: str) -> None:
+        """One real round trip to the server at ``url``; raises when it does not answer."""

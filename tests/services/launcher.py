@@ -1,0 +1,154 @@
+"""Start, record and stop the four servers; used by ``python -m tests.services`` and pytest."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tests.services.base import LocalServer, Running
+from tests.services.containers import docker_available, start_container, stop_container
+from tests.services.process import ServiceError, stop_process, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+SERVER_CLASSES = {
+    "postgres": "tests.services.postgres:PostgresServer",
+    "redis": "tests.services.redis:RedisServer",
+    "kafka": "tests.services.kafka:KafkaServer",
+    "mongodb": "tests.services.ferretdb:FerretDBServer",
+}
+
+
+def server_class(name: str) -> type[LocalServer]:
+    module, _, attr = SERVER_CLASSES[name].partition(":")
+    cls: type[LocalServer] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+ENV_VARS = {
+    "postgres": "DATALAYER_POSTGRES_URL",
+    "redis": "DATALAYER_REDIS_URL",
+    "kafka": "DATALAYER_KAFKA_BOOTSTRAP",
+    "mongodb": "DATALAYER_MONGODB_URL",
+}
+NAMES = list(ENV_VARS)
+
+
+def cache_dir() -> Path:
+    """Downloaded jars and built binaries, kept between runs."""
+    return Path(os.environ.get("DATALAYER_CACHE_DIR", Path.home() / ".cache" / "datalayer"))
+
+
+def new_state_dir() -> Path:
+    """A fresh folder for data and logs that the 'postgres' user can enter too."""
+    path = Path(tempfile.mkdtemp(prefix="datalayer-services-"))
+    path.chmod(0o755)
+    return path
+
+
+class Launcher:
+    """Starts servers on demand, remembers how, and stops exactly what it started."""
+
+    def __init__(self, state_dir: Path | None = None, use_docker: bool | None = None) -> None:
+        self.state_dir = state_dir or new_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        self.running: dict[str, Running] = {}
+        self.servers: dict[str, LocalServer] = {}
+        self._containers: dict[str, Any] = {}
+        self._use_docker = use_docker
+        self._lock = threading.Lock()
+
+    def use_docker(self) -> bool:
+        if self._use_docker is None:
+            self._use_docker = docker_available()
+        return self._use_docker
+
+    def local(self, name: str) -> LocalServer:
+        """A local-process server of this launcher's (not yet started)."""
+        if name not in self.servers:
+            self.servers[name] = server_class(name)(self.state_dir, cache_dir())
+        return self.servers[name]
+
+    def start(self, name: str) -> Running:
+        """The URL in the environment if set (and reachable), else a container, else a process."""
+        if name in self.running:
+            return self.running[name]
+        env_var = ENV_VARS[name]
+        if os.environ.get(env_var):
+            url = os.environ[env_var]
+            check = server_class(name).check
+            wait_ready(f"{name} at ${env_var}", lambda: check(url), timeout=30)
+            running = Running(name, url, "env")
+        elif self.use_docker():
+            running, container = start_container(name)
+            self._containers[name] = container
+        else:
+            server = self.local(name)
+            with self._lock:
+                server.install()
+            running = server.start()
+        self.running[name] = running
+        return running
+
+    def up(self, names: list[str]) -> dict[str, Running]:
+        """Start several servers: installs one after another, starts in parallel."""
+        if not self.use_docker():
+            for name in names:
+                if not os.environ.get(ENV_VARS[name]):
+                    self.local(name).install()
+        errors: dict[str, BaseException] = {}
+
+        def start_one(name: str) -> None:
+            try:
+                self.start(name)
+            except BaseException as exc:
+                errors[name] = exc
+
+        threads = [threading.Thread(target=start_one, args=(n,)) for n in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            self.down()
+            raise ServiceError("\n\n".join(f"{n}: {e}" for n, e in errors.items()))
+        return {n: self.running[n] for n in names}
+
+    def down(self) -> None:
+        for name, running in list(self.running.items()):
+            stop(running)
+            del self.running[name]
+
+    def env(self) -> dict[str, str]:
+        return {ENV_VARS[n]: r.url for n, r in self.running.items()}
+
+
+def stop(running: Running) -> None:
+    if running.mode == "process":
+        for pid in running.pids:
+            stop_process(pid, sig=running.stop_signal)
+    elif running.mode == "container" and running.container:
+        stop_container(running.container)
+
+
+def save_state(file: Path, state: dict[str, Running]) -> None:
+    """Remember what ``up`` started, for ``env`` and ``down`` in later commands."""
+    if state:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({n: asdict(r) for n, r in state.items()}, indent=2))
+    else:
+        file.unlink(missing_ok=True)
+
+
+def load_state(file: Path) -> dict[str, Running]:
+    if not file.exists():
+        return {}
+    return {n: Running(**r) for n, r in json.loads(file.read_text()).items()}

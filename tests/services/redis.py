@@ -1,0 +1,81 @@
+"""Redis from Debian's packages: one server on a free port, with a password, no persistence."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from tests.services.base import LocalServer, Running
+from tests.services.debian import ensure_packages
+from tests.services.process import free_port, spawn, stop_process, wait_ready
+
+PASSWORD = "datalayer-secret"
+
+
+class RedisServer(LocalServer):
+    name = "redis"
+    env_var = "DATALAYER_REDIS_URL"
+
+    port: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def install(self) -> None:
+        ensure_packages(["redis-server"], present=shutil.which("redis-server") is not None)
+
+    def start(self) -> Running:
+        if self.port is None:
+            self.port = free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = spawn(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                PASSWORD,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+                "--daemonize",
+                "no",
+            ],
+            self.log,
+        )
+        wait_ready(
+            "redis",
+            lambda: self.check(self.url),
+            timeout=self.start_timeout,
+            log=self.log,
+            process=self.process,
+        )
+        return Running(self.name, self.url, "process", [self.process.pid], log=str(self.log))
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process.pid)
+            self.process = None
+
+    def restart(self) -> Running:
+        self.stop()
+        return self.start()
+
+    @staticmethod
+    def check(url: str) -> None:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            if not client.ping():
+                raise RuntimeError("PING did not answer PONG")
+        finally:
+            client.close()
