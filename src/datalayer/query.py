@@ -60,6 +60,12 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
                 conditions.append(Condition(field, op, list(value) if op == "$in" else value))
+        elif isinstance(spec, Mapping):
+            raise QueryError(
+                f"field '{field}': a filter compares values, not objects; "
+                f"match nested fields by dotted path (e.g. '{field}.name') or use an operator "
+                f"({', '.join(OPERATORS)})"
+            )
         else:
             conditions.append(Condition(field, "$eq", spec))
     return conditions

@@ -1,0 +1,137 @@
+"""PostgreSQL specifics: hostile input is only data, and a restart is survived."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+import datalayer
+from datalayer import ConfigError, QueryError, StoreUnavailable
+from tests.services.launcher import cache_dir, new_state_dir
+from tests.services.postgres import PASSWORD, PostgresServer
+
+HOSTILE = [
+    "'; DROP TABLE canary; --",
+    '"; DROP TABLE canary; --',
+    "x' OR '1'='1",
+    "$$; DROP TABLE canary; $$",
+    "'); SELECT pg_sleep(5); --",
+    "\\'; DELETE FROM canary; --",
+    "名前\x7f%_*",
+]
+
+
+def registry(tmp_path: Path, url: str, table: str = "items") -> Path:
+    file = tmp_path / "datalayer.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "profiles": {"pg": {"sql": {"type": "postgres", "url": url, "connect_timeout": 2}}},
+                "patterns": {
+                    "items": {
+                        "category": "transactional",
+                        "store": "sql",
+                        "table": table,
+                        "key": "item_id",
+                        "schema": "tests.contract.schemas:Item",
+                    }
+                },
+            }
+        )
+    )
+    return file
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_hostile_values_and_identifiers_change_nothing(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE canary (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO canary VALUES (1)")
+    with datalayer.open(registry(tmp_path, postgres_database), "pg") as dl:
+        dl.apply()
+        items = dl.transactional("items")
+        started = time.monotonic()
+        for n, text in enumerate(HOSTILE):
+            items.put(
+                {
+                    "item_id": text,
+                    "name": text,
+                    "price": n,
+                    "created_at": datetime.now(UTC),
+                    "attributes": {text: text},
+                }
+            )
+            assert items.get(text) is not None
+            assert [r["item_id"] for r in items.query({"name": text})] == [text]
+            assert items.count({"item_id": {"$in": [text, "other"]}}) == 1
+            assert items.query({"name": {"$gte": text}}, order_by="name")
+        assert time.monotonic() - started < 5, "a value reached the server as SQL (pg_sleep ran)"
+        for text in HOSTILE:
+            for bad in ({text: 1}, {"name": {text: 1}}, {"name": {"$in": text}}):
+                with pytest.raises(QueryError):
+                    items.query(bad)
+            with pytest.raises(QueryError):
+                items.query(order_by=text)
+        assert items.count() == len(HOSTILE)
+        assert all(items.delete(text) for text in HOSTILE)
+    assert tables(postgres_database) == {"canary", "items"}
+    with psycopg.connect(postgres_database) as conn:
+        assert conn.execute("SELECT id FROM canary").fetchall() == [(1,)]
+
+
+def test_hostile_identifiers_in_the_registry_are_refused(tmp_path: Path) -> None:
+    for table in ['items"; DROP TABLE canary; --', "items; DROP", "1items", "a" * 64]:
+        with pytest.raises(ConfigError, match=r"patterns\.items\.table"):
+            datalayer.open(registry(tmp_path, "postgresql://u:p@127.0.0.1:1/db", table), "pg")
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own, so stopping it disturbs no other test."""
+    server = PostgresServer(new_state_dir(), cache_dir())
+    server.install()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_stopped_postgres_fails_fast_then_recovers(
+    private_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    with datalayer.open(registry(tmp_path, private_postgres.url), "pg") as dl:
+        dl.apply()
+        items = dl.transactional("items")
+        items.put({"item_id": "a", "name": "a", "price": 1, "created_at": datetime.now(UTC)})
+
+        private_postgres.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            items.get("a")
+        assert time.monotonic() - started < 10
+        message = str(caught.value)
+        assert "store 'sql'" in message and "postgres" in message
+        assert PASSWORD not in message and "***" in message
+        health = {h.store: h for h in dl.doctor(timeout=5)}
+        assert health["sql"].status == "unavailable" and PASSWORD not in health["sql"].detail
+
+        private_postgres.start()
+        row = items.get("a")
+        assert row is not None and row["name"] == "a"
+        items.put({"item_id": "b", "name": "b", "price": 2, "created_at": datetime.now(UTC)})
+        assert items.count() == 2
