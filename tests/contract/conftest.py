@@ -43,7 +43,8 @@ BACKENDS: dict[str, dict[str, StoreFactory]] = {
         }
     },
     "key-value": {
-        "embedded-kv": lambda _req, tmp: {"type": "embedded-kv", "path": str(tmp / "kv.db")}
+        "embedded-kv": lambda _req, tmp: {"type": "embedded-kv", "path": str(tmp / "kv.db")},
+        "redis": lambda req, _tmp: {"type": "redis", "url": req.getfixturevalue("redis_url")},
     },
 }
 
@@ -57,9 +58,11 @@ def write_registry(tmp_path: Path, store: dict[str, Any], patterns: dict[str, An
     return file
 
 
-def _unique_targets(spec: dict[str, Any], suffix: str) -> dict[str, Any]:
+def _unique_targets(name: str, category: str, spec: dict[str, Any], suffix: str) -> dict[str, Any]:
     """Suffix tables, topics, collections and prefixes so tests never share a server's names."""
     out = dict(spec)
+    if category == "key-value":
+        out.setdefault("prefix", name)
     for key in ("table", "topic", "collection", "dead_letter", "prefix"):
         if key in out:
             out[key] = f"{out[key]}_{suffix}"
@@ -79,7 +82,11 @@ def _open_layer(
 
     def open_with(patterns: dict[str, Any]) -> DataLayer:
         entries = {
-            name: {"store": "main", "category": category, **_unique_targets(spec, suffix)}
+            name: {
+                "store": "main",
+                "category": category,
+                **_unique_targets(name, category, spec, suffix),
+            }
             for name, spec in patterns.items()
         }
         file = write_registry(tmp_path, factory(request, tmp_path), entries)

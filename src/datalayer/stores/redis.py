@@ -1,21 +1,26 @@
 """``redis``: the key-value contract on Redis (redis-py with hiredis).
 
-The registry accepts and checks this store type now; connecting arrives with the Redis issue.
+Each pattern's keys live under its own prefix; TTLs are set with ``PX`` in the same command as
+the value, so a key never exists without its expiry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.errors import NotImplementedYet, redact
-from datalayer.stores.base import Store, StoreConfig
+from datalayer.categories.kv import KeyValuePattern, KVNamespace
+from datalayer.errors import DataLayerError, StoreUnavailable, redact
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store, StoreConfig, require_driver
 
 
 class RedisConfig(StoreConfig):
-    """A Redis URL (``redis://[:pass@]host:port/db``)."""
+    """A Redis URL (``redis://[:password@]host:port/db``) and client timeouts."""
 
     serves: ClassVar[frozenset[str]] = frozenset({"key-value"})
     extra: ClassVar[str | None] = "redis"
@@ -23,12 +28,83 @@ class RedisConfig(StoreConfig):
     type: Literal["redis"]
     url: str = Field(pattern=r"^rediss?://")
     socket_timeout: float = Field(default=2.0, gt=0)
+    connect_timeout: float = Field(default=2.0, gt=0)
+    max_connections: int = Field(default=50, ge=1)
 
     def target(self) -> str:
         return redact(self.url)
 
-    def connect(self, name: str, base_dir: Path) -> Store:
-        raise NotImplementedYet(
-            f"store '{name}': type 'redis' is accepted by the registry but not connected yet; "
-            "use the embedded-kv store type (profile 'local') for now"
+    def connect(self, name: str, base_dir: Path) -> RedisStore:
+        redis = require_driver("redis", "redis", self.type)
+        client = redis.Redis.from_url(
+            self.url,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            max_connections=self.max_connections,
+            health_check_interval=30,
         )
+        return RedisStore(name, self, client)
+
+
+class RedisStore(Store):
+    def __init__(self, name: str, config: RedisConfig, client: Any) -> None:
+        super().__init__(name, config)
+        self.client = client
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """redis-py errors as datalayer errors naming this store (password redacted)."""
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
+        except redis.RedisError as exc:
+            raise DataLayerError(f"{self.label}: {exc}") from exc
+
+    def handle(self, pattern: PatternConfig) -> RedisKV:
+        assert isinstance(pattern, KeyValuePattern)
+        return RedisKV(pattern, self)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        self.ping()
+        return [
+            f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)
+        ]
+
+    def ping(self) -> None:
+        with self.errors():
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisKV(KVNamespace):
+    def __init__(self, pattern: KeyValuePattern, store: RedisStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self.client = store.client
+
+    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+        px = max(1, round(ttl_seconds * 1000)) if ttl_seconds is not None else None
+        with self.store.errors():
+            self.client.set(key, value, px=px)
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with self.store.errors():
+            return list(self.client.mget(keys))
+
+    def _delete(self, key: str) -> bool:
+        with self.store.errors():
+            return bool(self.client.delete(key))
+
+    def _ttl(self, key: str) -> float | None:
+        with self.store.errors():
+            millis = self.client.pttl(key)
+        if millis == -2:
+            raise KeyError(key)
+        return None if millis == -1 else millis / 1000
