@@ -34,13 +34,21 @@ BACKENDS: dict[str, dict[str, StoreFactory]] = {
             "session_timeout": "2s",
             "poll_interval": 0.01,
             "max_message_bytes": 65536,
-        }
+        },
+        "kafka": lambda req, _tmp: {
+            "type": "kafka",
+            "bootstrap_servers": req.getfixturevalue("kafka_bootstrap"),
+            "session_timeout": "3s",
+            "max_message_bytes": 65536,
+            "delivery_timeout_ms": 10000,
+        },
     },
     "document": {
         "embedded-documents": lambda _req, tmp: {
             "type": "embedded-documents",
             "path": str(tmp / "docs.db"),
-        }
+        },
+        "mongodb": lambda req, _tmp: {"type": "mongodb", "url": req.getfixturevalue("mongodb_url")},
     },
     "key-value": {
         "embedded-kv": lambda _req, tmp: {"type": "embedded-kv", "path": str(tmp / "kv.db")},
@@ -95,6 +103,7 @@ def _open_layer(
         opened.append(dl)
         return dl
 
+    open_with.backend = request.param  # type: ignore[attr-defined]
     yield open_with
     for dl in opened:
         dl.close()

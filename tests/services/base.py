@@ -41,6 +41,14 @@ class LocalServer(ABC):
     def start(self) -> Running:
         """Start the server and return once ``check`` passes."""
 
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the server, keeping its port and data for ``restart``."""
+
+    @abstractmethod
+    def restart(self) -> Running:
+        """Start a stopped server again on the same port with the same data."""
+
     @staticmethod
     @abstractmethod
     def check(url: str) -> None:

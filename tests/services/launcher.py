@@ -123,8 +123,12 @@ class Launcher:
         return {n: self.running[n] for n in names}
 
     def down(self) -> None:
+        """Stop what this launcher started (a local server by its own hand: it may have restarted)."""
         for name, running in list(self.running.items()):
-            stop(running)
+            if name in self.servers:
+                self.servers[name].stop()
+            else:
+                stop(running)
             del self.running[name]
 
     def env(self) -> dict[str, str]:

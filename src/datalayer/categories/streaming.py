@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: partition, or the first message at or after a timestamp.
 StartAt = Literal["committed", "earliest", "latest"] | int | Mapping[int, int] | datetime
 
+#: Called with a consumer's partitions each time its share of the group changes.
+AssignmentCallback = Callable[[set[int]], None]
+
 HEADER_ERROR = "x-datalayer-error"
 HEADER_ATTEMPTS = "x-datalayer-attempts"
 HEADER_SOURCE = "x-datalayer-source"
@@ -217,7 +220,14 @@ class Stream(ABC):
         """Append records and return once the store has accepted them all."""
 
     @abstractmethod
-    def _open_consumer(self, topic: str, group: str | None, start: StartAt) -> ConsumerHandle: ...
+    def _open_consumer(
+        self,
+        topic: str,
+        group: str | None,
+        start: StartAt,
+        on_assignment: AssignmentCallback | None,
+    ) -> ConsumerHandle:
+        """A consumer of ``topic``; ``on_assignment`` hears each change of its partitions."""
 
     @abstractmethod
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
@@ -276,14 +286,23 @@ class Stream(ABC):
         max_messages: int | None = None,
         idle_timeout: float | None = None,
         batch_size: int = 100,
+        on_assignment: AssignmentCallback | None = None,
     ) -> Iterator[Message]:
         """Yield messages for ``group`` (``None``: read without committing, e.g. to replay).
 
-        Stops after ``max_messages``, or once no message came for ``idle_timeout`` seconds;
-        with neither it runs until the caller stops iterating.
+        Stops after ``max_messages``, or once no message came for ``idle_timeout`` seconds
+        while the consumer held partitions; with neither it runs until the caller stops.
         """
         return self._consume(
-            self.pattern.topic, group, start, max_messages, idle_timeout, batch_size, None, True
+            self.pattern.topic,
+            group,
+            start,
+            max_messages,
+            idle_timeout,
+            batch_size,
+            None,
+            True,
+            on_assignment,
         )
 
     def dead_letters(
@@ -344,13 +363,21 @@ class Stream(ABC):
         batch_size: int,
         stats: ProcessStats | None,
         validate: bool,
+        on_assignment: AssignmentCallback | None = None,
     ) -> Iterator[Message]:
-        consumer = self._open_consumer(topic, group, start)
+        opened = time.monotonic()
+        clock = {"last": opened, "assigned": False}
+
+        def assignment_changed(partitions: set[int]) -> None:
+            clock["last"], clock["assigned"] = time.monotonic(), True
+            if on_assignment is not None:
+                on_assignment(partitions)
+
+        consumer = self._open_consumer(topic, group, start, assignment_changed)
         tracker = _Tracker(self, consumer, commits=group is not None)
         if stats is not None:
             tracker.stats = stats
         yielded = 0
-        last_seen = time.monotonic()
         poll_timeout = 0.2 if idle_timeout is None else min(0.2, idle_timeout)
         try:
             while max_messages is None or yielded < max_messages:
@@ -360,10 +387,10 @@ class Stream(ABC):
                 records = consumer.poll(want, poll_timeout)
                 tracker.forget_revoked()
                 if not records:
-                    if idle_timeout is not None and time.monotonic() - last_seen >= idle_timeout:
+                    if idle_timeout is not None and _idle(clock, opened, idle_timeout):
                         return
                     continue
-                last_seen = time.monotonic()
+                clock["last"] = time.monotonic()
                 tracker.rewound.clear()
                 for record in records:
                     if (
@@ -416,6 +443,19 @@ class Stream(ABC):
             HEADER_SOURCE: f"{record.topic}/{record.partition}/{record.offset}",
         }
         self._produce(self.pattern.dead_letter, [OutgoingRecord(record.key, record.value, headers)])
+
+
+#: How long a consumer may wait to be given partitions before ``idle_timeout`` starts to count.
+JOIN_GRACE = 30.0
+
+
+def _idle(clock: dict[str, Any], opened: float, idle_timeout: float) -> bool:
+    """Idle once nothing came for ``idle_timeout`` while holding partitions (a group join,
+    which takes seconds on Kafka, does not count), or when no partition came at all."""
+    now = time.monotonic()
+    if not clock["assigned"]:
+        return now - opened >= max(idle_timeout, JOIN_GRACE)
+    return bool(now - clock["last"] >= idle_timeout)
 
 
 def _loose_decode(value: bytes) -> Any:

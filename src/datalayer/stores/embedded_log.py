@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from datalayer.categories.streaming import (
+    AssignmentCallback,
     ConsumerHandle,
     Delivery,
     OutgoingRecord,
@@ -217,8 +218,16 @@ class EmbeddedStream(Stream):
                 ).fetchall()
             )
 
-    def _open_consumer(self, topic: str, group: str | None, start: StartAt) -> EmbeddedConsumer:
-        return EmbeddedConsumer(self.store, topic, self._partitions(topic), group, start)
+    def _open_consumer(
+        self,
+        topic: str,
+        group: str | None,
+        start: StartAt,
+        on_assignment: AssignmentCallback | None,
+    ) -> EmbeddedConsumer:
+        return EmbeddedConsumer(
+            self.store, topic, self._partitions(topic), group, start, on_assignment
+        )
 
 
 class EmbeddedConsumer(ConsumerHandle):
@@ -229,7 +238,9 @@ class EmbeddedConsumer(ConsumerHandle):
         partitions: int,
         group: str | None,
         start: StartAt,
+        on_assignment: AssignmentCallback | None = None,
     ) -> None:
+        self.on_assignment = on_assignment
         self.store = store
         self.db = store.db
         self.topic = topic
@@ -272,7 +283,10 @@ class EmbeddedConsumer(ConsumerHandle):
             self.positions.pop(p, None)
         for p in sorted(assigned - self.assigned):
             self.positions[p] = self.initial_position(p)
+        changed = assigned != self.assigned
         self.assigned = assigned
+        if changed and self.on_assignment is not None:
+            self.on_assignment(set(assigned))
         self.last_refresh = time.monotonic()
 
     def initial_position(self, partition: int) -> int:

@@ -1,17 +1,40 @@
 """``kafka``: the streaming contract on Apache Kafka (confluent-kafka).
 
-The registry accepts and checks this store type now; connecting arrives with the Kafka issue.
+Publishing is idempotent (``enable.idempotence``, ``acks=all``) and returns once every message
+of the batch is acknowledged by the broker. Partitions are chosen here with the same CRC32 rule
+as the embedded log, so a key lands on the same partition number on both. Consumers commit
+manually, only past acknowledged messages (the contract's tracker decides what to commit).
 """
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.errors import NotImplementedYet
-from datalayer.stores.base import Store, StoreConfig
+from datalayer.categories.streaming import (
+    AssignmentCallback,
+    ConsumerHandle,
+    Delivery,
+    OutgoingRecord,
+    Record,
+    StartAt,
+    Stream,
+    StreamingPattern,
+)
+from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.validators import Duration
+
+#: librdkafka error codes that mean "the cluster cannot be reached right now".
+_UNAVAILABLE = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT", "_TIMED_OUT", "_RESOLVE"}
 
 
 class KafkaConfig(StoreConfig):
@@ -24,13 +47,367 @@ class KafkaConfig(StoreConfig):
     bootstrap_servers: str = Field(min_length=1)
     client_id: str = "datalayer"
     delivery_timeout_ms: int = Field(default=30_000, ge=1000)
+    request_timeout_ms: int = Field(default=10_000, ge=500)
+    session_timeout: Duration = timedelta(seconds=10)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    linger_ms: int = Field(default=5, ge=0)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     def target(self) -> str:
         return self.bootstrap_servers
 
-    def connect(self, name: str, base_dir: Path) -> Store:
-        raise NotImplementedYet(
-            f"store '{name}': type 'kafka' is accepted by the registry but not connected yet; "
-            "use the embedded-log store type (profile 'local') for now"
+    def connect(self, name: str, base_dir: Path) -> KafkaStore:
+        require_driver("confluent_kafka", "kafka", self.type)
+        return KafkaStore(name, self)
+
+
+class KafkaStore(Store):
+    config: KafkaConfig
+
+    def __init__(self, name: str, config: KafkaConfig) -> None:
+        super().__init__(name, config)
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient(self.client_config())
+        self._producer: Any = None
+        self._lock = threading.Lock()
+        self._partitions: dict[str, int] = {}
+
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.config.bootstrap_servers,
+            "client.id": self.config.client_id,
+            "socket.timeout.ms": self.config.request_timeout_ms,
+            "log_level": 3,
+            **self.config.options,
+            **extra,
+        }
+
+    @property
+    def producer(self) -> Any:
+        """One idempotent producer per store, shared by its patterns (thread-safe in librdkafka)."""
+        with self._lock:
+            if self._producer is None:
+                from confluent_kafka import Producer
+
+                self._producer = Producer(
+                    self.client_config(
+                        **{
+                            "enable.idempotence": True,
+                            "acks": "all",
+                            "linger.ms": self.config.linger_ms,
+                            "delivery.timeout.ms": self.config.delivery_timeout_ms,
+                            "request.timeout.ms": min(
+                                self.config.request_timeout_ms, self.config.delivery_timeout_ms
+                            ),
+                            "message.max.bytes": self.config.max_message_bytes + 4096,
+                        }
+                    )
+                )
+            return self._producer
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Kafka errors as datalayer errors naming this store."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            yield
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.name() if isinstance(error, KafkaError) else ""
+            if code in _UNAVAILABLE:
+                raise StoreUnavailable(f"{self.label} is unavailable: {error}") from exc
+            raise DataLayerError(f"{self.label}: {error or exc}") from exc
+
+    def handle(self, pattern: PatternConfig) -> KafkaStream:
+        assert isinstance(pattern, StreamingPattern)
+        return KafkaStream(pattern, self)
+
+    def partitions(self, topic: str) -> int:
+        """Partition count of a topic, from cluster metadata (cached)."""
+        if topic not in self._partitions:
+            timeout = self.config.request_timeout_ms / 1000
+            with self.errors():
+                metadata = self.admin.list_topics(topic=topic, timeout=timeout)
+            described = metadata.topics.get(topic)
+            if described is None or described.error is not None or not described.partitions:
+                raise NotFound(
+                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
+                )
+            self._partitions[topic] = len(described.partitions)
+        return self._partitions[topic]
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        from confluent_kafka.admin import NewPartitions, NewTopic  # type: ignore[attr-defined]
+
+        timeout = self.config.request_timeout_ms / 1000
+        done = []
+        with self.errors():
+            existing = self.admin.list_topics(timeout=timeout).topics
+        for pattern in patterns:
+            assert isinstance(pattern, StreamingPattern)
+            settings = {"max.message.bytes": str(self.config.max_message_bytes + 1024)}
+            if pattern.retention:
+                settings["retention.ms"] = str(int(pattern.retention.total_seconds() * 1000))
+            for topic in filter(None, [pattern.topic, pattern.dead_letter]):
+                current = existing.get(topic)
+                with self.errors():
+                    if current is None:
+                        new = NewTopic(
+                            topic, pattern.partitions, pattern.replication_factor, config=settings
+                        )
+                        self.admin.create_topics([new], operation_timeout=timeout)[topic].result(
+                            timeout
+                        )
+                        done.append(f"topic '{topic}' created ({pattern.partitions} partitions)")
+                    elif len(current.partitions) < pattern.partitions:
+                        grow = NewPartitions(topic, pattern.partitions)
+                        self.admin.create_partitions([grow])[topic].result(timeout)
+                        done.append(f"topic '{topic}' grown to {pattern.partitions} partitions")
+                    elif len(current.partitions) > pattern.partitions:
+                        raise DataLayerError(
+                            f"{self.label}: topic '{topic}' has {len(current.partitions)} partitions; "
+                            f"it cannot shrink to {pattern.partitions}"
+                        )
+                    else:
+                        done.append(f"topic '{topic}' exists ({pattern.partitions} partitions)")
+                self._partitions.pop(topic, None)
+        return done
+
+    def ping(self) -> None:
+        with self.errors():
+            self.admin.list_topics(timeout=self.config.request_timeout_ms / 1000)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+
+
+class KafkaStream(Stream):
+    def __init__(self, pattern: StreamingPattern, store: KafkaStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+
+    def _partitions(self, topic: str) -> int:
+        return self.store.partitions(topic)
+
+    def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
+        """Send every record, then wait until each one is acknowledged (or failed)."""
+        limit = self.store.config.max_message_bytes
+        for record in records:
+            if len(record.value) > limit:
+                raise DataLayerError(
+                    f"{self.store.label}: message of {len(record.value)} bytes exceeds "
+                    f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
+                )
+        placed = [(self.partition_for(r.key, topic), r) for r in records]
+        results: list[Delivery | None] = [None] * len(records)
+        failures: list[Any] = []
+        producer = self.store.producer
+
+        def on_delivery(index: int) -> Any:
+            def report(error: Any, message: Any) -> None:
+                if error is not None:
+                    failures.append(error)
+                else:
+                    results[index] = Delivery(
+                        message.topic(), message.partition(), message.offset()
+                    )
+
+            return report
+
+        with self.store.errors():
+            for index, (partition, record) in enumerate(placed):
+                while True:
+                    try:
+                        producer.produce(
+                            topic,
+                            value=record.value,
+                            key=record.key.encode() if record.key is not None else None,
+                            partition=partition,
+                            headers=list(record.headers.items()) or None,
+                            on_delivery=on_delivery(index),
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+            remaining = producer.flush(self.store.config.delivery_timeout_ms / 1000 + 5)
+        if failures or remaining:
+            error = failures[0] if failures else f"{remaining} messages not confirmed in time"
+            code = error.name() if hasattr(error, "name") else "_TIMED_OUT"
+            kind = StoreUnavailable if code in _UNAVAILABLE else DataLayerError
+            raise kind(f"{self.store.label}: publishing to '{topic}' failed: {error}")
+        return [d for d in results if d is not None]
+
+    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic = topic or self.pattern.topic
+        count = self._partitions(topic)
+        consumer = Consumer(
+            self.store.client_config(**{"group.id": f"datalayer-offsets-{uuid.uuid4().hex}"})
         )
+        timeout = self.store.config.request_timeout_ms / 1000
+        try:
+            with self.store.errors():
+                return {
+                    p: int(
+                        consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
+                    )
+                    for p in range(count)
+                }
+        finally:
+            consumer.close()
+
+    def _open_consumer(
+        self,
+        topic: str,
+        group: str | None,
+        start: StartAt,
+        on_assignment: AssignmentCallback | None,
+    ) -> KafkaConsumer:
+        self._partitions(topic)
+        return KafkaConsumer(self.store, topic, group, start, on_assignment)
+
+
+class KafkaConsumer(ConsumerHandle):
+    """A confluent-kafka consumer in a group, committing only what the tracker asks."""
+
+    def __init__(
+        self,
+        store: KafkaStore,
+        topic: str,
+        group: str | None,
+        start: StartAt,
+        on_assignment: AssignmentCallback | None,
+    ) -> None:
+        from confluent_kafka import Consumer
+
+        self.store = store
+        self.topic = topic
+        self.group = group
+        self.start = start
+        self.on_assignment = on_assignment
+        self.assigned: set[int] = set()
+        self.started: set[int] = set()
+        session_ms = int(store.config.session_timeout.total_seconds() * 1000)
+        self.consumer = Consumer(
+            store.client_config(
+                **{
+                    "group.id": group or f"datalayer-replay-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(100, session_ms // 4),
+                    "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 100,
+                }
+            )
+        )
+        with store.errors():
+            self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            if tp.partition not in self.started:
+                tp.offset = self._start_offset(tp.partition)
+                self.started.add(tp.partition)
+        consumer.assign(partitions)
+        self.assigned |= {tp.partition for tp in partitions}
+        if self.on_assignment is not None:
+            self.on_assignment(set(self.assigned))
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned -= {tp.partition for tp in partitions}
+        consumer.unassign()
+        if self.on_assignment is not None:
+            self.on_assignment(set(self.assigned))
+
+    def _start_offset(self, partition: int) -> int:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, TopicPartition
+
+        start: Any = self.start
+        if isinstance(start, Mapping):
+            start = start.get(partition, "committed")
+        if start == "committed":
+            return int(OFFSET_STORED)
+        if start == "earliest":
+            return int(OFFSET_BEGINNING)
+        if start == "latest":
+            return int(OFFSET_END)
+        if isinstance(start, datetime):
+            stamp = start if start.tzinfo else start.replace(tzinfo=UTC)
+            wanted = TopicPartition(self.topic, partition, int(stamp.timestamp() * 1000))
+            [found] = self.consumer.offsets_for_times([wanted], timeout=10)
+            return int(found.offset) if found.offset >= 0 else int(OFFSET_END)
+        if isinstance(start, int) and not isinstance(start, bool):
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=10
+            )
+            return min(max(start, low), high)
+        raise DataLayerError(f"cannot start a consumer at {start!r}")
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        with self.store.errors():
+            messages = self.consumer.consume(num_messages=max_records, timeout=timeout)
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == error._PARTITION_EOF:
+                    continue
+                with self.store.errors():
+                    from confluent_kafka import KafkaException
+
+                    raise KafkaException(error)
+            _, stamp = message.timestamp()
+            records.append(
+                Record(
+                    str(message.topic()),
+                    int(message.partition() or 0),
+                    int(message.offset() or 0),
+                    _text(message.key()),
+                    _bytes(message.value()),
+                    {str(k): _text(v) or "" for k, v in _headers(message)},
+                    datetime.fromtimestamp(stamp / 1000, UTC),
+                )
+            )
+        return records
+
+    def commit(self, partition: int, offset: int) -> None:
+        if self.group is None:
+            return
+        from confluent_kafka import TopicPartition
+
+        with self.store.errors():
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, offset)], asynchronous=False
+            )
+
+    def seek(self, partition: int, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        if partition in self.assigned:
+            with self.store.errors():
+                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+
+    def assignment(self) -> set[int]:
+        return set(self.assigned)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def _headers(message: Any) -> list[tuple[str, str | bytes | None]]:
+    return list(message.headers() or [])

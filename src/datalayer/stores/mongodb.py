@@ -1,17 +1,27 @@
-"""``mongodb``: the document contract on MongoDB (pymongo).
+"""``mongodb``: the document contract on MongoDB (pymongo); tested on FerretDB.
 
-The registry accepts and checks this store type now; connecting arrives with the MongoDB issue.
+Documents are stored as their schema's JSON form with the key as ``_id``, exactly as the
+embedded store keeps them, so filters compare the same values on both. Filters are translated
+from the shared language into a MongoDB query document; nothing else reaches the server.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
-from datalayer.errors import NotImplementedYet, redact
-from datalayer.stores.base import Store, StoreConfig
+from datalayer.categories.document import DocumentCollection, DocumentPattern
+from datalayer.errors import DataLayerError, QueryError, StoreUnavailable, redact
+from datalayer.patterns import PatternConfig
+from datalayer.query import Condition, SortKey, parse_filter
+from datalayer.stores.base import Store, StoreConfig, require_driver
+
+_JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class MongoDBConfig(StoreConfig):
@@ -24,12 +34,151 @@ class MongoDBConfig(StoreConfig):
     url: str = Field(pattern=r"^mongodb(\+srv)?://")
     database: str = Field(default="datalayer", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     server_selection_timeout_ms: int = Field(default=5000, ge=100)
+    socket_timeout_ms: int = Field(default=10000, ge=100)
 
     def target(self) -> str:
         return f"{redact(self.url)} db={self.database}"
 
-    def connect(self, name: str, base_dir: Path) -> Store:
-        raise NotImplementedYet(
-            f"store '{name}': type 'mongodb' is accepted by the registry but not connected yet; "
-            "use the embedded-documents store type (profile 'local') for now"
+    def connect(self, name: str, base_dir: Path) -> MongoDBStore:
+        pymongo = require_driver("pymongo", "mongodb", self.type)
+        client = pymongo.MongoClient(
+            self.url,
+            serverSelectionTimeoutMS=self.server_selection_timeout_ms,
+            connectTimeoutMS=self.server_selection_timeout_ms,
+            socketTimeoutMS=self.socket_timeout_ms,
         )
+        return MongoDBStore(name, self, client)
+
+
+class MongoDBStore(Store):
+    def __init__(self, name: str, config: MongoDBConfig, client: Any) -> None:
+        super().__init__(name, config)
+        self.client = client
+        self.db = client[config.database]
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """pymongo errors as datalayer errors naming this store (password redacted)."""
+        from pymongo import errors
+
+        try:
+            yield
+        except (errors.ConnectionFailure, errors.ServerSelectionTimeoutError) as exc:
+            raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
+        except errors.PyMongoError as exc:
+            raise DataLayerError(f"{self.label}: {exc}") from exc
+
+    def handle(self, pattern: PatternConfig) -> MongoCollection:
+        assert isinstance(pattern, DocumentPattern)
+        return MongoCollection(pattern, self)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        done = []
+        with self.errors():
+            existing = set(self.db.list_collection_names())
+            for pattern in patterns:
+                assert isinstance(pattern, DocumentPattern)
+                if pattern.collection not in existing:
+                    self.db.create_collection(pattern.collection)
+                    done.append(f"collection '{pattern.collection}' created")
+                else:
+                    done.append(f"collection '{pattern.collection}' exists")
+                collection = self.db[pattern.collection]
+                for spec in pattern.indexes:
+                    field = spec.lstrip("-")
+                    name = f"ix_{pattern.collection}_{field.replace('.', '_')}"
+                    collection.create_index([(field, -1 if spec.startswith("-") else 1)], name=name)
+                    done.append(f"index '{name}' on {pattern.collection}({spec}) ready")
+        return done
+
+    def ping(self) -> None:
+        with self.errors():
+            self.client.admin.command("ping")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _json(value: Any) -> Any:
+    """A filter value in the form documents are stored in (dates as their JSON strings)."""
+    if isinstance(value, datetime | date):
+        return _JSON_VALUE.dump_python(value, mode="json")
+    if isinstance(value, dict | list):
+        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    return value
+
+
+def mongo_filter(conditions: list[Condition]) -> dict[str, Any]:
+    """The shared filter language as a MongoDB query document."""
+    query: dict[str, dict[str, Any]] = {}
+    for cond in conditions:
+        ops = query.setdefault(cond.field, {})
+        if cond.op == "$in":
+            ops["$in"] = [_json(v) for v in cond.value]
+        elif cond.op == "$exists":
+            ops["$exists"] = bool(cond.value)
+        else:
+            ops[cond.op] = _json(cond.value)
+    return query
+
+
+class MongoCollection(DocumentCollection):
+    def __init__(self, pattern: DocumentPattern, store: MongoDBStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self.collection = store.db[pattern.collection]
+
+    def _write(self, key: str, doc: dict[str, Any]) -> None:
+        with self.store.errors():
+            self.collection.replace_one({"_id": key}, {"_id": key, **doc}, upsert=True)
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        with self.store.errors():
+            found = self.collection.find_one({"_id": str(key)}, projection={"_id": False})
+        return None if found is None else dict(found)
+
+    def delete(self, key: Any) -> bool:
+        with self.store.errors():
+            return bool(self.collection.delete_one({"_id": str(key)}).deleted_count)
+
+    def _update(self, key: str, changes: Mapping[str, Any]) -> bool:
+        """Validate the merged document, then send MongoDB's own atomic operators.
+
+        The values sent are taken from the validated document, so they are in stored form.
+        """
+        current = self.get(key)
+        if current is None:
+            return False
+        merged = self.merged(current, changes)
+        update: dict[str, dict[str, Any]] = {}
+        for path in changes["set"]:
+            update.setdefault("$set", {})[path] = _at(merged, path)
+        for path in changes["unset"]:
+            update.setdefault("$unset", {})[path] = ""
+        for path in changes["push"]:
+            update.setdefault("$push", {})[path] = _at(merged, path)[-1]
+        with self.store.errors():
+            return bool(self.collection.update_one({"_id": key}, update).matched_count)
+
+    def _find(
+        self, conditions: list[Condition], sort: list[SortKey], limit: int | None
+    ) -> list[dict[str, Any]]:
+        order = [(k.field, -1 if k.descending else 1) for k in sort] + [("_id", 1)]
+        with self.store.errors():
+            cursor = self.collection.find(
+                mongo_filter(conditions), projection={"_id": False}, sort=order
+            )
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            return [dict(doc) for doc in cursor]
+
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        with self.store.errors():
+            return int(self.collection.count_documents(mongo_filter(parse_filter(where))))
+
+
+def _at(doc: Mapping[str, Any], path: str) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        node = node[part]
+    return node

@@ -1,0 +1,226 @@
+"""Apache Kafka 4.x in KRaft mode (one combined broker and controller) from Maven Central jars."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import shutil
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import ClassVar
+
+from tests.services.base import LocalServer, Running
+from tests.services.process import ServiceError, free_port, run, spawn, stop_process, wait_ready
+
+VERSION = "4.1.1"
+POM = Path(__file__).with_name("kafka_jars") / "pom.xml"
+JAVA_OPTS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-Djava.awt.headless=true",
+    "-Djava.net.preferIPv4Stack=true",
+)
+BROKER_OPTS = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+)
+TOOL_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+LOG4J2 = """\
+status = warn
+shutdownHook = disable
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+logger.broker.name = kafka.server.BrokerServer
+logger.broker.level = INFO
+logger.controller.name = kafka.server.ControllerServer
+logger.controller.level = INFO
+"""
+
+
+class KafkaServer(LocalServer):
+    """A single-node KRaft cluster; ``stop``/``restart`` keep its ports and data for fault tests."""
+
+    name: ClassVar[str] = "kafka"
+    env_var: ClassVar[str] = "DATALAYER_KAFKA_BOOTSTRAP"
+    start_timeout: ClassVar[float] = 90.0
+
+    def __init__(self, state_dir: Path, cache_dir: Path) -> None:
+        super().__init__(state_dir, cache_dir)
+        self.libs = self.cache_dir / f"kafka-{VERSION}" / "libs"
+        self.config = self.data_dir / "server.properties"
+        self.log4j = self.data_dir / "log4j2.properties"
+        self.port: int | None = None
+        self.controller_port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        if self.port is None:
+            raise ServiceError("kafka: not started")
+        return f"127.0.0.1:{self.port}"
+
+    def install(self) -> None:
+        """Copy the broker's jars from Maven Central once; a marker says the copy finished."""
+        marker = self.libs / ".complete"
+        if marker.exists() and any(self.libs.glob("kafka_2.13-*.jar")):
+            return
+        self.libs.mkdir(parents=True, exist_ok=True)
+        run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={VERSION}",
+                f"-DoutputDirectory={self.libs}",
+            ],
+            what="kafka: fetching jars with mvn",
+        )
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise ServiceError(f"kafka: mvn copied no kafka_2.13 jar into {self.libs}")
+        marker.write_text(VERSION + "\n")
+
+    def start(self) -> Running:
+        """Format a fresh KRaft log in ``data_dir`` on two new free ports, then start the broker."""
+        if self.process is not None and self.process.poll() is None:
+            raise ServiceError(f"kafka: already running (pid {self.process.pid})")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.mkdir(parents=True)
+        self.port = free_port()
+        self.controller_port = free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
+        self.log4j.write_text(LOG4J2)
+        self.config.write_text(self._properties())
+        run(
+            [
+                *self._java(TOOL_OPTS),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self.config),
+            ],
+            what="kafka: formatting storage with kafka.tools.StorageTool",
+            timeout=120,
+        )
+        return self._launch()
+
+    def restart(self) -> Running:
+        """Start again on the same ports and data (no format), as after a crash or an outage."""
+        if self.port is None or not self.config.exists():
+            raise ServiceError("kafka: restart() before start()")
+        if self.process is not None and self.process.poll() is None:
+            raise ServiceError(f"kafka: still running (pid {self.process.pid})")
+        return self._launch()
+
+    def stop(self) -> None:
+        """Stop the broker gracefully (SIGTERM to its session, SIGKILL after a grace period)."""
+        if self.process is None:
+            return
+        stop_process(self.process.pid, timeout=30.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self.process = None
+
+    @staticmethod
+    def check(url: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": url, "socket.timeout.ms": 3000, "log_level": 0})
+        metadata = admin.list_topics(timeout=3)
+        if not metadata.brokers:
+            raise ServiceError(f"kafka at {url}: metadata lists no broker")
+
+    def _launch(self) -> Running:
+        self.process = spawn([*self._java(BROKER_OPTS), "kafka.Kafka", str(self.config)], self.log)
+        bootstrap = self.bootstrap
+        try:
+            wait_ready(
+                "kafka",
+                lambda: self._ready(bootstrap),
+                timeout=self.start_timeout,
+                log=self.log,
+                process=self.process,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return Running(
+            name=self.name,
+            url=bootstrap,
+            mode="process",
+            pids=[self.process.pid],
+            log=str(self.log),
+        )
+
+    def _ready(self, bootstrap: str) -> None:
+        """Cheap TCP probe first: ``check`` on a closed port would wait out its whole timeout."""
+        with socket.create_connection(("127.0.0.1", self.port or 0), timeout=1):
+            pass
+        self.check(bootstrap)
+
+    def _java(self, opts: tuple[str, ...]) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise ServiceError("kafka: java is not installed (Java 17 or later is needed)")
+        return [
+            java,
+            *JAVA_OPTS,
+            *opts,
+            f"-Dlog4j2.configurationFile={self.log4j}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
+
+    def _properties(self) -> str:
+        listeners = (
+            f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+        )
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "5",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "5",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "group.min.session.timeout.ms": "1000",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+        }
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _cluster_id() -> str:
+    """A Kafka-style cluster id: URL-safe base64 of a random UUID, not starting with '-'."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
