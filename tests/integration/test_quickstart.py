@@ -7,7 +7,11 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 import datalayer
+from datalayer.cli import app
 from datalayer.examples.alerting import sample_alerts, sample_services
 from datalayer.examples.quickstart import GROUPING_GAP, run
 
@@ -54,3 +58,52 @@ def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Pat
 
     assert second == first
     assert again == incidents
+
+
+def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
+    tmp_path: Path,
+    postgres_database: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    mongodb_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    monkeypatch.setenv("DATALAYER_POSTGRES_URL", postgres_database)
+    monkeypatch.setenv("DATALAYER_REDIS_URL", redis_url)
+    monkeypatch.setenv("DATALAYER_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("DATALAYER_MONGODB_URL", mongodb_url)
+
+    outcomes = {}
+    for profile in ("local", "services"):
+        with datalayer.open(tmp_path / "datalayer.yaml", profile) as dl:
+            dl.apply()
+            summary = run(dl, alert_count=120, seed=5)
+            incidents = dl.documents("incidents").find(
+                {"service_id": {"$in": [s.service_id for s in sample_services()]}},
+                sort="incident_id",
+            )
+        outcomes[profile] = (summary, incidents)
+    assert outcomes["services"][0] == outcomes["local"][0]
+    assert outcomes["services"][1] == outcomes["local"][1]
+    assert outcomes["local"][0].dead_lettered == 3 and outcomes["local"][0].incidents > 10
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "quickstart",
+            "--config",
+            str(tmp_path / "datalayer.yaml"),
+            "--profile",
+            "services",
+            "--alerts",
+            "120",
+            "--seed",
+            "5",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "kafka" in result.output and "mongodb" in result.output and "postgres" in result.output
+    assert f"{outcomes['local'][0].incidents} incidents" in result.output

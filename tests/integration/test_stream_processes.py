@@ -1,4 +1,4 @@
-"""The embedded profile shared by several processes: a publisher here, a consumer there."""
+"""A stream shared by several processes: a publisher here, a consumer there, one killed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,36 +17,44 @@ import yaml
 
 import datalayer
 
-REGISTRY = {
-    "version": 1,
-    "profiles": {
-        "local": {
-            "events": {
-                "type": "embedded-log",
-                "path": "events.db",
-                "session_timeout": "1s",
-                "poll_interval": 0.01,
-            }
-        }
+STORES = {
+    "embedded-log": lambda req: {
+        "type": "embedded-log",
+        "path": "events.db",
+        "session_timeout": "1s",
+        "poll_interval": 0.01,
     },
-    "patterns": {
-        "alerts": {
-            "category": "streaming",
-            "store": "events",
-            "topic": "alerts",
-            "partitions": 3,
-            "key": "service_id",
-            "schema": "datalayer.examples.alerting:Alert",
-            "dead_letter": "alerts.dlq",
-        }
+    "kafka": lambda req: {
+        "type": "kafka",
+        "bootstrap_servers": req.getfixturevalue("kafka_bootstrap"),
+        "session_timeout": "2s",
     },
 }
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Path:
+@pytest.fixture(params=list(STORES))
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     file = tmp_path / "datalayer.yaml"
-    file.write_text(yaml.safe_dump(REGISTRY))
+    topic = f"alerts_{uuid.uuid4().hex[:8]}"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "profiles": {"local": {"events": STORES[request.param](request)}},
+                "patterns": {
+                    "alerts": {
+                        "category": "streaming",
+                        "store": "events",
+                        "topic": topic,
+                        "partitions": 3,
+                        "key": "service_id",
+                        "schema": "datalayer.examples.alerting:Alert",
+                        "dead_letter": f"{topic}.dlq",
+                    }
+                },
+            }
+        )
+    )
     with datalayer.open(file, "local") as dl:
         dl.apply()
     return file
@@ -77,7 +86,7 @@ def test_publisher_in_another_process(registry: Path) -> None:
     child = run_python(
         """
         import datalayer
-        from tests.integration.test_embedded_processes import alert
+        from tests.integration.test_stream_processes import alert
         with datalayer.open(REGISTRY_PATH, "local") as dl:
             dl.stream("alerts").publish_many([alert(n) for n in range(30)])
         """,
@@ -86,7 +95,7 @@ def test_publisher_in_another_process(registry: Path) -> None:
     _, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     with datalayer.open(registry, "local") as dl:
-        got = [m.value["alert_id"] for m in dl.stream("alerts").consume("g", idle_timeout=0.5)]
+        got = [m.value["alert_id"] for m in dl.stream("alerts").consume("g", idle_timeout=3)]
     assert sorted(got) == sorted(f"a{n}" for n in range(30))
 
 
@@ -103,7 +112,7 @@ def test_consumer_in_another_process(registry: Path) -> None:
         """,
         registry,
     )
-    time.sleep(0.5)
+    time.sleep(3)
     with datalayer.open(registry, "local") as dl:
         dl.stream("alerts").publish_many([alert(n) for n in range(20)])
     out, err = child.communicate(timeout=60)
@@ -133,5 +142,5 @@ def test_killed_consumer_s_unacked_messages_go_to_the_group(registry: Path) -> N
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     with datalayer.open(registry, "local") as dl:
-        got = [m.value["alert_id"] for m in dl.stream("alerts").consume("g", idle_timeout=3)]
+        got = [m.value["alert_id"] for m in dl.stream("alerts").consume("g", idle_timeout=5)]
     assert got == ["a8", "a12", "a16", "a20"]

@@ -1,0 +1,103 @@
+"""Kafka and Redis stopped under a live client: a bounded, clear failure, then recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import datalayer
+from datalayer import StoreUnavailable
+from tests.services.kafka import KafkaServer
+from tests.services.launcher import cache_dir, new_state_dir
+from tests.services.redis import PASSWORD as REDIS_PASSWORD
+from tests.services.redis import RedisServer
+
+
+def open_layer(
+    tmp_path: Path, store: dict[str, Any], pattern: dict[str, Any]
+) -> datalayer.DataLayer:
+    file = tmp_path / "datalayer.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "profiles": {"p": {"main": store}},
+                "patterns": {"it": {"store": "main", **pattern}},
+            }
+        )
+    )
+    dl = datalayer.open(file, "p")
+    dl.apply()
+    return dl
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer(new_state_dir(), cache_dir())
+    server.install()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[KafkaServer]:
+    server = KafkaServer(new_state_dir(), cache_dir())
+    server.install()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_stopped_redis_fails_fast_then_recovers(private_redis: RedisServer, tmp_path: Path) -> None:
+    store = {"type": "redis", "url": private_redis.url, "socket_timeout": 1, "connect_timeout": 1}
+    with open_layer(tmp_path, store, {"category": "key-value", "ttl": "1h"}) as dl:
+        kv = dl.kv("it")
+        kv.set("k", {"v": 1})
+        private_redis.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            kv.set("k", {"v": 2})
+        assert time.monotonic() - started < 15
+        assert "store 'main'" in str(caught.value) and REDIS_PASSWORD not in str(caught.value)
+        private_redis.restart()
+        kv.set("k", {"v": 3})
+        assert kv.get("k") == {"v": 3}
+
+
+def test_stopped_kafka_fails_publish_within_the_delivery_timeout_then_recovers(
+    private_kafka: KafkaServer, tmp_path: Path
+) -> None:
+    store = {
+        "type": "kafka",
+        "bootstrap_servers": private_kafka.bootstrap,
+        "delivery_timeout_ms": 4000,
+        "request_timeout_ms": 2000,
+    }
+    pattern = {
+        "category": "streaming",
+        "topic": "faults",
+        "partitions": 2,
+        "key": "device",
+        "schema": "tests.contract.schemas:Event",
+    }
+    event = {"event_id": "e", "device": "d", "seq": 1}
+    with open_layer(tmp_path, store, pattern) as dl:
+        stream = dl.stream("it")
+        stream.publish(event)
+        private_kafka.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            stream.publish(event)
+        assert time.monotonic() - started < 4 + 6
+        assert "store 'main'" in str(caught.value)
+        private_kafka.restart()
+        delivery = stream.publish(event)
+        assert delivery.offset >= 1
+        got = [m.value for m in stream.consume(None, start="earliest", idle_timeout=3)]
+        assert got == [{**event, "payload": ""}] * 2, "the failed publish must not have landed"
