@@ -9,6 +9,7 @@ manually, only past acknowledged messages (the contract's tracker decides what t
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -139,41 +140,76 @@ class KafkaStore(Store):
         return self._partitions[topic]
 
     def apply(self, patterns: list[PatternConfig]) -> list[str]:
-        from confluent_kafka.admin import NewPartitions, NewTopic  # type: ignore[attr-defined]
-
-        timeout = self.config.request_timeout_ms / 1000
+        """Create each topic and its dead-letter topic, grow partitions, set retention and size."""
         done = []
-        with self.errors():
-            existing = self.admin.list_topics(timeout=timeout).topics
         for pattern in patterns:
             assert isinstance(pattern, StreamingPattern)
             settings = {"max.message.bytes": str(self.config.max_message_bytes + 1024)}
             if pattern.retention:
                 settings["retention.ms"] = str(int(pattern.retention.total_seconds() * 1000))
             for topic in filter(None, [pattern.topic, pattern.dead_letter]):
-                current = existing.get(topic)
                 with self.errors():
-                    if current is None:
-                        new = NewTopic(
-                            topic, pattern.partitions, pattern.replication_factor, config=settings
-                        )
-                        self.admin.create_topics([new], operation_timeout=timeout)[topic].result(
-                            timeout
-                        )
-                        done.append(f"topic '{topic}' created ({pattern.partitions} partitions)")
-                    elif len(current.partitions) < pattern.partitions:
-                        grow = NewPartitions(topic, pattern.partitions)
-                        self.admin.create_partitions([grow])[topic].result(timeout)
-                        done.append(f"topic '{topic}' grown to {pattern.partitions} partitions")
-                    elif len(current.partitions) > pattern.partitions:
-                        raise DataLayerError(
-                            f"{self.label}: topic '{topic}' has {len(current.partitions)} partitions; "
-                            f"it cannot shrink to {pattern.partitions}"
-                        )
-                    else:
-                        done.append(f"topic '{topic}' exists ({pattern.partitions} partitions)")
+                    done.append(self._converge(topic, pattern, settings))
                 self._partitions.pop(topic, None)
         return done
+
+    def _converge(self, topic: str, pattern: StreamingPattern, settings: dict[str, str]) -> str:
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            AlterConfigOpType,
+            ConfigEntry,
+            ConfigResource,
+            NewPartitions,
+            NewTopic,
+        )
+
+        timeout = self.config.request_timeout_ms / 1000
+        described = self.admin.list_topics(topic=topic, timeout=timeout).topics.get(topic)
+        if described is None or described.error is not None:
+            new = NewTopic(topic, pattern.partitions, pattern.replication_factor, config=settings)
+            try:
+                self.admin.create_topics([new], operation_timeout=timeout)[topic].result(timeout)
+                self._await_partitions(topic, pattern.partitions)
+                return f"topic '{topic}' created ({pattern.partitions} partitions)"
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            described = self.admin.list_topics(topic=topic, timeout=timeout).topics[topic]
+        current = len(described.partitions)
+        if current > pattern.partitions:
+            raise DataLayerError(
+                f"{self.label}: topic '{topic}' has {current} partitions; "
+                f"it cannot shrink to {pattern.partitions}"
+            )
+        resource = ConfigResource(
+            ConfigResource.Type.TOPIC,
+            topic,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in settings.items()
+            ],
+        )
+        self.admin.incremental_alter_configs([resource])[resource].result(timeout)
+        if current < pattern.partitions:
+            self.admin.create_partitions([NewPartitions(topic, pattern.partitions)])[topic].result(
+                timeout
+            )
+            self._await_partitions(topic, pattern.partitions)
+            return f"topic '{topic}' grown to {pattern.partitions} partitions"
+        return f"topic '{topic}' exists ({pattern.partitions} partitions)"
+
+    def _await_partitions(self, topic: str, count: int) -> None:
+        """Wait until cluster metadata shows every partition with a leader (it lags creation)."""
+        deadline = time.monotonic() + self.config.request_timeout_ms / 1000
+        while time.monotonic() < deadline:
+            described = self.admin.list_topics(topic=topic, timeout=5).topics.get(topic)
+            partitions = described.partitions if described is not None else {}
+            if len(partitions) >= count and all(p.leader >= 0 for p in partitions.values()):
+                return
+            time.sleep(0.1)
+        raise StoreUnavailable(
+            f"{self.label}: topic '{topic}' did not get {count} partitions in time"
+        )
 
     def ping(self) -> None:
         with self.errors():
