@@ -11,7 +11,7 @@ Guarantees every implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -38,22 +38,51 @@ class FeaturePattern(PatternConfig):
 
 
 class FeatureView(ABC):
-    """One feature pattern bound to its feature store."""
+    """One feature pattern bound to its feature store.
+
+    Columns are named ``view__feature``; ``features`` narrows a read to some ``view:feature``
+    references of the pattern.
+    """
 
     def __init__(self, pattern: FeaturePattern) -> None:
         self.pattern = pattern
 
     @abstractmethod
-    def online(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]: ...
+    def online(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        *,
+        as_of: datetime | None = None,
+        features: Sequence[str] | None = None,
+    ) -> dict[str, list[Any]]:
+        """Latest values for each entity row; values older than their view's TTL are None."""
 
     @abstractmethod
-    def historical(self, entity_df: Any) -> Any: ...
+    def online_df(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        *,
+        as_of: datetime | None = None,
+        features: Sequence[str] | None = None,
+    ) -> Any:
+        """``online`` as a pandas DataFrame."""
 
     @abstractmethod
-    def materialize(self, start: datetime, end: datetime) -> None: ...
+    def historical(self, entity_df: Any, *, features: Sequence[str] | None = None) -> Any:
+        """A point-in-time-correct training set, one row per entity row, in order."""
 
     @abstractmethod
-    def materialize_incremental(self, end: datetime) -> None: ...
+    def materialize(
+        self, start: datetime, end: datetime, on_view: Progress | None = None
+    ) -> None: ...
 
     @abstractmethod
-    def push(self, rows: Any) -> None: ...
+    def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None: ...
+
+    @abstractmethod
+    def push(self, rows: Any, *, view: str | None = None) -> None:
+        """Write fresh rows of a streaming view, online (and offline)."""
+
+
+#: Called as (view being materialized, views done, views in all).
+Progress = Callable[[str, int, int], None]

@@ -340,7 +340,7 @@ class Stream(ABC):
                     handler(message)
                 except Exception as exc:
                     if message.attempt >= self.pattern.max_attempts:
-                        stats.errors.append(f"{message!r}: {exc}")
+                        stats.errors.append(f"{message!r}: {type(exc).__name__}: {exc}")
                         message.nack(exc)
                         break
                     stats.retried += 1

@@ -1,20 +1,38 @@
 """``feast``: the feature contract on a Feast feature repository.
 
-The registry accepts and checks this store type now; connecting arrives with the features issue.
+Definitions live in the repo folder (``feature_repo/``), one ``feature_store.<profile>.yaml``
+per profile. Online reads go through Feast's online store but apply each feature view's TTL,
+as historical retrieval does, so training and serving never disagree about an expired value.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
-from datalayer.errors import NotImplementedYet
-from datalayer.stores.base import Store, StoreConfig
+from pydantic import Field
+
+from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
+from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
+from datalayer.patterns import PatternConfig
+from datalayer.stores.base import Store, StoreConfig, require_driver
 from datalayer.validators import Name
+
+_ENV_LOCK = threading.RLock()
+TIMESTAMP = "event_timestamp"
 
 
 class FeastConfig(StoreConfig):
-    """A Feast repo folder (relative to the registry) and which of its profiles to use."""
+    """A Feast repo folder (relative to the registry) and which of its yaml files to use."""
 
     serves: ClassVar[frozenset[str]] = frozenset({"feature"})
     extra: ClassVar[str | None] = "feast"
@@ -22,11 +40,422 @@ class FeastConfig(StoreConfig):
     type: Literal["feast"]
     repo: str = "feature_repo"
     profile: Name = "local"
+    project: str = Field(default="alerting", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    postgres_url: str | None = Field(default=None, pattern=r"^postgres(ql)?(\+psycopg)?://")
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://")
+    push_mode: Literal["online", "online_and_offline"] = "online_and_offline"
 
     def target(self) -> str:
         return f"{self.repo} ({self.profile})"
 
-    def connect(self, name: str, base_dir: Path) -> Store:
-        raise NotImplementedYet(
-            f"store '{name}': type 'feast' is accepted by the registry but not connected yet"
-        )
+    def connect(self, name: str, base_dir: Path) -> FeastStore:
+        require_driver("feast", "feast", self.type)
+        repo = Path(self.repo)
+        repo = repo if repo.is_absolute() else base_dir / repo
+        yaml_file = repo / f"feature_store.{self.profile}.yaml"
+        if not yaml_file.is_file():
+            raise DataLayerError(
+                f"store '{name}': no {yaml_file} for Feast profile '{self.profile}'"
+            )
+        return FeastStore(name, self, repo, yaml_file)
+
+    def environment(self) -> dict[str, str]:
+        """The variables the repo's yaml and definitions read."""
+        env = {"DATALAYER_FEAST_PROFILE": self.profile, "DATALAYER_FEAST_PROJECT": self.project}
+        if self.postgres_url:
+            url = urlsplit(self.postgres_url)
+            env.update(
+                DATALAYER_FEAST_REGISTRY_URL="postgresql+psycopg://"
+                + self.postgres_url.split("://", 1)[1],
+                DATALAYER_FEAST_PG_HOST=url.hostname or "127.0.0.1",
+                DATALAYER_FEAST_PG_PORT=str(url.port or 5432),
+                DATALAYER_FEAST_PG_DATABASE=url.path.lstrip("/") or "postgres",
+                DATALAYER_FEAST_PG_USER=unquote(url.username or ""),
+                DATALAYER_FEAST_PG_PASSWORD=unquote(url.password or ""),
+            )
+        if self.redis_url:
+            url = urlsplit(self.redis_url)
+            parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
+            if url.password:
+                parts.append(f"password={unquote(url.password)}")
+            if url.path.strip("/"):
+                parts.append(f"db={url.path.strip('/')}")
+            env["DATALAYER_FEAST_REDIS"] = ",".join(parts)
+        return env
+
+
+@contextlib.contextmanager
+def _feast_environment(config: FeastConfig) -> Iterator[None]:
+    """Set the variables Feast expands in the yaml, only while Feast reads it."""
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in config.environment()}
+        os.environ.update(config.environment())
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[io.StringIO]:
+    """Feast prints progress to stdout and its DuckDB path warns on every query: keep both out
+    of our output (and our CLI's tables)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield buffer
+
+
+class FeastStore(Store):
+    config: FeastConfig
+
+    def __init__(self, name: str, config: FeastConfig, repo: Path, yaml_file: Path) -> None:
+        super().__init__(name, config)
+        self.repo = repo
+        self.yaml_file = yaml_file
+        self._feature_store: Any = None
+        self._lock = threading.RLock()
+
+    @property
+    def feature_store(self) -> Any:
+        """Feast's FeatureStore for this profile (built once: importing Feast is slow)."""
+        with self._lock:
+            if self._feature_store is None:
+                from feast import FeatureStore
+
+                with _feast_environment(self.config), self.errors():
+                    self._feature_store = FeatureStore(
+                        repo_path=str(self.repo), fs_yaml_file=self.yaml_file
+                    )
+            return self._feature_store
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Feast's errors as datalayer errors naming the missing view, feature or column."""
+        from feast import errors as feast_errors
+
+        try:
+            yield
+        except DataLayerError:
+            raise
+        except (
+            feast_errors.FeatureViewNotFoundException,
+            feast_errors.FeatureServiceNotFoundException,
+            feast_errors.PushSourceNotFoundException,
+        ) as exc:
+            raise NotFound(f"{self.label}: {exc}") from exc
+        except feast_errors.EntityTimestampInferenceException as exc:
+            raise QueryError(
+                f"{self.label}: the entity DataFrame needs an '{TIMESTAMP}' column"
+            ) from exc
+        except KeyError as exc:
+            raise QueryError(f"{self.label}: {exc.args[0] if exc.args else exc}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.label} is unavailable: {redact(str(exc))}") from exc
+
+    def handle(self, pattern: PatternConfig) -> FeastFeatures:
+        assert isinstance(pattern, FeaturePattern)
+        return FeastFeatures(pattern, self)
+
+    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+        """``feast apply`` for this profile: every definition in the repo, deletions included."""
+        from feast import Project
+        from feast.repo_operations import apply_total_with_repo_instance, parse_repo
+
+        for source in self.repo.rglob("*.py"):
+            # parse_repo imports by module name: a same-named module of another repo (or of
+            # another profile) must not be reused.
+            sys.modules.pop(".".join(source.relative_to(self.repo).with_suffix("").parts), None)
+        with _feast_environment(self.config), self.errors(), _quiet():
+            if str(self.repo) not in sys.path:
+                sys.path.insert(0, str(self.repo))
+            cwd = os.getcwd()
+            os.chdir(self.repo)
+            try:
+                contents = parse_repo(self.repo)
+            finally:
+                os.chdir(cwd)
+            store = self.feature_store
+            if not contents.projects:
+                contents.projects.append(Project(name=store.project, description=""))
+            apply_total_with_repo_instance(
+                store, store.project, store.registry, contents, skip_source_validation=True
+            )
+        views = [fv.name for fv in contents.feature_views]
+        return [f"feast apply: project '{self.config.project}', views {', '.join(sorted(views))}"]
+
+    def ping(self) -> None:
+        with self.errors():
+            self.feature_store.list_feature_views()
+
+    def close(self) -> None:
+        self._feature_store = None
+
+
+class FeastFeatures(FeatureView):
+    """One feature pattern: its features resolved against the Feast registry."""
+
+    def __init__(self, pattern: FeaturePattern, store: FeastStore) -> None:
+        super().__init__(pattern)
+        self.store = store
+        self._views: dict[str, Any] | None = None
+
+    @property
+    def fs(self) -> Any:
+        return self.store.feature_store
+
+    def references(self) -> list[str]:
+        """``view:feature`` of every feature of the pattern."""
+        if self.pattern.features:
+            return list(self.pattern.features)
+        with self.store.errors():
+            service = self.fs.get_feature_service(self.pattern.feature_service)
+        return [
+            f"{projection.name_to_use()}:{feature.name}"
+            for projection in service.feature_view_projections
+            for feature in projection.features
+        ]
+
+    def selected(self, features: Sequence[str] | None) -> list[str]:
+        """The pattern's references, or the given subset of them."""
+        references = self.references()
+        if features is None:
+            return references
+        unknown = [f for f in features if f not in references]
+        if unknown:
+            raise NotFound(
+                f"pattern '{self.pattern.name}': no feature {unknown}; "
+                f"its features: {', '.join(references)}"
+            )
+        return list(features)
+
+    def views(self) -> dict[str, Any]:
+        """The Feast feature views this pattern reads, by name."""
+        if self._views is None:
+            names = {ref.split(":", 1)[0] for ref in self.references()}
+            with self.store.errors():
+                self._views = {name: self.fs.get_feature_view(name) for name in sorted(names)}
+        return self._views
+
+    def join_keys(self, references: Sequence[str] | None = None) -> list[str]:
+        """Join keys of the views behind ``references`` (default: all of the pattern's)."""
+        views = {ref.split(":", 1)[0] for ref in references or self.references()}
+        keys: list[str] = []
+        for name, view in self.views().items():
+            if name in views:
+                keys.extend(k for k in view.join_keys if k not in keys)
+        return keys
+
+    @staticmethod
+    def columns(references: Sequence[str]) -> list[str]:
+        """Output column names: ``view__feature``, as Feast's full feature names."""
+        return [ref.replace(":", "__") for ref in references]
+
+    def _check_rows(
+        self, entity_rows: Sequence[Mapping[str, Any]], references: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        keys = self.join_keys(references)
+        rows = []
+        for i, row in enumerate(entity_rows):
+            missing = [k for k in keys if row.get(k) is None]
+            if missing:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': entity row {i} lacks join key(s) {missing}; "
+                    f"every row needs {keys}"
+                )
+            rows.append({k: row[k] for k in keys})
+        return rows
+
+    def online(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        *,
+        as_of: datetime | None = None,
+        features: Sequence[str] | None = None,
+    ) -> dict[str, list[Any]]:
+        """Latest values per entity, a value older than its view's TTL (at ``as_of``, default
+        now) reads as None, exactly as a training set built at that instant would have it."""
+        from feast.type_map import feast_value_type_to_python_type
+
+        references = self.selected(features)
+        columns = self.columns(references)
+        keys = self.join_keys(references)
+        rows = self._check_rows(entity_rows, references)
+        at = (as_of or datetime.now(UTC)).astimezone(UTC)
+        out: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in keys}
+        if not rows:
+            return {**out, **{c: [] for c in columns}}
+        with self.store.errors():
+            response = self.fs.get_online_features(
+                features=references, entity_rows=rows, full_feature_names=True
+            )
+        proto = response.proto
+        views = self.views()
+        for index, name in enumerate(proto.metadata.feature_names.val):
+            if name not in columns:
+                continue
+            ttl = views[name.split("__", 1)[0]].ttl
+            result = proto.results[index]
+            values = []
+            for value, stamp in zip(result.values, result.event_timestamps, strict=True):
+                seconds = stamp.seconds + stamp.nanos / 1e9
+                fresh = seconds > 0 and _within_ttl(datetime.fromtimestamp(seconds, UTC), at, ttl)
+                values.append(feast_value_type_to_python_type(value) if fresh else None)
+            out[name] = values
+        return {column: out[column] for column in [*keys, *columns]}
+
+    def online_df(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        *,
+        as_of: datetime | None = None,
+        features: Sequence[str] | None = None,
+    ) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.online(entity_rows, as_of=as_of, features=features))
+
+    def historical(self, entity_df: Any, *, features: Sequence[str] | None = None) -> Any:
+        """A point-in-time-correct training set: one row per entity row, in the same order."""
+        import pandas as pd
+
+        if not isinstance(entity_df, pd.DataFrame):
+            raise QueryError(f"pattern '{self.pattern.name}': entity_df must be a pandas DataFrame")
+        if TIMESTAMP not in entity_df.columns:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': the entity DataFrame has no '{TIMESTAMP}' column "
+                f"(columns: {', '.join(map(str, entity_df.columns))})"
+            )
+        references = self.selected(features)
+        columns = self.columns(references)
+        keys = self.join_keys(references)
+        missing = [k for k in keys if k not in entity_df.columns]
+        if missing:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': the entity DataFrame lacks join key column(s) "
+                f"{missing}; it needs {keys} and '{TIMESTAMP}'"
+            )
+        frame = entity_df.copy()
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        frame["__row"] = range(len(frame))
+        with self.store.errors(), _quiet():
+            job = self.fs.get_historical_features(
+                entity_df=frame, features=references, full_feature_names=True
+            )
+            result = job.to_df()
+        result = result.sort_values("__row").drop(columns="__row").reset_index(drop=True)
+        result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
+        for column in columns:
+            view, feature = column.split("__", 1)
+            dtype = next(f.dtype for f in self.views()[view].features if f.name == feature)
+            if str(dtype) == "Int64":
+                result[column] = result[column].astype("Int64")
+        return result[[*entity_df.columns, *columns]]
+
+    def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
+        """Copy offline values in [start, end] to the online store, one view at a time."""
+        views = list(self.views())
+        for done, name in enumerate(views):
+            if on_view:
+                on_view(name, done, len(views))
+            with self.store.errors(), _quiet():
+                self.fs.materialize(start, end, feature_views=[name])
+        if on_view:
+            on_view("", len(views), len(views))
+
+    def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None:
+        """Materialize what is new since the last run; a view never materialized starts at
+        ``end - ttl`` (Feast would start at now - ttl, missing a past ``end``)."""
+        views = self.views()
+        for done, (name, view) in enumerate(views.items()):
+            if on_view:
+                on_view(name, done, len(views))
+            with self.store.errors(), _quiet():
+                current = self.fs.get_feature_view(name)
+                if current.most_recent_end_time is None:
+                    ttl = view.ttl or timedelta(days=30)
+                    self.fs.materialize(end - ttl, end, feature_views=[name])
+                else:
+                    self.fs.materialize_incremental(end, feature_views=[name])
+        if on_view:
+            on_view("", len(views), len(views))
+
+    def push(self, rows: Any, *, view: str | None = None) -> None:
+        """Write fresh rows of a streaming view (one fed by a push source) online and offline."""
+        import pandas as pd
+        from feast.data_source import PushMode, PushSource
+
+        pushable = {
+            name: fv
+            for name, fv in self.views().items()
+            if isinstance(fv.stream_source, PushSource)
+        }
+        if view is None:
+            if len(pushable) != 1:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': name the view to push to; "
+                    f"views with a push source: {', '.join(pushable) or 'none'}"
+                )
+            view = next(iter(pushable))
+        if view not in pushable:
+            raise NotFound(
+                f"pattern '{self.pattern.name}': view '{view}' has no push source; "
+                f"views with one: {', '.join(pushable) or 'none'}"
+            )
+        feature_view = pushable[view]
+        frame = pd.DataFrame(rows if not isinstance(rows, pd.DataFrame) else rows.copy())
+        needed = [*feature_view.join_keys, *(f.name for f in feature_view.features)]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}"
+            )
+        source = feature_view.stream_source.batch_source
+        stamp = datetime.now(UTC)
+        for column in filter(None, [source.timestamp_field, source.created_timestamp_column]):
+            if column not in frame.columns:
+                frame[column] = stamp
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+        frame = frame[
+            [*needed, *filter(None, [source.timestamp_field, source.created_timestamp_column])]
+        ]
+        with self.store.errors(), _quiet():
+            if self.store.config.push_mode == "online_and_offline":
+                self._write_offline(feature_view, frame)
+            self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+
+    def _write_offline(self, feature_view: Any, frame: Any) -> None:
+        """Append pushed rows to the view's offline table first, so a training set sees them.
+
+        Feast's PostgreSQL offline store cannot take pushes; its source is a plain table, so
+        the rows are appended to it directly.
+        """
+        from feast.data_source import PushMode
+
+        try:
+            self.fs.push(feature_view.stream_source.name, frame, to=PushMode.OFFLINE)
+            return
+        except NotImplementedError:
+            options = getattr(feature_view.stream_source.batch_source, "_postgres_options", None)
+            table = getattr(options, "_table", None)
+            url = self.store.config.postgres_url
+            if not (table and url):
+                raise
+        import sqlalchemy as sa
+
+        engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+        try:
+            frame.to_sql(table, engine, if_exists="append", index=False)
+        finally:
+            engine.dispose()
+
+
+def _within_ttl(stamp: datetime, at: datetime, ttl: timedelta | None) -> bool:
+    """Historical retrieval's rule: ``at - ttl <= stamp <= at`` (a zero TTL never expires)."""
+    if stamp > at:
+        return False
+    return not ttl or stamp >= at - ttl

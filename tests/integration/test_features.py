@@ -1,0 +1,213 @@
+"""Features through Feast on both profiles: train/serve consistency, TTL, point-in-time joins,
+streaming updates and clear errors."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+import datalayer
+from datalayer import DataLayer, NotFound, QueryError
+from datalayer.examples.alerting import sample_accounts, sample_services
+from datalayer.examples.features import feature_frames, write_parquet, write_postgres
+from datalayer.examples.streaming_features import AlertFeaturePusher
+
+ROOT = Path(__file__).resolve().parents[2]
+T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+PIT_SERVICE = "svc-pit"
+#: Hand-built rows of service_alert_counts (TTL 2h) for one service: (time, alerts_1h).
+PIT_ROWS = [
+    (T - timedelta(hours=3), 1),
+    (T - timedelta(hours=1), 2),
+    (T, 3),
+    (T + timedelta(hours=1), 4),
+]
+
+
+def _pit_frame(frames: dict[str, Any]) -> None:
+    extra = pd.DataFrame(
+        [
+            {
+                "service_id": PIT_SERVICE,
+                "alerts_1h": a,
+                "alerts_24h": a,
+                "critical_1h": 0,
+                "error_rate": 0.0,
+                "event_timestamp": at,
+                "created": at,
+            }
+            for at, a in PIT_ROWS
+        ]
+    )
+    for column in ("event_timestamp", "created"):
+        extra[column] = extra[column].astype("datetime64[us, UTC]")
+    frames["service_alert_counts"] = pd.concat(
+        [frames["service_alert_counts"], extra], ignore_index=True
+    )
+
+
+@pytest.fixture(params=["local", "services"])
+def layer(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DataLayer]:
+    """The example registry in a temp folder with feature data ending at T, applied."""
+    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
+    project = f"t{uuid.uuid4().hex[:10]}"
+    registry["profiles"][request.param]["features"]["project"] = project
+    registry["patterns"]["bad_feature"] = {
+        "category": "feature",
+        "store": "features",
+        "features": ["service_alert_counts:nope"],
+    }
+    registry["patterns"]["bad_view"] = {
+        "category": "feature",
+        "store": "features",
+        "features": ["nope:x"],
+    }
+    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    frames = feature_frames(T, days=3)
+    _pit_frame(frames)
+    if request.param == "services":
+        database = request.getfixturevalue("postgres_database")
+        monkeypatch.setenv("DATALAYER_POSTGRES_URL", database)
+        monkeypatch.setenv("DATALAYER_REDIS_URL", request.getfixturevalue("redis_url"))
+        monkeypatch.setenv("DATALAYER_KAFKA_BOOTSTRAP", request.getfixturevalue("kafka_bootstrap"))
+        monkeypatch.setenv("DATALAYER_MONGODB_URL", request.getfixturevalue("mongodb_url"))
+        write_postgres(frames, database)
+    else:
+        write_parquet(frames, tmp_path / "feature_repo" / "data")
+    dl = datalayer.open(tmp_path / "datalayer.yaml", request.param)
+    dl.apply()
+    yield dl
+    dl.close()
+
+
+def rows() -> list[dict[str, str]]:
+    accounts = sample_accounts()
+    return [
+        {"service_id": s.service_id, "account_id": accounts[i % len(accounts)].account_id}
+        for i, s in enumerate(sample_services())
+    ] + [{"service_id": "svc-missing", "account_id": "acct-missing"}]
+
+
+def same(value: Any) -> Any:
+    """One spelling for a missing value, and ints and floats compared as numbers."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value) if isinstance(value, int | float) else value
+
+
+def training_rows(dl: DataLayer, at: datetime) -> dict[str, list[Any]]:
+    entity_df = pd.DataFrame(rows()).assign(event_timestamp=at)
+    frame = dl.features("service_features").historical(entity_df)
+    return {c: [same(v) for v in frame[c]] for c in frame.columns if "__" in c}
+
+
+def serving_rows(dl: DataLayer, at: datetime) -> dict[str, list[Any]]:
+    online = dl.features("service_features").online(rows(), as_of=at)
+    return {c: [same(v) for v in values] for c, values in online.items() if "__" in c}
+
+
+def test_online_values_equal_the_training_set_at_the_same_instant(layer: DataLayer) -> None:
+    layer.features("service_features").materialize(T - timedelta(days=3), T)
+    serving, training = serving_rows(layer, T), training_rows(layer, T)
+    assert serving == training
+    assert serving["service_alert_counts__alerts_1h"][0] is not None
+    assert serving["account_profile__plan_rank"][-1] is None  # the unknown entity
+
+
+def test_values_past_their_ttl_are_missing_online_as_in_training(layer: DataLayer) -> None:
+    features = layer.features("service_features")
+    features.materialize(T - timedelta(days=3), T)
+    later = T + timedelta(hours=2, minutes=1)  # service_alert_counts (ttl 2h) has expired
+    serving, training = serving_rows(layer, later), training_rows(layer, later)
+    assert serving == training
+    assert set(serving["service_alert_counts__alerts_1h"]) == {None}
+    assert serving["service_incident_history__incidents_7d"][0] is not None
+    # Feast's own online read still serves the expired value: the skew this read path removes.
+    raw = features.fs.get_online_features(
+        features=["service_alert_counts:alerts_1h"], entity_rows=[{"service_id": "svc-01"}]
+    ).to_dict()
+    assert raw["alerts_1h"][0] is not None
+
+
+def test_point_in_time_join_on_hand_built_rows(layer: DataLayer) -> None:
+    cases = [
+        (T, 3),  # a row exactly at the entity time counts; the later row does not
+        (T - timedelta(minutes=30), 2),  # the latest row before
+        (T + timedelta(hours=1), 4),  # exactly at another row
+        (T + timedelta(hours=3), 4),  # that row is exactly TTL old: still in
+        (T + timedelta(hours=3, seconds=1), None),  # one second past the TTL
+        (T + timedelta(hours=5), None),  # long expired
+        (T - timedelta(hours=4), None),  # before any row
+    ]
+    entity_df = pd.DataFrame(
+        {"service_id": [PIT_SERVICE] * len(cases), "event_timestamp": [c[0] for c in cases]}
+    )
+    frame = layer.features("service_features").historical(
+        entity_df, features=["service_alert_counts:alerts_1h"]
+    )
+    assert [same(v) for v in frame["service_alert_counts__alerts_1h"]] == [
+        None if expected is None else float(expected) for _, expected in cases
+    ]
+    assert list(frame["event_timestamp"]) == [c[0] for c in cases]
+
+
+def test_bad_input_names_what_is_wrong(layer: DataLayer) -> None:
+    features = layer.features("service_features")
+    with pytest.raises(QueryError, match="account_id"):
+        features.online([{"service_id": "svc-01"}])
+    with pytest.raises(QueryError, match="event_timestamp"):
+        features.historical(pd.DataFrame({"service_id": ["svc-01"], "account_id": ["acct-1"]}))
+    with pytest.raises(QueryError, match="account_id"):
+        features.historical(pd.DataFrame({"service_id": ["svc-01"], "event_timestamp": [T]}))
+    with pytest.raises(NotFound, match="service_alert_counts:nope"):
+        features.online([{"service_id": "svc-01"}], features=["service_alert_counts:nope"])
+    with pytest.raises(QueryError, match="nope"):
+        layer.features("bad_feature").online([{"service_id": "svc-01"}])
+    with pytest.raises(NotFound, match="nope"):
+        layer.features("bad_view").online([{"service_id": "svc-01"}])
+
+
+def test_a_published_alert_updates_the_streaming_features(layer: DataLayer) -> None:
+    stream = layer.stream("alerts")
+    start = stream.end_offsets()
+    now = datetime.now(UTC)
+    stream.publish(
+        {
+            "alert_id": f"al-{uuid.uuid4().hex[:6]}",
+            "service_id": "svc-03",
+            "fingerprint": "cpu_high",
+            "severity": "critical",
+            "message": "cpu",
+            "occurred_at": now,
+        }
+    )
+    stats = stream.process(
+        AlertFeaturePusher(layer),
+        group=f"features-{uuid.uuid4().hex[:6]}",
+        start=start,
+        max_messages=1,
+        idle_timeout=20,
+    )
+    assert stats.handled == 1
+    online = layer.features("service_features").online(
+        [{"service_id": "svc-03"}],
+        features=["service_alert_stream:last_severity_rank", "service_alert_stream:alerts_seen"],
+    )
+    assert online["service_alert_stream__last_severity_rank"] == [2]
+    assert online["service_alert_stream__alerts_seen"] == [1]
