@@ -22,7 +22,6 @@ from datalayer.config import Registry
 from datalayer.errors import (
     DataLayerError,
     NotFound,
-    NotImplementedYet,
     StoreUnavailable,
     did_you_mean,
 )
@@ -48,7 +47,7 @@ class StoreHealth:
     store: str
     type: str
     target: str
-    status: str  # ok | unavailable | not implemented | error
+    status: str  # ok | unavailable | error
     latency_ms: float | None
     detail: str = ""
 
@@ -180,11 +179,7 @@ class DataLayer:
             if not patterns:
                 results.append(ApplyResult(store_name, config.type, [], "no patterns"))
                 continue
-            try:
-                store = self.store(store_name)
-            except NotImplementedYet as exc:
-                results.append(ApplyResult(store_name, config.type, [], exc.message))
-                continue
+            store = self.store(store_name)
             results.append(ApplyResult(store_name, config.type, store.apply(patterns)))
         return results
 
@@ -214,8 +209,6 @@ class DataLayer:
                 name, config.type, target, "unavailable", None, f"no answer within {timeout:g}s"
             )
         error = outcome.get("error")
-        if isinstance(error, NotImplementedYet):
-            return StoreHealth(name, config.type, target, "not implemented", None, error.message)
         if isinstance(error, StoreUnavailable):
             return StoreHealth(name, config.type, target, "unavailable", None, error.message)
         if error is not None:

@@ -152,7 +152,7 @@ def doctor(
     """Reach every store of the profile and report its round-trip latency."""
     with open_datalayer(config, profile) as dl, console.status("checking stores..."):
         health = dl.doctor(timeout=timeout)
-    colours = {"ok": "green", "not implemented": "yellow"}
+    colours = {"ok": "green"}
     table = Table(title=f"doctor ({dl.profile} profile)")
     for column in ("store", "type", "target", "status", "latency", "detail"):
         table.add_column(column)
@@ -197,7 +197,11 @@ def quickstart(
             transient=False,
         ) as progress:
             tasks: dict[str, Any] = {}
-            labels = {"publish": "publishing alerts", "group": "grouping into incidents"}
+            labels = {
+                "publish": "publishing alerts",
+                "group": "grouping into incidents",
+                "materialize": "materializing feature views",
+            }
 
             def on_progress(step: str, done: int, total: int) -> None:
                 if step not in tasks:
@@ -244,6 +248,42 @@ def print_summary(dl: DataLayer, summary: Any) -> None:
             _clock(inc["updated_at"]),
         )
     console.print(largest)
+    if summary.online_features:
+        alert = summary.incoming_alert
+        served = Table(
+            title=f"online features for incoming alert {alert['alert_id']} "
+            f"({alert['service_id']}, {alert['severity']}), as a model service reads them"
+        )
+        served.add_column("feature")
+        served.add_column("value")
+        for name, value in summary.online_features.items():
+            served.add_row(name, "-" if value is None else str(value))
+        console.print(served)
+        frame = summary.training_set
+        filled = (
+            frame.drop(columns=["service_id", "account_id", "event_timestamp"])
+            .notna()
+            .mean()
+            .mean()
+        )
+        console.print(
+            f"[bold]training set[/] (point-in-time, {summary.feature_views} feature views): "
+            f"{len(frame)} rows x {frame.shape[1] - 3} features, {filled:.0%} of values present"
+        )
+        sample = Table(title="training set, first rows (a few columns)")
+        shown = ["service_id", "event_timestamp", *[c for c in frame.columns if "__" in c][:4]]
+        for column in shown:
+            sample.add_column(column.split("__")[-1])
+        for _, record in frame.head(6).iterrows():
+            sample.add_row(*(_cell(record[c]) for c in shown))
+        console.print(sample)
+
+
+def _cell(value: Any) -> str:
+    """A training-set value for a table: timestamps to the minute, missing as '-'."""
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%m-%d %H:%M"))
+    return "-" if value is None or str(value) in ("<NA>", "nan", "NaT") else str(value)
 
 
 def _clock(iso: str) -> str:

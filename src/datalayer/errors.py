@@ -82,10 +82,6 @@ class MissingDriver(DataLayerError, ImportError):
     """A store type needs a driver that is not installed; names the extra that brings it."""
 
 
-class NotImplementedYet(DataLayerError, NotImplementedError):
-    """A store type that the registry accepts but this version cannot connect to yet."""
-
-
 def did_you_mean(name: str, choices: Sequence[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     import difflib

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import datalayer
-from datalayer import NotImplementedYet, PayloadValidationError
+from datalayer import PayloadValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ NEW_PATTERNS = """
   deploy_features:
     category: feature
     store: features
-    features: ["service_deploys:deploys_24h"]
+    features: ["service_alert_counts:alerts_1h", "service_incident_history:open_incidents"]
 """
 
 
@@ -95,6 +95,9 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_a_new_pattern_of_each_category_needs_only_config_and_a_schema(tmp_path: Path) -> None:
     registry = tmp_path / "datalayer.yaml"
     shutil.copy(ROOT / "datalayer.yaml", registry)
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
     (tmp_path / "deploy_schemas.py").write_text(textwrap.dedent(SCHEMAS))
     registry.write_text(registry.read_text() + NEW_PATTERNS)
 
@@ -148,6 +151,9 @@ def test_a_new_pattern_of_each_category_needs_only_config_and_a_schema(tmp_path:
         remaining = limits.ttl("svc-01")
         assert remaining is not None and remaining <= 60
 
-        assert dl.pattern("deploy_features").category == "feature"
-        with pytest.raises(NotImplementedYet, match="feast"):
-            dl.features("deploy_features")
+        served = dl.features("deploy_features").online([{"service_id": "svc-01"}])
+        assert list(served) == [
+            "service_id",
+            "service_alert_counts__alerts_1h",
+            "service_incident_history__open_incidents",
+        ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import datalayer
@@ -20,12 +22,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Path) -> None:
     shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
     with datalayer.open(tmp_path / "datalayer.yaml", "local") as dl:
         dl.apply()
         first = run(dl, alert_count=120, seed=3)
         incidents = dl.documents("incidents").find(sort="incident_id")
         dead = list(dl.stream("alerts").dead_letters(idle_timeout=0.5))
-        second = run(dl, alert_count=120, seed=3)
+        second = run(dl, alert_count=120, seed=3, features=False)
         again = dl.documents("incidents").find(sort="incident_id")
 
     alerts = sample_alerts(sample_services(), count=120, seed=3)
@@ -56,7 +61,15 @@ def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Pat
             )
             assert gap > GROUPING_GAP
 
-    assert second == first
+    assert first.online_features["service_alert_stream__alerts_seen"] == 1
+    assert first.online_features["service_alert_stream__last_severity_rank"] == 2
+    assert first.online_features["service_alert_counts__alerts_1h"] is not None
+    assert len(first.training_set) == 24 and first.feature_views == 4
+    assert (second.handled, second.incidents, second.largest) == (
+        first.handled,
+        first.incidents,
+        first.largest,
+    )
     assert again == incidents
 
 
@@ -70,6 +83,12 @@ def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
 ) -> None:
     shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
+    registry["profiles"]["services"]["features"]["project"] = f"q{uuid.uuid4().hex[:10]}"
+    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
     monkeypatch.setenv("DATALAYER_POSTGRES_URL", postgres_database)
     monkeypatch.setenv("DATALAYER_REDIS_URL", redis_url)
     monkeypatch.setenv("DATALAYER_KAFKA_BOOTSTRAP", kafka_bootstrap)
@@ -79,7 +98,7 @@ def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
     for profile in ("local", "services"):
         with datalayer.open(tmp_path / "datalayer.yaml", profile) as dl:
             dl.apply()
-            summary = run(dl, alert_count=120, seed=5)
+            summary = run(dl, alert_count=120, seed=5, features=False)
             incidents = dl.documents("incidents").find(
                 {"service_id": {"$in": [s.service_id for s in sample_services()]}},
                 sort="incident_id",
@@ -107,3 +126,4 @@ def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
     assert result.exit_code == 0, result.output
     assert "kafka" in result.output and "mongodb" in result.output and "postgres" in result.output
     assert f"{outcomes['local'][0].incidents} incidents" in result.output
+    assert "online features for incoming alert" in result.output and "training set" in result.output

@@ -117,3 +117,21 @@ def write_postgres(frames: dict[str, Any], url: str) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def load_example_features(
+    dl: Any, pattern: str = "service_features", end: datetime | None = None
+) -> datetime:
+    """Write the example feature data where the pattern's Feast profile reads it; returns its end."""
+    from datalayer.stores.feast import FeastStore
+
+    store = dl.store(dl.pattern(pattern).store)
+    if not isinstance(store, FeastStore):
+        raise TypeError(f"pattern '{pattern}' is not on a Feast store")
+    end = (end or now()).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    frames = feature_frames(end)
+    if store.config.postgres_url:
+        write_postgres(frames, store.config.postgres_url)
+    else:
+        write_parquet(frames, store.repo / "data")
+    return end

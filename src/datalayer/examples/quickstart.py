@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from datalayer.api import DataLayer
@@ -49,6 +49,10 @@ class Summary:
     windows: int = 0
     largest: list[dict[str, Any]] = field(default_factory=list)
     per_service: dict[str, int] = field(default_factory=dict)
+    feature_views: int = 0
+    incoming_alert: dict[str, Any] = field(default_factory=dict)
+    online_features: dict[str, Any] = field(default_factory=dict)
+    training_set: Any = None
 
 
 class AlertGrouper:
@@ -116,9 +120,11 @@ def run(
     *,
     alert_count: int = 240,
     seed: int = 7,
+    features: bool = True,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Summary:
-    """Load the sample data, run the grouping consumer until every alert is settled."""
+    """Load the sample data, run the grouping consumer until every alert is settled, then
+    serve features for an incoming alert and build a small training set."""
     report = on_progress or (lambda _step, _done, _total: None)
     summary = Summary()
     accounts, services = sample_accounts(), sample_services()
@@ -174,4 +180,63 @@ def run(
             summary.per_service.get(incident["service_id"], 0) + 1
         )
     summary.windows = sum(v is not None for v in windows.mget(window_keys))
+    if features:
+        serve_and_train(dl, summary, report)
     return summary
+
+
+def serve_and_train(
+    dl: DataLayer, summary: Summary, report: Callable[[str, int, int], None]
+) -> None:
+    """What a model service and a training job do with the same features."""
+    import pandas as pd
+
+    from datalayer.examples.features import load_example_features
+    from datalayer.examples.streaming_features import AlertFeaturePusher
+
+    view = dl.features("service_features")
+    end = load_example_features(dl, end=datetime.now(UTC))
+
+    def materialized(_view: str, done: int, total: int) -> None:
+        summary.feature_views = total
+        report("materialize", done, total)
+
+    view.materialize(end - timedelta(days=3), end, on_view=materialized)
+
+    stream = dl.stream("alerts")
+    start = stream.end_offsets()
+    services = dl.transactional("services")
+    incoming = Alert(
+        alert_id=f"al-live-{uuid.uuid4().hex[:6]}",
+        service_id="svc-02",
+        fingerprint="latency_p99",
+        severity="critical",
+        message="p99 latency above SLO",
+        occurred_at=datetime.now(UTC),
+    )
+    stream.publish(incoming)
+    stream.process(
+        AlertFeaturePusher(dl),
+        group=f"quickstart-features-{uuid.uuid4().hex[:8]}",
+        start=start,
+        max_messages=1,
+        idle_timeout=10.0,
+    )
+    service = services.get(incoming.service_id) or {}
+    row = {"service_id": incoming.service_id, "account_id": service.get("account_id", "")}
+    summary.incoming_alert = incoming.model_dump(mode="json")
+    online = view.online([row])
+    summary.online_features = {k: v[0] for k, v in online.items()}
+
+    entity_df = pd.DataFrame(
+        [
+            {
+                "service_id": s["service_id"],
+                "account_id": s["account_id"],
+                "event_timestamp": end - timedelta(hours=h),
+            }
+            for s in services.query(order_by="service_id")
+            for h in (1, 12, 30)
+        ]
+    )
+    summary.training_set = view.historical(entity_df)
