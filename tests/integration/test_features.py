@@ -211,3 +211,74 @@ def test_a_published_alert_updates_the_streaming_features(layer: DataLayer) -> N
     )
     assert online["service_alert_stream__last_severity_rank"] == [2]
     assert online["service_alert_stream__alerts_seen"] == [1]
+
+
+def test_the_features_commands(layer: DataLayer, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from datalayer.cli import app
+
+    where = ["--config", str(layer.registry.file), "--profile", layer.profile]
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        [
+            "features",
+            "materialize",
+            "service_features",
+            "--start",
+            "2026-11-17T00:00:00Z",
+            "--end",
+            T.isoformat(),
+            *where,
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert done.exit_code == 0, done.output
+    assert "materialized up to 2026-11-20T12:00:00+00:00" in done.output
+    served = runner.invoke(
+        app,
+        [
+            "features",
+            "online",
+            "service_features",
+            "--row",
+            "service_id=svc-01,account_id=acct-1",
+            *where,
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert served.exit_code == 0, served.output
+    assert "account_profile__plan_rank" in served.output
+    entities = tmp_path / "entities.csv"
+    pd.DataFrame(
+        {
+            "service_id": ["svc-01", PIT_SERVICE],
+            "account_id": ["acct-1", "acct-1"],
+            "event_timestamp": [T.isoformat(), T.isoformat()],
+        }
+    ).to_csv(entities, index=False)
+    output = tmp_path / "training.parquet"
+    built = runner.invoke(
+        app,
+        [
+            "features",
+            "historical",
+            "service_features",
+            "--entities",
+            str(entities),
+            "--output",
+            str(output),
+            *where,
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert built.exit_code == 0, built.output
+    frame = pd.read_parquet(output)
+    assert list(frame["service_alert_counts__alerts_1h"])[1] == 3
+    broken = runner.invoke(
+        app, ["features", "online", "service_features", "--row", "service_id", *where]
+    )
+    assert (
+        broken.exit_code == 1 and "key=value" in broken.output and "Traceback" not in broken.output
+    )
