@@ -282,3 +282,29 @@ def test_the_features_commands(layer: DataLayer, tmp_path: Path) -> None:
     assert (
         broken.exit_code == 1 and "key=value" in broken.output and "Traceback" not in broken.output
     )
+
+
+@pytest.mark.parametrize("layer", ["services"], indirect=True)
+def test_direct_redis_read_equals_feasts_own_read(layer: DataLayer) -> None:
+    """The fast read decodes Feast's Redis layout through Feast's own key encoding: if a Feast
+    upgrade changed the layout, this comparison fails instead of serving wrong values."""
+    features = layer.features("service_features")
+    features.materialize(T - timedelta(days=3), T)
+    features.push([{"service_id": "svc-04", "last_severity_rank": 1, "alerts_seen": 9}])
+    entity_rows = [*rows(), {"service_id": PIT_SERVICE, "account_id": "acct-1"}]
+    references = features.references()
+    checked = features._check_rows(entity_rows, references)
+    direct = features._read_redis(checked, references)
+    through_feast = features._read_feast(checked, references)
+    assert direct.keys() == through_feast.keys()
+    for column in direct:
+        for (fast, fast_ts), (slow, slow_ts) in zip(
+            direct[column], through_feast[column], strict=True
+        ):
+            assert fast_ts == slow_ts or (fast is None and slow_ts == 0), column
+            assert (fast or type(slow)()) == slow, column
+    for at in (T, T + timedelta(hours=2, minutes=1), datetime.now(UTC)):
+        assert features._fresh(checked, references, direct, at) == features._fresh(
+            checked, references, through_feast, at
+        )
+    assert features.online(entity_rows, as_of=T)["service_alert_counts__alerts_1h"][0] is not None

@@ -147,6 +147,9 @@ def test_the_shipped_revisions_build_the_example_tables(
 ) -> None:
     shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    shutil.copytree(
+        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
     result = CliRunner().invoke(
         app,
         ["apply", "--config", str(tmp_path / "datalayer.yaml"), "--profile", "local"],

@@ -118,6 +118,7 @@ class FeastStore(Store):
         self.repo = repo
         self.yaml_file = yaml_file
         self._feature_store: Any = None
+        self._redis: Any = None
         self._lock = threading.RLock()
 
     @property
@@ -188,12 +189,35 @@ class FeastStore(Store):
         views = [fv.name for fv in contents.feature_views]
         return [f"feast apply: project '{self.config.project}', views {', '.join(sorted(views))}"]
 
+    def redis_client(self) -> Any:
+        """A redis-py client on the online store when it is Redis (for the direct read)."""
+        if not self.config.redis_url or self.feature_store.config.online_store.type != "redis":
+            return None
+        with self._lock:
+            if self._redis is None:
+                import redis
+
+                self._redis = redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
+            return self._redis
+
+    @contextlib.contextmanager
+    def redis_errors(self) -> Iterator[None]:
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"{self.label}: online store unavailable: {exc}") from exc
+
     def ping(self) -> None:
         with self.errors():
             self.feature_store.list_feature_views()
 
     def close(self) -> None:
         self._feature_store = None
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
 
 
 class FeastFeatures(FeatureView):
@@ -278,35 +302,122 @@ class FeastFeatures(FeatureView):
         features: Sequence[str] | None = None,
     ) -> dict[str, list[Any]]:
         """Latest values per entity, a value older than its view's TTL (at ``as_of``, default
-        now) reads as None, exactly as a training set built at that instant would have it."""
+        now) reads as None, exactly as a training set built at that instant would have it.
+
+        On a Redis online store the hashes are read directly, in one pipeline, through Feast's
+        own key encoding; elsewhere through Feast's online read.
+        """
+        references = self.selected(features)
+        rows = self._check_rows(entity_rows, references)
+        reader = self._read_redis if self.store.redis_client() is not None else self._read_feast
+        return self._fresh(rows, references, reader(rows, references), as_of)
+
+    def _fresh(
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        stamped: dict[str, list[tuple[Any, float]]],
+        as_of: datetime | None,
+    ) -> dict[str, list[Any]]:
+        """Decode each value, or None where it is missing or past its view's TTL at ``as_of``."""
         from feast.type_map import feast_value_type_to_python_type
 
-        references = self.selected(features)
-        columns = self.columns(references)
-        keys = self.join_keys(references)
-        rows = self._check_rows(entity_rows, references)
         at = (as_of or datetime.now(UTC)).astimezone(UTC)
-        out: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in keys}
+        views = self.views()
+        out: dict[str, list[Any]] = {
+            k: [row[k] for row in rows] for k in self.join_keys(references)
+        }
+        for column in self.columns(references):
+            ttl = views[column.split("__", 1)[0]].ttl
+            out[column] = [
+                feast_value_type_to_python_type(value)
+                if value is not None
+                and seconds > 0
+                and _within_ttl(datetime.fromtimestamp(seconds, UTC), at, ttl)
+                else None
+                for value, seconds in stamped[column]
+            ]
+        return out
+
+    def _read_feast(
+        self, rows: list[dict[str, Any]], references: list[str]
+    ) -> dict[str, list[tuple[Any, float]]]:
+        """(value proto, event time in seconds) per column and row, through Feast's read."""
+        columns = set(self.columns(references))
+        stamped: dict[str, list[tuple[Any, float]]] = {c: [] for c in columns}
         if not rows:
-            return {**out, **{c: [] for c in columns}}
+            return stamped
         with self.store.errors():
             response = self.fs.get_online_features(
                 features=references, entity_rows=rows, full_feature_names=True
             )
         proto = response.proto
-        views = self.views()
         for index, name in enumerate(proto.metadata.feature_names.val):
-            if name not in columns:
-                continue
-            ttl = views[name.split("__", 1)[0]].ttl
-            result = proto.results[index]
-            values = []
-            for value, stamp in zip(result.values, result.event_timestamps, strict=True):
-                seconds = stamp.seconds + stamp.nanos / 1e9
-                fresh = seconds > 0 and _within_ttl(datetime.fromtimestamp(seconds, UTC), at, ttl)
-                values.append(feast_value_type_to_python_type(value) if fresh else None)
-            out[name] = values
-        return {column: out[column] for column in [*keys, *columns]}
+            if name in columns:
+                result = proto.results[index]
+                stamped[name] = [
+                    (value, stamp.seconds + stamp.nanos / 1e9)
+                    for value, stamp in zip(result.values, result.event_timestamps, strict=True)
+                ]
+        return stamped
+
+    def _read_redis(
+        self, rows: list[dict[str, Any]], references: list[str]
+    ) -> dict[str, list[tuple[Any, float]]]:
+        """The same, from Feast's Redis layout: one hash per entity key (serialized by Feast's
+        ``serialize_entity_key`` + project), fields ``mmh3(view:feature)`` and ``_ts:view``."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.helpers import _mmh3
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import python_values_to_proto_values
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        client = self.store.redis_client()
+        project = self.fs.project.encode()
+        version = self.fs.config.entity_key_serialization_version
+        wanted: dict[str, list[str]] = {}
+        for reference in references:
+            view, feature = reference.split(":", 1)
+            wanted.setdefault(view, []).append(feature)
+        views = self.views()
+        plan = []
+        pipe = client.pipeline(transaction=False)
+        for view, features in wanted.items():
+            fv = views[view]
+            fields = [_mmh3(f"{view}:{f}") for f in features] + [f"_ts:{view}".encode()]
+            types = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
+            keys = sorted(fv.join_keys)
+            encoded = {
+                k: python_values_to_proto_values([row[k] for row in rows], types[k]) for k in keys
+            }
+            for i in range(len(rows)):
+                entity = EntityKey(join_keys=keys, entity_values=[encoded[k][i] for k in keys])
+                pipe.hmget(serialize_entity_key(entity, version) + project, fields)
+            plan.append((view, features))
+        with self.store.redis_errors():
+            replies = pipe.execute()
+        stamped: dict[str, list[tuple[Any, float]]] = {}
+        position = 0
+        for view, features in plan:
+            columns = [f"{view}__{f}" for f in features]
+            for column in columns:
+                stamped[column] = []
+            for reply in replies[position : position + len(rows)]:
+                *raw_values, raw_ts = reply
+                seconds = 0.0
+                if raw_ts is not None:
+                    stamp = Timestamp()
+                    stamp.ParseFromString(raw_ts)
+                    seconds = stamp.seconds + stamp.nanos / 1e9
+                for column, raw in zip(columns, raw_values, strict=True):
+                    value = None
+                    if raw is not None:
+                        value = Value()
+                        value.ParseFromString(raw)
+                    stamped[column].append((value, seconds))
+            position += len(rows)
+        return stamped
 
     def online_df(
         self,

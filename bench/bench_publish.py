@@ -1,0 +1,313 @@
+"""Stream publish throughput on Apache Kafka: datalayer's ``publish_many``/``publish`` against raw
+confluent-kafka.
+
+Payloads are ``tests.contract.schemas:Event`` dicts whose JSON is about 100 bytes, keyed by
+``device`` (64 distinct keys), on a 6-partition topic created by ``dl.apply()``.
+
+Batch phase (N messages per contender: quick 50k, full 1M, split into interleaved rounds):
+
+- ours:            ``dl.stream(name).publish_many(batch)`` in batches of 1,000 (validates each
+                   event with pydantic, serializes, produces, waits for every ack);
+- raw:             one confluent-kafka ``Producer`` with the same settings (enable.idempotence,
+                   acks=all, linger.ms=5, same timeouts), producing the same pre-serialized JSON
+                   bytes with the same keys, then one ``flush()`` per round (the issue's baseline);
+- raw-batch-flush: the same, but ``flush()`` after every 1,000 messages, i.e. the same
+                   "acknowledged on return" semantics as ``publish_many``.
+
+Single phase (fewer messages: each call waits for its ack): a loop of ``publish(event)`` against
+raw ``produce`` + ``flush`` per message.
+
+Target (from the issue): ours at least 0.8x raw throughput.
+
+Kafka comes from the project's launcher ($DATALAYER_KAFKA_BOOTSTRAP if set, else a container or
+a local server). Run from the repository root:
+
+    PYTHONPATH=. python bench/bench_publish.py --size quick   # or --size full, --profile
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, Message, Producer
+from harness import (
+    Stats,
+    console,
+    interleave,
+    parse_args,
+    print_table,
+    profile_top,
+    ratio,
+    summarize,
+    time_calls,
+    time_once,
+    write_results,
+)
+from tests.services.launcher import Launcher
+
+import datalayer
+
+T = TypeVar("T")
+
+TARGET = 0.8
+BATCH = 1_000
+PAYLOAD_BYTES = 100
+DEVICES = 64
+SIZES = {
+    # batch messages per contender, rounds, single-publish messages per contender
+    "quick": (50_000, 5, 1_000),
+    "full": (1_000_000, 20, 10_000),
+}
+
+
+def write_registry(folder: Path, bootstrap: str, topic: str) -> Path:
+    path = folder / "datalayer.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            version: 1
+            profiles:
+              bench:
+                events: {{type: kafka, bootstrap_servers: "{bootstrap}"}}
+            patterns:
+              events:
+                category: streaming
+                store: events
+                topic: {topic}
+                partitions: 6
+                key: device
+                schema: tests.contract.schemas:Event
+            """
+        )
+    )
+    return path
+
+
+def serialize(event: dict[str, Any]) -> bytes:
+    """The same encoding as the streaming contract (compact JSON, UTF-8)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def make_events(count: int) -> list[dict[str, Any]]:
+    """Events whose JSON is about PAYLOAD_BYTES long (the payload string pads them)."""
+    events = []
+    for i in range(count):
+        event = {"event_id": f"evt-{i:09d}", "device": f"dev-{i % DEVICES:03d}", "seq": i}
+        padding = PAYLOAD_BYTES - len(serialize({**event, "payload": ""}))
+        events.append({**event, "payload": "x" * max(0, padding)})
+    return events
+
+
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    """The settings KafkaStore gives its producer (kafka.py) with the store's defaults."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "client.id": "bench-raw",
+        "socket.timeout.ms": 10_000,
+        "log_level": 3,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "delivery.timeout.ms": 30_000,
+        "request.timeout.ms": 10_000,
+        "message.max.bytes": 1_000_000 + 4096,
+    }
+
+
+class RawPublisher:
+    """Raw confluent-kafka: produce pre-serialized bytes, count delivery errors, flush."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.producer = Producer(producer_config(bootstrap))
+        self.topic = topic
+        self.errors = 0
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self.errors += 1
+
+    def produce(self, messages: list[tuple[bytes, bytes]]) -> None:
+        producer, topic, report = self.producer, self.topic, self._delivered
+        for key, value in messages:
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=report)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+
+    def flush(self) -> None:
+        remaining = self.producer.flush(35)
+        if remaining or self.errors:
+            raise RuntimeError(f"raw producer: {remaining} unconfirmed, {self.errors} failed")
+
+    def publish(self, messages: list[tuple[bytes, bytes]]) -> None:
+        self.produce(messages)
+        self.flush()
+
+
+def chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def row(stats: Stats, base: Stats | None, per_sample: str) -> tuple[object, ...]:
+    return (
+        stats.name,
+        stats.units,
+        stats.ops_per_s,
+        f"{ratio(stats.ops_per_s, base.ops_per_s):.2f}x" if base else "-",
+        per_sample,
+        stats.median_ns / 1e6,
+        stats.p99_ns / 1e6,
+    )
+
+
+def run(size: str, profile: bool) -> int:
+    launcher = Launcher()
+    try:
+        console.print("starting kafka ...")
+        bootstrap = launcher.start("kafka").url
+        return bench(bootstrap, size, profile)
+    finally:
+        gc.collect()  # the Kafka clients' threads end before the broker does
+        launcher.down()
+
+
+def bench(bootstrap: str, size: str, profile: bool) -> int:
+    total, rounds, singles = SIZES[size]
+    per_round = total // rounds
+    single_per_round = max(1, singles // rounds)
+    folder = Path(tempfile.mkdtemp(prefix="datalayer-bench-"))
+    topic = f"bench-events-{uuid.uuid4().hex[:10]}"
+    dl = datalayer.open(write_registry(folder, bootstrap, topic), profile="bench")
+    raw: RawPublisher | None = None
+    try:
+        for result in dl.apply():
+            console.print(f"apply {result.store}: {'; '.join(result.actions)}")
+        stream = dl.stream("events")
+        raw = RawPublisher(bootstrap, topic)
+
+        events = make_events(per_round)
+        wire = [(e["device"].encode(), serialize(e)) for e in events]
+        sizes = sorted(len(v) for _, v in wire)
+        console.print(f"payload JSON: {sizes[0]}-{sizes[-1]} bytes")
+        if stream.encode(events[0]).value != wire[0][1]:
+            raise SystemExit("ours and raw do not send the same bytes")
+        event_batches = chunks(events, BATCH)
+        wire_batches = chunks(wire, BATCH)
+        raw_publisher = raw
+
+        def ours_batches() -> list[int]:
+            return time_calls(stream.publish_many, event_batches)
+
+        def raw_round() -> list[int]:
+            return time_once(lambda: raw_publisher.publish(wire))
+
+        def raw_batches() -> list[int]:
+            return time_calls(raw_publisher.publish, wire_batches)
+
+        console.print(
+            f"batch phase: {rounds} rounds x {per_round:,} messages per contender "
+            f"(+1 warm-up round), batches of {BATCH:,} ({size})"
+        )
+        batch_samples = interleave(
+            {"ours publish_many": ours_batches, "raw": raw_round, "raw-batch-flush": raw_batches},
+            rounds,
+        )
+        ours_many = summarize("ours publish_many", batch_samples["ours publish_many"], BATCH)
+        raw_stats = summarize("raw", batch_samples["raw"], per_round)
+        raw_batch = summarize("raw-batch-flush", batch_samples["raw-batch-flush"], BATCH)
+
+        single_events = events[:single_per_round]
+        single_wire = [[w] for w in wire[:single_per_round]]
+
+        def ours_single() -> list[int]:
+            return time_calls(stream.publish, single_events)
+
+        def raw_single() -> list[int]:
+            return time_calls(raw_publisher.publish, single_wire)
+
+        console.print(
+            f"single phase: {rounds} rounds x {single_per_round:,} messages per contender"
+        )
+        single_samples = interleave(
+            {"ours publish": ours_single, "raw produce+flush": raw_single}, rounds
+        )
+        ours_one = summarize("ours publish", single_samples["ours publish"])
+        raw_one = summarize("raw produce+flush", single_samples["raw produce+flush"])
+
+        columns = ["contender", "messages", "msgs/s", "vs raw", "sample", "median ms", "p99 ms"]
+        print_table(
+            f"publish throughput, ~{PAYLOAD_BYTES}-byte JSON, 6 partitions ({size})",
+            columns,
+            [
+                row(ours_many, raw_stats, f"batch of {BATCH:,}"),
+                row(raw_stats, raw_stats, f"round of {per_round:,}"),
+                row(raw_batch, raw_stats, f"batch of {BATCH:,}"),
+                row(ours_one, raw_one, "one message"),
+                row(raw_one, raw_one, "one message"),
+            ],
+            note=f"target: ours publish_many >= {TARGET}x raw msgs/s",
+        )
+        many_vs_raw = ratio(ours_many.ops_per_s, raw_stats.ops_per_s)
+        many_vs_batch = ratio(ours_many.ops_per_s, raw_batch.ops_per_s)
+        single_vs_raw = ratio(ours_one.ops_per_s, raw_one.ops_per_s)
+        met = many_vs_raw >= TARGET
+        verdict = "[green]met[/]" if met else "[red]missed[/]"
+        console.print(
+            f"ours publish_many / raw: {many_vs_raw:.2f}x (target >= {TARGET}x: {verdict}); "
+            f"/ raw-batch-flush: {many_vs_batch:.2f}x; "
+            f"ours publish / raw produce+flush: {single_vs_raw:.2f}x"
+        )
+        write_results(
+            "publish",
+            {
+                "size": size,
+                "payload_bytes": [sizes[0], sizes[-1]],
+                "batch": BATCH,
+                "rounds": rounds,
+                "messages_per_round": per_round,
+                "single_messages_per_round": single_per_round,
+                "target": {"min_ratio": TARGET, "ratio": many_vs_raw, "met": met},
+                "ratios": {
+                    "publish_many_vs_raw": many_vs_raw,
+                    "publish_many_vs_raw_batch_flush": many_vs_batch,
+                    "publish_vs_raw_single": single_vs_raw,
+                },
+                "contenders": {
+                    s.name: s.as_dict()
+                    for s in (ours_many, raw_stats, raw_batch, ours_one, raw_one)
+                },
+            },
+        )
+        if profile:
+            some = event_batches[: max(1, len(event_batches) // 2)]
+            console.print(profile_top(lambda: [stream.publish_many(b) for b in some]))
+        return 0
+    finally:
+        if raw is not None:
+            raw.producer.flush(10)
+            raw.producer.close()
+        try:
+            admin = dl.store("events").admin  # type: ignore[attr-defined]
+            for future in admin.delete_topics([topic], operation_timeout=10).values():
+                future.result(15)
+        except Exception as exc:
+            console.print(f"could not delete topic {topic}: {exc}", style="yellow")
+        dl.close()
+
+
+def main() -> int:
+    args = parse_args("Stream publish throughput on Kafka: ours against raw confluent-kafka.")
+    return run(args.size, args.profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
