@@ -60,6 +60,8 @@ def validate_payload(pattern: str, schema: type[BaseModel] | None, payload: Any)
 
 def validate_model(pattern: str, schema: type[BaseModel], payload: Any) -> BaseModel:
     """Validate ``payload`` into an instance of ``schema``, naming each failing field."""
+    if type(payload) is schema:
+        return payload  # validated when it was built
     try:
         if isinstance(payload, BaseModel):
             payload = payload.model_dump()

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from datalayer.errors import DataLayerError, PayloadValidationError
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, validate_model, validate_payload
 from datalayer.validators import Duration, FieldPath, TopicName
 
 log = logging.getLogger(__name__)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_TO_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 #: Where a consumer starts: a named position, one offset for every partition, offsets per
 #: partition, or the first message at or after a timestamp.
@@ -212,6 +214,10 @@ class Stream(ABC):
 
     def __init__(self, pattern: StreamingPattern) -> None:
         self.pattern = pattern
+        # Read once: the pattern's private attributes are slow to read on every event.
+        self._name = pattern.name
+        self._schema = pattern.schema_cls
+        self._key_path = pattern.key.split(".") if pattern.key else None
 
     # -- primitives a store provides ---------------------------------------------------------
 
@@ -239,17 +245,26 @@ class Stream(ABC):
     # -- the contract, written once ----------------------------------------------------------
 
     def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
-        payload = self.pattern.validate_payload(event)
-        if key is None and self.pattern.key:
-            value: Any = payload
-            for part in self.pattern.key.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
+        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
+        if self._schema is not None:
+            model = validate_model(self._name, self._schema, event)
+            body = model.model_dump_json().encode()
+            value: Any = model
+        else:
+            value = validate_payload(self._name, None, event)
+            body = _JSON.encode(value).encode()
+        if key is None and self._key_path:
+            for part in self._key_path:
+                value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
             if value is None:
                 raise PayloadValidationError(
-                    self.pattern.name, [(self.pattern.key, "the partition key field is missing")]
+                    self._name, [(self.pattern.key or "", "the partition key field is missing")]
                 )
-            key = str(value)
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            key = (
+                value
+                if isinstance(value, str)
+                else _JSON.encode(_TO_JSON.dump_python(value, mode="json")).strip('"')
+            )
         return OutgoingRecord(key=key, value=body)
 
     def partition_for(self, key: str | None, topic: str | None = None) -> int:
@@ -275,8 +290,8 @@ class Stream(ABC):
         try:
             payload = json.loads(record.value)
         except ValueError as exc:
-            raise PayloadValidationError(self.pattern.name, [("", f"not JSON: {exc}")]) from exc
-        return self.pattern.validate_payload(payload)
+            raise PayloadValidationError(self._name, [("", f"not JSON: {exc}")]) from exc
+        return validate_payload(self._name, self._schema, payload)
 
     def consume(
         self,

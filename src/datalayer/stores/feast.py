@@ -227,22 +227,44 @@ class FeastFeatures(FeatureView):
         super().__init__(pattern)
         self.store = store
         self._views: dict[str, Any] | None = None
+        self._references: list[str] | None = None
 
     @property
     def fs(self) -> Any:
         return self.store.feature_store
 
     def references(self) -> list[str]:
-        """``view:feature`` of every feature of the pattern."""
-        if self.pattern.features:
-            return list(self.pattern.features)
-        with self.store.errors():
-            service = self.fs.get_feature_service(self.pattern.feature_service)
-        return [
-            f"{projection.name_to_use()}:{feature.name}"
-            for projection in service.feature_view_projections
-            for feature in projection.features
-        ]
+        """``view:feature`` of every feature of the pattern, each checked against the registry."""
+        if self._references is None:
+            if self.pattern.features:
+                references = list(self.pattern.features)
+                self._check_references(references)
+            else:
+                with self.store.errors():
+                    service = self.fs.get_feature_service(self.pattern.feature_service)
+                references = [
+                    f"{projection.name_to_use()}:{feature.name}"
+                    for projection in service.feature_view_projections
+                    for feature in projection.features
+                ]
+            self._references = references
+        return self._references
+
+    def _check_references(self, references: list[str]) -> None:
+        for reference in references:
+            view_name, _, feature = reference.partition(":")
+            if not feature:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': '{reference}' is not 'view:feature'"
+                )
+            with self.store.errors():
+                view = self.fs.get_feature_view(view_name)
+            names = [f.name for f in view.features]
+            if feature not in names:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': feature '{feature}' is not in view "
+                    f"'{view_name}'; its features: {', '.join(names)}"
+                )
 
     def selected(self, features: Sequence[str] | None) -> list[str]:
         """The pattern's references, or the given subset of them."""

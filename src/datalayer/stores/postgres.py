@@ -10,7 +10,7 @@ from pydantic import Field
 
 from datalayer.errors import redact
 from datalayer.stores.base import StoreConfig, require_driver
-from datalayer.stores.sql import SQLStore
+from datalayer.stores.sql import SQLStore, ping_when_idle
 from datalayer.stores.sqlite import migrations_folder
 
 
@@ -25,6 +25,7 @@ class PostgresConfig(StoreConfig):
     pool_size: int = Field(default=5, ge=1, le=200)
     max_overflow: int = Field(default=5, ge=0, le=200)
     connect_timeout: float = Field(default=5.0, gt=0)
+    ping_after_idle: float = Field(default=1.0, ge=0)
     migrations: str | None = "migrations"
 
     def target(self) -> str:
@@ -37,7 +38,7 @@ class PostgresConfig(StoreConfig):
             f"postgresql+psycopg://{url}",
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, int(self.connect_timeout))},
         )
+        ping_when_idle(engine, self.ping_after_idle)
         return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
+import time
 import types
 import typing
 import uuid
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
 from datalayer.categories.transactional import Key, TransactionalPattern, TransactionalTable
 from datalayer.errors import DataLayerError, QueryError, StoreUnavailable
@@ -109,6 +110,30 @@ def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Tabl
             )
         )
     return sa.Table(pattern.table, metadata, *columns)
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection with a round trip only if it sat unused for ``idle_seconds``.
+
+    A dead connection (the server restarted) is then replaced before use, as ``pool_pre_ping``
+    would, without paying a ping on every checkout of a busy pool.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < idle_seconds:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as exc:
+            raise DisconnectionError(str(exc)) from exc
 
 
 class SQLStore(Store):
@@ -209,6 +234,18 @@ class SQLStore(Store):
             yield conn
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for a read: the open transaction's, else one in autocommit mode, which
+        spares the BEGIN and COMMIT round trips of a transaction around one SELECT."""
+        current = self._current.get()
+        if current is not None:
+            with self.errors():
+                yield current
+            return
+        with self.errors(), self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextmanager
     def errors(self) -> Iterator[None]:
         """Driver errors as datalayer errors naming this store; the driver's kept as cause."""
         try:
@@ -274,7 +311,7 @@ class SQLTable(TransactionalTable):
         return sa.and_(*(self.table.c[c] == v for c, v in self.key_values(key).items()))
 
     def get(self, key: Key) -> dict[str, Any] | None:
-        with self.store.connection() as conn:
+        with self.store.reading() as conn:
             row = conn.execute(sa.select(self.table).where(self._where_key(key))).mappings().first()
         return dict(row) if row is not None else None
 
@@ -326,12 +363,12 @@ class SQLTable(TransactionalTable):
             )
         if check_limit(limit) is not None:
             stmt = stmt.limit(limit)
-        with self.store.connection() as conn:
+        with self.store.reading() as conn:
             return [dict(row) for row in conn.execute(stmt).mappings()]
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         stmt = sa.select(sa.func.count()).select_from(self._select(where).subquery())
-        with self.store.connection() as conn:
+        with self.store.reading() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def transaction(self) -> typing.ContextManager[None]:
