@@ -308,3 +308,13 @@ def test_direct_redis_read_equals_feasts_own_read(layer: DataLayer) -> None:
             checked, references, through_feast, at
         )
     assert features.online(entity_rows, as_of=T)["service_alert_counts__alerts_1h"][0] is not None
+
+
+def test_incremental_materialization_catches_up_in_steps(layer: DataLayer) -> None:
+    features = layer.features("service_features")
+    features.materialize_incremental(T - timedelta(hours=6))
+    early = serving_rows(layer, T - timedelta(hours=6))
+    assert early == training_rows(layer, T - timedelta(hours=6))
+    features.materialize_incremental(T)
+    assert serving_rows(layer, T) == training_rows(layer, T)
+    assert serving_rows(layer, T) != early

@@ -101,6 +101,21 @@ def test_hostile_identifiers_in_the_registry_are_refused(tmp_path: Path) -> None
             datalayer.open(registry(tmp_path, "postgresql://u:p@127.0.0.1:1/db", table), "pg")
 
 
+def test_pooled_connections_idle_then_serve_reads_and_writes(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    with datalayer.open(registry(tmp_path, postgres_database), "pg") as dl:
+        dl.apply()
+        items = dl.transactional("items")
+        items.put({"item_id": "a", "name": "a", "price": 1, "created_at": datetime.now(UTC)})
+        time.sleep(1.2)  # past ping_after_idle: the next checkout pings first
+        assert items.get("a") is not None
+        time.sleep(1.2)
+        items.put({"item_id": "b", "name": "b", "price": 2, "created_at": datetime.now(UTC)})
+        with dl.transaction("items"):
+            assert items.count() == 2
+
+
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of this test's own, so stopping it disturbs no other test."""

@@ -132,6 +132,7 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            dbapi_connection.rollback()  # leave no transaction open behind the ping
         except Exception as exc:
             raise DisconnectionError(str(exc)) from exc
 
