@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
 
-from datalayer.errors import redact
+from datalayer.errors import DataLayerError, StoreUnavailable, redact
 from datalayer.stores.base import StoreConfig, require_driver
-from datalayer.stores.sql import SQLStore, ping_when_idle
+from datalayer.stores.sql import SQLStore, SQLTable, ping_when_idle
 from datalayer.stores.sqlite import migrations_folder
 
 
@@ -41,4 +43,86 @@ class PostgresConfig(StoreConfig):
             connect_args={"connect_timeout": max(1, int(self.connect_timeout))},
         )
         ping_when_idle(engine, self.ping_after_idle)
-        return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+        return PostgresStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+
+
+class PostgresStore(SQLStore):
+    """SQLStore with a direct read by key: the model-service hot path.
+
+    Outside a transaction, ``get`` runs a server-side prepared statement on a connection held
+    per thread, in autocommit: one round trip, no pool checkout, no SQLAlchemy statement
+    building. Inside a transaction it reads through the transaction like every other call.
+    """
+
+    config: PostgresConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()
+        self._direct: list[Any] = []
+        self._statements: dict[str, tuple[str, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            import psycopg
+
+            conn = psycopg.connect(
+                self.config.url.split("+psycopg", 1)[0].replace("postgres://", "postgresql://", 1),
+                autocommit=True,
+                connect_timeout=max(1, int(self.config.connect_timeout)),
+                prepare_threshold=0,
+            )
+            self._local.conn = conn
+            with self._lock:
+                self._direct.append(conn)
+        return conn
+
+    def _forget(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+            with self._lock:
+                self._direct.remove(conn)
+
+    def _statement(self, table: SQLTable) -> tuple[str, list[str]]:
+        if table.table.name not in self._statements:
+            compiled = table.key_select().compile(self.engine)
+            self._statements[table.table.name] = (
+                str(compiled),
+                [c.name for c in table.table.columns],
+            )
+        return self._statements[table.table.name]
+
+    def get_row(self, table: SQLTable, key: dict[str, Any]) -> dict[str, Any] | None:
+        if self._current.get() is not None:
+            return super().get_row(table, key)
+        import psycopg
+
+        sql, columns = self._statement(table)
+        params = {f"key_{c}": v for c, v in key.items()}
+        for attempt in (1, 2):
+            try:
+                row = self._connection().execute(sql, params).fetchone()
+                break
+            except psycopg.OperationalError as exc:
+                self._forget()  # a dead connection (server restarted?): try once more, anew
+                if attempt == 2:
+                    raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
+            except psycopg.Error as exc:
+                raise DataLayerError(f"{self.label}: {exc}") from exc
+        if row is None:
+            return None
+        return {
+            name: value.astimezone(UTC) if isinstance(value, datetime) else value
+            for name, value in zip(columns, row, strict=True)
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._direct:
+                conn.close()
+            self._direct.clear()
+        super().close()

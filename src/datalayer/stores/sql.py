@@ -210,6 +210,13 @@ class SQLStore(Store):
     def close(self) -> None:
         self.engine.dispose()
 
+    def get_row(self, table: SQLTable, key: dict[str, Any]) -> dict[str, Any] | None:
+        """One row by key; a store type may serve this hot path more directly."""
+        params = {f"key_{c}": v for c, v in key.items()}
+        with self.reading() as conn:
+            row = conn.execute(table.key_select(), params).mappings().first()
+        return dict(row) if row is not None else None
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One transaction for every table of this store until the block ends; nests by joining."""
@@ -311,10 +318,14 @@ class SQLTable(TransactionalTable):
     def _where_key(self, key: Key) -> sa.ColumnElement[bool]:
         return sa.and_(*(self.table.c[c] == v for c, v in self.key_values(key).items()))
 
+    def key_select(self) -> sa.Select[Any]:
+        """SELECT of one row by its key, with one bound parameter per key column."""
+        return sa.select(self.table).where(
+            *(self.table.c[c] == sa.bindparam(f"key_{c}") for c in self.pattern.key)
+        )
+
     def get(self, key: Key) -> dict[str, Any] | None:
-        with self.store.reading() as conn:
-            row = conn.execute(sa.select(self.table).where(self._where_key(key))).mappings().first()
-        return dict(row) if row is not None else None
+        return self.store.get_row(self, self.key_values(key))
 
     def delete(self, key: Key) -> bool:
         with self.store.connection() as conn:
