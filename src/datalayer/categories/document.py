@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, TypeAdapter, field_validator
 
-from datalayer.errors import PayloadValidationError
+from datalayer.errors import PayloadValidationError, QueryError
 from datalayer.patterns import PatternConfig
 from datalayer.query import (
     Condition,
@@ -133,6 +134,18 @@ class DocumentCollection(ABC):
     def merged(self, current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
         """The document after ``changes``, validated as a whole."""
         return self.prepare(apply_update(current, **changes))
+
+
+_JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def stored_form(value: Any) -> Any:
+    """A filter value as documents store it (their schema's JSON form: dates as strings)."""
+    if isinstance(value, datetime | date):
+        return _JSON_VALUE.dump_python(value, mode="json")
+    if isinstance(value, dict | list):
+        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    return value
 
 
 def check_field_names(pattern: str, value: Any, path: str = "") -> None:

@@ -267,6 +267,17 @@ class Stream(ABC):
             )
         return OutgoingRecord(key=key, value=body)
 
+    def check_sizes(
+        self, label: str, topic: str, records: list[OutgoingRecord], limit: int
+    ) -> None:
+        """Refuse the whole batch when one message is over ``limit`` bytes: nothing is sent."""
+        for record in records:
+            if len(record.value) > limit:
+                raise DataLayerError(
+                    f"{label}: message of {len(record.value)} bytes exceeds "
+                    f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
+                )
+
     def partition_for(self, key: str | None, topic: str | None = None) -> int:
         """A stable partition for a key (CRC32, as librdkafka's consistent partitioner)."""
         count = self._partitions(topic or self.pattern.topic)

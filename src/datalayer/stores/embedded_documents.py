@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import TypeAdapter
-
-from datalayer.categories.document import DocumentCollection, DocumentPattern
-from datalayer.errors import QueryError
+from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
 from datalayer.patterns import PatternConfig
 from datalayer.query import Condition, SortKey, parse_filter
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.sqlite import resolve_path
 from datalayer.stores.sqlite_file import SQLiteFile
 
-_JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
 _COMPARE = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -93,15 +88,6 @@ def json_path_expr(field: str) -> str:
     return f"json_extract(body, '$.{field}')"
 
 
-def _bindable(value: Any) -> Any:
-    """A filter value as SQLite sees it inside JSON: dates as their JSON strings, bools as 0/1."""
-    if isinstance(value, datetime | date):
-        return _JSON_VALUE.dump_python(value, mode="json")
-    if isinstance(value, dict | list):
-        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
-    return value
-
-
 class EmbeddedCollection(DocumentCollection):
     def __init__(self, pattern: DocumentPattern, store: EmbeddedDocumentsStore) -> None:
         super().__init__(pattern)
@@ -155,12 +141,12 @@ class EmbeddedCollection(DocumentCollection):
                     clauses.append("0")
                     continue
                 clauses.append(f"{expr} IN ({','.join('?' * len(cond.value))})")
-                params.extend(_bindable(v) for v in cond.value)
+                params.extend(stored_form(v) for v in cond.value)
             elif cond.op == "$eq" and cond.value is None:
                 clauses.append(f"{expr} IS NULL")
             else:
                 clauses.append(f"{expr} {_COMPARE[cond.op]} ?")
-                params.append(_bindable(cond.value))
+                params.append(stored_form(cond.value))
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _find(

@@ -231,13 +231,7 @@ class KafkaStream(Stream):
 
     def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
         """Send every record, then wait until each one is acknowledged (or failed)."""
-        limit = self.store.config.max_message_bytes
-        for record in records:
-            if len(record.value) > limit:
-                raise DataLayerError(
-                    f"{self.store.label}: message of {len(record.value)} bytes exceeds "
-                    f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
-                )
+        self.check_sizes(self.store.label, topic, records, self.store.config.max_message_bytes)
         placed = [(self.partition_for(r.key, topic), r) for r in records]
         results: list[Delivery | None] = [None] * len(records)
         failures: list[Any] = []

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
-from datalayer.categories.document import DocumentCollection, DocumentPattern
-from datalayer.errors import DataLayerError, QueryError, StoreUnavailable, redact
+from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
+from datalayer.errors import DataLayerError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.query import Condition, SortKey, parse_filter
 from datalayer.stores.base import Store, StoreConfig, require_driver
-
-_JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class MongoDBConfig(StoreConfig):
@@ -99,26 +96,17 @@ class MongoDBStore(Store):
         self.client.close()
 
 
-def _json(value: Any) -> Any:
-    """A filter value in the form documents are stored in (dates as their JSON strings)."""
-    if isinstance(value, datetime | date):
-        return _JSON_VALUE.dump_python(value, mode="json")
-    if isinstance(value, dict | list):
-        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
-    return value
-
-
 def mongo_filter(conditions: list[Condition]) -> dict[str, Any]:
     """The shared filter language as a MongoDB query document."""
     query: dict[str, dict[str, Any]] = {}
     for cond in conditions:
         ops = query.setdefault(cond.field, {})
         if cond.op == "$in":
-            ops["$in"] = [_json(v) for v in cond.value]
+            ops["$in"] = [stored_form(v) for v in cond.value]
         elif cond.op == "$exists":
             ops["$exists"] = bool(cond.value)
         else:
-            ops[cond.op] = _json(cond.value)
+            ops[cond.op] = stored_form(cond.value)
     return query
 
 
