@@ -338,35 +338,33 @@ class FeastFeatures(FeatureView):
         self,
         rows: list[dict[str, Any]],
         references: list[str],
-        stamped: dict[str, list[tuple[Any, float]]],
+        stamped: dict[str, list[tuple[Any, int]]],
         as_of: datetime | None,
     ) -> dict[str, list[Any]]:
-        """Decode each value, or None where it is missing or past its view's TTL at ``as_of``."""
-        from feast.type_map import feast_value_type_to_python_type
+        """Decode each value, or None where it is missing or past its view's TTL at ``as_of``.
 
-        at = (as_of or datetime.now(UTC)).astimezone(UTC)
+        Times are compared as integer nanoseconds, so the TTL boundary is exact (inclusive, as
+        in historical retrieval)."""
+        at = _nanos((as_of or datetime.now(UTC)).astimezone(UTC))
         views = self.views()
         out: dict[str, list[Any]] = {
             k: [row[k] for row in rows] for k in self.join_keys(references)
         }
         for column in self.columns(references):
             ttl = views[column.split("__", 1)[0]].ttl
+            oldest = max(1, at - ttl // timedelta(microseconds=1) * 1000) if ttl else 1
             out[column] = [
-                feast_value_type_to_python_type(value)
-                if value is not None
-                and seconds > 0
-                and _within_ttl(datetime.fromtimestamp(seconds, UTC), at, ttl)
-                else None
-                for value, seconds in stamped[column]
+                _decode(value) if value is not None and oldest <= stamp <= at else None
+                for value, stamp in stamped[column]
             ]
         return out
 
     def _read_feast(
         self, rows: list[dict[str, Any]], references: list[str]
-    ) -> dict[str, list[tuple[Any, float]]]:
-        """(value proto, event time in seconds) per column and row, through Feast's read."""
+    ) -> dict[str, list[tuple[Any, int]]]:
+        """(value proto, event time in nanoseconds) per column and row, through Feast's read."""
         columns = set(self.columns(references))
-        stamped: dict[str, list[tuple[Any, float]]] = {c: [] for c in columns}
+        stamped: dict[str, list[tuple[Any, int]]] = {c: [] for c in columns}
         if not rows:
             return stamped
         with self.store.errors():
@@ -378,14 +376,14 @@ class FeastFeatures(FeatureView):
             if name in columns:
                 result = proto.results[index]
                 stamped[name] = [
-                    (value, stamp.seconds + stamp.nanos / 1e9)
+                    (value, stamp.seconds * 1_000_000_000 + stamp.nanos)
                     for value, stamp in zip(result.values, result.event_timestamps, strict=True)
                 ]
         return stamped
 
     def _read_redis(
         self, rows: list[dict[str, Any]], references: list[str]
-    ) -> dict[str, list[tuple[Any, float]]]:
+    ) -> dict[str, list[tuple[Any, int]]]:
         """The same, from Feast's Redis layout: one hash per entity key (serialized by Feast's
         ``serialize_entity_key`` + project), fields ``mmh3(view:feature)`` and ``_ts:view``."""
         from feast.infra.key_encoding_utils import serialize_entity_key
@@ -419,7 +417,7 @@ class FeastFeatures(FeatureView):
             plan.append((view, features))
         with self.store.redis_errors():
             replies = pipe.execute()
-        stamped: dict[str, list[tuple[Any, float]]] = {}
+        stamped: dict[str, list[tuple[Any, int]]] = {}
         position = 0
         for view, features in plan:
             columns = [f"{view}__{f}" for f in features]
@@ -427,17 +425,17 @@ class FeastFeatures(FeatureView):
                 stamped[column] = []
             for reply in replies[position : position + len(rows)]:
                 *raw_values, raw_ts = reply
-                seconds = 0.0
+                nanos = 0
                 if raw_ts is not None:
                     stamp = Timestamp()
                     stamp.ParseFromString(raw_ts)
-                    seconds = stamp.seconds + stamp.nanos / 1e9
+                    nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
                 for column, raw in zip(columns, raw_values, strict=True):
                     value = None
                     if raw is not None:
                         value = Value()
                         value.ParseFromString(raw)
-                    stamped[column].append((value, seconds))
+                    stamped[column].append((value, nanos))
             position += len(rows)
         return stamped
 
@@ -587,8 +585,22 @@ class FeastFeatures(FeatureView):
             engine.dispose()
 
 
-def _within_ttl(stamp: datetime, at: datetime, ttl: timedelta | None) -> bool:
-    """Historical retrieval's rule: ``at - ttl <= stamp <= at`` (a zero TTL never expires)."""
-    if stamp > at:
-        return False
-    return not ttl or stamp >= at - ttl
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Value kinds returned as they are by Feast's own decoding (the common scalar ones).
+_SCALARS = frozenset(
+    {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
+)
+
+
+def _nanos(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _decode(value: Any) -> Any:
+    """Feast's decoding of a ValueProto, with a shortcut for plain scalars."""
+    kind = value.WhichOneof("val")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    from feast.type_map import feast_value_type_to_python_type
+
+    return feast_value_type_to_python_type(value)
