@@ -318,3 +318,33 @@ def test_incremental_materialization_catches_up_in_steps(layer: DataLayer) -> No
     features.materialize_incremental(T)
     assert serving_rows(layer, T) == training_rows(layer, T)
     assert serving_rows(layer, T) != early
+
+
+@pytest.mark.parametrize("layer", ["local"], indirect=True)
+def test_duckdb_join_equals_feasts_own_join(layer: DataLayer) -> None:
+    """The fast training-set join returns exactly what Feast's get_historical_features does,
+    with unknown entities, rows before any data, expired values and exact boundaries."""
+    features = layer.features("service_features")
+    instants = [
+        T,
+        T - timedelta(hours=6),
+        T + timedelta(hours=2, minutes=1),
+        T - timedelta(days=5),
+        T + timedelta(hours=1),
+        T + timedelta(hours=3),
+        T + timedelta(hours=3, seconds=1),
+    ]
+    entity_rows = [*rows(), {"service_id": PIT_SERVICE, "account_id": "acct-2"}]
+    frame = pd.DataFrame([{**row, "event_timestamp": at} for at in instants for row in entity_rows])
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["__row"] = range(len(frame))
+    references = features.references()
+    assert features._parquet_sources(references)
+    fast = (
+        features._historical_duckdb(frame, references).sort_values("__row").reset_index(drop=True)
+    )
+    slow = features._historical_feast(frame, references).sort_values("__row").reset_index(drop=True)
+    for column in features.columns(references):
+        assert [same(v) for v in fast[column]] == [same(v) for v in slow[column]], column
+    assert fast["service_alert_counts__alerts_1h"].notna().any()
+    assert fast["service_alert_counts__alerts_1h"].isna().any()

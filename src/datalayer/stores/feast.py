@@ -473,11 +473,11 @@ class FeastFeatures(FeatureView):
         frame = entity_df.copy()
         frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         frame["__row"] = range(len(frame))
+        join = (
+            self._historical_duckdb if self._parquet_sources(references) else self._historical_feast
+        )
         with self.store.errors(), _quiet():
-            job = self.fs.get_historical_features(
-                entity_df=frame, features=references, full_feature_names=True
-            )
-            result = job.to_df()
+            result = join(frame, references)
         result = result.sort_values("__row").drop(columns="__row").reset_index(drop=True)
         result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
         for column in columns:
@@ -486,6 +486,74 @@ class FeastFeatures(FeatureView):
             if str(dtype) == "Int64":
                 result[column] = result[column].astype("Int64")
         return result[[*entity_df.columns, *columns]]
+
+    def _historical_feast(self, frame: Any, references: list[str]) -> Any:
+        """Feast's own point-in-time join (any offline store)."""
+        job = self.fs.get_historical_features(
+            entity_df=frame, features=references, full_feature_names=True
+        )
+        return job.to_df()
+
+    def _parquet_sources(self, references: list[str]) -> dict[str, str]:
+        """Each view's parquet file, when every view reads one (the local profile)."""
+        from feast import FileSource
+
+        paths = {}
+        for view_name in {ref.split(":", 1)[0] for ref in references}:
+            source = self.views()[view_name].batch_source
+            if not isinstance(source, FileSource) or not str(source.path).endswith(".parquet"):
+                return {}
+            paths[view_name] = str(source.path)
+        return paths
+
+    def _historical_duckdb(self, frame: Any, references: list[str]) -> Any:
+        """The same point-in-time join as one DuckDB query: an ASOF LEFT JOIN per view on its
+        join keys and ``feature time <= entity time``, rows of equal time deduplicated by their
+        created time, values older than the view's TTL nulled (``entity time - ttl <= feature
+        time``, inclusive, as Feast does)."""
+        import duckdb
+
+        paths = self._parquet_sources(references)
+        wanted: dict[str, list[str]] = {}
+        for reference in references:
+            view, feature = reference.split(":", 1)
+            wanted.setdefault(view, []).append(feature)
+        selects, joins, ctes = ["e.*"], [], []
+        for i, (view_name, features) in enumerate(wanted.items()):
+            view = self.views()[view_name]
+            source = view.batch_source
+            keys = list(view.join_keys)
+            order = (
+                f'"{source.created_timestamp_column}" DESC'
+                if source.created_timestamp_column
+                else "1"
+            )
+            path = paths[view_name].replace("'", "''")
+            ctes.append(
+                f"f{i} AS (SELECT {', '.join(f'{_q(k)}' for k in keys)}, "
+                f"{_q(source.timestamp_field)} AS __ts, {', '.join(_q(f) for f in features)} "
+                f"FROM read_parquet('{path}') QUALIFY row_number() OVER (PARTITION BY "
+                f"{', '.join(_q(k) for k in keys)}, {_q(source.timestamp_field)} ORDER BY {order}) = 1)"
+            )
+            on = " AND ".join(
+                [*(f"e.{_q(k)} = f{i}.{_q(k)}" for k in keys), f"e.{_q(TIMESTAMP)} >= f{i}.__ts"]
+            )
+            joins.append(f"ASOF LEFT JOIN f{i} ON {on}")
+            ttl = view.ttl // timedelta(microseconds=1) if view.ttl else 0
+            for feature in features:
+                value = f"f{i}.{_q(feature)}"
+                if ttl:
+                    value = (
+                        f"CASE WHEN f{i}.__ts >= e.{_q(TIMESTAMP)} - to_microseconds({ttl}) "
+                        f"THEN {value} END"
+                    )
+                selects.append(f"{value} AS {_q(f'{view_name}__{feature}')}")
+        sql = (
+            f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM entities e {' '.join(joins)}"
+        )
+        with duckdb.connect() as con:
+            con.register("entities", frame)
+            return con.execute(sql).df()
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
         """Copy offline values in [start, end] to the online store, one view at a time."""
@@ -590,6 +658,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SCALARS = frozenset(
     {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
 )
+
+
+def _q(identifier: str) -> str:
+    """A quoted DuckDB identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _nanos(at: datetime) -> int:
