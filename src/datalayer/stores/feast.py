@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -220,6 +221,16 @@ class FeastStore(Store):
             self._redis = None
 
 
+@dataclass(frozen=True)
+class _ViewPlan:
+    """How to read one view's features from Feast's Redis hashes."""
+
+    columns: list[str]
+    fields: list[bytes]
+    keys: tuple[str, ...]
+    key_types: list[Any]
+
+
 class FeastFeatures(FeatureView):
     """One feature pattern: its features resolved against the Feast registry."""
 
@@ -228,6 +239,9 @@ class FeastFeatures(FeatureView):
         self.store = store
         self._views: dict[str, Any] | None = None
         self._references: list[str] | None = None
+        self._join_keys: dict[tuple[str, ...], list[str]] = {}
+        self._ttls: dict[str, int] = {}
+        self._plans: dict[tuple[str, ...], list[_ViewPlan]] = {}
 
     @property
     def fs(self) -> Any:
@@ -288,13 +302,52 @@ class FeastFeatures(FeatureView):
         return self._views
 
     def join_keys(self, references: Sequence[str] | None = None) -> list[str]:
-        """Join keys of the views behind ``references`` (default: all of the pattern's)."""
-        views = {ref.split(":", 1)[0] for ref in references or self.references()}
-        keys: list[str] = []
-        for name, view in self.views().items():
-            if name in views:
-                keys.extend(k for k in view.join_keys if k not in keys)
-        return keys
+        """Join keys of the views behind ``references`` (default: all of the pattern's).
+
+        Cached: Feast's ``join_keys`` is type-checked at run time on every access, a cost a
+        per-request hot path should not pay again and again."""
+        wanted = tuple(references or self.references())
+        if wanted not in self._join_keys:
+            views = {ref.split(":", 1)[0] for ref in wanted}
+            keys: list[str] = []
+            for name, view in self.views().items():
+                if name in views:
+                    keys.extend(k for k in view.join_keys if k not in keys)
+            self._join_keys[wanted] = keys
+        return self._join_keys[wanted]
+
+    def _ttl_nanos(self, column: str) -> int:
+        """The TTL of a column's view in nanoseconds (0: never expires), cached."""
+        if column not in self._ttls:
+            ttl = self.views()[column.split("__", 1)[0]].ttl
+            self._ttls[column] = ttl // timedelta(microseconds=1) * 1000 if ttl else 0
+        return self._ttls[column]
+
+    def _redis_plan(self, references: list[str]) -> list[_ViewPlan]:
+        """Per view: its features, their hash fields and its entity key shape, cached."""
+        wanted = tuple(references)
+        if wanted not in self._plans:
+            from feast.infra.online_stores.helpers import _mmh3
+
+            by_view: dict[str, list[str]] = {}
+            for reference in references:
+                view, feature = reference.split(":", 1)
+                by_view.setdefault(view, []).append(feature)
+            plans = []
+            for name, features in by_view.items():
+                view = self.views()[name]
+                keys = tuple(sorted(view.join_keys))
+                types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+                plans.append(
+                    _ViewPlan(
+                        columns=[f"{name}__{f}" for f in features],
+                        fields=[_mmh3(f"{name}:{f}") for f in features] + [f"_ts:{name}".encode()],
+                        keys=keys,
+                        key_types=[types[k] for k in keys],
+                    )
+                )
+            self._plans[wanted] = plans
+        return self._plans[wanted]
 
     @staticmethod
     def columns(references: Sequence[str]) -> list[str]:
@@ -346,13 +399,12 @@ class FeastFeatures(FeatureView):
         Times are compared as integer nanoseconds, so the TTL boundary is exact (inclusive, as
         in historical retrieval)."""
         at = _nanos((as_of or datetime.now(UTC)).astimezone(UTC))
-        views = self.views()
         out: dict[str, list[Any]] = {
             k: [row[k] for row in rows] for k in self.join_keys(references)
         }
         for column in self.columns(references):
-            ttl = views[column.split("__", 1)[0]].ttl
-            oldest = max(1, at - ttl // timedelta(microseconds=1) * 1000) if ttl else 1
+            ttl = self._ttl_nanos(column)
+            oldest = max(1, at - ttl) if ttl else 1
             out[column] = [
                 _decode(value) if value is not None and oldest <= stamp <= at else None
                 for value, stamp in stamped[column]
@@ -385,57 +437,54 @@ class FeastFeatures(FeatureView):
         self, rows: list[dict[str, Any]], references: list[str]
     ) -> dict[str, list[tuple[Any, int]]]:
         """The same, from Feast's Redis layout: one hash per entity key (serialized by Feast's
-        ``serialize_entity_key`` + project), fields ``mmh3(view:feature)`` and ``_ts:view``."""
+        ``serialize_entity_key`` + project), fields ``mmh3(view:feature)`` and ``_ts:view``.
+        Views with the same join keys share one serialized key per row."""
         from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.infra.online_stores.helpers import _mmh3
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import python_values_to_proto_values
         from google.protobuf.timestamp_pb2 import Timestamp
 
-        client = self.store.redis_client()
         project = self.fs.project.encode()
         version = self.fs.config.entity_key_serialization_version
-        wanted: dict[str, list[str]] = {}
-        for reference in references:
-            view, feature = reference.split(":", 1)
-            wanted.setdefault(view, []).append(feature)
-        views = self.views()
-        plan = []
-        pipe = client.pipeline(transaction=False)
-        for view, features in wanted.items():
-            fv = views[view]
-            fields = [_mmh3(f"{view}:{f}") for f in features] + [f"_ts:{view}".encode()]
-            types = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
-            keys = sorted(fv.join_keys)
-            encoded = {
-                k: python_values_to_proto_values([row[k] for row in rows], types[k]) for k in keys
-            }
-            for i in range(len(rows)):
-                entity = EntityKey(join_keys=keys, entity_values=[encoded[k][i] for k in keys])
-                pipe.hmget(serialize_entity_key(entity, version) + project, fields)
-            plan.append((view, features))
+        plans = self._redis_plan(references)
+        serialized: dict[tuple[str, ...], list[bytes]] = {}
+        pipe = self.store.redis_client().pipeline(transaction=False)
+        for plan in plans:
+            if plan.keys not in serialized:
+                encoded = [
+                    python_values_to_proto_values([row[k] for row in rows], value_type)
+                    for k, value_type in zip(plan.keys, plan.key_types, strict=True)
+                ]
+                serialized[plan.keys] = [
+                    serialize_entity_key(
+                        EntityKey(join_keys=plan.keys, entity_values=[e[i] for e in encoded]),
+                        version,
+                    )
+                    + project
+                    for i in range(len(rows))
+                ]
+            for key in serialized[plan.keys]:
+                pipe.hmget(key, plan.fields)
         with self.store.redis_errors():
             replies = pipe.execute()
         stamped: dict[str, list[tuple[Any, int]]] = {}
         position = 0
-        for view, features in plan:
-            columns = [f"{view}__{f}" for f in features]
-            for column in columns:
-                stamped[column] = []
+        for plan in plans:
+            lists = [stamped.setdefault(c, []) for c in plan.columns]
             for reply in replies[position : position + len(rows)]:
-                *raw_values, raw_ts = reply
+                raw_ts = reply[-1]
                 nanos = 0
                 if raw_ts is not None:
                     stamp = Timestamp()
                     stamp.ParseFromString(raw_ts)
                     nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-                for column, raw in zip(columns, raw_values, strict=True):
+                for values, raw in zip(lists, reply, strict=False):
                     value = None
                     if raw is not None:
                         value = Value()
                         value.ParseFromString(raw)
-                    stamped[column].append((value, nanos))
+                    values.append((value, nanos))
             position += len(rows)
         return stamped
 
