@@ -348,3 +348,8 @@ def test_duckdb_join_equals_feasts_own_join(layer: DataLayer) -> None:
         assert [same(v) for v in fast[column]] == [same(v) for v in slow[column]], column
     assert fast["service_alert_counts__alerts_1h"].notna().any()
     assert fast["service_alert_counts__alerts_1h"].isna().any()
+
+
+def test_no_entity_rows_read_as_empty_columns(layer: DataLayer) -> None:
+    served = layer.features("service_features").online([])
+    assert served and all(values == [] for values in served.values())

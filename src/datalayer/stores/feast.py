@@ -448,43 +448,44 @@ class FeastFeatures(FeatureView):
         project = self.fs.project.encode()
         version = self.fs.config.entity_key_serialization_version
         plans = self._redis_plan(references)
-        serialized: dict[tuple[str, ...], list[bytes]] = {}
-        pipe = self.store.redis_client().pipeline(transaction=False)
+        # Feast keeps every view of one entity in one hash: one HMGET per entity and key shape.
+        groups: dict[tuple[str, ...], list[_ViewPlan]] = {}
         for plan in plans:
-            if plan.keys not in serialized:
-                encoded = [
-                    python_values_to_proto_values([row[k] for row in rows], value_type)
-                    for k, value_type in zip(plan.keys, plan.key_types, strict=True)
-                ]
-                serialized[plan.keys] = [
-                    serialize_entity_key(
-                        EntityKey(join_keys=plan.keys, entity_values=[e[i] for e in encoded]),
-                        version,
-                    )
-                    + project
-                    for i in range(len(rows))
-                ]
-            for key in serialized[plan.keys]:
-                pipe.hmget(key, plan.fields)
+            groups.setdefault(plan.keys, []).append(plan)
+        pipe = self.store.redis_client().pipeline(transaction=False)
+        for keys, members in groups.items():
+            key_types = members[0].key_types
+            encoded = [
+                python_values_to_proto_values([row[k] for row in rows], value_type)
+                for k, value_type in zip(keys, key_types, strict=True)
+            ]
+            fields = [field for plan in members for field in plan.fields]
+            for i in range(len(rows)):
+                entity = EntityKey(join_keys=keys, entity_values=[e[i] for e in encoded])
+                pipe.hmget(serialize_entity_key(entity, version) + project, fields)
         with self.store.redis_errors():
             replies = pipe.execute()
-        stamped: dict[str, list[tuple[Any, int]]] = {}
+        stamped: dict[str, list[tuple[Any, int]]] = {c: [] for p in plans for c in p.columns}
         position = 0
-        for plan in plans:
-            lists = [stamped.setdefault(c, []) for c in plan.columns]
+        for members in groups.values():
             for reply in replies[position : position + len(rows)]:
-                raw_ts = reply[-1]
-                nanos = 0
-                if raw_ts is not None:
-                    stamp = Timestamp()
-                    stamp.ParseFromString(raw_ts)
-                    nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-                for values, raw in zip(lists, reply, strict=False):
-                    value = None
-                    if raw is not None:
-                        value = Value()
-                        value.ParseFromString(raw)
-                    values.append((value, nanos))
+                offset = 0
+                for plan in members:
+                    width = len(plan.fields)
+                    part = reply[offset : offset + width]
+                    offset += width
+                    raw_ts = part[-1]
+                    nanos = 0
+                    if raw_ts is not None:
+                        stamp = Timestamp()
+                        stamp.ParseFromString(raw_ts)
+                        nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
+                    for column, raw in zip(plan.columns, part, strict=False):
+                        value = None
+                        if raw is not None:
+                            value = Value()
+                            value.ParseFromString(raw)
+                        stamped[column].append((value, nanos))
             position += len(rows)
         return stamped
 
