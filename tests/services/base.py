@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
+
+from tests.services.process import stop_process
 
 
 @dataclass
@@ -27,11 +32,14 @@ class LocalServer(ABC):
     name: ClassVar[str]
     env_var: ClassVar[str]
     start_timeout: ClassVar[float] = 60.0
+    stop_signal: ClassVar[int] = signal.SIGTERM
+    stop_timeout: ClassVar[float] = 20.0
 
     def __init__(self, state_dir: Path, cache_dir: Path) -> None:
         self.data_dir = state_dir / self.name
         self.log = state_dir / f"{self.name}.log"
         self.cache_dir = cache_dir
+        self.process: subprocess.Popen[bytes] | None = None
 
     @abstractmethod
     def install(self) -> None:
@@ -41,13 +49,20 @@ class LocalServer(ABC):
     def start(self) -> Running:
         """Start the server and return once ``check`` passes."""
 
-    @abstractmethod
     def stop(self) -> None:
-        """Stop the server, keeping its port and data for ``restart``."""
+        """Stop the server (its session gets ``stop_signal``, SIGKILL after ``stop_timeout``),
+        keeping its port and data for ``restart``."""
+        if self.process is None:
+            return
+        stop_process(self.process.pid, timeout=self.stop_timeout, sig=self.stop_signal)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        self.process = None
 
-    @abstractmethod
     def restart(self) -> Running:
         """Start a stopped server again on the same port with the same data."""
+        self.stop()
+        return self.start()
 
     @staticmethod
     @abstractmethod

@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import ClassVar
 
 from tests.services.base import LocalServer, Running
-from tests.services.process import ServiceError, free_port, run, spawn, stop_process, wait_ready
+from tests.services.process import ServiceError, free_port, run, spawn, wait_ready
 
 VERSION = "v1.24.2"
 SOURCE = Path(__file__).with_name("ferretdb_server")
@@ -42,7 +41,6 @@ class FerretDBServer(LocalServer):
         super().__init__(state_dir, cache_dir)
         self.binary = self.cache_dir / f"ferretdb-{VERSION}-{source_hash()}" / BINARY
         self.port: int | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     def install(self) -> None:
         """Build once per source hash; the first build downloads modules (a few minutes)."""
@@ -108,16 +106,6 @@ class FerretDBServer(LocalServer):
     def _running(self) -> Running:
         assert self.process is not None
         return Running(self.name, self.url, "process", [self.process.pid], log=str(self.log))
-
-    def stop(self) -> None:
-        """SIGTERM: FerretDB closes its listener, lets clients go and closes the SQLite files."""
-        if self.process is not None:
-            stop_process(self.process.pid)
-            self.process = None
-
-    def restart(self) -> Running:
-        self.stop()
-        return self.start()
 
     @staticmethod
     def check(url: str) -> None:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import shutil
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 from typing import ClassVar
 
 from tests.services.base import LocalServer, Running
-from tests.services.process import ServiceError, free_port, run, spawn, stop_process, wait_ready
+from tests.services.process import ServiceError, free_port, run, spawn, wait_ready
 
 VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka_jars") / "pom.xml"
@@ -53,6 +51,7 @@ class KafkaServer(LocalServer):
     name: ClassVar[str] = "kafka"
     env_var: ClassVar[str] = "DATALAYER_KAFKA_BOOTSTRAP"
     start_timeout: ClassVar[float] = 90.0
+    stop_timeout: ClassVar[float] = 30.0
 
     def __init__(self, state_dir: Path, cache_dir: Path) -> None:
         super().__init__(state_dir, cache_dir)
@@ -61,7 +60,6 @@ class KafkaServer(LocalServer):
         self.log4j = self.data_dir / "log4j2.properties"
         self.port: int | None = None
         self.controller_port: int | None = None
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -127,15 +125,6 @@ class KafkaServer(LocalServer):
         if self.process is not None and self.process.poll() is None:
             raise ServiceError(f"kafka: still running (pid {self.process.pid})")
         return self._launch()
-
-    def stop(self) -> None:
-        """Stop the broker gracefully (SIGTERM to its session, SIGKILL after a grace period)."""
-        if self.process is None:
-            return
-        stop_process(self.process.pid, timeout=30.0)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-        self.process = None
 
     @staticmethod
     def check(url: str) -> None:

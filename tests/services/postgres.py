@@ -6,12 +6,11 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 from tests.services.base import LocalServer, Running
 from tests.services.debian import ensure_packages, postgres_bin_dir
-from tests.services.process import ServiceError, free_port, run, spawn, stop_process, wait_ready
+from tests.services.process import ServiceError, free_port, run, spawn, wait_ready
 
 USER = "datalayer"
 PASSWORD = "datalayer-secret"
@@ -22,8 +21,8 @@ class PostgresServer(LocalServer):
     name = "postgres"
     env_var = "DATALAYER_POSTGRES_URL"
 
+    stop_signal = int(signal.SIGINT)  # PostgreSQL's fast shutdown
     port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
 
     def install(self) -> None:
         ensure_packages(["postgresql"], present=postgres_bin_dir() is not None)
@@ -114,7 +113,7 @@ class PostgresServer(LocalServer):
             "process",
             [self.process.pid],
             log=str(self.log),
-            stop_signal=int(signal.SIGINT),
+            stop_signal=self.stop_signal,
         )
 
     @property
@@ -131,15 +130,6 @@ class PostgresServer(LocalServer):
             ).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process.pid, sig=signal.SIGINT)
-            self.process = None
-
-    def restart(self) -> Running:
-        self.stop()
-        return self.start()
 
     @staticmethod
     def check(url: str) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 from tests.services.base import LocalServer, Running
 from tests.services.debian import ensure_packages
-from tests.services.process import free_port, spawn, stop_process, wait_ready
+from tests.services.process import free_port, spawn, wait_ready
 
 PASSWORD = "datalayer-secret"
 
@@ -17,7 +16,6 @@ class RedisServer(LocalServer):
     env_var = "DATALAYER_REDIS_URL"
 
     port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
 
     def install(self) -> None:
         ensure_packages(["redis-server"], present=shutil.which("redis-server") is not None)
@@ -59,15 +57,6 @@ class RedisServer(LocalServer):
     @property
     def url(self) -> str:
         return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process.pid)
-            self.process = None
-
-    def restart(self) -> Running:
-        self.stop()
-        return self.start()
 
     @staticmethod
     def check(url: str) -> None:
