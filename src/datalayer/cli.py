@@ -127,8 +127,7 @@ def describe(config: ConfigOption = None, profile: ProfileOption = None) -> None
 def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
     """Create the tables, topics, collections and indexes of the profile (idempotent)."""
     with open_datalayer(config, profile) as dl:
-        with console.status("applying...") as status:
-            results = dl.apply(on_store=lambda name: status.update(f"applying store '{name}'..."))
+        results = apply_with_progress(dl)
         table = Table(title=f"apply ({dl.profile} profile)")
         table.add_column("store")
         table.add_column("type")
@@ -141,6 +140,30 @@ def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
             )
             table.add_row(result.store, result.type, text)
         console.print(table)
+
+
+def apply_with_progress(dl: DataLayer) -> list[Any]:
+    """``dl.apply()`` with a bar that advances store by store (Feast's apply takes seconds)."""
+    with Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("applying", total=len(dl.registry.stores))
+        seen: list[str] = []
+
+        def on_store(name: str) -> None:
+            if seen:
+                progress.advance(task)
+            seen.append(name)
+            progress.update(task, description=f"applying store '{name}'")
+
+        results = dl.apply(on_store=on_store)
+        progress.update(task, completed=len(dl.registry.stores))
+    return results
 
 
 @app.command()
@@ -187,8 +210,7 @@ def quickstart(
     from datalayer.examples import quickstart as job
 
     with open_datalayer(config, profile) as dl:
-        with console.status("applying the registry..."):
-            dl.apply()
+        apply_with_progress(dl)
         with Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
