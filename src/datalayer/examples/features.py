@@ -107,7 +107,9 @@ def write_parquet(frames: dict[str, Any], folder: Path) -> None:
 def write_postgres(frames: dict[str, Any], url: str) -> None:
     import sqlalchemy as sa
 
-    engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
+    from datalayer.stores.postgres import sqlalchemy_url
+
+    engine = sa.create_engine(sqlalchemy_url(url))
     try:
         for name, frame in frames.items():
             frame.to_sql(f"feast_{name}", engine, if_exists="replace", index=False)

@@ -26,6 +26,7 @@ from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.stores.postgres import sqlalchemy_url
 from datalayer.validators import Name
 
 _ENV_LOCK = threading.RLock()
@@ -66,8 +67,7 @@ class FeastConfig(StoreConfig):
         if self.postgres_url:
             url = urlsplit(self.postgres_url)
             env.update(
-                DATALAYER_FEAST_REGISTRY_URL="postgresql+psycopg://"
-                + self.postgres_url.split("://", 1)[1],
+                DATALAYER_FEAST_REGISTRY_URL=sqlalchemy_url(self.postgres_url),
                 DATALAYER_FEAST_PG_HOST=url.hostname or "127.0.0.1",
                 DATALAYER_FEAST_PG_PORT=str(url.port or 5432),
                 DATALAYER_FEAST_PG_DATABASE=url.path.lstrip("/") or "postgres",
@@ -120,6 +120,7 @@ class FeastStore(Store):
         self.yaml_file = yaml_file
         self._feature_store: Any = None
         self._redis: Any = None
+        self._offline_engine: Any = None
         self._lock = threading.RLock()
 
     @property
@@ -214,8 +215,20 @@ class FeastStore(Store):
         with self.errors():
             self.feature_store.list_feature_views()
 
+    def offline_engine(self, url: str) -> Any:
+        """One SQLAlchemy engine on the offline PostgreSQL, kept for every push."""
+        with self._lock:
+            if self._offline_engine is None:
+                import sqlalchemy as sa
+
+                self._offline_engine = sa.create_engine(sqlalchemy_url(url))
+            return self._offline_engine
+
     def close(self) -> None:
         self._feature_store = None
+        if self._offline_engine is not None:
+            self._offline_engine.dispose()
+            self._offline_engine = None
         if self._redis is not None:
             self._redis.close()
             self._redis = None
@@ -694,13 +707,7 @@ class FeastFeatures(FeatureView):
             url = self.store.config.postgres_url
             if not (table and url):
                 raise
-        import sqlalchemy as sa
-
-        engine = sa.create_engine("postgresql+psycopg://" + url.split("://", 1)[1])
-        try:
-            frame.to_sql(table, engine, if_exists="append", index=False)
-        finally:
-            engine.dispose()
+        frame.to_sql(table, self.store.offline_engine(url), if_exists="append", index=False)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,6 +16,16 @@ from datalayer.stores.sql import SQLStore, SQLTable, ping_when_idle
 from datalayer.stores.sqlite import migrations_folder
 
 
+def sqlalchemy_url(url: str) -> str:
+    """A ``postgres[ql][+psycopg]://`` URL as SQLAlchemy's psycopg 3 URL."""
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def libpq_url(url: str) -> str:
+    """The same URL as psycopg itself takes (``postgresql://``)."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
 class PostgresConfig(StoreConfig):
     """A PostgreSQL URL (``postgresql://user:pass@host:port/db``) and its pool."""
 
@@ -35,9 +45,8 @@ class PostgresConfig(StoreConfig):
 
     def connect(self, name: str, base_dir: Path) -> SQLStore:
         require_driver("psycopg", "postgres", self.type)
-        url = self.url.split("://", 1)[1]
         engine = sa.create_engine(
-            f"postgresql+psycopg://{url}",
+            sqlalchemy_url(self.url),
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
             connect_args={"connect_timeout": max(1, int(self.connect_timeout))},
@@ -69,7 +78,7 @@ class PostgresStore(SQLStore):
             import psycopg
 
             conn = psycopg.connect(
-                self.config.url.split("+psycopg", 1)[0].replace("postgres://", "postgresql://", 1),
+                libpq_url(self.config.url),
                 autocommit=True,
                 connect_timeout=max(1, int(self.config.connect_timeout)),
                 prepare_threshold=0,
