@@ -14,7 +14,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,11 +25,12 @@ from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.stores.feast_offline import TIMESTAMP, historical_duckdb, parquet_sources
+from datalayer.stores.feast_redis import Stamped, ViewPlan, decode, nanos, read_hashes, read_plan
 from datalayer.stores.postgres import sqlalchemy_url
 from datalayer.validators import Name
 
 _ENV_LOCK = threading.RLock()
-TIMESTAMP = "event_timestamp"
 
 
 class FeastConfig(StoreConfig):
@@ -234,16 +234,6 @@ class FeastStore(Store):
             self._redis = None
 
 
-@dataclass(frozen=True)
-class _ViewPlan:
-    """How to read one view's features from Feast's Redis hashes."""
-
-    columns: list[str]
-    fields: list[bytes]
-    keys: tuple[str, ...]
-    key_types: list[Any]
-
-
 class FeastFeatures(FeatureView):
     """One feature pattern: its features resolved against the Feast registry."""
 
@@ -254,7 +244,7 @@ class FeastFeatures(FeatureView):
         self._references: list[str] | None = None
         self._join_keys: dict[tuple[str, ...], list[str]] = {}
         self._ttls: dict[str, int] = {}
-        self._plans: dict[tuple[str, ...], list[_ViewPlan]] = {}
+        self._plans: dict[tuple[str, ...], list[ViewPlan]] = {}
 
     @property
     def fs(self) -> Any:
@@ -336,30 +326,11 @@ class FeastFeatures(FeatureView):
             self._ttls[column] = ttl // timedelta(microseconds=1) * 1000 if ttl else 0
         return self._ttls[column]
 
-    def _redis_plan(self, references: list[str]) -> list[_ViewPlan]:
-        """Per view: its features, their hash fields and its entity key shape, cached."""
+    def _redis_plan(self, references: list[str]) -> list[ViewPlan]:
+        """The read plan for these references, cached per request shape."""
         wanted = tuple(references)
         if wanted not in self._plans:
-            from feast.infra.online_stores.helpers import _mmh3
-
-            by_view: dict[str, list[str]] = {}
-            for reference in references:
-                view, feature = reference.split(":", 1)
-                by_view.setdefault(view, []).append(feature)
-            plans = []
-            for name, features in by_view.items():
-                view = self.views()[name]
-                keys = tuple(sorted(view.join_keys))
-                types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
-                plans.append(
-                    _ViewPlan(
-                        columns=[f"{name}__{f}" for f in features],
-                        fields=[_mmh3(f"{name}:{f}") for f in features] + [f"_ts:{name}".encode()],
-                        keys=keys,
-                        key_types=[types[k] for k in keys],
-                    )
-                )
-            self._plans[wanted] = plans
+            self._plans[wanted] = read_plan(self.views(), references)
         return self._plans[wanted]
 
     @staticmethod
@@ -404,14 +375,14 @@ class FeastFeatures(FeatureView):
         self,
         rows: list[dict[str, Any]],
         references: list[str],
-        stamped: dict[str, list[tuple[Any, int]]],
+        stamped: Stamped,
         as_of: datetime | None,
     ) -> dict[str, list[Any]]:
         """Decode each value, or None where it is missing or past its view's TTL at ``as_of``.
 
         Times are compared as integer nanoseconds, so the TTL boundary is exact (inclusive, as
         in historical retrieval)."""
-        at = _nanos((as_of or datetime.now(UTC)).astimezone(UTC))
+        at = nanos((as_of or datetime.now(UTC)).astimezone(UTC))
         out: dict[str, list[Any]] = {
             k: [row[k] for row in rows] for k in self.join_keys(references)
         }
@@ -419,17 +390,15 @@ class FeastFeatures(FeatureView):
             ttl = self._ttl_nanos(column)
             oldest = max(1, at - ttl) if ttl else 1
             out[column] = [
-                _decode(value) if value is not None and oldest <= stamp <= at else None
+                decode(value) if value is not None and oldest <= stamp <= at else None
                 for value, stamp in stamped[column]
             ]
         return out
 
-    def _read_feast(
-        self, rows: list[dict[str, Any]], references: list[str]
-    ) -> dict[str, list[tuple[Any, int]]]:
+    def _read_feast(self, rows: list[dict[str, Any]], references: list[str]) -> Stamped:
         """(value proto, event time in nanoseconds) per column and row, through Feast's read."""
         columns = set(self.columns(references))
-        stamped: dict[str, list[tuple[Any, int]]] = {c: [] for c in columns}
+        stamped: Stamped = {c: [] for c in columns}
         if not rows:
             return stamped
         with self.store.errors():
@@ -446,61 +415,16 @@ class FeastFeatures(FeatureView):
                 ]
         return stamped
 
-    def _read_redis(
-        self, rows: list[dict[str, Any]], references: list[str]
-    ) -> dict[str, list[tuple[Any, int]]]:
-        """The same, from Feast's Redis layout: one hash per entity key (serialized by Feast's
-        ``serialize_entity_key`` + project), fields ``mmh3(view:feature)`` and ``_ts:view``.
-        Views with the same join keys share one serialized key per row."""
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import python_values_to_proto_values
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        project = self.fs.project.encode()
-        version = self.fs.config.entity_key_serialization_version
-        plans = self._redis_plan(references)
-        # Feast keeps every view of one entity in one hash: one HMGET per entity and key shape.
-        groups: dict[tuple[str, ...], list[_ViewPlan]] = {}
-        for plan in plans:
-            groups.setdefault(plan.keys, []).append(plan)
-        pipe = self.store.redis_client().pipeline(transaction=False)
-        for keys, members in groups.items():
-            key_types = members[0].key_types
-            encoded = [
-                python_values_to_proto_values([row[k] for row in rows], value_type)
-                for k, value_type in zip(keys, key_types, strict=True)
-            ]
-            fields = [field for plan in members for field in plan.fields]
-            for i in range(len(rows)):
-                entity = EntityKey(join_keys=keys, entity_values=[e[i] for e in encoded])
-                pipe.hmget(serialize_entity_key(entity, version) + project, fields)
+    def _read_redis(self, rows: list[dict[str, Any]], references: list[str]) -> Stamped:
+        """The same, straight from Feast's Redis hashes (see ``feast_redis``)."""
         with self.store.redis_errors():
-            replies = pipe.execute()
-        stamped: dict[str, list[tuple[Any, int]]] = {c: [] for p in plans for c in p.columns}
-        position = 0
-        for members in groups.values():
-            for reply in replies[position : position + len(rows)]:
-                offset = 0
-                for plan in members:
-                    width = len(plan.fields)
-                    part = reply[offset : offset + width]
-                    offset += width
-                    raw_ts = part[-1]
-                    nanos = 0
-                    if raw_ts is not None:
-                        stamp = Timestamp()
-                        stamp.ParseFromString(raw_ts)
-                        nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-                    for column, raw in zip(plan.columns, part, strict=False):
-                        value = None
-                        if raw is not None:
-                            value = Value()
-                            value.ParseFromString(raw)
-                        stamped[column].append((value, nanos))
-            position += len(rows)
-        return stamped
+            return read_hashes(
+                self.store.redis_client(),
+                self.fs.project,
+                self.fs.config.entity_key_serialization_version,
+                rows,
+                self._redis_plan(references),
+            )
 
     def online_df(
         self,
@@ -558,65 +482,10 @@ class FeastFeatures(FeatureView):
         return job.to_df()
 
     def _parquet_sources(self, references: list[str]) -> dict[str, str]:
-        """Each view's parquet file, when every view reads one (the local profile)."""
-        from feast import FileSource
-
-        paths = {}
-        for view_name in {ref.split(":", 1)[0] for ref in references}:
-            source = self.views()[view_name].batch_source
-            if not isinstance(source, FileSource) or not str(source.path).endswith(".parquet"):
-                return {}
-            paths[view_name] = str(source.path)
-        return paths
+        return parquet_sources(self.views(), references)
 
     def _historical_duckdb(self, frame: Any, references: list[str]) -> Any:
-        """The same point-in-time join as one DuckDB query: an ASOF LEFT JOIN per view on its
-        join keys and ``feature time <= entity time``, rows of equal time deduplicated by their
-        created time, values older than the view's TTL nulled (``entity time - ttl <= feature
-        time``, inclusive, as Feast does)."""
-        import duckdb
-
-        paths = self._parquet_sources(references)
-        wanted: dict[str, list[str]] = {}
-        for reference in references:
-            view, feature = reference.split(":", 1)
-            wanted.setdefault(view, []).append(feature)
-        selects, joins, ctes = ["e.*"], [], []
-        for i, (view_name, features) in enumerate(wanted.items()):
-            view = self.views()[view_name]
-            source = view.batch_source
-            keys = list(view.join_keys)
-            order = (
-                f'"{source.created_timestamp_column}" DESC'
-                if source.created_timestamp_column
-                else "1"
-            )
-            path = paths[view_name].replace("'", "''")
-            ctes.append(
-                f"f{i} AS (SELECT {', '.join(f'{_q(k)}' for k in keys)}, "
-                f"{_q(source.timestamp_field)} AS __ts, {', '.join(_q(f) for f in features)} "
-                f"FROM read_parquet('{path}') QUALIFY row_number() OVER (PARTITION BY "
-                f"{', '.join(_q(k) for k in keys)}, {_q(source.timestamp_field)} ORDER BY {order}) = 1)"
-            )
-            on = " AND ".join(
-                [*(f"e.{_q(k)} = f{i}.{_q(k)}" for k in keys), f"e.{_q(TIMESTAMP)} >= f{i}.__ts"]
-            )
-            joins.append(f"ASOF LEFT JOIN f{i} ON {on}")
-            ttl = view.ttl // timedelta(microseconds=1) if view.ttl else 0
-            for feature in features:
-                value = f"f{i}.{_q(feature)}"
-                if ttl:
-                    value = (
-                        f"CASE WHEN f{i}.__ts >= e.{_q(TIMESTAMP)} - to_microseconds({ttl}) "
-                        f"THEN {value} END"
-                    )
-                selects.append(f"{value} AS {_q(f'{view_name}__{feature}')}")
-        sql = (
-            f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM entities e {' '.join(joins)}"
-        )
-        with duckdb.connect() as con:
-            con.register("entities", frame)
-            return con.execute(sql).df()
+        return historical_duckdb(frame, self.views(), references)
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
         """Copy offline values in [start, end] to the online store, one view at a time."""
@@ -708,29 +577,3 @@ class FeastFeatures(FeatureView):
             if not (table and url):
                 raise
         frame.to_sql(table, self.store.offline_engine(url), if_exists="append", index=False)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Value kinds returned as they are by Feast's own decoding (the common scalar ones).
-_SCALARS = frozenset(
-    {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
-)
-
-
-def _q(identifier: str) -> str:
-    """A quoted DuckDB identifier."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _nanos(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
-
-
-def _decode(value: Any) -> Any:
-    """Feast's decoding of a ValueProto, with a shortcut for plain scalars."""
-    kind = value.WhichOneof("val")
-    if kind in _SCALARS:
-        return getattr(value, kind)
-    from feast.type_map import feast_value_type_to_python_type
-
-    return feast_value_type_to_python_type(value)
