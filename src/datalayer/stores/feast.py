@@ -25,9 +25,10 @@ from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.stores.feast_materialize import materialize_view, parquet_latest, postgres_latest
 from datalayer.stores.feast_offline import TIMESTAMP, historical_duckdb, parquet_sources
 from datalayer.stores.feast_redis import Stamped, ViewPlan, decode, nanos, read_hashes, read_plan
-from datalayer.stores.postgres import sqlalchemy_url
+from datalayer.stores.postgres import libpq_url, sqlalchemy_url
 from datalayer.validators import Name
 
 _ENV_LOCK = threading.RLock()
@@ -488,32 +489,63 @@ class FeastFeatures(FeatureView):
         return historical_duckdb(frame, self.views(), references)
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
-        """Copy offline values in [start, end] to the online store, one view at a time."""
+        """Copy the latest offline values in [start, end] to the online store, view by view."""
         views = list(self.views())
         for done, name in enumerate(views):
             if on_view:
                 on_view(name, done, len(views))
-            with self.store.errors(), _quiet():
-                self.fs.materialize(start, end, feature_views=[name])
+            self._materialize_view(name, start, end)
         if on_view:
             on_view("", len(views), len(views))
 
     def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None:
         """Materialize what is new since the last run; a view never materialized starts at
         ``end - ttl`` (Feast would start at now - ttl, missing a past ``end``)."""
-        views = self.views()
-        for done, (name, view) in enumerate(views.items()):
+        views = list(self.views())
+        for done, name in enumerate(views):
             if on_view:
                 on_view(name, done, len(views))
-            with self.store.errors(), _quiet():
+            with self.store.errors():
                 current = self.fs.get_feature_view(name)
-                if current.most_recent_end_time is None:
-                    ttl = view.ttl or timedelta(days=30)
-                    self.fs.materialize(end - ttl, end, feature_views=[name])
-                else:
-                    self.fs.materialize_incremental(end, feature_views=[name])
+            start = current.most_recent_end_time or end - (current.ttl or timedelta(days=30))
+            self._materialize_view(name, start, end)
         if on_view:
             on_view("", len(views), len(views))
+
+    def _materialize_view(self, name: str, start: datetime, end: datetime) -> None:
+        """One view: straight into Feast's Redis layout when the offline rows can be streamed
+        (parquet files or PostgreSQL) and the online store is Redis; else Feast's materialize.
+        Either way the registry records the interval, as ``feast materialize`` does."""
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        with self.store.errors(), _quiet():
+            view = self.fs.get_feature_view(name)
+            batches = self._latest_rows(view, start, end)
+            if batches is None:
+                self.fs.materialize(start, end, feature_views=[name])
+                return
+            with self.store.redis_errors():
+                materialize_view(self.fs, view, self.store.redis_client(), batches)
+            self.fs.registry.apply_materialization(view, self.fs.project, start, end)
+
+    def _latest_rows(self, view: Any, start: datetime, end: datetime) -> Iterator[Any] | None:
+        """The view's latest row per entity as record batches, when a direct path exists."""
+        from feast import FileSource
+        from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+            PostgreSQLSource,
+        )
+
+        client = self.store.redis_client()
+        versioned = getattr(self.fs.config.registry, "enable_online_feature_view_versioning", 0)
+        source = view.batch_source
+        if client is None or versioned:
+            return None
+        if isinstance(source, FileSource) and str(source.path).endswith(".parquet"):
+            path = Path(source.path)
+            path = path if path.is_absolute() else self.store.repo / path
+            return parquet_latest(view, str(path), start, end)
+        if isinstance(source, PostgreSQLSource) and self.store.config.postgres_url:
+            return postgres_latest(view, libpq_url(self.store.config.postgres_url), start, end)
+        return None
 
     def push(self, rows: Any, *, view: str | None = None) -> None:
         """Write fresh rows of a streaming view (one fed by a push source) online and offline."""
