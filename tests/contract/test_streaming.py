@@ -257,3 +257,102 @@ def test_a_stopped_consumer_s_unacked_messages_go_to_another_member(dl: DataLaye
     first.close()  # stops mid-batch: 2 and 3 were delivered but never acknowledged
     rest = drain(dl, "g1")
     assert [m.value["seq"] for m in rest] == [2, 3, 4, 5]
+
+
+def test_publish_many_reports_where_each_event_landed(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    deliveries = stream.publish_many([event(n, f"dev-{n % 3}") for n in range(12)])
+    landed = {m.value["seq"]: (m.partition, m.offset) for m in drain(dl, "g1")}
+    assert [(d.partition, d.offset) for d in deliveries] == [landed[n] for n in range(12)]
+
+
+def test_publisher_delivers_every_batch_by_the_end_of_the_block(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    with stream.publisher() as publisher:
+        assert publisher.publish_many([event(n, "dev-a") for n in range(5)]) == 5
+        publisher.publish(event(5, "dev-a"), headers={"trace": "t-5"})
+        assert publisher.flush() == 6
+        assert publisher.publish_many(event(n, f"dev-{n}") for n in range(6, 10)) == 4
+        assert publisher.publish_many([]) == 0
+    messages = drain(dl, "g1")
+    assert sorted(m.value["seq"] for m in messages) == list(range(10))
+    assert [m.value["seq"] for m in messages if m.key == "dev-a"] == [0, 1, 2, 3, 4, 5]
+    assert [m.headers.get("trace") for m in messages if m.value["seq"] == 5] == ["t-5"]
+    assert {m.key for m in messages} == {"dev-a", "dev-6", "dev-7", "dev-8", "dev-9"}
+
+
+def test_publisher_sends_the_same_bytes_and_keys_as_publish(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish({"event_id": "a", "device": "dev-a", "seq": "1"})
+    with stream.publisher() as publisher:
+        publisher.publish_many([{"event_id": "b", "device": "dev-a", "seq": "2"}])
+    values = [m.value for m in drain(dl, None, start="earliest")]
+    assert values == [
+        {"event_id": "a", "device": "dev-a", "seq": 1, "payload": ""},
+        {"event_id": "b", "device": "dev-a", "seq": 2, "payload": ""},
+    ]
+    keys, bodies = stream.encode_many([event(7, "dev-z"), event(8, "dev-y")])
+    assert keys == ["dev-z", "dev-y"]
+    assert bodies == [
+        stream.encode(event(7, "dev-z")).value,
+        stream.encode(event(8, "dev-y")).value,
+    ]
+
+
+def test_publisher_writes_nothing_from_a_batch_with_an_invalid_event(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    bad = {"event_id": "x", "device": "dev-a", "seq": "not a number"}
+    with stream.publisher() as publisher:
+        publisher.publish_many([event(0, "dev-a")])
+        with pytest.raises(PayloadValidationError, match=r"\[2\]\.seq"):
+            publisher.publish_many([event(1, "dev-a"), event(2, "dev-a"), bad])
+        with pytest.raises(PayloadValidationError, match="device"):
+            publisher.publish_many([event(3, "dev-a"), {"event_id": "y", "seq": 4}])
+        with pytest.raises(DataLayerError, match="bytes"):
+            publisher.publish_many([event(5, "dev-a"), event(6, payload="x" * 200_000)])
+        publisher.publish_many([event(7, "dev-a")])
+    assert [m.value["seq"] for m in drain(dl, "g1")] == [0, 7]
+
+
+def _refuse_writes(dl: DataLayer) -> None:
+    """Make the real store refuse every message of the topic (the broker or the file says no)."""
+    stream: Any = dl.stream("events")
+    topic = stream.pattern.topic
+    if stream.store.config.type == "kafka":
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+        entry = ConfigEntry("max.message.bytes", "16", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+        stream.store.admin.incremental_alter_configs([resource])[resource].result(10)
+    else:
+        with stream.store.db.write() as conn:
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.topic = '{topic}' "
+                "BEGIN SELECT RAISE(ABORT, 'the test refuses this message'); END"
+            )
+    # The broker applies a topic's new settings a moment after the change is acknowledged.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            stream.publish(event(-1, "probe"))
+        except DataLayerError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the store kept accepting messages")
+
+
+def test_publisher_raises_when_the_store_refuses_delivery(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    stream.publish_many([event(0, "dev-a")])
+    _refuse_writes(dl)
+    before = stream.end_offsets()
+    with (
+        pytest.raises(DataLayerError, match=r"refuse|too large") as raised,
+        stream.publisher() as publisher,
+    ):
+        publisher.publish_many([event(n, f"dev-{n}") for n in range(1, 6)])
+    assert not isinstance(raised.value, PayloadValidationError)
+    with pytest.raises(DataLayerError):
+        stream.publish_many([event(6, "dev-a")])
+    assert stream.end_offsets() == before
+    assert [m.value["seq"] for m in drain(dl, None, start="earliest") if m.key != "probe"] == [0]

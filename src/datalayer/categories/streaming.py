@@ -4,6 +4,9 @@ Guarantees every implementation keeps:
 - ``publish`` validates the payload against the schema first (nothing is sent on failure) and
   returns only once the store has durably accepted the message; ``publish_many`` validates
   every event before sending any.
+- ``publisher()`` trades the wait per call for throughput: each batch is still validated whole
+  before any of it is sent, and ``flush()`` (or leaving its ``with`` block) waits for every
+  message and raises if any was not delivered.
 - Messages with the same key go to the same partition and are read in publish order.
 - Consumers in one group share the topic's partitions; each message is handled by one member.
 - Delivery is at-least-once: an offset is committed only once every earlier message of its
@@ -24,12 +27,14 @@ import time
 import uuid
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from operator import attrgetter
+from types import TracebackType
+from typing import Any, Literal, Self
 
-from pydantic import Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from datalayer.errors import DataLayerError, PayloadValidationError
 from datalayer.patterns import PatternConfig, validate_model, validate_payload
@@ -37,6 +42,8 @@ from datalayer.validators import Duration, FieldPath, TopicName
 
 log = logging.getLogger(__name__)
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+#: Events validated per pydantic call by ``Stream.encode_many``.
+_SLICE = 64
 _TO_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 #: Where a consumer starts: a named position, one offset for every partition, offsets per
@@ -209,6 +216,83 @@ class _Tracker:
             self.committed.pop(p, None)
 
 
+def refuse_oversized(label: str, topic: str, values: Sequence[bytes], limit: int) -> None:
+    """Refuse the whole batch when one message is over ``limit`` bytes: nothing is sent."""
+    if values and max(map(len, values)) > limit:
+        size = max(map(len, values))
+        raise DataLayerError(
+            f"{label}: message of {size} bytes exceeds "
+            f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
+        )
+
+
+class Publisher:
+    """Publishes for throughput: calls return once messages are queued, not acknowledged.
+
+    Each call still validates its whole batch before queuing any of it. ``flush()``, and
+    leaving the ``with`` block, wait until every queued message is acknowledged and raise if
+    any was not; a failure reported earlier also stops the next call. Use one per thread.
+    This base writes each call through the store's ``_produce`` (so its errors raise at once);
+    stores with asynchronous delivery override ``_send`` and ``_wait``.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.topic = stream.pattern.topic
+        self.pending = 0
+
+    def publish(
+        self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        record = self.stream.encode(event, key)
+        self._send([record.key], [record.value], [dict(headers)] if headers else None)
+        self.pending += 1
+
+    def publish_many(self, events: Iterable[Any]) -> int:
+        """Validate every event, then queue them all; returns how many were queued."""
+        keys, values = self.stream.encode_many(events)
+        if values:
+            self._send(keys, values, None)
+            self.pending += len(values)
+        return len(values)
+
+    def flush(self) -> int:
+        """Wait for every queued message; returns how many were delivered since the last flush.
+
+        Raises ``DataLayerError`` (``StoreUnavailable`` when the store could not be reached)
+        if any was not delivered.
+        """
+        count, self.pending = self.pending, 0
+        self._wait()
+        return count
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Also after an error in the block: what was queued is sent anyway, so its failures
+        # must be heard.
+        self.flush()
+
+    def _send(
+        self, keys: list[str | None], values: list[bytes], headers: list[dict[str, str]] | None
+    ) -> None:
+        """Queue messages (``headers``: one mapping per message, or none at all)."""
+        if headers is None:
+            self.stream._produce_values(self.topic, keys, values)
+        else:
+            records = [OutgoingRecord(*r) for r in zip(keys, values, headers, strict=True)]
+            self.stream._produce(self.topic, records)
+
+    def _wait(self) -> None:
+        """Wait for what ``_send`` queued; raise if any message was not delivered."""
+
+
 class Stream(ABC):
     """One streaming pattern bound to its store. Stores implement the four primitives."""
 
@@ -218,6 +302,17 @@ class Stream(ABC):
         self._name = pattern.name
         self._schema = pattern.schema_cls
         self._key_path = pattern.key.split(".") if pattern.key else None
+        # One pydantic call validates a whole batch; the schema's serializer writes its bytes.
+        self._batch: TypeAdapter[list[BaseModel]] | None = None
+        self._to_json: Callable[[BaseModel], bytes] | None = None
+        if self._schema is not None:
+            self._batch = TypeAdapter(list[self._schema])  # type: ignore[name-defined]
+            self._to_json = self._schema.__pydantic_serializer__.to_json
+        self._key_field = (
+            attrgetter(self._key_path[0])
+            if self._key_path and len(self._key_path) == 1 and self._schema is not None
+            else None
+        )
 
     # -- primitives a store provides ---------------------------------------------------------
 
@@ -242,41 +337,90 @@ class Stream(ABC):
     def _partitions(self, topic: str) -> int:
         return self.pattern.partitions
 
+    def _produce_values(
+        self, topic: str, keys: list[str | None], values: list[bytes]
+    ) -> list[Delivery]:
+        """``_produce`` for messages without headers; a store may skip building records."""
+        records = [OutgoingRecord(k, v) for k, v in zip(keys, values, strict=True)]
+        return self._produce(topic, records)
+
     # -- the contract, written once ----------------------------------------------------------
 
     def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
         """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
-        if self._schema is not None:
-            model = validate_model(self._name, self._schema, event)
-            body = model.model_dump_json().encode()
-            value: Any = model
+        if self._to_json is not None and self._schema is not None:
+            value: Any = validate_model(self._name, self._schema, event)
+            body = self._to_json(value)
         else:
             value = validate_payload(self._name, None, event)
             body = _JSON.encode(value).encode()
         if key is None and self._key_path:
-            for part in self._key_path:
-                value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-            if value is None:
-                raise PayloadValidationError(
-                    self._name, [(self.pattern.key or "", "the partition key field is missing")]
-                )
-            key = (
-                value
-                if isinstance(value, str)
-                else _JSON.encode(_TO_JSON.dump_python(value, mode="json")).strip('"')
-            )
+            key = self._key_text(self._key_value(value))
         return OutgoingRecord(key=key, value=body)
+
+    def encode_many(self, events: Iterable[Any]) -> tuple[list[str | None], list[bytes]]:
+        """Partition keys and bodies of a batch; an invalid event raises before any is sent.
+
+        With a schema, events are validated a slice at a time (one pydantic call each), and
+        each slice's models are serialized and dropped before the next: a whole batch of live
+        models would keep the cyclic garbage collector promoting and rescanning them, which
+        costs more than validating. A slice that fails is checked one event at a time to name
+        the first bad one (and to accept instances of other models).
+        """
+        batch = events if isinstance(events, list) else list(events)
+        if self._batch is None or self._to_json is None:
+            records = [self.encode(event) for event in batch]
+            return [r.key for r in records], [r.value for r in records]
+        keys: list[str | None] = []
+        values: list[bytes] = []
+        for start in range(0, len(batch), _SLICE):
+            part = batch[start : start + _SLICE]
+            try:
+                models = self._batch.validate_python(part)
+            except ValidationError:
+                models = [self._validate_at(start + i, event) for i, event in enumerate(part)]
+            values += map(self._to_json, models)
+            keys += self._keys(models)
+        return keys, values
+
+    def _keys(self, models: list[BaseModel]) -> list[str | None]:
+        if not self._key_path:
+            return [None] * len(models)
+        if self._key_field is not None:
+            found: list[Any] = list(map(self._key_field, models))
+        else:
+            found = [self._key_value(model) for model in models]
+        if all(type(k) is str for k in found):
+            return found
+        return [self._key_text(k) for k in found]
+
+    def _validate_at(self, index: int, event: Any) -> BaseModel:
+        assert self._schema is not None
+        try:
+            return validate_model(self._name, self._schema, event)
+        except PayloadValidationError as exc:
+            problems = [(f"[{index}].{f}" if f else f"[{index}]", m) for f, m in exc.problems]
+            raise PayloadValidationError(self._name, problems) from exc
+
+    def _key_value(self, value: Any) -> Any:
+        for part in self._key_path or ():
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+        return value
+
+    def _key_text(self, value: Any) -> str:
+        if value is None:
+            raise PayloadValidationError(
+                self._name, [(self.pattern.key or "", "the partition key field is missing")]
+            )
+        if isinstance(value, str):
+            return value
+        return _JSON.encode(_TO_JSON.dump_python(value, mode="json")).strip('"')
 
     def check_sizes(
         self, label: str, topic: str, records: list[OutgoingRecord], limit: int
     ) -> None:
         """Refuse the whole batch when one message is over ``limit`` bytes: nothing is sent."""
-        for record in records:
-            if len(record.value) > limit:
-                raise DataLayerError(
-                    f"{label}: message of {len(record.value)} bytes exceeds "
-                    f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
-                )
+        refuse_oversized(label, topic, [record.value for record in records], limit)
 
     def partition_for(self, key: str | None, topic: str | None = None) -> int:
         """A stable partition for a key (CRC32, as librdkafka's consistent partitioner)."""
@@ -294,8 +438,12 @@ class Stream(ABC):
         return self._produce(self.pattern.topic, [record])[0]
 
     def publish_many(self, events: Iterable[Any]) -> list[Delivery]:
-        records = [self.encode(event) for event in events]
-        return self._produce(self.pattern.topic, records) if records else []
+        keys, values = self.encode_many(events)
+        return self._produce_values(self.pattern.topic, keys, values) if values else []
+
+    def publisher(self) -> Publisher:
+        """A ``Publisher`` for this stream: no wait per call, one wait (and check) at the end."""
+        return Publisher(self)
 
     def decode(self, record: Record) -> Any:
         try:

@@ -1,9 +1,11 @@
 """``kafka``: the streaming contract on Apache Kafka (confluent-kafka).
 
 Publishing is idempotent (``enable.idempotence``, ``acks=all``) and returns once every message
-of the batch is acknowledged by the broker. Partitions are chosen here with the same CRC32 rule
-as the embedded log, so a key lands on the same partition number on both. Consumers commit
-manually, only past acknowledged messages (the contract's tracker decides what to commit).
+of the batch is acknowledged by the broker; a ``KafkaPublisher`` instead leaves messages in
+librdkafka's queue (bounded by ``queue.buffering.max.messages``: a full queue makes the caller
+wait) and waits once, on flush. Partitions are chosen here with the same CRC32 rule as the
+embedded log, so a key lands on the same partition number on both. Consumers commit manually,
+only past acknowledged messages (the contract's tracker decides what to commit).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +28,12 @@ from datalayer.categories.streaming import (
     ConsumerHandle,
     Delivery,
     OutgoingRecord,
+    Publisher,
     Record,
     StartAt,
     Stream,
     StreamingPattern,
+    refuse_oversized,
 )
 from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
 from datalayer.patterns import PatternConfig
@@ -229,47 +235,79 @@ class KafkaStream(Stream):
     def _partitions(self, topic: str) -> int:
         return self.store.partitions(topic)
 
+    def publisher(self) -> KafkaPublisher:
+        return KafkaPublisher(self)
+
     def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
         """Send every record, then wait until each one is acknowledged (or failed)."""
-        self.check_sizes(self.store.label, topic, records, self.store.config.max_message_bytes)
-        placed = [(self.partition_for(r.key, topic), r) for r in records]
-        results: list[Delivery | None] = [None] * len(records)
-        failures: list[Any] = []
+        acks = _Acks()
+        placed = self._send(
+            topic,
+            [r.key for r in records],
+            [r.value for r in records],
+            [list(r.headers.items()) or None for r in records],
+            acks.report,
+        )
+        return self._confirm(topic, acks, placed)
+
+    def _produce_values(
+        self, topic: str, keys: list[str | None], values: list[bytes]
+    ) -> list[Delivery]:
+        acks = _Acks()
+        return self._confirm(topic, acks, self._send(topic, keys, values, None, acks.report))
+
+    def _confirm(self, topic: str, acks: _Acks, placed: list[int]) -> list[Delivery]:
+        """Wait for every report, then say where each message landed, in publish order."""
+        unconfirmed = self._settle()
+        if acks.failures or unconfirmed:
+            raise self._failed(topic, acks.failures, unconfirmed)
+        return acks.deliveries(topic, placed)
+
+    def _send(
+        self,
+        topic: str,
+        keys: list[str | None],
+        values: list[bytes],
+        headers: list[list[tuple[str, str]] | None] | None,
+        report: Callable[[Any, Any], None],
+    ) -> list[int]:
+        """Queue messages without waiting; ``report`` hears each one's delivery.
+
+        Returns each message's partition. A full librdkafka queue makes this wait for room.
+        """
+        refuse_oversized(self.store.label, topic, values, self.store.config.max_message_bytes)
         producer = self.store.producer
-
-        def on_delivery(index: int) -> Any:
-            def report(error: Any, message: Any) -> None:
-                if error is not None:
-                    failures.append(error)
-                else:
-                    results[index] = Delivery(
-                        message.topic(), message.partition(), message.offset()
-                    )
-
-            return report
-
+        produce, crc32, count = producer.produce, zlib.crc32, self._partitions(topic)
+        placed = []
         with self.store.errors():
-            for index, (partition, record) in enumerate(placed):
+            for key, value, head in zip(keys, values, headers or [None] * len(values), strict=True):
+                if key is None:
+                    raw, partition = None, self.partition_for(None, topic)
+                else:
+                    raw = key.encode()
+                    partition = crc32(raw) % count
+                placed.append(partition)
                 while True:
                     try:
-                        producer.produce(
-                            topic,
-                            value=record.value,
-                            key=record.key.encode() if record.key is not None else None,
-                            partition=partition,
-                            headers=list(record.headers.items()) or None,
-                            on_delivery=on_delivery(index),
-                        )
+                        produce(topic, value, raw, partition, on_delivery=report, headers=head)
                         break
                     except BufferError:
                         producer.poll(0.1)
-            remaining = producer.flush(self.store.config.delivery_timeout_ms / 1000 + 5)
-        if failures or remaining:
-            error = failures[0] if failures else f"{remaining} messages not confirmed in time"
-            code = error.name() if hasattr(error, "name") else "_TIMED_OUT"
-            kind = StoreUnavailable if code in _UNAVAILABLE else DataLayerError
-            raise kind(f"{self.store.label}: publishing to '{topic}' failed: {error}")
-        return [d for d in results if d is not None]
+        return placed
+
+    def _settle(self) -> int:
+        """Wait for the delivery report of everything queued; returns how many never came."""
+        with self.store.errors():
+            return int(self.store.producer.flush(self.store.config.delivery_timeout_ms / 1000 + 5))
+
+    def _failed(self, topic: str, failures: list[Any], unconfirmed: int) -> DataLayerError:
+        error = failures[0] if failures else f"{unconfirmed} messages not confirmed in time"
+        code = error.name() if hasattr(error, "name") else "_TIMED_OUT"
+        kind = StoreUnavailable if code in _UNAVAILABLE else DataLayerError
+        count = len(failures) + unconfirmed
+        return kind(
+            f"{self.store.label}: publishing to '{topic}' failed for {count} message(s): {error}"
+        )
 
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
         from confluent_kafka import Consumer, TopicPartition
@@ -300,6 +338,54 @@ class KafkaStream(Stream):
     ) -> KafkaConsumer:
         self._partitions(topic)
         return KafkaConsumer(self.store, topic, group, start, on_assignment)
+
+
+class _Acks:
+    """Delivery reports of one ``_produce`` call, through one bound callback."""
+
+    def __init__(self) -> None:
+        self.failures: list[Any] = []
+        self.offsets: defaultdict[int, list[int]] = defaultdict(list)
+
+    def report(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.failures.append(error)
+        else:
+            self.offsets[message.partition()].append(message.offset())
+
+    def deliveries(self, topic: str, placed: list[int]) -> list[Delivery]:
+        """Deliveries in publish order: an idempotent producer keeps each partition's order."""
+        queues = {p: iter(sorted(offsets)) for p, offsets in self.offsets.items()}
+        return [Delivery(topic, p, next(queues[p])) for p in placed]
+
+
+class KafkaPublisher(Publisher):
+    """Queues into librdkafka and waits once, on flush; one bound callback hears failures."""
+
+    def __init__(self, stream: KafkaStream) -> None:
+        super().__init__(stream)
+        self.kafka = stream
+        self.failures: list[Any] = []
+
+    def _report(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.failures.append(error)
+
+    def _send(
+        self, keys: list[str | None], values: list[bytes], headers: list[dict[str, str]] | None
+    ) -> None:
+        self._raise_failures(0)
+        heads = [list(h.items()) or None for h in headers] if headers else None
+        self.kafka._send(self.topic, keys, values, heads, self._report)
+        self.kafka.store.producer.poll(0)  # hear reports that are ready, so failures stop us early
+
+    def _wait(self) -> None:
+        self._raise_failures(self.kafka._settle())
+
+    def _raise_failures(self, unconfirmed: int) -> None:
+        if self.failures or unconfirmed:
+            failures, self.failures = self.failures, []
+            raise self.kafka._failed(self.topic, failures, unconfirmed)
 
 
 class KafkaConsumer(ConsumerHandle):
