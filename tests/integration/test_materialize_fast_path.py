@@ -5,7 +5,6 @@ entity keys, and the rule that an older or equal event time never overwrites."""
 
 from __future__ import annotations
 
-import math
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast_materialize import encode_column, encode_timestamps
+from datalayer.stores.feast_materialize import RedisLayoutWriter, encode_column, encode_timestamps
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 120
@@ -298,10 +297,44 @@ def test_timestamp_encoding_is_feasts() -> None:
         datetime(2026, 11, 20, 12, 0, 0, 123_456, tzinfo=UTC),
         datetime(2262, 4, 1, tzinfo=UTC),
     ]
-    encoded, nanos = encode_timestamps(pa.array(instants, pa.timestamp("us", "UTC")))
-    for instant, raw, n in zip(instants, encoded, nanos, strict=True):
+    encoded, seconds, nanos = encode_timestamps(pa.array(instants, pa.timestamp("us", "UTC")))
+    for instant, raw, s, n in zip(instants, encoded, seconds, nanos, strict=True):
         stamp = Timestamp()
         stamp.FromDatetime(instant)
         assert raw == stamp.SerializeToString()
-        assert n == stamp.seconds * 1_000_000_000 + stamp.nanos
-    assert not math.isnan(nanos[0])
+        assert (s, n) == (stamp.seconds, stamp.nanos)
+
+
+@pytest.mark.parametrize("case", ["parquet"], indirect=True)
+def test_event_times_compare_exactly_across_the_epoch(
+    case: tuple[DataLayer, str, str | None], redis_url: str
+) -> None:
+    """The compare-and-set decodes stored Timestamps in Redis: negative seconds (10-byte
+    varints), sub-second ties and the unset time all order as Feast orders them."""
+    dl, _, _ = case
+    fs = dl.store("features").feature_store  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(redis_url)
+    writer = RedisLayoutWriter(fs, fs.get_feature_view("scores"), client)
+    at = datetime(1969, 12, 31, 23, 59, 50, tzinfo=UTC)
+    steps = [  # (event time, expected write)
+        (at, True),
+        (at - timedelta(seconds=10), False),
+        (at, False),
+        (at + timedelta(microseconds=1), True),
+        (datetime(1970, 1, 1, tzinfo=UTC), True),  # stored seconds 0, nanos 0: unset
+        (at, True),
+        (T, True),
+        (T - timedelta(microseconds=1), False),
+    ]
+    for i, (instant, expected) in enumerate(steps):
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "user_id": pa.array([7], pa.int64()),
+                "score": pa.array([float(i)]),
+                "ts": pa.array([instant], pa.timestamp("us", "UTC")),
+            }
+        )
+        assert writer.write(batch) == int(expected), (i, instant)
+    online = dl.features("everything").online([{"device_id": "none", "user_id": 7}], as_of=T)
+    assert online["scores__score"] == [6.0]
+    client.close()

@@ -12,7 +12,9 @@ one.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +56,9 @@ def _fixed(tag: int, values: Any, dtype: str) -> list[bytes]:
     return out
 
 
-def _varints(tag: int, values: Any) -> list[bytes]:
-    """``tag`` + varint per row for int64/int32 (negatives as 10-byte two's complement)."""
+def _varints(tag: int | None, values: Any) -> list[bytes]:
+    """``tag`` (if any) + varint per row for int64/int32 (negatives as 10-byte two's
+    complement), computed for the whole column at once."""
     unsigned = np.asarray(values, dtype=np.int64).view(np.uint64)
     count = len(unsigned)
     groups = np.empty((count, 10), np.uint8)
@@ -67,10 +70,11 @@ def _varints(tag: int, values: Any) -> list[bytes]:
             lengths += shifted != 0
     groups |= np.where(np.arange(10) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
     buffer = np.empty((count, 11), np.uint8)
-    buffer[:, 0] = tag
+    buffer[:, 0] = tag or 0
     buffer[:, 1:] = groups
     blob = buffer.tobytes()
-    return [blob[i * 11 : i * 11 + 1 + n] for i, n in enumerate(lengths.tolist())]
+    skip = 0 if tag is not None else 1
+    return [blob[i * 11 + skip : i * 11 + 1 + n] for i, n in enumerate(lengths.tolist())]
 
 
 def encode_column(column: Any, value_type: Any) -> list[bytes]:
@@ -104,30 +108,71 @@ def encode_column(column: Any, value_type: Any) -> list[bytes]:
     return [p.SerializeToString() for p in protos]
 
 
-def encode_timestamps(column: Any) -> tuple[list[bytes], list[int]]:
-    """Serialized protobuf Timestamps at microsecond precision (as Feast's ``FromDatetime`` of
-    the row's datetime), and the same instants in nanoseconds."""
+def encode_timestamps(column: Any) -> tuple[list[bytes], list[int], list[int]]:
+    """Serialized protobuf Timestamps at microsecond precision, as Feast's ``FromDatetime`` of
+    the row's datetime makes them (``seconds``, field 1, and ``nanos``, field 2, as varints,
+    each left out when zero), and the seconds and nanos themselves."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from google.protobuf.timestamp_pb2 import Timestamp
 
     micros = pc.cast(pc.cast(column, pa.timestamp("us", "UTC"), safe=False), pa.int64())
-    encoded, nanos = [], []
-    for value in micros.to_numpy(zero_copy_only=False).tolist():
-        seconds, micro = divmod(value, 1_000_000)
-        encoded.append(Timestamp(seconds=seconds, nanos=micro * 1000).SerializeToString())
-        nanos.append(value * 1000)
-    return encoded, nanos
+    seconds, micro = np.divmod(micros.to_numpy(zero_copy_only=False), 1_000_000)
+    nanos = micro * 1000
+    encoded = [
+        (b"\x08" + s if s != b"\x00" else b"") + (b"\x10" + n if n != b"\x00" else b"")
+        for s, n in zip(_varints(None, seconds), _varints(None, nanos), strict=True)
+    ]
+    return encoded, seconds.tolist(), nanos.tolist()
 
 
-def _stamp_nanos(raw: bytes | None) -> int:
-    if not raw:
-        return 0
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    stamp = Timestamp()
-    stamp.ParseFromString(raw)
-    return int(stamp.seconds) * 1_000_000_000 + int(stamp.nanos)
+#: Compare-and-set of one batch, run by Redis: per key, HSET the view's event time and values
+#: unless the stored event time (a protobuf Timestamp, decoded here) is as new or newer, with
+#: Feast's exception that an unset (zero) stored time never blocks a write. ARGV: the key TTL
+#: (0: none), the ``_ts:view`` field, the stride, then per key: the new time's seconds and
+#: nanos, and HSET's arguments (``_ts:view``, the new Timestamp, then field, value pairs).
+#: Returns how many keys were written.
+_WRITE_NEWER = """
+local function seconds_nanos(blob)
+  local seconds, nanos, i = 0, 0, 1
+  while i <= #blob do
+    local tag = string.byte(blob, i)
+    i = i + 1
+    local bytes = {}
+    repeat
+      local b = string.byte(blob, i)
+      i = i + 1
+      bytes[#bytes + 1] = b % 128
+    until b < 128
+    local value = 0
+    if #bytes == 10 then
+      for k = 9, 1, -1 do value = value * 128 + (127 - bytes[k]) end
+      value = -(value + 1)
+    else
+      for k = #bytes, 1, -1 do value = value * 128 + bytes[k] end
+    end
+    if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
+  end
+  return seconds, nanos
+end
+local ttl, ts_field, stride = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local written = 0
+for k, key in ipairs(KEYS) do
+  local base = 4 + (k - 1) * stride
+  local stored = redis.call('HGET', key, ts_field)
+  local write = true
+  if stored then
+    local s0, n0 = seconds_nanos(stored)
+    local s1, n1 = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+    if (s0 ~= 0 or n0 ~= 0) and (s1 < s0 or (s1 == s0 and n1 <= n0)) then write = false end
+  end
+  if write then
+    redis.call('HSET', key, unpack(ARGV, base + 2, base + stride - 1))
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    written = written + 1
+  end
+end
+return written
+"""
 
 
 class RedisLayoutWriter:
@@ -137,20 +182,46 @@ class RedisLayoutWriter:
         from feast.infra.online_stores.helpers import _mmh3
 
         config = feature_store.config
-        self.view = view
-        self.client = client
         self.project = feature_store.project.encode()
         self.version = config.entity_key_serialization_version
-        self.key_ttl = getattr(config.online_store, "key_ttl_seconds", None)
         self.keys = list(view.join_keys)
         self.key_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
         self.fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
         self.ts_field = f"_ts:{view.name}".encode()
+        ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
+        self.head = [ttl, self.ts_field, 4 + 2 * len(self.fields)]
         self.timestamp_column = view.batch_source.timestamp_field
+        self.script = client.register_script(_WRITE_NEWER)
 
     def entity_keys(self, batch: Any) -> list[bytes]:
-        """Redis keys of a batch's rows through Feast's own entity key serialization."""
+        """Redis keys of a batch's rows, as Feast's ``serialize_entity_key`` + project.
+
+        A single string or int64 join key (the common case) serializes as a fixed head and
+        the length-prefixed value: the head is taken from Feast's own serialization of the
+        batch's first row and the result checked against Feast's on its last row; any other
+        shape goes through Feast row by row."""
+        import pyarrow as pa
+
+        if len(self.keys) == 1:
+            column = batch.column(self.keys[0])
+            if column.null_count == 0 and column.type in (pa.string(), pa.large_string()):
+                raw = [s.encode() for s in column.to_pylist()]
+            elif column.null_count == 0 and column.type == pa.int64():
+                raw = [struct.pack("<q", v) for v in column.to_pylist()]
+            else:
+                raw = []
+            if raw:
+                tail = struct.pack("<I", len(raw[0])) + raw[0] + self.project
+                first = self._feast_keys(batch.slice(0, 1))[0]
+                if first.endswith(tail):
+                    head = first[: -len(tail)]
+                    keys = [head + struct.pack("<I", len(r)) + r + self.project for r in raw]
+                    if keys[-1] == self._feast_keys(batch.slice(len(raw) - 1, 1))[0]:
+                        return keys
+        return self._feast_keys(batch)
+
+    def _feast_keys(self, batch: Any) -> list[bytes]:
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.type_map import python_values_to_proto_values
@@ -169,29 +240,26 @@ class RedisLayoutWriter:
             for values in zip(*columns, strict=True)
         ]
 
-    def write(self, batch: Any) -> int:
-        """One record batch (one row per entity): write the rows newer than what is stored."""
+    def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
+        """One record batch (one row per entity) as the keys and arguments of ``send``."""
         keys = self.entity_keys(batch)
-        stamps, nanos = encode_timestamps(batch.column(self.timestamp_column))
+        stamps, seconds, nanos = encode_timestamps(batch.column(self.timestamp_column))
         values = [encode_column(batch.column(name), kind) for name, kind in self.features]
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, self.ts_field)
-        stored = pipe.execute()
-        written = 0
-        for i, (key, stamp, previous) in enumerate(zip(keys, stamps, stored, strict=True)):
-            latest = _stamp_nanos(previous)
-            if latest and nanos[i] <= latest:
-                continue  # Feast's rule: an older or equal event time never overwrites
-            args: list[bytes] = [self.ts_field, stamp]
-            for field, column in zip(self.fields, values, strict=True):
+        args: list[Any] = list(self.head)
+        fields, ts_field = self.fields, self.ts_field
+        for i, stamp in enumerate(stamps):
+            args += (seconds[i], nanos[i], ts_field, stamp)
+            for field, column in zip(fields, values, strict=True):
                 args += (field, column[i])
-            pipe.execute_command("HSET", key, *args)
-            if self.key_ttl:
-                pipe.expire(key, self.key_ttl)
-            written += 1
-        pipe.execute()
-        return written
+        return keys, args
+
+    def send(self, keys: list[bytes], args: list[Any]) -> int:
+        """One compare-and-set script call: rows newer than what is stored are written; the
+        number written."""
+        return int(self.script(keys=keys, args=args))
+
+    def write(self, batch: Any) -> int:
+        return self.send(*self.encode(batch))
 
 
 def parquet_latest(
@@ -261,9 +329,18 @@ def materialize_view(
     """Write every batch of one view; the number of entities whose hash changed."""
     writer = RedisLayoutWriter(feature_store, view, client)
     written = 0
-    for batch in batches:
-        if batch.num_rows:
-            written += writer.write(batch)
+    # Redis applies one batch while the next is read and encoded: two batches at most in memory.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize") as sender:
+        pending: Future[int] | None = None
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            keys, args = writer.encode(batch)
+            if pending is not None:
+                written += pending.result()
+            pending = sender.submit(writer.send, keys, args)
             if on_rows:
                 on_rows(batch.num_rows)
+        if pending is not None:
+            written += pending.result()
     return written
