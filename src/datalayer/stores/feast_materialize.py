@@ -262,6 +262,18 @@ class RedisLayoutWriter:
         return self.send(*self.encode(batch))
 
 
+def _latest_query(view: Any) -> tuple[list[str], str, str, str]:
+    """What both sources select: the columns (and their quoted list), the quoted join keys,
+    and the order that puts an entity's latest row first (event time, then created time)."""
+    source = view.batch_source
+    columns = [*view.join_keys, *(f.name for f in view.features), source.timestamp_field]
+    order = [f"{quoted(source.timestamp_field)} DESC"]
+    if source.created_timestamp_column:
+        order.append(f"{quoted(source.created_timestamp_column)} DESC")
+    keys = ", ".join(quoted(k) for k in view.join_keys)
+    return columns, ", ".join(quoted(c) for c in columns), keys, ", ".join(order)
+
+
 def parquet_latest(
     view: Any, path: str, start: datetime, end: datetime, batch_rows: int = BATCH_ROWS
 ) -> Iterator[Any]:
@@ -269,17 +281,11 @@ def parquet_latest(
     created time (Feast's rule), as record batches from DuckDB."""
     import duckdb
 
-    source = view.batch_source
-    keys = ", ".join(quoted(k) for k in view.join_keys)
-    columns = [*view.join_keys, *(f.name for f in view.features), source.timestamp_field]
-    order = [f"{quoted(source.timestamp_field)} DESC"]
-    if source.created_timestamp_column:
-        order.append(f"{quoted(source.created_timestamp_column)} DESC")
+    _, selected, keys, order = _latest_query(view)
     sql = (
-        f"SELECT {', '.join(quoted(c) for c in columns)} "
-        f"FROM read_parquet('{path.replace(chr(39), chr(39) * 2)}') "
-        f"WHERE {quoted(source.timestamp_field)} BETWEEN ? AND ? "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {', '.join(order)}) = 1"
+        f"SELECT {selected} FROM read_parquet('{path.replace(chr(39), chr(39) * 2)}') "
+        f"WHERE {quoted(view.batch_source.timestamp_field)} BETWEEN ? AND ? "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     )
     with duckdb.connect(config={"memory_limit": DUCKDB_MEMORY}) as con:
         con.execute("SET preserve_insertion_order = false")
@@ -298,17 +304,12 @@ def postgres_latest(
     import psycopg
     import pyarrow as pa
 
-    source = view.batch_source
-    keys = ", ".join(quoted(k) for k in view.join_keys)
-    columns = [*view.join_keys, *(f.name for f in view.features), source.timestamp_field]
-    order = [f"{quoted(source.timestamp_field)} DESC"]
-    if source.created_timestamp_column:
-        order.append(f"{quoted(source.created_timestamp_column)} DESC")
+    columns, selected, keys, order = _latest_query(view)
     sql = (
-        f"SELECT DISTINCT ON ({keys}) {', '.join(quoted(c) for c in columns)} "
-        f"FROM {source.get_table_query_string()} AS s "
-        f"WHERE {quoted(source.timestamp_field)} BETWEEN %s AND %s "
-        f"ORDER BY {keys}, {', '.join(order)}"
+        f"SELECT DISTINCT ON ({keys}) {selected} "
+        f"FROM {view.batch_source.get_table_query_string()} AS s "
+        f"WHERE {quoted(view.batch_source.timestamp_field)} BETWEEN %s AND %s "
+        f"ORDER BY {keys}, {order}"
     )
     with psycopg.connect(url) as con, con.cursor(name="datalayer_materialize") as cursor:
         cursor.itersize = batch_rows
