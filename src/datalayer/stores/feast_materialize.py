@@ -93,10 +93,21 @@ def encode_column(column: Any, value_type: Any) -> list[bytes]:
         return _fixed(_DOUBLE, column.to_numpy(zero_copy_only=False), "<f8")
     if value_type == ValueType.FLOAT and kind == pa.float32():
         return _fixed(_FLOAT, column.to_numpy(zero_copy_only=False), "<f4")
-    if value_type == ValueType.INT64 and kind == pa.int64() and not has_nulls:
-        return _varints(_INT64, column.to_numpy())
-    if value_type == ValueType.INT32 and kind == pa.int32() and not has_nulls:
-        return _varints(_INT32, column.to_numpy())
+    ints = {ValueType.INT64: (pa.int64(), _INT64), ValueType.INT32: (pa.int32(), _INT32)}
+    if value_type in ints and kind == ints[value_type][0]:
+        tag = ints[value_type][1]
+        if not has_nulls:
+            return _varints(tag, column.to_numpy())
+        # Feast sees such a column as floats (NaN for null), so big values lose precision as
+        # they do there; beyond 2**62 its conversion is left to Feast itself.
+        floats = column.to_numpy(zero_copy_only=False)
+        missing = np.isnan(floats)
+        filled = np.where(missing, 0.0, floats)
+        if np.all(np.abs(filled) < 2.0**62):
+            out = _varints(tag, filled.astype(np.int64))
+            for i in np.flatnonzero(missing).tolist():
+                out[i] = b""
+            return out
     if value_type == ValueType.STRING and kind in (pa.string(), pa.large_string()):
         return [
             b"" if s is None else b"\x12" + _varint(len(e := s.encode())) + e
