@@ -3,111 +3,415 @@
 Feast keeps one hash per entity key: the key is Feast's ``serialize_entity_key`` of the join
 keys followed by the project name; each feature is a field named ``mmh3("view:feature")`` holding
 a serialized ``ValueProto``, and ``_ts:view`` holds the view's event time as a ``Timestamp``.
-Every encoding goes through Feast's own functions, so a Feast upgrade that changes the layout
-fails the same-answer tests instead of serving wrong values.
+Keys and field names go through Feast's own functions, so a Feast upgrade that changes the
+layout fails the same-answer tests instead of serving wrong values.
+
+Decoding is the hot part of a read (a protobuf object per value is a few microseconds and
+garbage for the collector), so values are decoded a whole batch at a time: all raw values of
+one plain type (from the view's schema) are joined and decoded in one call, either as
+fixed-width records (double, float) or by protobuf's parser into one repeated field of the same
+number and type as the ``ValueProto`` field. A batch decodes only when every value has exactly
+the expected layout; anything else (nulls, missing hashes, another type, lists, maps) falls back
+to a smaller batch and then to Feast's own decoding, value by value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import contextlib
+import functools
+import operator
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import chain, repeat
 from typing import Any
 
 #: (value proto or None, event time in nanoseconds; 0 when unknown) per column, one per row.
 Stamped = dict[str, list[tuple[Any, int]]]
+#: One HMGET reply: the raw value of each planned field, None where the field is absent.
+Reply = Sequence[bytes | None]
+
+#: Serialized entity keys kept per entity key shape and project (least recently used go).
+KEY_CACHE_SIZE = 65_536
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NANOS = 1_000_000_000
 #: Value kinds returned as they are by Feast's own decoding (the common scalar ones).
 _SCALARS = frozenset(
     {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
 )
+#: Feast value type -> (ValueProto field number, protobuf field type) for the batch parser.
+_PARSED = {"BYTES": (1, 12), "STRING": (2, 9), "INT32": (3, 5), "INT64": (4, 3), "BOOL": (7, 8)}
+#: Feast value type -> (tag byte, struct code) for fixed-width values: a double is field 5,
+#: wire type 1 (tag 0x29) and 8 little-endian bytes; a float field 6, wire type 5 (0x35), 4.
+_FIXED = {"DOUBLE": (0x29, "d"), "FLOAT": (0x35, "f")}
+_KEY_CACHES: dict[tuple[Any, ...], OrderedDict[Any, bytes]] = {}
+
+Decoder = Callable[[list[Any]], list[Any] | None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ViewPlan:
-    """How to read one view's features from Feast's Redis hashes."""
+    """How to read the views that share one entity key: one HMGET per entity fetches every
+    planned field of all of them (Feast keeps all views of an entity in one hash).
 
+    ``fields`` holds each column's field, in ``columns`` order, then each view's ``_ts`` field
+    (``pick_stamps`` takes those out of a reply); ``batches`` groups the columns that decode
+    the same way. ``order`` is every plan's columns in the order of the references."""
+
+    keys: tuple[str, ...]
+    key_types: tuple[Any, ...]
+    suffix: bytes
+    version: int
     columns: list[str]
     fields: list[bytes]
-    keys: tuple[str, ...]
-    key_types: list[Any]
+    views: list[_View]
+    batches: list[_Batch]
+    pick_stamps: Callable[[Reply], tuple[bytes | None, ...]]
+    order: list[str]
+    key_cache: OrderedDict[Any, bytes] = field(repr=False)
 
 
-def read_plan(views: Mapping[str, Any], references: Sequence[str]) -> list[ViewPlan]:
-    """Per view: its features, their hash fields and its entity key shape."""
+@dataclass(frozen=True, eq=False)
+class _View:
+    name: str
+    ttl: int
+    positions: list[int]
+
+
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """Columns decoded together: ``pick`` takes their raw values out of one reply."""
+
+    positions: list[int]
+    pick: Callable[[Reply], tuple[bytes | None, ...]]
+    decoder: Decoder | None
+
+
+def ttl_nanos(ttl: timedelta | None) -> int:
+    """A view's TTL in nanoseconds (0: never expires)."""
+    return ttl // timedelta(microseconds=1) * 1000 if ttl else 0
+
+
+def read_plan(
+    views: Mapping[str, Any], references: Sequence[str], project: str, version: int
+) -> list[ViewPlan]:
+    """One plan per entity key shape (join keys and their types): fields, decoders and TTL of
+    each referenced feature."""
     from feast.infra.online_stores.helpers import _mmh3
 
     by_view: dict[str, list[str]] = {}
     for reference in references:
         view, feature = reference.split(":", 1)
         by_view.setdefault(view, []).append(feature)
+    shapes: dict[tuple[tuple[str, ...], tuple[Any, ...]], list[str]] = {}
+    for name in by_view:
+        types = {c.name: c.dtype.to_value_type() for c in views[name].entity_columns}
+        keys = tuple(sorted(views[name].join_keys))
+        shapes.setdefault((keys, tuple(types[k] for k in keys)), []).append(name)
+    order = [reference.replace(":", "__", 1) for reference in references]
     plans = []
-    for name, features in by_view.items():
-        view = views[name]
-        keys = tuple(sorted(view.join_keys))
-        types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+    for (keys, key_types), names in shapes.items():
+        columns: list[str] = []
+        fields: list[bytes] = []
+        kinds: list[str] = []
+        plan_views = []
+        for name in names:
+            dtypes = {f.name: f.dtype.to_value_type().name for f in views[name].features}
+            start = len(columns)
+            for feature in by_view[name]:
+                columns.append(f"{name}__{feature}")
+                fields.append(_mmh3(f"{name}:{feature}"))
+                kinds.append(dtypes[feature])
+            plan_views.append(
+                _View(name, ttl_nanos(views[name].ttl), list(range(start, len(columns))))
+            )
+        fields.extend(f"_ts:{name}".encode() for name in names)
+        by_kind: dict[str, list[int]] = {}
+        for position, kind in enumerate(kinds):
+            by_kind.setdefault(kind if kind in _PARSED or kind in _FIXED else "", []).append(
+                position
+            )
+        cache_id = (project, version, keys, key_types)
         plans.append(
             ViewPlan(
-                columns=[f"{name}__{f}" for f in features],
-                fields=[_mmh3(f"{name}:{f}") for f in features] + [f"_ts:{name}".encode()],
                 keys=keys,
-                key_types=[types[k] for k in keys],
+                key_types=key_types,
+                suffix=project.encode(),
+                version=version,
+                columns=columns,
+                fields=fields,
+                views=plan_views,
+                batches=[
+                    _Batch(positions, _picker(positions), batch_decoder(kind) if kind else None)
+                    for kind, positions in by_kind.items()
+                ],
+                pick_stamps=_picker(range(len(columns), len(fields))),
+                order=order,
+                key_cache=_KEY_CACHES.setdefault(cache_id, OrderedDict()),
             )
         )
     return plans
 
 
-def read_hashes(
-    client: Any, project: str, version: int, rows: list[dict[str, Any]], plans: list[ViewPlan]
-) -> Stamped:
-    """Every planned column for every row, in one pipeline: one HMGET per entity and key
-    shape, since Feast keeps all views of one entity in one hash."""
+def read_online(
+    client: Any, rows: list[dict[str, Any]], plans: list[ViewPlan], at: int
+) -> dict[str, list[Any]]:
+    """Each planned column's decoded values, in the references' order; None where the entity,
+    the view or the value is missing or the value is past its view's TTL at ``at``
+    (nanoseconds; inclusive bounds)."""
+    out: dict[str, list[Any]] = {}
+    for plan, replies in zip(plans, _replies(client, rows, plans), strict=True):
+        columns: list[list[Any]] = [[] for _ in plan.columns]
+        for batch in plan.batches:
+            for position, values in zip(
+                batch.positions, _decode_batch(batch, replies), strict=True
+            ):
+                columns[position] = values
+        views = len(plan.views)
+        stamps = event_nanos(list(chain.from_iterable(map(plan.pick_stamps, replies))))
+        for index, view in enumerate(plan.views):
+            view_stamps = stamps[index::views]
+            oldest = max(1, at - view.ttl) if view.ttl else 1
+            if not view_stamps or (oldest <= min(view_stamps) and max(view_stamps) <= at):
+                continue
+            stale = [i for i, s in enumerate(view_stamps) if not oldest <= s <= at]
+            for position in view.positions:
+                column = columns[position]
+                for i in stale:
+                    column[i] = None
+        out.update(zip(plan.columns, columns, strict=True))
+    return {column: out[column] for column in plans[0].order} if plans else out
+
+
+def _replies(client: Any, rows: list[dict[str, Any]], plans: list[ViewPlan]) -> list[list[Reply]]:
+    """Per plan, one HMGET reply per row: all of them in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for plan in plans:
+        fields = plan.fields
+        for key in entity_keys(plan, rows):
+            pipe.execute_command("HMGET", key, *fields)
+    replies = pipe.execute()
+    return [replies[i * len(rows) : (i + 1) * len(rows)] for i in range(len(plans))]
+
+
+def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
+    """Each row's Redis key: Feast's ``serialize_entity_key`` + project, cached per entity
+    value (typed: ``1`` and ``1.0`` are different entities to Feast)."""
+    cache = plan.key_cache
+    keys = plan.keys
+    single = keys[0] if len(keys) == 1 else None
+    out: list[bytes] = []
+    missing: list[int] = []
+    idents: list[Any] = []
+    for i, row in enumerate(rows):
+        ident: Any
+        if single is not None:
+            value = row[single]
+            ident = value if type(value) is str else (type(value), value)
+        else:
+            ident = tuple((type(v), v) for v in (row[k] for k in keys))
+        try:
+            key = cache.pop(ident, None)
+        except TypeError:  # an unhashable value: encoded every time, never cached
+            key = ident = None
+        if key is None:
+            out.append(b"")
+            missing.append(i)
+            idents.append(ident)
+        else:
+            cache[ident] = key  # back in as the most recently used
+            out.append(key)
+    if missing:
+        encoded = _serialize(plan, [rows[i] for i in missing])
+        for i, ident, key in zip(missing, idents, encoded, strict=True):
+            out[i] = key
+            if ident is not None:
+                cache[ident] = key
+        with contextlib.suppress(KeyError):  # emptied meanwhile by another thread
+            while len(cache) > KEY_CACHE_SIZE:
+                cache.popitem(last=False)
+    return out
+
+
+def _serialize(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
     from feast.type_map import python_values_to_proto_values
+
+    encoded = [
+        python_values_to_proto_values([row[k] for row in rows], value_type)
+        for k, value_type in zip(plan.keys, plan.key_types, strict=True)
+    ]
+    return [
+        serialize_entity_key(
+            EntityKey(join_keys=plan.keys, entity_values=[e[i] for e in encoded]), plan.version
+        )
+        + plan.suffix
+        for i in range(len(rows))
+    ]
+
+
+def _picker(positions: Sequence[int]) -> Callable[[Reply], tuple[bytes | None, ...]]:
+    """The raw values at ``positions`` of one reply, as a tuple."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda reply: (reply[only],)
+    return operator.itemgetter(*positions)
+
+
+def _decode_batch(batch: _Batch, replies: list[Reply]) -> list[list[Any]]:
+    """Each of the batch's columns decoded, for every row."""
+    width = len(batch.positions)
+    raws = list(chain.from_iterable(map(batch.pick, replies)))
+    decoder = batch.decoder
+    if decoder is not None:
+        values = decoder(raws)
+        if values is not None:
+            return [values[i::width] for i in range(width)]
+    return [decode_column(decoder, raws[i::width]) for i in range(width)]
+
+
+def decode_column(decoder: Decoder | None, raws: list[bytes | None]) -> list[Any]:
+    """One column: in one batch where its values allow, else value by value as Feast does.
+    An absent or empty raw value is None (Feast reads it as an empty ValueProto)."""
+    if decoder is not None:
+        values = decoder(raws)
+        if values is not None:
+            return values
+        present = [i for i, raw in enumerate(raws) if raw]
+        if present and len(present) < len(raws):
+            values = decoder([raws[i] for i in present])
+            if values is not None:
+                out: list[Any] = [None] * len(raws)
+                for i, value in zip(present, values, strict=True):
+                    out[i] = value
+                return out
+    return [decode_raw(raw) for raw in raws]
+
+
+def decode_raw(raw: bytes | None) -> Any:
+    """One raw value through protobuf's parser and Feast's decoding."""
+    if not raw:
+        return None
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return decode(Value.FromString(raw))
+
+
+@functools.cache
+def batch_decoder(kind: str) -> Decoder:
+    """The batch decoder of a Feast value type: returns None unless every raw value is one
+    serialized ValueProto holding exactly that type."""
+    if kind in _FIXED:
+        tag, code = _FIXED[kind]
+        width = struct.calcsize("<" + code) + 1
+        marker = bytes((tag,))
+
+        def fixed(raws: list[Any]) -> list[Any] | None:
+            try:
+                joined = b"".join(raws)
+            except TypeError:  # None: an absent value
+                return None
+            count = len(raws)
+            if len(joined) != count * width or joined[::width] != marker * count:
+                return None
+            return list(_record(code, count).unpack(joined))
+
+        return fixed
+    from google.protobuf.message import DecodeError
+
+    number, _ = _PARSED[kind]
+    parse = _column_messages()[number].FromString
+
+    def parsed(raws: list[Any]) -> list[Any] | None:
+        try:
+            message = parse(b"".join(raws))
+        except (TypeError, DecodeError):  # None, or bytes the type's parser rejects
+            return None
+        values = message.v
+        # A serialized ValueProto holds at most one field: if every raw value gave one value
+        # of this type, each holds exactly this type (an empty one, a null, gives none).
+        if len(values) != len(raws):
+            return None
+        return values[:]  # type: ignore[no-any-return]
+
+    return parsed
+
+
+@functools.lru_cache(maxsize=256)
+def _record(code: str, count: int) -> struct.Struct:
+    """``count`` records of a tag byte and a little-endian fixed-width value."""
+    return struct.Struct("<" + ("x" + code) * count)
+
+
+@functools.cache
+def _column_messages() -> dict[int, Any]:
+    """Message classes with one repeated, unpacked field numbered and typed as a ValueProto
+    field (plus one with Timestamp's two fields), so that the concatenation of many serialized
+    values parses in one call, in order: protobuf appends each repeated occurrence."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    label = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    spec = descriptor_pb2.FileDescriptorProto(
+        name="datalayer/feast_redis_columns.proto", package="datalayer_columns", syntax="proto3"
+    )
+    for number, kind in sorted(_PARSED.values()):
+        message = spec.message_type.add(name=f"Column{number}")
+        message.field.add(name="v", number=number, type=kind, label=label).options.packed = False
+    stamps = spec.message_type.add(name="Stamps")
+    stamps.field.add(name="seconds", number=1, type=3, label=label).options.packed = False
+    stamps.field.add(name="nanos", number=2, type=5, label=label).options.packed = False
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(spec)
+    classes = {
+        number: message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"datalayer_columns.Column{number}")
+        )
+        for number, _ in _PARSED.values()
+    }
+    classes[0] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("datalayer_columns.Stamps")
+    )
+    return classes
+
+
+def event_nanos(raws: list[bytes | None]) -> list[int]:
+    """Each serialized ``Timestamp`` in nanoseconds since the epoch; 0 where absent."""
+    from google.protobuf.message import DecodeError
+
+    present = raws if None not in raws else [raw for raw in raws if raw is not None]
+    out: list[int] | None = None
+    try:
+        message = _column_messages()[0].FromString(b"".join(present))  # type: ignore[arg-type]
+    except DecodeError:
+        message = None
+    if message is not None:
+        seconds, nanos_ = message.seconds, message.nanos
+        # Seconds or nanos of 0 are not written: only all-present or all-absent nanos align.
+        if len(seconds) == len(present) and len(nanos_) in (0, len(present)):
+            out = list(map(operator.mul, seconds, repeat(_NANOS)))
+            if nanos_:
+                out = list(map(operator.add, out, nanos_))
+    if out is None:
+        out = [_one_stamp(raw) for raw in present]  # type: ignore[arg-type]
+    if present is raws:
+        return out
+    full = [0] * len(raws)
+    values = iter(out)
+    for i, raw in enumerate(raws):
+        if raw is not None:
+            full[i] = next(values)
+    return full
+
+
+def _one_stamp(raw: bytes) -> int:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    suffix = project.encode()
-    groups: dict[tuple[str, ...], list[ViewPlan]] = {}
-    for plan in plans:
-        groups.setdefault(plan.keys, []).append(plan)
-    pipe = client.pipeline(transaction=False)
-    for keys, members in groups.items():
-        key_types = members[0].key_types
-        encoded = [
-            python_values_to_proto_values([row[k] for row in rows], value_type)
-            for k, value_type in zip(keys, key_types, strict=True)
-        ]
-        fields = [field for plan in members for field in plan.fields]
-        for i in range(len(rows)):
-            entity = EntityKey(join_keys=keys, entity_values=[e[i] for e in encoded])
-            pipe.hmget(serialize_entity_key(entity, version) + suffix, fields)
-    replies = pipe.execute()
-    stamped: Stamped = {c: [] for p in plans for c in p.columns}
-    position = 0
-    for members in groups.values():
-        for reply in replies[position : position + len(rows)]:
-            offset = 0
-            for plan in members:
-                width = len(plan.fields)
-                part = reply[offset : offset + width]
-                offset += width
-                raw_ts = part[-1]
-                nanos = 0
-                if raw_ts is not None:
-                    stamp = Timestamp()
-                    stamp.ParseFromString(raw_ts)
-                    nanos = stamp.seconds * 1_000_000_000 + stamp.nanos
-                for column, raw in zip(plan.columns, part, strict=False):
-                    value = None
-                    if raw is not None:
-                        value = Value()
-                        value.ParseFromString(raw)
-                    stamped[column].append((value, nanos))
-        position += len(rows)
-    return stamped
+    stamp = Timestamp.FromString(raw)
+    return int(stamp.seconds) * _NANOS + int(stamp.nanos)
 
 
 def nanos(at: datetime) -> int:
