@@ -26,8 +26,21 @@ from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavaila
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
 from datalayer.stores.feast_materialize import materialize_view, parquet_latest, postgres_latest
-from datalayer.stores.feast_offline import TIMESTAMP, historical_duckdb, parquet_sources
-from datalayer.stores.feast_redis import Stamped, ViewPlan, decode, nanos, read_hashes, read_plan
+from datalayer.stores.feast_offline import (
+    TIMESTAMP,
+    ParquetIndexes,
+    historical_parquet,
+    parquet_sources,
+)
+from datalayer.stores.feast_redis import (
+    Stamped,
+    ViewPlan,
+    decode,
+    nanos,
+    read_online,
+    read_plan,
+    ttl_nanos,
+)
 from datalayer.stores.postgres import libpq_url, sqlalchemy_url
 from datalayer.validators import Name
 
@@ -123,6 +136,8 @@ class FeastStore(Store):
         self._redis: Any = None
         self._offline_engine: Any = None
         self._lock = threading.RLock()
+        #: Sorted (keys, time) indexes of the parquet sources, for training sets.
+        self.parquet_indexes = ParquetIndexes()
 
     @property
     def feature_store(self) -> Any:
@@ -227,6 +242,7 @@ class FeastStore(Store):
 
     def close(self) -> None:
         self._feature_store = None
+        self.parquet_indexes.clear()
         if self._offline_engine is not None:
             self._offline_engine.dispose()
             self._offline_engine = None
@@ -323,15 +339,19 @@ class FeastFeatures(FeatureView):
     def _ttl_nanos(self, column: str) -> int:
         """The TTL of a column's view in nanoseconds (0: never expires), cached."""
         if column not in self._ttls:
-            ttl = self.views()[column.split("__", 1)[0]].ttl
-            self._ttls[column] = ttl // timedelta(microseconds=1) * 1000 if ttl else 0
+            self._ttls[column] = ttl_nanos(self.views()[column.split("__", 1)[0]].ttl)
         return self._ttls[column]
 
     def _redis_plan(self, references: list[str]) -> list[ViewPlan]:
         """The read plan for these references, cached per request shape."""
         wanted = tuple(references)
         if wanted not in self._plans:
-            self._plans[wanted] = read_plan(self.views(), references)
+            self._plans[wanted] = read_plan(
+                self.views(),
+                references,
+                self.fs.project,
+                self.fs.config.entity_key_serialization_version,
+            )
         return self._plans[wanted]
 
     @staticmethod
@@ -365,12 +385,23 @@ class FeastFeatures(FeatureView):
         now) reads as None, exactly as a training set built at that instant would have it.
 
         On a Redis online store the hashes are read directly, in one pipeline, through Feast's
-        own key encoding; elsewhere through Feast's online read.
+        own key encoding, and decoded column by column (see ``feast_redis``); elsewhere through
+        Feast's online read.
         """
         references = self.selected(features)
         rows = self._check_rows(entity_rows, references)
-        reader = self._read_redis if self.store.redis_client() is not None else self._read_feast
-        return self._fresh(rows, references, reader(rows, references), as_of)
+        client = self.store.redis_client()
+        if client is None:
+            return self._fresh(rows, references, self._read_feast(rows, references), as_of)
+        at = nanos((as_of or datetime.now(UTC)).astimezone(UTC))
+        plans = self._redis_plan(references)
+        with self.store.redis_errors():
+            values = read_online(client, rows, plans, at)
+        out: dict[str, list[Any]] = {
+            k: [row[k] for row in rows] for k in self.join_keys(references)
+        }
+        out.update(values)
+        return out
 
     def _fresh(
         self,
@@ -416,17 +447,6 @@ class FeastFeatures(FeatureView):
                 ]
         return stamped
 
-    def _read_redis(self, rows: list[dict[str, Any]], references: list[str]) -> Stamped:
-        """The same, straight from Feast's Redis hashes (see ``feast_redis``)."""
-        with self.store.redis_errors():
-            return read_hashes(
-                self.store.redis_client(),
-                self.fs.project,
-                self.fs.config.entity_key_serialization_version,
-                rows,
-                self._redis_plan(references),
-            )
-
     def online_df(
         self,
         entity_rows: Sequence[Mapping[str, Any]],
@@ -458,22 +478,24 @@ class FeastFeatures(FeatureView):
                 f"pattern '{self.pattern.name}': the entity DataFrame lacks join key column(s) "
                 f"{missing}; it needs {keys} and '{TIMESTAMP}'"
             )
-        frame = entity_df.copy()
-        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-        frame["__row"] = range(len(frame))
-        join = (
-            self._historical_duckdb if self._parquet_sources(references) else self._historical_feast
-        )
-        with self.store.errors(), _quiet():
-            result = join(frame, references)
-        result = result.sort_values("__row").drop(columns="__row").reset_index(drop=True)
-        result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
+        if self._parquet_sources(references):
+            with self.store.errors():
+                result = self._historical_parquet(entity_df, references)
+        else:
+            frame = entity_df.copy()
+            frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+            frame["__row"] = range(len(frame))
+            with self.store.errors(), _quiet():
+                result = self._historical_feast(frame, references)
+            result = result.sort_values("__row").drop(columns="__row").reset_index(drop=True)
+            result[TIMESTAMP] = pd.to_datetime(result[TIMESTAMP], utc=True)
+            result = result[[*entity_df.columns, *columns]]
         for column in columns:
             view, feature = column.split("__", 1)
             dtype = next(f.dtype for f in self.views()[view].features if f.name == feature)
-            if str(dtype) == "Int64":
+            if str(dtype) == "Int64" and str(result[column].dtype) != "Int64":
                 result[column] = result[column].astype("Int64")
-        return result[[*entity_df.columns, *columns]]
+        return result
 
     def _historical_feast(self, frame: Any, references: list[str]) -> Any:
         """Feast's own point-in-time join (any offline store)."""
@@ -485,8 +507,10 @@ class FeastFeatures(FeatureView):
     def _parquet_sources(self, references: list[str]) -> dict[str, str]:
         return parquet_sources(self.views(), references)
 
-    def _historical_duckdb(self, frame: Any, references: list[str]) -> Any:
-        return historical_duckdb(frame, self.views(), references)
+    def _historical_parquet(self, entity_df: Any, references: list[str]) -> Any:
+        """The same join on parquet sources, through the store's kept file indexes (see
+        ``feast_offline``): the whole result, rows in the entity DataFrame's order."""
+        return historical_parquet(entity_df, self.views(), references, self.store.parquet_indexes)
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
         """Copy the latest offline values in [start, end] to the online store, view by view."""
