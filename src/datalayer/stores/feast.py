@@ -1,8 +1,14 @@
 """``feast``: the feature contract on a Feast feature repository.
 
 Definitions live in the repo folder (``feature_repo/``), one ``feature_store.<profile>.yaml``
-per profile. Online reads go through Feast's online store but apply each feature view's TTL,
-as historical retrieval does, so training and serving never disagree about an expired value.
+per profile. Online reads apply each feature view's TTL, as historical retrieval does, so
+training and serving never disagree about an expired value.
+
+Feast's Python paths are slow where a model service or a training job feels it, so each has a
+fast path that gives the same answer, and Feast's own call where the fast path does not apply:
+online reads straight from Feast's Redis hashes (``feast_redis``), training sets on parquet
+sources by a per-file index (``feast_offline``), materialization into Redis in bounded memory
+(``feast_materialize``).
 """
 
 from __future__ import annotations
