@@ -105,7 +105,7 @@ OFFLINE = {
 
 def typed_rows(hours: list[int], salt: int) -> pd.DataFrame:
     """Rows of every type with their edge values; ``hours`` are offsets from T."""
-    labels = ["", "é" * 70, "plain", None, "ünï ☃"]
+    labels = ["", "é" * 70, "plain", None, "ünï ☃", "ü" * 200]
     ratios = [0.5, float("nan"), float("inf"), -0.0, None, -1e300, 1.0 / 3]
     rows = []
     for d in range(DEVICES):

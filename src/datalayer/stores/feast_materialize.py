@@ -139,9 +139,10 @@ def encode_timestamps(column: Any) -> tuple[list[bytes], list[int], list[int]]:
 #: Compare-and-set of one batch, run by Redis: per key, HSET the view's event time and values
 #: unless the stored event time (a protobuf Timestamp, decoded here) is as new or newer, with
 #: Feast's exception that an unset (zero) stored time never blocks a write. ARGV: the key TTL
-#: (0: none), the ``_ts:view`` field, the stride, then per key: the new time's seconds and
-#: nanos, and HSET's arguments (``_ts:view``, the new Timestamp, then field, value pairs).
-#: Returns how many keys were written.
+#: (0: none), the ``_ts:view`` field, then per key the new time's seconds and nanos and HSET's
+#: arguments (``_ts:view``, the new Timestamp, then field, value pairs) as one MessagePack
+#: blob: one argument per key instead of two per field cuts the work of packing, sending and
+#: parsing them (in C, by Redis's ``cmsgpack``). Returns how many keys were written.
 _WRITE_NEWER = """
 local function seconds_nanos(blob)
   local seconds, nanos, i = 0, 0, 1
@@ -165,10 +166,10 @@ local function seconds_nanos(blob)
   end
   return seconds, nanos
 end
-local ttl, ts_field, stride = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local ttl, ts_field = tonumber(ARGV[1]), ARGV[2]
 local written = 0
 for k, key in ipairs(KEYS) do
-  local base = 4 + (k - 1) * stride
+  local base = 3 * k
   local stored = redis.call('HGET', key, ts_field)
   local write = true
   if stored then
@@ -177,13 +178,31 @@ for k, key in ipairs(KEYS) do
     if (s0 ~= 0 or n0 ~= 0) and (s1 < s0 or (s1 == s0 and n1 <= n0)) then write = false end
   end
   if write then
-    redis.call('HSET', key, unpack(ARGV, base + 2, base + stride - 1))
+    redis.call('HSET', key, cmsgpack.unpack(ARGV[base + 2]))
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
     written = written + 1
   end
 end
 return written
 """
+#: MessagePack str8 headers by length (Redis's cmsgpack has no bin type; str is binary-safe).
+_STR8 = [bytes((0xD9, n)) for n in range(256)]
+
+
+def _packed(value: bytes) -> bytes:
+    """One MessagePack string."""
+    size = len(value)
+    if size < 256:
+        return _STR8[size] + value
+    if size < 65536:
+        return b"\xda" + struct.pack(">H", size) + value
+    return b"\xdb" + struct.pack(">I", size) + value
+
+
+def _packed_pairs(field: bytes, values: list[bytes]) -> list[bytes]:
+    """``field``, value as MessagePack, per row."""
+    head, str8 = _packed(field), _STR8
+    return [head + str8[len(v)] + v if len(v) < 256 else head + _packed(v) for v in values]
 
 
 class RedisLayoutWriter:
@@ -201,7 +220,7 @@ class RedisLayoutWriter:
         self.fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
         self.ts_field = f"_ts:{view.name}".encode()
         ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
-        self.head = [ttl, self.ts_field, 4 + 2 * len(self.fields)]
+        self.head = [ttl, self.ts_field]
         self.timestamp_column = view.batch_source.timestamp_field
         self.script = client.register_script(_WRITE_NEWER)
 
@@ -255,13 +274,14 @@ class RedisLayoutWriter:
         """One record batch (one row per entity) as the keys and arguments of ``send``."""
         keys = self.entity_keys(batch)
         stamps, seconds, nanos = encode_timestamps(batch.column(self.timestamp_column))
-        values = [encode_column(batch.column(name), kind) for name, kind in self.features]
-        args: list[Any] = list(self.head)
-        fields, ts_field = self.fields, self.ts_field
-        for i, stamp in enumerate(stamps):
-            args += (seconds[i], nanos[i], ts_field, stamp)
-            for field, column in zip(fields, values, strict=True):
-                args += (field, column[i])
+        columns = [_packed_pairs(self.ts_field, stamps)] + [
+            _packed_pairs(field, encode_column(batch.column(name), kind))
+            for field, (name, kind) in zip(self.fields, self.features, strict=True)
+        ]
+        args: list[Any] = [*self.head, *([None] * (3 * len(keys)))]
+        args[2::3] = seconds
+        args[3::3] = nanos
+        args[4::3] = [b"".join(row) for row in zip(*columns, strict=True)]
         return keys, args
 
     def send(self, keys: list[bytes], args: list[Any]) -> int:
