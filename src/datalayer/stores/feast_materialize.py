@@ -3,8 +3,8 @@
 Feast's ``materialize`` pulls every latest row of a view into memory, then builds a protobuf
 object per value in Python. Here the offline store picks the latest row per entity (DuckDB over
 the parquet files, or PostgreSQL), the rows stream out in record batches, whole columns are
-encoded at once, and each batch goes to Redis in two pipelines: one read of the stored event
-times, one write of what is newer. What lands in Redis is byte for byte what Feast writes: the
+encoded at once, and each batch goes to Redis as one Lua compare-and-set call (Redis applies
+it while the next batch is encoded). What lands in Redis is byte for byte what Feast writes: the
 same keys (Feast's ``serialize_entity_key``), fields (Feast's ``_mmh3``), value encoding (tested
 against Feast's) and the same rule that an older or equal event time never overwrites a newer
 one.
