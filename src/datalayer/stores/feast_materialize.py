@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from datalayer.stores.feast_offline import quoted
+from datalayer.stores.feast_redis import serialize_keys
 
 #: Rows per record batch: enough to amortize a Redis round trip, small enough to stay flat.
 BATCH_ROWS = 5_000
@@ -252,23 +253,13 @@ class RedisLayoutWriter:
         return self._feast_keys(batch)
 
     def _feast_keys(self, batch: Any) -> list[bytes]:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.type_map import python_values_to_proto_values
-
-        columns = [
-            python_values_to_proto_values(
-                batch.column(k).to_numpy(zero_copy_only=False), self.key_types[k]
-            )
-            for k in self.keys
-        ]
-        return [
-            serialize_entity_key(
-                EntityKey(join_keys=self.keys, entity_values=list(values)), self.version
-            )
-            + self.project
-            for values in zip(*columns, strict=True)
-        ]
+        return serialize_keys(
+            self.keys,
+            [self.key_types[k] for k in self.keys],
+            [batch.column(k).to_numpy(zero_copy_only=False) for k in self.keys],
+            self.version,
+            self.project,
+        )
 
     def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
         """One record batch (one row per entity) as the keys and arguments of ``send``."""

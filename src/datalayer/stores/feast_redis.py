@@ -225,7 +225,13 @@ def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
             cache[ident] = key  # back in as the most recently used
             out.append(key)
     if missing:
-        encoded = _serialize(plan, [rows[i] for i in missing])
+        encoded = serialize_keys(
+            plan.keys,
+            plan.key_types,
+            [[rows[i][k] for i in missing] for k in plan.keys],
+            plan.version,
+            plan.suffix,
+        )
         for i, ident, key in zip(missing, idents, encoded, strict=True):
             out[i] = key
             if ident is not None:
@@ -236,21 +242,28 @@ def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
     return out
 
 
-def _serialize(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
+def serialize_keys(
+    keys: Sequence[str],
+    key_types: Sequence[Any],
+    columns: Sequence[Any],
+    version: int,
+    suffix: bytes,
+) -> list[bytes]:
+    """Redis keys of entities given as one value column per join key: Feast's own
+    ``serialize_entity_key`` of each, plus the project (``suffix``)."""
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.type_map import python_values_to_proto_values
 
     encoded = [
-        python_values_to_proto_values([row[k] for row in rows], value_type)
-        for k, value_type in zip(plan.keys, plan.key_types, strict=True)
+        python_values_to_proto_values(values, value_type)
+        for values, value_type in zip(columns, key_types, strict=True)
     ]
+    join_keys = list(keys)
     return [
-        serialize_entity_key(
-            EntityKey(join_keys=plan.keys, entity_values=[e[i] for e in encoded]), plan.version
-        )
-        + plan.suffix
-        for i in range(len(rows))
+        serialize_entity_key(EntityKey(join_keys=join_keys, entity_values=list(values)), version)
+        + suffix
+        for values in zip(*encoded, strict=True)
     ]
 
 
