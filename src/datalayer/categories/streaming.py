@@ -416,12 +416,6 @@ class Stream(ABC):
             return value
         return _JSON.encode(_TO_JSON.dump_python(value, mode="json")).strip('"')
 
-    def check_sizes(
-        self, label: str, topic: str, records: list[OutgoingRecord], limit: int
-    ) -> None:
-        """Refuse the whole batch when one message is over ``limit`` bytes: nothing is sent."""
-        refuse_oversized(label, topic, [record.value for record in records], limit)
-
     def partition_for(self, key: str | None, topic: str | None = None) -> int:
         """A stable partition for a key (CRC32, as librdkafka's consistent partitioner)."""
         count = self._partitions(topic or self.pattern.topic)

@@ -27,6 +27,7 @@ from datalayer.categories.streaming import (
     StartAt,
     Stream,
     StreamingPattern,
+    refuse_oversized,
 )
 from datalayer.errors import DataLayerError, NotFound
 from datalayer.patterns import PatternConfig
@@ -164,7 +165,12 @@ class EmbeddedStream(Stream):
         return self._partition_counts[topic]
 
     def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
-        self.check_sizes(self.store.label, topic, records, self.store.config.max_message_bytes)
+        refuse_oversized(
+            self.store.label,
+            topic,
+            [r.value for r in records],
+            self.store.config.max_message_bytes,
+        )
         placed = [(self.partition_for(r.key, topic), r) for r in records]
         now = time.time()
         deliveries = []
