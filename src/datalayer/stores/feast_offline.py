@@ -121,6 +121,10 @@ class ParquetIndex:
             made, _ = _micros(table[created])  # a missing created time sorts first (loses)
             order = np.lexsort((made if kept is None else made[kept], composite))
             ordered = composite[order]
+        for lookup in (*dictionaries, *combined):
+            # pandas builds an Index's hash table lazily, on first lookup, and two threads
+            # doing that at once can see it half built: build it here, before it is shared.
+            _ = lookup.is_unique
         return cls(
             stamp=stamp,
             rows=table.num_rows,
