@@ -299,6 +299,19 @@ def test_publisher_sends_the_same_bytes_and_keys_as_publish(dl: DataLayer) -> No
     ]
 
 
+def test_publisher_puts_each_key_on_the_partition_publish_does(dl: DataLayer) -> None:
+    stream = dl.stream("events")
+    keys = ["", "dev-a", "dev-b", "é-unicode", *(f"k{n}" for n in range(16))]
+    with stream.publisher() as publisher:
+        publisher.publish_many([{**event(n), "device": key} for n, key in enumerate(keys)])
+        # Headers take the other path through the store.
+        publisher.publish({**event(99), "device": ""}, headers={"h": "1"})
+    landed = {m.value["seq"]: m.partition for m in drain(dl, "g1")}
+    expected = {n: stream.partition_for(key) for n, key in enumerate(keys)}
+    assert landed == {**expected, 99: stream.partition_for("")}
+    assert len(set(expected.values())) > 1
+
+
 def test_publisher_writes_nothing_from_a_batch_with_an_invalid_event(dl: DataLayer) -> None:
     stream = dl.stream("events")
     bad = {"event_id": "x", "device": "dev-a", "seq": "not a number"}

@@ -308,11 +308,11 @@ class Stream(ABC):
         if self._schema is not None:
             self._batch = TypeAdapter(list[self._schema])  # type: ignore[name-defined]
             self._to_json = self._schema.__pydantic_serializer__.to_json
-        self._key_field = (
-            attrgetter(self._key_path[0])
-            if self._key_path and len(self._key_path) == 1 and self._schema is not None
-            else None
-        )
+        field = self._key_path[0] if self._key_path and len(self._key_path) == 1 else None
+        self._key_field = attrgetter(field) if field and self._schema is not None else None
+        # A key field declared ``str`` is text once validated: no per-event check is needed.
+        declared = self._schema.model_fields.get(field) if field and self._schema else None
+        self._key_is_text = declared is not None and declared.annotation is str
 
     # -- primitives a store provides ---------------------------------------------------------
 
@@ -386,11 +386,13 @@ class Stream(ABC):
     def _keys(self, models: list[BaseModel]) -> list[str | None]:
         if not self._key_path:
             return [None] * len(models)
+        if self._key_field is not None and self._key_is_text:
+            return list(map(self._key_field, models))
         if self._key_field is not None:
             found: list[Any] = list(map(self._key_field, models))
         else:
             found = [self._key_value(model) for model in models]
-        if all(type(k) is str for k in found):
+        if set(map(type, found)) == {str}:
             return found
         return [self._key_text(k) for k in found]
 

@@ -15,9 +15,11 @@ import time
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +41,9 @@ from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
 from datalayer.validators import Duration
+
+#: Seconds between a publisher's polls for failed deliveries while it queues messages.
+_POLL_INTERVAL = 0.1
 
 #: librdkafka error codes that mean "the cluster cannot be reached right now".
 _UNAVAILABLE = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_MSG_TIMED_OUT", "_TIMED_OUT", "_RESOLVE"}
@@ -77,6 +82,7 @@ class KafkaStore(Store):
 
         self.admin = AdminClient(self.client_config())
         self._producer: Any = None
+        self._publishing_producer: Any = None
         self._lock = threading.Lock()
         self._partitions: dict[str, int] = {}
 
@@ -95,23 +101,41 @@ class KafkaStore(Store):
         """One idempotent producer per store, shared by its patterns (thread-safe in librdkafka)."""
         with self._lock:
             if self._producer is None:
-                from confluent_kafka import Producer
-
-                self._producer = Producer(
-                    self.client_config(
-                        **{
-                            "enable.idempotence": True,
-                            "acks": "all",
-                            "linger.ms": self.config.linger_ms,
-                            "delivery.timeout.ms": self.config.delivery_timeout_ms,
-                            "request.timeout.ms": min(
-                                self.config.request_timeout_ms, self.config.delivery_timeout_ms
-                            ),
-                            "message.max.bytes": self.config.max_message_bytes + 4096,
-                        }
-                    )
-                )
+                self._producer = self._new_producer()
             return self._producer
+
+    @property
+    def publishing_producer(self) -> Any:
+        """The producer every ``KafkaPublisher`` of this store shares.
+
+        It reports failed deliveries only: a publisher never says where a message landed, and a
+        report for each success would cost the calling thread one Python callback per message.
+        """
+        with self._lock:
+            if self._publishing_producer is None:
+                self._publishing_producer = self._new_producer(
+                    **{"delivery.report.only.error": True, "partitioner": "consistent_random"}
+                )
+            return self._publishing_producer
+
+    def _new_producer(self, **extra: Any) -> Any:
+        from confluent_kafka import Producer
+
+        return Producer(
+            self.client_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": self.config.linger_ms,
+                    "delivery.timeout.ms": self.config.delivery_timeout_ms,
+                    "request.timeout.ms": min(
+                        self.config.request_timeout_ms, self.config.delivery_timeout_ms
+                    ),
+                    "message.max.bytes": self.config.max_message_bytes + 4096,
+                    **extra,
+                }
+            )
+        )
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -222,9 +246,10 @@ class KafkaStore(Store):
             self.admin.list_topics(timeout=self.config.request_timeout_ms / 1000)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(5)
-            self._producer = None
+        for producer in (self._producer, self._publishing_producer):
+            if producer is not None:
+                producer.flush(5)
+        self._producer = self._publishing_producer = None
 
 
 class KafkaStream(Stream):
@@ -270,35 +295,29 @@ class KafkaStream(Stream):
         values: list[bytes],
         headers: list[list[tuple[str, str]] | None] | None,
         report: Callable[[Any, Any], None],
+        producer: Any = None,
     ) -> list[int]:
         """Queue messages without waiting; ``report`` hears each one's delivery.
 
         Returns each message's partition. A full librdkafka queue makes this wait for room.
         """
         refuse_oversized(self.store.label, topic, values, self.store.config.max_message_bytes)
-        producer = self.store.producer
-        produce, crc32, count = producer.produce, zlib.crc32, self._partitions(topic)
-        placed = []
+        producer = producer or self.store.producer
+        raws = [None if key is None else key.encode() for key in keys]
+        count = self._partitions(topic)
+        placed = [
+            self.partition_for(None, topic) if raw is None else zlib.crc32(raw) % count
+            for raw in raws
+        ]
         with self.store.errors():
-            for key, value, head in zip(keys, values, headers or [None] * len(values), strict=True):
-                if key is None:
-                    raw, partition = None, self.partition_for(None, topic)
-                else:
-                    raw = key.encode()
-                    partition = crc32(raw) % count
-                placed.append(partition)
-                while True:
-                    try:
-                        produce(topic, value, raw, partition, on_delivery=report, headers=head)
-                        break
-                    except BufferError:
-                        producer.poll(0.1)
+            _queue(producer, topic, values, raws, placed, report, headers)
         return placed
 
-    def _settle(self) -> int:
+    def _settle(self, producer: Any = None) -> int:
         """Wait for the delivery report of everything queued; returns how many never came."""
+        producer = producer or self.store.producer
         with self.store.errors():
-            return int(self.store.producer.flush(self.store.config.delivery_timeout_ms / 1000 + 5))
+            return int(producer.flush(self.store.config.delivery_timeout_ms / 1000 + 5))
 
     def _failed(self, topic: str, failures: list[Any], unconfirmed: int) -> DataLayerError:
         error = failures[0] if failures else f"{unconfirmed} messages not confirmed in time"
@@ -340,6 +359,46 @@ class KafkaStream(Stream):
         return KafkaConsumer(self.store, topic, group, start, on_assignment)
 
 
+def _queue(
+    producer: Any,
+    topic: str,
+    values: list[bytes],
+    keys: Iterable[str | bytes | None],
+    partitions: Iterable[int],
+    report: Callable[[Any, Any], None],
+    headers: list[list[tuple[str, str]] | None] | None = None,
+) -> None:
+    """``produce`` each message (partition -1: the producer's partitioner picks), waiting for room
+    in a full queue. Arguments go by position: parsing keywords costs more than the call.
+    """
+    calls: Iterable[tuple[Any, ...]]
+    if headers is None:
+        calls = zip(repeat(topic), values, keys, partitions, repeat(report), strict=False)
+        produce = producer.produce
+    else:
+        calls = zip(repeat(topic), values, keys, partitions, repeat(report), headers, strict=False)
+        produce = partial(_produce_with_headers, producer)
+    pending = iter(calls)
+    while True:
+        try:
+            for call in pending:
+                produce(*call)
+            return
+        except BufferError:
+            while True:  # the queue is full: serve delivery reports until ``call`` fits
+                producer.poll(0.1)
+                try:
+                    produce(*call)
+                    break
+                except BufferError:
+                    continue
+
+
+def _produce_with_headers(producer: Any, *args: Any) -> None:
+    *positional, head = args
+    producer.produce(*positional, headers=head)
+
+
 class _Acks:
     """Delivery reports of one ``_produce`` call, through one bound callback."""
 
@@ -360,12 +419,19 @@ class _Acks:
 
 
 class KafkaPublisher(Publisher):
-    """Queues into librdkafka and waits once, on flush; one bound callback hears failures."""
+    """Queues into librdkafka and waits once, on flush; one bound callback hears failures.
+
+    Publishers share the store's ``publishing_producer``, which reports failures only; each
+    message still carries its own publisher's callback, so a failure reaches the right one.
+    That producer partitions by itself, by the same CRC32 rule as ``partition_for``.
+    """
 
     def __init__(self, stream: KafkaStream) -> None:
         super().__init__(stream)
         self.kafka = stream
+        self.producer = stream.store.publishing_producer
         self.failures: list[Any] = []
+        self.next_poll = 0.0
 
     def _report(self, error: Any, message: Any) -> None:
         if error is not None:
@@ -375,12 +441,22 @@ class KafkaPublisher(Publisher):
         self, keys: list[str | None], values: list[bytes], headers: list[dict[str, str]] | None
     ) -> None:
         self._raise_failures(0)
-        heads = [list(h.items()) or None for h in headers] if headers else None
-        self.kafka._send(self.topic, keys, values, heads, self._report)
-        self.kafka.store.producer.poll(0)  # hear reports that are ready, so failures stop us early
+        if headers or "" in keys:
+            # librdkafka's partitioner sends an empty key to a random partition, not CRC32's.
+            heads = [list(h.items()) or None for h in headers] if headers else None
+            self.kafka._send(self.topic, keys, values, heads, self._report, self.producer)
+        else:
+            store = self.kafka.store
+            refuse_oversized(store.label, self.topic, values, store.config.max_message_bytes)
+            with store.errors():
+                _queue(self.producer, self.topic, values, keys, repeat(-1), self._report)
+        now = time.monotonic()
+        if now >= self.next_poll:  # hear failures that are ready, so they stop us early
+            self.producer.poll(0)  # (not after every call: a poll costs ~0.1 ms)
+            self.next_poll = now + _POLL_INTERVAL
 
     def _wait(self) -> None:
-        self._raise_failures(self.kafka._settle())
+        self._raise_failures(self.kafka._settle(self.producer))
 
     def _raise_failures(self, unconfirmed: int) -> None:
         if self.failures or unconfirmed:
