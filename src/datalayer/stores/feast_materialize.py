@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,77 @@ DUCKDB_MEMORY = "256MB"
 _DOUBLE, _FLOAT, _INT64, _INT32, _STRING, _BOOL = 0x29, 0x35, 0x20, 0x18, 0x12, 0x38
 
 
+class Cells(NamedTuple):
+    """One byte string per row, stored end to end (``data``) with each one's length: columns
+    of them are encoded, and joined row by row, by numpy without a Python step per value."""
+
+    data: Any  # uint8, the rows' bytes end to end
+    lengths: Any  # int64, one per row
+
+    @classmethod
+    def of(cls, items: list[bytes]) -> Cells:
+        lengths = np.fromiter(map(len, items), np.int64, len(items))
+        return cls(np.frombuffer(b"".join(items), np.uint8), lengths)
+
+    @classmethod
+    def padded(cls, matrix: Any, lengths: Any) -> Cells:
+        """Row i is ``matrix[i, :lengths[i]]``."""
+        return cls(matrix[np.arange(matrix.shape[1]) < lengths[:, None]], lengths)
+
+    @classmethod
+    def constant(cls, value: bytes, rows: int) -> Cells:
+        data = np.tile(np.frombuffer(value, np.uint8), rows)
+        return cls(data, np.full(rows, len(value), np.int64))
+
+    def rows(self) -> list[bytes]:
+        blob = self.data.tobytes()
+        ends = np.cumsum(self.lengths).tolist()
+        return [blob[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def joined(blocks: list[Cells]) -> Cells:
+    """Each row's cells of ``blocks``, concatenated in block order."""
+    lengths = np.stack([b.lengths for b in blocks], axis=1)
+    row_lengths = lengths.sum(axis=1)
+    # Where each block's cell of each row starts in the output.
+    starts = np.cumsum(lengths, axis=1) - lengths + (np.cumsum(row_lengths) - row_lengths)[:, None]
+    out = np.empty(int(row_lengths.sum()), np.uint8)
+    for k, block in enumerate(blocks):
+        sizes = lengths[:, k]
+        # Output position of each byte: its cell's start, plus its place within the cell.
+        shift = starts[:, k] - (np.cumsum(sizes) - sizes)
+        out[np.repeat(shift, sizes) + np.arange(len(block.data))] = block.data
+    return Cells(out, row_lengths)
+
+
+def _fixed(tag: int, values: Any, dtype: str) -> Cells:
+    """``tag`` + little-endian fixed-width value per row; NaN (Feast's null) as b''."""
+    width = np.dtype(dtype).itemsize + 1
+    count = len(values)
+    matrix = np.empty((count, width), np.uint8)
+    matrix[:, 0] = tag
+    matrix[:, 1:] = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, -1)
+    return Cells.padded(matrix, np.where(np.isnan(values), 0, width))
+
+
+def _varints(tag: int, values: Any, skip: Any = None) -> Cells:
+    """``tag`` + varint per row for int64/int32 (negatives as 10-byte two's complement); rows
+    where ``skip`` is true are b''."""
+    unsigned = np.asarray(values, dtype=np.int64).view(np.uint64)
+    count = len(unsigned)
+    matrix = np.empty((count, 11), np.uint8)
+    matrix[:, 0] = tag
+    groups = matrix[:, 1:]
+    lengths = np.ones(count, np.int64)
+    for k in range(10):
+        shifted = unsigned >> np.uint64(7 * k)
+        groups[:, k] = (shifted & np.uint64(0x7F)).astype(np.uint8)
+        if k:
+            lengths += shifted != 0
+    groups |= np.where(np.arange(10) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
+    return Cells.padded(matrix, np.where(skip, 0, lengths + 1) if skip is not None else lengths + 1)
+
+
 def _varint(number: int) -> bytes:
     """Protobuf's base-128 varint of a non-negative int."""
     if number < 0x80:
@@ -43,42 +114,7 @@ def _varint(number: int) -> bytes:
     return bytes(out)
 
 
-def _fixed(tag: int, values: Any, dtype: str) -> list[bytes]:
-    """``tag`` + little-endian fixed-width value per row; NaN (Feast's null) as b''."""
-    width = np.dtype(dtype).itemsize + 1
-    count = len(values)
-    buffer = np.empty((count, width), np.uint8)
-    buffer[:, 0] = tag
-    buffer[:, 1:] = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, -1)
-    blob = buffer.tobytes()
-    out = [blob[i : i + width] for i in range(0, count * width, width)]
-    for i in np.flatnonzero(np.isnan(values)).tolist():
-        out[i] = b""
-    return out
-
-
-def _varints(tag: int | None, values: Any) -> list[bytes]:
-    """``tag`` (if any) + varint per row for int64/int32 (negatives as 10-byte two's
-    complement), computed for the whole column at once."""
-    unsigned = np.asarray(values, dtype=np.int64).view(np.uint64)
-    count = len(unsigned)
-    groups = np.empty((count, 10), np.uint8)
-    lengths = np.ones(count, np.int64)
-    for k in range(10):
-        shifted = unsigned >> np.uint64(7 * k)
-        groups[:, k] = (shifted & np.uint64(0x7F)).astype(np.uint8)
-        if k:
-            lengths += shifted != 0
-    groups |= np.where(np.arange(10) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
-    buffer = np.empty((count, 11), np.uint8)
-    buffer[:, 0] = tag or 0
-    buffer[:, 1:] = groups
-    blob = buffer.tobytes()
-    skip = 0 if tag is not None else 1
-    return [blob[i * 11 + skip : i * 11 + 1 + n] for i, n in enumerate(lengths.tolist())]
-
-
-def encode_column(column: Any, value_type: Any) -> list[bytes]:
+def encode_column(column: Any, value_type: Any) -> Cells:
     """Serialized ValueProtos of one arrow column, as Feast's conversion would make them.
 
     Whole-column fast paths for the scalar types whose arrow type matches the feature's;
@@ -105,45 +141,43 @@ def encode_column(column: Any, value_type: Any) -> list[bytes]:
         missing = np.isnan(floats)
         filled = np.where(missing, 0.0, floats)
         if np.all(np.abs(filled) < 2.0**62):
-            out = _varints(tag, filled.astype(np.int64))
-            for i in np.flatnonzero(missing).tolist():
-                out[i] = b""
-            return out
+            return _varints(tag, filled.astype(np.int64), skip=missing)
     if value_type == ValueType.STRING and kind in (pa.string(), pa.large_string()):
-        return [
-            b"" if s is None else b"\x12" + _varint(len(e := s.encode())) + e
-            for s in column.to_pylist()
-        ]
+        return Cells.of(
+            [
+                b"" if s is None else b"\x12" + _varint(len(e := s.encode())) + e
+                for s in column.to_pylist()
+            ]
+        )
     if value_type == ValueType.BOOL and kind == pa.bool_():
-        return [b"" if b is None else (b"8\x01" if b else b"8\x00") for b in column.to_pylist()]
+        return Cells.of(
+            [b"" if b is None else (b"8\x01" if b else b"8\x00") for b in column.to_pylist()]
+        )
     protos = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), value_type)
-    return [p.SerializeToString() for p in protos]
+    return Cells.of([p.SerializeToString() for p in protos])
 
 
-def encode_timestamps(column: Any) -> tuple[list[bytes], list[int], list[int]]:
+def encode_timestamps(column: Any) -> Cells:
     """Serialized protobuf Timestamps at microsecond precision, as Feast's ``FromDatetime`` of
     the row's datetime makes them (``seconds``, field 1, and ``nanos``, field 2, as varints,
-    each left out when zero), and the seconds and nanos themselves."""
+    each left out when zero)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     micros = pc.cast(pc.cast(column, pa.timestamp("us", "UTC"), safe=False), pa.int64())
     seconds, micro = np.divmod(micros.to_numpy(zero_copy_only=False), 1_000_000)
     nanos = micro * 1000
-    encoded = [
-        (b"\x08" + s if s != b"\x00" else b"") + (b"\x10" + n if n != b"\x00" else b"")
-        for s, n in zip(_varints(None, seconds), _varints(None, nanos), strict=True)
-    ]
-    return encoded, seconds.tolist(), nanos.tolist()
+    parts = [_varints(0x08, seconds, skip=seconds == 0), _varints(0x10, nanos, skip=nanos == 0)]
+    return joined(parts)
 
 
 #: Compare-and-set of one batch, run by Redis: per key, HSET the view's event time and values
-#: unless the stored event time (a protobuf Timestamp, decoded here) is as new or newer, with
-#: Feast's exception that an unset (zero) stored time never blocks a write. ARGV: the key TTL
-#: (0: none), the ``_ts:view`` field, then per key the new time's seconds and nanos and HSET's
-#: arguments (``_ts:view``, the new Timestamp, then field, value pairs) as one MessagePack
-#: blob: one argument per key instead of two per field cuts the work of packing, sending and
-#: parsing them (in C, by Redis's ``cmsgpack``). Returns how many keys were written.
+#: unless the stored event time is as new or newer, with Feast's exception that an unset (zero)
+#: stored time never blocks a write. ARGV: the key TTL (0: none), the ``_ts:view`` field, then
+#: per key HSET's arguments (``_ts:view``, the new Timestamp, then field, value pairs) as one
+#: MessagePack blob: one argument per key instead of two per field cuts the work of packing,
+#: sending and parsing them (in C, by Redis's ``cmsgpack``). Both Timestamps are protobuf,
+#: decoded here only when the key already has one. Returns how many keys were written.
 _WRITE_NEWER = """
 local function seconds_nanos(blob)
   local seconds, nanos, i = 0, 0, 1
@@ -170,40 +204,44 @@ end
 local ttl, ts_field = tonumber(ARGV[1]), ARGV[2]
 local written = 0
 for k, key in ipairs(KEYS) do
-  local base = 3 * k
   local stored = redis.call('HGET', key, ts_field)
   local write = true
   if stored then
     local s0, n0 = seconds_nanos(stored)
-    local s1, n1 = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
+    local fields = {cmsgpack.unpack(ARGV[k + 2])}
+    local s1, n1 = seconds_nanos(fields[2])
     if (s0 ~= 0 or n0 ~= 0) and (s1 < s0 or (s1 == s0 and n1 <= n0)) then write = false end
+    if write then redis.call('HSET', key, unpack(fields)) end
+  else
+    redis.call('HSET', key, cmsgpack.unpack(ARGV[k + 2]))
   end
   if write then
-    redis.call('HSET', key, cmsgpack.unpack(ARGV[base + 2]))
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
     written = written + 1
   end
 end
 return written
 """
-#: MessagePack str8 headers by length (Redis's cmsgpack has no bin type; str is binary-safe).
-_STR8 = [bytes((0xD9, n)) for n in range(256)]
+
+
+def _string_headers(lengths: Any) -> Cells:
+    """The MessagePack string header of each length (Redis's cmsgpack has no bin type; str is
+    binary-safe): str8, str16 or str32, big-endian."""
+    count = len(lengths)
+    big_endian = lengths.astype(">u4").view(np.uint8).reshape(count, 4)
+    small, medium = lengths < 256, (lengths >= 256) & (lengths < 65536)
+    large = ~(small | medium)
+    matrix = np.zeros((count, 5), np.uint8)
+    matrix[:, 0] = np.where(small, 0xD9, np.where(medium, 0xDA, 0xDB))
+    matrix[small, 1] = big_endian[small, 3]
+    matrix[medium, 1:3] = big_endian[medium, 2:]
+    matrix[large, 1:] = big_endian[large]
+    return Cells.padded(matrix, np.where(small, 2, np.where(medium, 3, 5)))
 
 
 def _packed(value: bytes) -> bytes:
     """One MessagePack string."""
-    size = len(value)
-    if size < 256:
-        return _STR8[size] + value
-    if size < 65536:
-        return b"\xda" + struct.pack(">H", size) + value
-    return b"\xdb" + struct.pack(">I", size) + value
-
-
-def _packed_pairs(field: bytes, values: list[bytes]) -> list[bytes]:
-    """``field``, value as MessagePack, per row."""
-    head, str8 = _packed(field), _STR8
-    return [head + str8[len(v)] + v if len(v) < 256 else head + _packed(v) for v in values]
+    return _string_headers(np.array([len(value)])).rows()[0] + value
 
 
 class RedisLayoutWriter:
@@ -220,6 +258,7 @@ class RedisLayoutWriter:
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
         self.fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
         self.ts_field = f"_ts:{view.name}".encode()
+        self.packed_fields = [_packed(f) for f in [self.ts_field, *self.fields]]
         ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
         self.head = [ttl, self.ts_field]
         self.timestamp_column = view.batch_source.timestamp_field
@@ -264,16 +303,14 @@ class RedisLayoutWriter:
     def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
         """One record batch (one row per entity) as the keys and arguments of ``send``."""
         keys = self.entity_keys(batch)
-        stamps, seconds, nanos = encode_timestamps(batch.column(self.timestamp_column))
-        columns = [_packed_pairs(self.ts_field, stamps)] + [
-            _packed_pairs(field, encode_column(batch.column(name), kind))
-            for field, (name, kind) in zip(self.fields, self.features, strict=True)
+        stamps = encode_timestamps(batch.column(self.timestamp_column))
+        values = [stamps] + [
+            encode_column(batch.column(name), kind) for name, kind in self.features
         ]
-        args: list[Any] = [*self.head, *([None] * (3 * len(keys)))]
-        args[2::3] = seconds
-        args[3::3] = nanos
-        args[4::3] = [b"".join(row) for row in zip(*columns, strict=True)]
-        return keys, args
+        pairs: list[Cells] = []
+        for field, cells in zip(self.packed_fields, values, strict=True):
+            pairs += [Cells.constant(field, len(keys)), _string_headers(cells.lengths), cells]
+        return keys, [*self.head, *joined(pairs).rows()]
 
     def send(self, keys: list[bytes], args: list[Any]) -> int:
         """One compare-and-set script call: rows newer than what is stored are written; the
