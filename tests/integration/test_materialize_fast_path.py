@@ -25,7 +25,6 @@ from datalayer.stores.feast_materialize import RedisLayoutWriter, encode_column,
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 120
-TAG_ONLY = 15  # devices with tags rows and no typed rows
 
 DEFINITIONS = """
 import os
@@ -67,18 +66,6 @@ typed = FeatureView(
         Field(name="flag", dtype=Bool),
     ],
     source=source("typed"),
-)
-# Shares typed's join key: the two are read side by side and written together.
-tags = FeatureView(
-    name="tags",
-    entities=[device],
-    ttl=timedelta(days=1),
-    schema=[
-        Field(name="device_id", dtype=String),
-        Field(name="tag", dtype=String),
-        Field(name="level", dtype=Int64),
-    ],
-    source=source("tags"),
 )
 scores = FeatureView(
     name="scores",
@@ -161,24 +148,10 @@ def frames(hours: list[int], salt: int) -> dict[str, pd.DataFrame]:
             for h in hours
         ]
     )
-    # Some devices have typed rows only, some tags rows only, most both.
-    tags = pd.DataFrame(
-        [
-            {
-                "device_id": f"dev-{d}",
-                "tag": f"t{d}-{h}-{salt}",
-                "level": d * 100 + h,
-                "ts": T + timedelta(hours=h, minutes=d % 2),
-                "created": T + timedelta(hours=h, minutes=salt),
-            }
-            for d in range(DEVICES // 2, DEVICES + TAG_ONLY)
-            for h in hours
-        ]
-    )
-    for frame in (typed, scores, tags):
+    for frame in (typed, scores):
         for column in ("ts", "created"):
             frame[column] = frame[column].astype("datetime64[us, UTC]")
-    return {"typed": typed, "scores": scores, "tags": tags}
+    return {"typed": typed, "scores": scores}
 
 
 def write(source: str, repo: Path, data: dict[str, pd.DataFrame], url: str | None) -> None:
@@ -225,8 +198,6 @@ def case(
                     *(f"typed:{f}" for f in ("count", "sparse_count", "small", "ratio")),
                     *(f"typed:{f}" for f in ("ratio32", "label", "flag")),
                     "scores:score",
-                    "tags:tag",
-                    "tags:level",
                 ],
             }
         },
@@ -271,7 +242,7 @@ def test_direct_materialization_writes_what_feast_writes(
             snapshots.append(dump(client, project))
         results[who] = snapshots
     for ours, theirs in zip(results["ours"], results["feast"], strict=True):
-        assert len(ours) == DEVICES + TAG_ONLY + 60
+        assert len(ours) == DEVICES + 60
         assert ours.keys() == theirs.keys()
         for key in theirs:
             assert ours[key] == theirs[key], key
@@ -279,24 +250,6 @@ def test_direct_materialization_writes_what_feast_writes(
     view = fs.get_feature_view("typed")
     assert view.most_recent_end_time == T + timedelta(hours=2)
     client.close()
-
-
-def test_parquet_views_that_share_join_keys_are_written_together(
-    case: tuple[DataLayer, str, str | None],
-) -> None:
-    dl, _, url = case
-    progress: list[tuple[str, int, int]] = []
-
-    def heard(name: str, done: int, total: int) -> None:
-        progress.append((name, done, total))
-
-    dl.features("everything").materialize(T - timedelta(days=1), T, on_view=heard)
-    names = sorted(name for name, _, _ in progress)
-    if url is None:  # parquet: typed and tags are read side by side and written together
-        assert names == ["", "scores", "tags + typed"]
-    else:  # PostgreSQL: one view at a time
-        assert names == ["", "scores", "tags", "typed"]
-    assert progress[-1] == ("", 3, 3)
 
 
 def test_older_rows_never_overwrite_newer_ones(case: tuple[DataLayer, str, str | None]) -> None:
@@ -361,7 +314,7 @@ def test_event_times_compare_exactly_across_the_epoch(
     dl, _, _ = case
     fs = dl.store("features").feature_store  # type: ignore[attr-defined]
     client = redis.Redis.from_url(redis_url)
-    writer = RedisLayoutWriter(fs, [fs.get_feature_view("scores")], client, prefixed=False)
+    writer = RedisLayoutWriter(fs, fs.get_feature_view("scores"), client)
     at = datetime(1969, 12, 31, 23, 59, 50, tzinfo=UTC)
     steps = [  # (event time, expected write)
         (at, True),

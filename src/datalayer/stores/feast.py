@@ -31,7 +31,7 @@ from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
-from datalayer.stores.feast_materialize import materialize_views, parquet_latest, postgres_latest
+from datalayer.stores.feast_materialize import materialize_view, parquet_latest, postgres_latest
 from datalayer.stores.feast_offline import (
     TIMESTAMP,
     ParquetIndexes,
@@ -119,11 +119,6 @@ def _feast_environment(config: FeastConfig) -> Iterator[None]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-
-
-def _aware(instant: datetime) -> datetime:
-    """A naive datetime is taken as UTC, as Feast takes it."""
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager
@@ -524,95 +519,61 @@ class FeastFeatures(FeatureView):
         return historical_parquet(entity_df, self.views(), references, self.store.parquet_indexes)
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
-        """Copy the latest offline values in [start, end] to the online store."""
-        self._materialize(dict.fromkeys(self.views(), start), end, on_view)
+        """Copy the latest offline values in [start, end] to the online store, view by view."""
+        views = list(self.views())
+        for done, name in enumerate(views):
+            if on_view:
+                on_view(name, done, len(views))
+            self._materialize_view(name, start, end)
+        if on_view:
+            on_view("", len(views), len(views))
 
     def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None:
         """Materialize what is new since the last run; a view never materialized starts at
         ``end - ttl`` (Feast would start at now - ttl, missing a past ``end``)."""
-        starts = {}
-        for name in self.views():
+        views = list(self.views())
+        for done, name in enumerate(views):
+            if on_view:
+                on_view(name, done, len(views))
             with self.store.errors():
                 current = self.fs.get_feature_view(name)
-            starts[name] = current.most_recent_end_time or end - (current.ttl or timedelta(days=30))
-        self._materialize(starts, end, on_view)
-
-    def _materialize(
-        self, starts: dict[str, datetime], end: datetime, on_view: Progress | None
-    ) -> None:
-        """Each view from its start to ``end``: straight into Feast's Redis layout when the
-        offline rows can be streamed (parquet files or PostgreSQL) and the online store is
-        Redis, else through Feast's materialize. Either way the registry records the interval,
-        as ``feast materialize`` does. Parquet views with the same join keys and start are read
-        side by side and written together: one hash write per entity instead of one per view.
-        """
-        end = _aware(end)
-        done = 0
-        with self.store.errors(), _quiet():
-            views = [self.fs.get_feature_view(name) for name in starts]
-            for group, start in self._groups(views, starts):
-                if on_view:
-                    on_view(" + ".join(v.name for v in group), done, len(views))
-                batches = self._latest_rows(group, start, end)
-                if batches is None:
-                    self.fs.materialize(start, end, feature_views=[v.name for v in group])
-                else:
-                    with self.store.redis_errors():
-                        materialize_views(self.fs, group, self.store.redis_client(), batches)
-                    for view in group:
-                        self.fs.registry.apply_materialization(view, self.fs.project, start, end)
-                done += len(group)
+            start = current.most_recent_end_time or end - (current.ttl or timedelta(days=30))
+            self._materialize_view(name, start, end)
         if on_view:
             on_view("", len(views), len(views))
 
-    def _groups(
-        self, views: list[Any], starts: dict[str, datetime]
-    ) -> Iterator[tuple[list[Any], datetime]]:
-        """The views in the groups they are materialized in, each with its start: parquet views
-        on the direct path that share their join keys, key types and start go together."""
-        together: dict[tuple[Any, ...], list[Any]] = {}
-        for view in views:
-            start = _aware(starts[view.name])
-            if self._parquet_path(view) is None or not self._direct():
-                yield [view], start
-                continue
-            types = tuple(sorted((c.name, str(c.dtype)) for c in view.entity_columns))
-            together.setdefault((tuple(view.join_keys), types, start), []).append(view)
-        for (_, _, start), group in together.items():
-            yield group, start
+    def _materialize_view(self, name: str, start: datetime, end: datetime) -> None:
+        """One view: straight into Feast's Redis layout when the offline rows can be streamed
+        (parquet files or PostgreSQL) and the online store is Redis; else Feast's materialize.
+        Either way the registry records the interval, as ``feast materialize`` does."""
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        with self.store.errors(), _quiet():
+            view = self.fs.get_feature_view(name)
+            batches = self._latest_rows(view, start, end)
+            if batches is None:
+                self.fs.materialize(start, end, feature_views=[name])
+                return
+            with self.store.redis_errors():
+                materialize_view(self.fs, view, self.store.redis_client(), batches)
+            self.fs.registry.apply_materialization(view, self.fs.project, start, end)
 
-    def _direct(self) -> bool:
-        """Whether materialization can write Feast's Redis layout itself: the online store is
-        Redis, and Feast's view versioning (which renames the hash fields) is off."""
-        versioned = getattr(self.fs.config.registry, "enable_online_feature_view_versioning", 0)
-        return self.store.redis_client() is not None and not versioned
-
-    def _parquet_path(self, view: Any) -> str | None:
-        """The parquet file of a view's ``FileSource``, if that is its source."""
+    def _latest_rows(self, view: Any, start: datetime, end: datetime) -> Iterator[Any] | None:
+        """The view's latest row per entity as record batches, when a direct path exists."""
         from feast import FileSource
-
-        source = view.batch_source
-        if not isinstance(source, FileSource) or not str(source.path).endswith(".parquet"):
-            return None
-        path = Path(source.path)
-        return str(path if path.is_absolute() else self.store.repo / path)
-
-    def _latest_rows(
-        self, views: list[Any], start: datetime, end: datetime
-    ) -> Iterator[Any] | None:
-        """The views' latest row per entity as record batches, when a direct path exists (for
-        several views: parquet ones, side by side)."""
         from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
             PostgreSQLSource,
         )
 
-        if not self._direct():
+        client = self.store.redis_client()
+        versioned = getattr(self.fs.config.registry, "enable_online_feature_view_versioning", 0)
+        source = view.batch_source
+        if client is None or versioned:
             return None
-        paths = [self._parquet_path(view) for view in views]
-        if all(paths):
-            return parquet_latest(views, [p for p in paths if p], start, end)
-        [view] = views
-        if isinstance(view.batch_source, PostgreSQLSource) and self.store.config.postgres_url:
+        if isinstance(source, FileSource) and str(source.path).endswith(".parquet"):
+            path = Path(source.path)
+            path = path if path.is_absolute() else self.store.repo / path
+            return parquet_latest(view, str(path), start, end)
+        if isinstance(source, PostgreSQLSource) and self.store.config.postgres_url:
             return postgres_latest(view, libpq_url(self.store.config.postgres_url), start, end)
         return None
 

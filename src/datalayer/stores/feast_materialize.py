@@ -80,9 +80,7 @@ def _fixed(tag: int, values: Any, dtype: str) -> Cells:
     count = len(values)
     matrix = np.empty((count, width), np.uint8)
     matrix[:, 0] = tag
-    matrix[:, 1:] = (
-        np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, width - 1)
-    )
+    matrix[:, 1:] = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, -1)
     return Cells.padded(matrix, np.where(np.isnan(values), 0, width))
 
 
@@ -173,15 +171,13 @@ def encode_timestamps(column: Any) -> Cells:
     return joined(parts)
 
 
-#: Compare-and-set of one batch, run by Redis. Per key, each view's event time and values are
-#: set unless the stored event time of that view is as new or newer, with Feast's exception
-#: that an unset (zero) stored time never blocks a write. ARGV: the key TTL (0: none), the
-#: number of views N, their N ``_ts:view`` fields, the number of HSET arguments of each, then
-#: per key one MessagePack blob of HSET's arguments for the views the key has rows of, view
-#: after view (``_ts:view``, the new Timestamp, then field, value pairs). One argument per key
-#: instead of two per field cuts the work of packing, sending and parsing them (in C, by
-#: Redis's ``cmsgpack``). The Timestamps are protobuf, decoded here only when the key already
-#: has one of its views. Returns how many keys were written.
+#: Compare-and-set of one batch, run by Redis: per key, HSET the view's event time and values
+#: unless the stored event time is as new or newer, with Feast's exception that an unset (zero)
+#: stored time never blocks a write. ARGV: the key TTL (0: none), the ``_ts:view`` field, then
+#: per key HSET's arguments (``_ts:view``, the new Timestamp, then field, value pairs) as one
+#: MessagePack blob: one argument per key instead of two per field cuts the work of packing,
+#: sending and parsing them (in C, by Redis's ``cmsgpack``). Both Timestamps are protobuf,
+#: decoded here only when the key already has one. Returns how many keys were written.
 _WRITE_NEWER = """
 local function seconds_nanos(blob)
   local seconds, nanos, i = 0, 0, 1
@@ -205,48 +201,21 @@ local function seconds_nanos(blob)
   end
   return seconds, nanos
 end
-local function newer(stored, new)
-  if not stored then return true end
-  local s0, n0 = seconds_nanos(stored)
-  if s0 == 0 and n0 == 0 then return true end
-  local s1, n1 = seconds_nanos(new)
-  return s1 > s0 or (s1 == s0 and n1 > n0)
-end
-local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ts_fields, sizes, view_of = {}, {}, {}
-for v = 1, n do
-  ts_fields[v] = ARGV[2 + v]
-  sizes[v] = tonumber(ARGV[2 + n + v])
-  view_of[ts_fields[v]] = v
-end
-local first = 2 + 2 * n
+local ttl, ts_field = tonumber(ARGV[1]), ARGV[2]
 local written = 0
 for k, key in ipairs(KEYS) do
-  local blob = ARGV[first + k]
-  local stored = redis.call('HMGET', key, unpack(ts_fields))
-  local any = false
-  for v = 1, n do
-    if stored[v] then any = true end
-  end
-  local wrote = false
-  if not any then
-    redis.call('HSET', key, cmsgpack.unpack(blob))
-    wrote = true
+  local stored = redis.call('HGET', key, ts_field)
+  local write = true
+  if stored then
+    local s0, n0 = seconds_nanos(stored)
+    local fields = {cmsgpack.unpack(ARGV[k + 2])}
+    local s1, n1 = seconds_nanos(fields[2])
+    if (s0 ~= 0 or n0 ~= 0) and (s1 < s0 or (s1 == s0 and n1 <= n0)) then write = false end
+    if write then redis.call('HSET', key, unpack(fields)) end
   else
-    local objects, args, i = {cmsgpack.unpack(blob)}, {}, 1
-    while i <= #objects do
-      local v = view_of[objects[i]]
-      if newer(stored[v], objects[i + 1]) then
-        for j = i, i + sizes[v] - 1 do args[#args + 1] = objects[j] end
-      end
-      i = i + sizes[v]
-    end
-    if #args > 0 then
-      redis.call('HSET', key, unpack(args))
-      wrote = true
-    end
+    redis.call('HSET', key, cmsgpack.unpack(ARGV[k + 2]))
   end
-  if wrote then
+  if write then
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
     written = written + 1
   end
@@ -275,54 +244,24 @@ def _packed(value: bytes) -> bytes:
     return _string_headers(np.array([len(value)])).rows()[0] + value
 
 
-class ViewLayout:
-    """Where one feature view's values go in Feast's Redis hashes, and how they are encoded.
+class RedisLayoutWriter:
+    """Writes one feature view's latest rows as Feast's Redis online store would."""
 
-    ``prefix`` is that of the view's columns in a record batch holding several views."""
-
-    def __init__(self, view: Any, prefix: str = "") -> None:
+    def __init__(self, feature_store: Any, view: Any, client: Any) -> None:
         from feast.infra.online_stores.helpers import _mmh3
 
-        self.features = [(prefix + f.name, f.dtype.to_value_type()) for f in view.features]
-        self.timestamp_column = prefix + view.batch_source.timestamp_field
-        self.ts_field = f"_ts:{view.name}".encode()
-        fields = [_mmh3(f"{view.name}:{f.name}") for f in view.features]
-        self.packed_fields = [_packed(f) for f in [self.ts_field, *fields]]
-
-    def pairs(self, batch: Any) -> Cells:
-        """Per row, HSET's arguments for this view as MessagePack: ``_ts:view``, the Timestamp,
-        then field, value pairs; b'' for rows without this view (a null event time)."""
-        present = batch.column(self.timestamp_column).is_valid()
-        rows = batch.filter(present) if batch.column(self.timestamp_column).null_count else batch
-        if not rows.num_rows:
-            return Cells(np.empty(0, np.uint8), np.zeros(batch.num_rows, np.int64))
-        stamps = encode_timestamps(rows.column(self.timestamp_column))
-        values = [stamps] + [encode_column(rows.column(name), kind) for name, kind in self.features]
-        pairs: list[Cells] = []
-        for field, cells in zip(self.packed_fields, values, strict=True):
-            pairs += [Cells.constant(field, rows.num_rows), _string_headers(cells.lengths), cells]
-        found = joined(pairs)
-        if rows is batch:
-            return found
-        lengths = np.zeros(batch.num_rows, np.int64)
-        lengths[present.to_numpy(zero_copy_only=False)] = found.lengths
-        return Cells(found.data, lengths)
-
-
-class RedisLayoutWriter:
-    """Writes the latest rows of feature views that share their join keys, as Feast's Redis
-    online store would: one hash per entity holds every view's fields."""
-
-    def __init__(self, feature_store: Any, views: list[Any], client: Any, prefixed: bool) -> None:
         config = feature_store.config
         self.project = feature_store.project.encode()
         self.version = config.entity_key_serialization_version
-        self.keys = list(views[0].join_keys)
-        self.key_types = {c.name: c.dtype.to_value_type() for c in views[0].entity_columns}
-        self.layouts = [ViewLayout(v, f"{i}:" if prefixed else "") for i, v in enumerate(views)]
+        self.keys = list(view.join_keys)
+        self.key_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+        self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
+        self.fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
+        self.ts_field = f"_ts:{view.name}".encode()
+        self.packed_fields = [_packed(f) for f in [self.ts_field, *self.fields]]
         ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
-        sizes = [2 * len(layout.packed_fields) for layout in self.layouts]
-        self.head = [ttl, len(views), *(layout.ts_field for layout in self.layouts), *sizes]
+        self.head = [ttl, self.ts_field]
+        self.timestamp_column = view.batch_source.timestamp_field
         self.script = client.register_script(_WRITE_NEWER)
 
     def entity_keys(self, batch: Any) -> list[bytes]:
@@ -364,9 +303,14 @@ class RedisLayoutWriter:
     def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
         """One record batch (one row per entity) as the keys and arguments of ``send``."""
         keys = self.entity_keys(batch)
-        pairs = [layout.pairs(batch) for layout in self.layouts]
-        rows = pairs[0] if len(pairs) == 1 else joined(pairs)
-        return keys, [*self.head, *rows.rows()]
+        stamps = encode_timestamps(batch.column(self.timestamp_column))
+        values = [stamps] + [
+            encode_column(batch.column(name), kind) for name, kind in self.features
+        ]
+        pairs: list[Cells] = []
+        for field, cells in zip(self.packed_fields, values, strict=True):
+            pairs += [Cells.constant(field, len(keys)), _string_headers(cells.lengths), cells]
+        return keys, [*self.head, *joined(pairs).rows()]
 
     def send(self, keys: list[bytes], args: list[Any]) -> int:
         """One compare-and-set script call: rows newer than what is stored are written; the
@@ -390,43 +334,23 @@ def _latest_query(view: Any) -> tuple[list[str], str, str, str]:
 
 
 def parquet_latest(
-    views: list[Any], paths: list[str], start: datetime, end: datetime, batch_rows: int = BATCH_ROWS
+    view: Any, path: str, start: datetime, end: datetime, batch_rows: int = BATCH_ROWS
 ) -> Iterator[Any]:
     """The latest row per entity with ``start <= event time <= end``, ties broken by the
-    created time (Feast's rule), as record batches from DuckDB.
-
-    Views that share their join keys are read side by side: one row per entity that any of
-    them has, the views' columns (but the keys) prefixed ``0:``, ``1:``..., and nulls for a view
-    the entity has no row of."""
+    created time (Feast's rule), as record batches from DuckDB."""
     import duckdb
 
-    def latest(view: Any, path: str, prefix: str) -> str:
-        columns, _, keys, order = _latest_query(view)
-        selected = ", ".join(
-            quoted(c)
-            if c in view.join_keys or not prefix
-            else f"{quoted(c)} AS {quoted(prefix + c)}"
-            for c in columns
-        )
-        return (
-            f"SELECT {selected} FROM read_parquet('{path.replace(chr(39), chr(39) * 2)}') "
-            f"WHERE {quoted(view.batch_source.timestamp_field)} BETWEEN ? AND ? "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-        )
-
-    naive = [t.astimezone(UTC).replace(tzinfo=None) for t in (start, end)]
-    if len(views) == 1:
-        sql = latest(views[0], paths[0], "")
-    else:
-        keys = ", ".join(quoted(k) for k in views[0].join_keys)
-        parts = [latest(v, p, f"{i}:") for i, (v, p) in enumerate(zip(views, paths, strict=True))]
-        ctes = ", ".join(f"v{i} AS ({part})" for i, part in enumerate(parts))
-        joins = "".join(f" FULL JOIN v{i} USING ({keys})" for i in range(1, len(views)))
-        sql = f"WITH {ctes} SELECT * FROM v0{joins}"
+    _, selected, keys, order = _latest_query(view)
+    sql = (
+        f"SELECT {selected} FROM read_parquet('{path.replace(chr(39), chr(39) * 2)}') "
+        f"WHERE {quoted(view.batch_source.timestamp_field)} BETWEEN ? AND ? "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
+    )
     with duckdb.connect(config={"memory_limit": DUCKDB_MEMORY}) as con:
         con.execute("SET preserve_insertion_order = false")
         con.execute("SET TimeZone = 'UTC'")
-        relation: Any = con.sql(sql, params=naive * len(views))
+        naive = [t.astimezone(UTC).replace(tzinfo=None) for t in (start, end)]
+        relation: Any = con.sql(sql, params=naive)
         # DuckDB 2 renamed ``fetch_record_batch`` to ``to_arrow_reader``.
         stream = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
         yield from stream(batch_rows)
@@ -455,17 +379,15 @@ def postgres_latest(
             )
 
 
-def materialize_views(
+def materialize_view(
     feature_store: Any,
-    views: list[Any],
+    view: Any,
     client: Any,
     batches: Iterator[Any],
     on_rows: Callable[[int], None] | None = None,
 ) -> int:
-    """Write every batch of views that share their join keys (read side by side, as
-    ``parquet_latest`` gives them, when there are several); the number of entities whose hash
-    changed."""
-    writer = RedisLayoutWriter(feature_store, views, client, prefixed=len(views) > 1)
+    """Write every batch of one view; the number of entities whose hash changed."""
+    writer = RedisLayoutWriter(feature_store, view, client)
     written = 0
     # Redis applies one batch while the next is read and encoded: two batches at most in memory.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize") as sender:
