@@ -82,10 +82,16 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
         t = document["target"]
         yield ("publish (publisher, one flush) / raw confluent-kafka, throughput",
                value(t["ratio"]), f">= {t['min_ratio']}x", verdict(t["met"]))  # fmt: skip
-        extra = document.get("ratios", {}).get("publisher_vs_raw_serializing")
-        if extra is not None:
-            yield ("publish (publisher) / raw serializing its dicts with json.dumps, no "
-                   "validation", value(extra), "(for scale)", "")  # fmt: skip
+        ratios = document.get("ratios", {})
+        for key, what in [
+            (
+                "publisher_vs_raw_serializing",
+                "raw serializing its dicts with json.dumps, no validation",
+            ),
+            ("publisher_vs_raw_tuned", "raw with failure-only reports and positional arguments"),
+        ]:
+            if key in ratios:
+                yield f"publish (publisher) / {what}", value(ratios[key]), "(for scale)", ""
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),
