@@ -386,10 +386,10 @@ class Stream(ABC):
     def _keys(self, models: list[BaseModel]) -> list[str | None]:
         if not self._key_path:
             return [None] * len(models)
-        if self._key_field is not None and self._key_is_text:
-            return list(map(self._key_field, models))
         if self._key_field is not None:
             found: list[Any] = list(map(self._key_field, models))
+            if self._key_is_text:
+                return found
         else:
             found = [self._key_value(model) for model in models]
         if set(map(type, found)) == {str}:

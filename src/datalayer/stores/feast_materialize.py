@@ -256,9 +256,9 @@ class RedisLayoutWriter:
         self.keys = list(view.join_keys)
         self.key_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
-        self.fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
+        fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
         self.ts_field = f"_ts:{view.name}".encode()
-        self.packed_fields = [_packed(f) for f in [self.ts_field, *self.fields]]
+        self.packed_fields = [_packed(f) for f in [self.ts_field, *fields]]
         ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
         self.head = [ttl, self.ts_field]
         self.timestamp_column = view.batch_source.timestamp_field

@@ -302,16 +302,13 @@ class KafkaStream(Stream):
 
         Returns each message's partition. A full librdkafka queue makes this wait for room.
         """
-        refuse_oversized(self.store.label, topic, values, self.store.config.max_message_bytes)
-        producer = producer or self.store.producer
         raws = [None if key is None else key.encode() for key in keys]
         count = self._partitions(topic)
         placed = [
             self.partition_for(None, topic) if raw is None else zlib.crc32(raw) % count
             for raw in raws
         ]
-        with self.store.errors():
-            _queue(producer, topic, values, raws, placed, report, headers)
+        _queue(self.store, producer, topic, values, raws, placed, report, headers)
         return placed
 
     def _settle(self, producer: Any = None) -> int:
@@ -361,6 +358,7 @@ class KafkaStream(Stream):
 
 
 def _queue(
+    store: KafkaStore,
     producer: Any,
     topic: str,
     values: list[bytes],
@@ -369,9 +367,13 @@ def _queue(
     report: Callable[[Any, Any], None],
     headers: list[list[tuple[str, str]] | None] | None = None,
 ) -> None:
-    """``produce`` each message (partition -1: the producer's partitioner picks), waiting for room
-    in a full queue. Arguments go by position: parsing keywords costs more than the call.
+    """``produce`` each message on ``producer`` (the store's own when None; partition -1: the
+    producer's partitioner picks), waiting for room in a full queue. A batch with a message
+    over the store's size limit is refused whole. Arguments go by position: parsing keywords
+    costs more than the call.
     """
+    refuse_oversized(store.label, topic, values, store.config.max_message_bytes)
+    producer = producer or store.producer
     calls: Iterable[tuple[Any, ...]]
     if headers is None:
         calls = zip(repeat(topic), values, keys, partitions, repeat(report), strict=False)
@@ -380,19 +382,20 @@ def _queue(
         calls = zip(repeat(topic), values, keys, partitions, repeat(report), headers, strict=False)
         produce = partial(_produce_with_headers, producer)
     pending = iter(calls)
-    while True:
-        try:
-            for call in pending:
-                produce(*call)
-            return
-        except BufferError:
-            while True:  # the queue is full: serve delivery reports until ``call`` fits
-                producer.poll(0.1)
-                try:
+    with store.errors():
+        while True:
+            try:
+                for call in pending:
                     produce(*call)
-                    break
-                except BufferError:
-                    continue
+                return
+            except BufferError:
+                while True:  # the queue is full: serve delivery reports until ``call`` fits
+                    producer.poll(0.1)
+                    try:
+                        produce(*call)
+                        break
+                    except BufferError:
+                        continue
 
 
 def _produce_with_headers(producer: Any, *args: Any) -> None:
@@ -447,10 +450,9 @@ class KafkaPublisher(Publisher):
             heads = [list(h.items()) or None for h in headers] if headers else None
             self.kafka._send(self.topic, keys, values, heads, self._report, self.producer)
         else:
-            store = self.kafka.store
-            refuse_oversized(store.label, self.topic, values, store.config.max_message_bytes)
-            with store.errors():
-                _queue(self.producer, self.topic, values, keys, repeat(-1), self._report)
+            _queue(
+                self.kafka.store, self.producer, self.topic, values, keys, repeat(-1), self._report
+            )
         now = time.monotonic()
         if now >= self.next_poll:  # hear failures that are ready, so they stop us early
             self.producer.poll(0)  # (not after every call: a poll costs ~0.1 ms)
