@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import SchemaSerializer, SchemaValidator, core_schema
 
 from datalayer.errors import PayloadValidationError
 from datalayer.validators import Name
@@ -71,6 +73,64 @@ def validate_model(pattern: str, schema: type[BaseModel], payload: Any) -> BaseM
             pattern,
             [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()],
         ) from exc
+
+
+@dataclass(frozen=True)
+class DictCodec:
+    """A model's fields as a typed dict: the same validation and the same JSON, about half the
+    cost, because no model instance is built. ``validate_many`` raises pydantic's
+    ``ValidationError``, which callers turn into their own error (the model path names fields).
+    """
+
+    validate_many: Callable[[list[Any]], list[dict[str, Any]]]
+    to_json: Callable[[dict[str, Any]], bytes]
+
+
+#: Keys of a model's core schema (and of its fields) that only matter for instances, or that
+#: the typed dict schema reads the same way. Any other key means behaviour outside the fields.
+_PLAIN_MODEL_KEYS = {"type", "cls", "config", "schema", "ref", "metadata", "frozen"}
+_PLAIN_FIELD_KEYS = {"type", "schema", "metadata", "frozen"}
+
+
+def dict_codec(schema: type[BaseModel]) -> DictCodec | None:
+    """A ``DictCodec`` for ``schema``, or ``None`` if the model does anything beyond checking
+    its fields: validators or serializers of its own, aliases, extra fields, computed fields,
+    a custom ``__init__`` or ``model_post_init``. Those need the model path.
+    """
+    model: Any = schema.__pydantic_core_schema__
+    if model.get("type") != "model" or model.get("custom_init") or model.get("root_model"):
+        return None
+    fields_schema = model["schema"]
+    config: core_schema.CoreConfig = model.get("config") or core_schema.CoreConfig()
+    if (
+        set(model) - _PLAIN_MODEL_KEYS - {"custom_init", "root_model"}
+        or fields_schema.get("type") != "model-fields"
+        or set(fields_schema) - {"type", "fields", "model_name", "computed_fields"}
+        or fields_schema.get("computed_fields")
+        or config.get("extra_fields_behavior", "ignore") != "ignore"
+    ):
+        return None
+    fields: dict[str, core_schema.TypedDictField] = {}
+    for name, field in fields_schema["fields"].items():
+        if set(field) - _PLAIN_FIELD_KEYS or _has_code(field["schema"]):
+            return None
+        inner = field["schema"]
+        fields[name] = core_schema.typed_dict_field(inner, required=inner["type"] != "default")
+    as_dict = core_schema.typed_dict_schema(fields, extra_behavior="ignore", config=config)
+    validator = SchemaValidator(core_schema.list_schema(as_dict), config)
+    return DictCodec(validator.validate_python, SchemaSerializer(as_dict, config).to_json)
+
+
+def _has_code(node: Any) -> bool:
+    """Whether a core schema calls user code (validator or serializer functions) anywhere."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if isinstance(kind, str) and (kind.startswith("function") or kind == "definition-ref"):
+            return True
+        return "serialization" in node or any(_has_code(v) for v in node.values())
+    if isinstance(node, list | tuple):
+        return any(_has_code(v) for v in node)
+    return False
 
 
 def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:

@@ -18,6 +18,7 @@ from datalayer.categories.streaming import (
     OutgoingRecord,
 )
 from tests.contract.conftest import OpenLayer
+from tests.contract.schemas import Event
 
 EVENTS = {
     "topic": "events",
@@ -297,6 +298,15 @@ def test_publisher_sends_the_same_bytes_and_keys_as_publish(dl: DataLayer) -> No
         stream.encode(event(7, "dev-z")).value,
         stream.encode(event(8, "dev-y")).value,
     ]
+    # Dicts and models mixed, across slices: one that starts with dicts and holds a model,
+    # one that starts with a model, and dicts needing coercion.
+    batch: list[Any] = [{**event(n, f"dev-{n % 3}"), "seq": str(n)} for n in range(150)]
+    batch[70] = Event(**event(70, "dev-m"))
+    batch[128] = Event(**event(128, "dev-n"))
+    keys, bodies = stream.encode_many(batch)
+    assert keys == [stream.encode(e).key for e in batch]
+    assert bodies == [stream.encode(e).value for e in batch]
+    assert bodies[5] == b'{"event_id":"e5","device":"dev-2","seq":5,"payload":""}'
 
 
 def test_publisher_puts_each_key_on_the_partition_publish_does(dl: DataLayer) -> None:

@@ -30,14 +30,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from datalayer.errors import DataLayerError, PayloadValidationError
-from datalayer.patterns import PatternConfig, validate_model, validate_payload
+from datalayer.patterns import (
+    DictCodec,
+    PatternConfig,
+    dict_codec,
+    validate_model,
+    validate_payload,
+)
 from datalayer.validators import Duration, FieldPath, TopicName
 
 log = logging.getLogger(__name__)
@@ -303,13 +309,17 @@ class Stream(ABC):
         self._schema = pattern.schema_cls
         self._key_path = pattern.key.split(".") if pattern.key else None
         # One pydantic call validates a whole batch; the schema's serializer writes its bytes.
+        # Batches of dicts skip building models when the schema's fields are all it checks.
         self._batch: TypeAdapter[list[BaseModel]] | None = None
         self._to_json: Callable[[BaseModel], bytes] | None = None
+        self._dicts: DictCodec | None = None
         if self._schema is not None:
             self._batch = TypeAdapter(list[self._schema])  # type: ignore[name-defined]
             self._to_json = self._schema.__pydantic_serializer__.to_json
+            self._dicts = dict_codec(self._schema)
         field = self._key_path[0] if self._key_path and len(self._key_path) == 1 else None
         self._key_field = attrgetter(field) if field and self._schema is not None else None
+        self._key_item = itemgetter(field) if field and self._schema is not None else None
         # A key field declared ``str`` is text once validated: no per-event check is needed.
         declared = self._schema.model_fields.get(field) if field and self._schema else None
         self._key_is_text = declared is not None and declared.annotation is str
@@ -364,8 +374,9 @@ class Stream(ABC):
         With a schema, events are validated a slice at a time (one pydantic call each), and
         each slice's models are serialized and dropped before the next: a whole batch of live
         models would keep the cyclic garbage collector promoting and rescanning them, which
-        costs more than validating. A slice that fails is checked one event at a time to name
-        the first bad one (and to accept instances of other models).
+        costs more than validating. A slice of dicts is validated into dicts instead when the
+        schema allows (``DictCodec``: same checks, same bytes). A slice that fails is checked
+        one event at a time to name the first bad one (and to accept instances of other models).
         """
         batch = events if isinstance(events, list) else list(events)
         if self._batch is None or self._to_json is None:
@@ -373,25 +384,36 @@ class Stream(ABC):
             return [r.key for r in records], [r.value for r in records]
         keys: list[str | None] = []
         values: list[bytes] = []
+        dicts = self._dicts
         for start in range(0, len(batch), _SLICE):
             part = batch[start : start + _SLICE]
+            if dicts is not None and type(part[0]) is dict:
+                try:
+                    rows = dicts.validate_many(part)
+                except ValidationError:
+                    pass  # the model path below names the first bad event
+                else:
+                    values += map(dicts.to_json, rows)
+                    keys += self._keys(rows, self._key_item)
+                    continue
             try:
                 models = self._batch.validate_python(part)
             except ValidationError:
                 models = [self._validate_at(start + i, event) for i, event in enumerate(part)]
             values += map(self._to_json, models)
-            keys += self._keys(models)
+            keys += self._keys(models, self._key_field)
         return keys, values
 
-    def _keys(self, models: list[BaseModel]) -> list[str | None]:
+    def _keys(self, found: list[Any], read_key: Callable[[Any], Any] | None) -> list[str | None]:
+        """Partition keys of validated events (models or dicts; ``read_key`` reads one)."""
         if not self._key_path:
-            return [None] * len(models)
-        if self._key_field is not None:
-            found: list[Any] = list(map(self._key_field, models))
+            return [None] * len(found)
+        if read_key is not None:
+            found = list(map(read_key, found))
             if self._key_is_text:
                 return found
         else:
-            found = [self._key_value(model) for model in models]
+            found = [self._key_value(event) for event in found]
         if set(map(type, found)) == {str}:
             return found
         return [self._key_text(k) for k in found]

@@ -5,8 +5,9 @@ of the batch is acknowledged by the broker; a ``KafkaPublisher`` instead leaves 
 librdkafka's queue (bounded by ``queue.buffering.max.messages``: a full queue makes the caller
 wait) and waits once, on flush. Partitions follow the embedded log's CRC32 rule, so a key lands
 on the same partition number on both: chosen here, or for publishers by librdkafka's
-``consistent_random`` partitioner, which is the same rule for every key but the empty one. Consumers commit manually,
-only past acknowledged messages (the contract's tracker decides what to commit).
+``consistent_random`` partitioner, which is the same rule for every key but the empty one.
+Consumers commit manually, only past acknowledged messages (the contract's tracker decides what
+to commit).
 """
 
 from __future__ import annotations
