@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -101,9 +101,8 @@ class Record:
     timestamp: datetime
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """Where a published message landed."""
+class Delivery(NamedTuple):
+    """Where a published message landed (a tuple: ``publish_many`` makes one per message)."""
 
     topic: str
     partition: int

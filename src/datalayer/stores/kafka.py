@@ -419,8 +419,8 @@ class _Acks:
 
     def deliveries(self, topic: str, placed: list[int]) -> list[Delivery]:
         """Deliveries in publish order: an idempotent producer keeps each partition's order."""
-        queues = {p: iter(sorted(offsets)) for p, offsets in self.offsets.items()}
-        return [Delivery(topic, p, next(queues[p])) for p in placed]
+        queues = {p: iter(sorted(offsets)).__next__ for p, offsets in self.offsets.items()}
+        return [Delivery(topic, p, queues[p]()) for p in placed]
 
 
 class KafkaPublisher(Publisher):
