@@ -3,8 +3,8 @@
 Feast's ``materialize`` pulls every latest row of a view into memory, then builds a protobuf
 object per value in Python. Here the offline store picks the latest row per entity (DuckDB over
 the parquet files, or PostgreSQL), the rows stream out in record batches, whole columns are
-encoded at once, and each batch goes to Redis as one Lua compare-and-set call (Redis applies
-it while the next batch is encoded). What lands in Redis is byte for byte what Feast writes: the
+encoded at once, and each batch goes to Redis as one Lua compare-and-set call (two batches in
+flight, so Redis works while the next is encoded). What lands in Redis is byte for byte what Feast writes: the
 same keys (Feast's ``serialize_entity_key``), fields (Feast's ``_mmh3``), value encoding (tested
 against Feast's) and the same rule that an older or equal event time never overwrites a newer
 one.
@@ -13,6 +13,7 @@ one.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from datalayer.stores.feast_redis import serialize_keys
 BATCH_ROWS = 5_000
 #: DuckDB's own memory for the latest-row query; beyond it DuckDB spills to disk.
 DUCKDB_MEMORY = "256MB"
+#: Batches sent to Redis and not yet answered.
+IN_FLIGHT = 2
 
 _DOUBLE, _FLOAT, _INT64, _INT32, _STRING, _BOOL = 0x29, 0x35, 0x20, 0x18, 0x12, 0x38
 
@@ -389,18 +392,20 @@ def materialize_view(
     """Write every batch of one view; the number of entities whose hash changed."""
     writer = RedisLayoutWriter(feature_store, view, client)
     written = 0
-    # Redis applies one batch while the next is read and encoded: two batches at most in memory.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize") as sender:
-        pending: Future[int] | None = None
+    # Two batches in flight, on two connections: Redis starts the second as soon as the first
+    # is done, while the first's reply and the third's arguments are still on the way. The
+    # batches hold different entities (one row each), so their order does not matter.
+    with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="materialize") as sender:
+        pending: deque[Future[int]] = deque()
         for batch in batches:
             if not batch.num_rows:
                 continue
             keys, args = writer.encode(batch)
-            if pending is not None:
-                written += pending.result()
-            pending = sender.submit(writer.send, keys, args)
+            if len(pending) == IN_FLIGHT:
+                written += pending.popleft().result()
+            pending.append(sender.submit(writer.send, keys, args))
             if on_rows:
                 on_rows(batch.num_rows)
-        if pending is not None:
-            written += pending.result()
+        while pending:
+            written += pending.popleft().result()
     return written
