@@ -122,7 +122,8 @@ def dict_codec(schema: type[BaseModel]) -> DictCodec | None:
 
 
 def _has_code(node: Any) -> bool:
-    """Whether a core schema calls user code (validator or serializer functions) anywhere."""
+    """Whether a core schema calls user code (validator or serializer functions) anywhere, or
+    refers to definitions held outside it, which a typed dict built from it would not carry."""
     if isinstance(node, dict):
         kind = node.get("type")
         if isinstance(kind, str) and (kind.startswith("function") or kind == "definition-ref"):
