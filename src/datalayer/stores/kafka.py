@@ -375,18 +375,17 @@ def _queue(
     """
     refuse_oversized(store.label, topic, values, store.config.max_message_bytes)
     producer = producer or store.producer
-    calls: Iterable[tuple[Any, ...]]
+    calls: Iterator[tuple[Any, ...]]  # one iterator: a full queue resumes it where it stopped
     if headers is None:
         calls = zip(repeat(topic), values, keys, partitions, repeat(report), strict=False)
         produce = producer.produce
     else:
         calls = zip(repeat(topic), values, keys, partitions, repeat(report), headers, strict=False)
         produce = partial(_produce_with_headers, producer)
-    pending = iter(calls)
     with store.errors():
         while True:
             try:
-                for call in pending:
+                for call in calls:
                     produce(*call)
                 return
             except BufferError:
