@@ -105,7 +105,7 @@ from tests.services.launcher import Launcher
 
 import datalayer
 from datalayer.errors import redact
-from datalayer.stores.feast import FeastStore, _quiet
+from datalayer.stores.feast.store import FeastStore, _quiet
 
 TIMESTAMP = "event_timestamp"
 CREATED = "created"

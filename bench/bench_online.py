@@ -85,7 +85,7 @@ from harness import (
 from tests.services.launcher import Launcher
 
 import datalayer
-from datalayer.stores.feast import FeastStore
+from datalayer.stores.feast.store import FeastStore
 
 VIEWS = 5
 FEATURES_PER_VIEW = 10

@@ -98,7 +98,7 @@ from harness import (
 )
 
 import datalayer
-from datalayer.stores.feast import FeastFeatures, FeastStore, _quiet
+from datalayer.stores.feast.store import FeastFeatures, FeastStore, _quiet
 
 TIMESTAMP = "event_timestamp"
 ROW_ID = "row_id"

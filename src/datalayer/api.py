@@ -28,7 +28,7 @@ from datalayer.errors import (
 from datalayer.migrations import Migrations
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store
-from datalayer.stores.sql import SQLStore
+from datalayer.stores.sql.engine import SQLStore
 
 #: The accessor that serves each category, for error messages that say what to call instead.
 ACCESSORS = {

@@ -71,7 +71,7 @@ def has_environment(folder: Path | None) -> bool:
 
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Write datalayer's column types as plain SQLAlchemy types, so revisions import nothing else."""
-    from datalayer.stores.sql import UTCDateTime
+    from datalayer.stores.sql.types import UTCDateTime
 
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

@@ -16,15 +16,15 @@ from datalayer.stores.base import StoreConfig
 ENTRY_POINT_GROUP = "datalayer.stores"
 
 BUILTIN_STORE_TYPES: dict[str, str] = {
-    "sqlite": "datalayer.stores.sqlite:SQLiteConfig",
-    "postgres": "datalayer.stores.postgres:PostgresConfig",
-    "embedded-log": "datalayer.stores.embedded_log:EmbeddedLogConfig",
-    "kafka": "datalayer.stores.kafka:KafkaConfig",
-    "embedded-documents": "datalayer.stores.embedded_documents:EmbeddedDocumentsConfig",
-    "mongodb": "datalayer.stores.mongodb:MongoDBConfig",
-    "embedded-kv": "datalayer.stores.embedded_kv:EmbeddedKVConfig",
-    "redis": "datalayer.stores.redis:RedisConfig",
-    "feast": "datalayer.stores.feast:FeastConfig",
+    "sqlite": "datalayer.stores.sql.sqlite:SQLiteConfig",
+    "postgres": "datalayer.stores.sql.postgres:PostgresConfig",
+    "embedded-log": "datalayer.stores.streaming.embedded_log:EmbeddedLogConfig",
+    "kafka": "datalayer.stores.streaming.kafka:KafkaConfig",
+    "embedded-documents": "datalayer.stores.documents.embedded:EmbeddedDocumentsConfig",
+    "mongodb": "datalayer.stores.documents.mongodb:MongoDBConfig",
+    "embedded-kv": "datalayer.stores.kv.embedded:EmbeddedKVConfig",
+    "redis": "datalayer.stores.kv.redis:RedisConfig",
+    "feast": "datalayer.stores.feast.store:FeastConfig",
 }
 
 

@@ -21,7 +21,11 @@ import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast_materialize import RedisLayoutWriter, encode_column, encode_timestamps
+from datalayer.stores.feast.materialize_redis import (
+    RedisLayoutWriter,
+    encode_column,
+    encode_timestamps,
+)
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 120

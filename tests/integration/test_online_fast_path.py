@@ -26,9 +26,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import datalayer
-from datalayer.stores import feast_redis
-from datalayer.stores.feast import FeastFeatures, FeastStore
-from datalayer.stores.feast_redis import (
+from datalayer.stores.feast import online_redis as feast_redis
+from datalayer.stores.feast.online_redis import (
     batch_decoder,
     decode,
     decode_column,
@@ -37,6 +36,7 @@ from datalayer.stores.feast_redis import (
     event_nanos,
     read_plan,
 )
+from datalayer.stores.feast.store import FeastFeatures, FeastStore
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SHORT_TTL = timedelta(hours=1)

@@ -21,7 +21,7 @@ import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast import FeastFeatures, FeastStore
+from datalayer.stores.feast.store import FeastFeatures, FeastStore
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 40

@@ -107,7 +107,7 @@ def write_parquet(frames: dict[str, Any], folder: Path) -> None:
 def write_postgres(frames: dict[str, Any], url: str) -> None:
     import sqlalchemy as sa
 
-    from datalayer.stores.postgres import sqlalchemy_url
+    from datalayer.stores.shared.postgres_urls import sqlalchemy_url
 
     engine = sa.create_engine(sqlalchemy_url(url))
     try:
@@ -125,7 +125,7 @@ def load_example_features(
     dl: Any, pattern: str = "service_features", end: datetime | None = None
 ) -> datetime:
     """Write the example feature data where the pattern's Feast profile reads it; returns its end."""
-    from datalayer.stores.feast import FeastStore
+    from datalayer.stores.feast.store import FeastStore
 
     store = dl.store(dl.pattern(pattern).store)
     if not isinstance(store, FeastStore):

@@ -1,1 +1,1 @@
-"""Store types: one module each, its pydantic config beside its class."""
+"""Store types, grouped by the category they serve; each config model sits beside its class."""

@@ -32,8 +32,8 @@ from datalayer.categories.streaming import (
 from datalayer.errors import DataLayerError, NotFound
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig
-from datalayer.stores.sqlite import resolve_path
-from datalayer.stores.sqlite_file import SQLiteFile
+from datalayer.stores.shared.paths import resolve_path
+from datalayer.stores.shared.sqlite_file import SQLiteFile
 from datalayer.validators import Duration
 
 _SCHEMA = [

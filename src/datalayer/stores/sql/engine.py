@@ -6,13 +6,8 @@ every identifier is checked against the registry's safe-identifier rule before i
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
-import enum
 import time
-import types
 import typing
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,66 +25,7 @@ from datalayer.migrations import Migrations, has_environment
 from datalayer.patterns import PatternConfig, validate_model
 from datalayer.query import Condition, check_limit, parse_filter, parse_sort
 from datalayer.stores.base import Store, StoreConfig
-
-
-class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
-    """Timezone-aware datetimes on every backend: stored in UTC, read back as UTC."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(
-        self, value: dt.datetime | None, dialect: sa.Dialect
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(
-        self, value: dt.datetime | None, dialect: sa.Dialect
-    ) -> dt.datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def _column_type(annotation: Any) -> tuple[sa.types.TypeEngine[Any], bool]:
-    """SQL type for a pydantic field annotation, and whether it admits None."""
-    nullable = False
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        nullable = len(args) < len(typing.get_args(annotation))
-        if len(args) == 1:
-            inner, inner_nullable = _column_type(args[0])
-            return inner, nullable or inner_nullable
-        return sa.JSON(), nullable
-    if origin is typing.Literal:
-        values = typing.get_args(annotation)
-        if all(isinstance(v, str) for v in values):
-            return sa.String(max(len(v) for v in values)), nullable
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            return sa.BigInteger(), nullable
-    if origin is typing.Annotated:
-        return _column_type(typing.get_args(annotation)[0])
-    simple: list[tuple[type, sa.types.TypeEngine[Any]]] = [
-        (bool, sa.Boolean()),
-        (int, sa.BigInteger()),
-        (float, sa.Double()),
-        (decimal.Decimal, sa.Numeric(38, 10)),
-        (dt.datetime, UTCDateTime()),
-        (dt.date, sa.Date()),
-        (uuid.UUID, sa.Uuid()),
-        (str, sa.String()),
-    ]
-    if isinstance(annotation, type):
-        if issubclass(annotation, enum.Enum):
-            return sa.String(), nullable
-        for python_type, sql_type in simple:
-            if issubclass(annotation, python_type):
-                return sql_type, nullable
-    return sa.JSON(), nullable
+from datalayer.stores.sql.types import column_type
 
 
 def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Table:
@@ -98,7 +34,7 @@ def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Tabl
     assert schema is not None, "the loader resolves transactional schemas"
     columns = []
     for name, field in schema.model_fields.items():
-        sql_type, nullable = _column_type(field.annotation)
+        sql_type, nullable = column_type(field.annotation)
         is_key = name in pattern.key
         columns.append(
             sa.Column(

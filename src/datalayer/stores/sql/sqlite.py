@@ -8,7 +8,8 @@ from typing import Any, ClassVar, Literal
 import sqlalchemy as sa
 
 from datalayer.stores.base import StoreConfig
-from datalayer.stores.sql import SQLStore
+from datalayer.stores.shared.paths import migrations_folder, resolve_path
+from datalayer.stores.sql.engine import SQLStore
 
 
 class SQLiteConfig(StoreConfig):
@@ -38,20 +39,3 @@ class SQLiteConfig(StoreConfig):
             cursor.close()
 
         return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))
-
-
-def migrations_folder(path: str | None, base_dir: Path) -> Path | None:
-    """The store's Alembic folder, relative to the registry's folder."""
-    if path is None:
-        return None
-    folder = Path(path).expanduser()
-    return folder if folder.is_absolute() else base_dir / folder
-
-
-def resolve_path(path: str, base_dir: Path) -> Path:
-    """An embedded store's file: relative to the registry's folder, parent folders created."""
-    file = Path(path).expanduser()
-    if not file.is_absolute():
-        file = base_dir / file
-    file.parent.mkdir(parents=True, exist_ok=True)
-    return file

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 from datalayer.categories.kv import KeyValuePattern, KVNamespace
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig
-from datalayer.stores.sqlite import resolve_path
-from datalayer.stores.sqlite_file import SQLiteFile
+from datalayer.stores.shared.paths import resolve_path
+from datalayer.stores.shared.sqlite_file import SQLiteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (

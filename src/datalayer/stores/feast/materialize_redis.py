@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from datalayer.stores.feast_offline import quoted
-from datalayer.stores.feast_redis import serialize_keys
+from datalayer.stores.feast.online_redis import serialize_keys
+from datalayer.stores.feast.training_parquet import quoted
 
 #: Rows per record batch: enough to amortize a Redis round trip, small enough to stay flat.
 BATCH_ROWS = 5_000

@@ -15,8 +15,8 @@ from datalayer.categories.document import DocumentCollection, DocumentPattern, s
 from datalayer.patterns import PatternConfig
 from datalayer.query import Condition, SortKey, parse_filter
 from datalayer.stores.base import Store, StoreConfig
-from datalayer.stores.sqlite import resolve_path
-from datalayer.stores.sqlite_file import SQLiteFile
+from datalayer.stores.shared.paths import resolve_path
+from datalayer.stores.shared.sqlite_file import SQLiteFile
 
 _COMPARE = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 

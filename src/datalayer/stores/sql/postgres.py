@@ -12,18 +12,9 @@ from pydantic import Field
 
 from datalayer.errors import DataLayerError, StoreUnavailable, redact
 from datalayer.stores.base import StoreConfig, require_driver
-from datalayer.stores.sql import SQLStore, SQLTable, ping_when_idle
-from datalayer.stores.sqlite import migrations_folder
-
-
-def sqlalchemy_url(url: str) -> str:
-    """A ``postgres[ql][+psycopg]://`` URL as SQLAlchemy's psycopg 3 URL."""
-    return "postgresql+psycopg://" + url.split("://", 1)[1]
-
-
-def libpq_url(url: str) -> str:
-    """The same URL as psycopg itself takes (``postgresql://``)."""
-    return "postgresql://" + url.split("://", 1)[1]
+from datalayer.stores.shared.paths import migrations_folder
+from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
+from datalayer.stores.sql.engine import SQLStore, SQLTable, ping_when_idle
 
 
 class PostgresConfig(StoreConfig):

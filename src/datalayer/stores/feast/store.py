@@ -31,14 +31,12 @@ from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
-from datalayer.stores.feast_materialize import materialize_view, parquet_latest, postgres_latest
-from datalayer.stores.feast_offline import (
-    TIMESTAMP,
-    ParquetIndexes,
-    historical_parquet,
-    parquet_sources,
+from datalayer.stores.feast.materialize_redis import (
+    materialize_view,
+    parquet_latest,
+    postgres_latest,
 )
-from datalayer.stores.feast_redis import (
+from datalayer.stores.feast.online_redis import (
     Stamped,
     ViewPlan,
     decode,
@@ -47,7 +45,13 @@ from datalayer.stores.feast_redis import (
     read_plan,
     ttl_nanos,
 )
-from datalayer.stores.postgres import libpq_url, sqlalchemy_url
+from datalayer.stores.feast.training_parquet import (
+    TIMESTAMP,
+    ParquetIndexes,
+    historical_parquet,
+    parquet_sources,
+)
+from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
 from datalayer.validators import Name
 
 _ENV_LOCK = threading.RLock()

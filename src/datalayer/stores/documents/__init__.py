@@ -1,0 +1,1 @@
+"""Document stores: MongoDB and embedded SQLite JSON."""

@@ -1,0 +1,1 @@
+"""Key-value stores: Redis and an embedded SQLite table with expiry."""

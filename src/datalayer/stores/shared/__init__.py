@@ -1,0 +1,1 @@
+"""Helpers more than one store type uses; stores never import from each other."""

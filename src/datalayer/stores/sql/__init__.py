@@ -1,0 +1,1 @@
+"""Transactional stores on SQLAlchemy: SQLite and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Streaming stores: Apache Kafka and the embedded SQLite log."""
