@@ -16,6 +16,7 @@ from datalayer.categories import (
     FeatureView,
     KVNamespace,
     Stream,
+    TransactionalPattern,
     TransactionalTable,
 )
 from datalayer.config import Registry
@@ -65,7 +66,7 @@ class DataLayer:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._stores: dict[str, Store] = {}
+        self._stores: dict[str, Store[Any, Any]] = {}
         self._handles: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -87,7 +88,7 @@ class DataLayer:
                 f"patterns: {', '.join(names)}"
             ) from None
 
-    def store(self, name: str) -> Store:
+    def store(self, name: str) -> Store[Any, Any]:
         with self._lock:
             if name not in self._stores:
                 if name not in self.registry.stores:
@@ -166,7 +167,11 @@ class DataLayer:
         connected = self.store(store)
         if not isinstance(connected, SQLStore):
             raise DataLayerError(f"store '{store}' is not a SQL store; migrations need one")
-        patterns = [p for p in self.registry.patterns.values() if p.store == store]
+        patterns = [
+            p
+            for p in self.registry.patterns.values()
+            if p.store == store and isinstance(p, TransactionalPattern)
+        ]
         return connected.migrations(patterns)
 
     def apply(self, on_store: Callable[[str], None] | None = None) -> list[ApplyResult]:

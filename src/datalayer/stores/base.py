@@ -6,7 +6,7 @@ import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,12 +31,17 @@ class StoreConfig(BaseModel):
         return redact(str(self.model_dump(exclude={"type"})))
 
     @abstractmethod
-    def connect(self, name: str, base_dir: Path) -> Store:
+    def connect(self, name: str, base_dir: Path) -> Store[Any, Any]:
         """Build the store; ``base_dir`` is the registry's folder, for relative paths."""
 
 
-class Store(ABC):
-    """A connected store: hands out one contract object per pattern."""
+PatternT = TypeVar("PatternT", bound=PatternConfig)
+HandleT = TypeVar("HandleT")
+
+
+class Store(ABC, Generic[PatternT, HandleT]):
+    """A connected store: hands out one contract object (``HandleT``) per pattern of the
+    category it serves (``PatternT``); the facade checks the category before it asks."""
 
     def __init__(self, name: str, config: StoreConfig) -> None:
         self.name = name
@@ -47,11 +52,11 @@ class Store(ABC):
         return f"store '{self.name}' ({self.config.type} at {self.config.target()})"
 
     @abstractmethod
-    def handle(self, pattern: PatternConfig) -> Any:
+    def handle(self, pattern: PatternT) -> HandleT:
         """The contract object (table, stream, collection, namespace) for ``pattern``."""
 
     @abstractmethod
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[PatternT]) -> list[str]:
         """Create what the patterns need (idempotent); returns what was done, for humans."""
 
     @abstractmethod

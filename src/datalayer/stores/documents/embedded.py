@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
-from datalayer.patterns import PatternConfig
 from datalayer.query import Condition, SortKey, parse_filter
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
@@ -37,14 +36,13 @@ class EmbeddedDocumentsConfig(StoreConfig):
         return EmbeddedDocumentsStore(name, self, resolve_path(self.path, base_dir))
 
 
-class EmbeddedDocumentsStore(Store):
+class EmbeddedDocumentsStore(Store[DocumentPattern, DocumentCollection]):
     def __init__(self, name: str, config: EmbeddedDocumentsConfig, path: Path) -> None:
         super().__init__(name, config)
         self.db = SQLiteFile(path, self.label, config.busy_timeout)
         self._ready: set[str] = set()
 
-    def handle(self, pattern: PatternConfig) -> EmbeddedCollection:
-        assert isinstance(pattern, DocumentPattern)
+    def handle(self, pattern: DocumentPattern) -> EmbeddedCollection:
         return EmbeddedCollection(pattern, self)
 
     def ensure_table(self, collection: str) -> str:
@@ -57,10 +55,9 @@ class EmbeddedDocumentsStore(Store):
             self._ready.add(collection)
         return table
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[DocumentPattern]) -> list[str]:
         done = []
         for pattern in patterns:
-            assert isinstance(pattern, DocumentPattern)
             table = self.ensure_table(pattern.collection)
             done.append(f"collection '{pattern.collection}' ready")
             with self.db.write() as conn:

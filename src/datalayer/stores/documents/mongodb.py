@@ -16,7 +16,6 @@ from pydantic import Field
 
 from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
 from datalayer.errors import DataLayerError, StoreUnavailable, redact
-from datalayer.patterns import PatternConfig
 from datalayer.query import Condition, SortKey, parse_filter
 from datalayer.stores.base import Store, StoreConfig, require_driver
 
@@ -47,7 +46,7 @@ class MongoDBConfig(StoreConfig):
         return MongoDBStore(name, self, client)
 
 
-class MongoDBStore(Store):
+class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
     def __init__(self, name: str, config: MongoDBConfig, client: Any) -> None:
         super().__init__(name, config)
         self.client = client
@@ -65,16 +64,14 @@ class MongoDBStore(Store):
         except errors.PyMongoError as exc:
             raise DataLayerError(f"{self.label}: {exc}") from exc
 
-    def handle(self, pattern: PatternConfig) -> MongoCollection:
-        assert isinstance(pattern, DocumentPattern)
+    def handle(self, pattern: DocumentPattern) -> MongoCollection:
         return MongoCollection(pattern, self)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[DocumentPattern]) -> list[str]:
         done = []
         with self.errors():
             existing = set(self.db.list_collection_names())
             for pattern in patterns:
-                assert isinstance(pattern, DocumentPattern)
                 if pattern.collection not in existing:
                     self.db.create_collection(pattern.collection)
                     done.append(f"collection '{pattern.collection}' created")

@@ -29,7 +29,6 @@ from pydantic import Field
 
 from datalayer.categories.feature import FeaturePattern, FeatureView, Progress
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
-from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
 from datalayer.stores.feast.materialize_redis import (
     materialize_view,
@@ -135,7 +134,7 @@ def _quiet() -> Iterator[io.StringIO]:
         yield buffer
 
 
-class FeastStore(Store):
+class FeastStore(Store[FeaturePattern, FeatureView]):
     config: FeastConfig
 
     def __init__(self, name: str, config: FeastConfig, repo: Path, yaml_file: Path) -> None:
@@ -186,11 +185,10 @@ class FeastStore(Store):
         except OSError as exc:
             raise StoreUnavailable(f"{self.label} is unavailable: {redact(str(exc))}") from exc
 
-    def handle(self, pattern: PatternConfig) -> FeastFeatures:
-        assert isinstance(pattern, FeaturePattern)
+    def handle(self, pattern: FeaturePattern) -> FeastFeatures:
         return FeastFeatures(pattern, self)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[FeaturePattern]) -> list[str]:
         """``feast apply`` for this profile: every definition in the repo, deletions included."""
         from feast import Project
         from feast.repo_operations import apply_total_with_repo_instance, parse_repo

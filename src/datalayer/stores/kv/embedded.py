@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from datalayer.categories.kv import KeyValuePattern, KVNamespace
-from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -38,7 +37,7 @@ class EmbeddedKVConfig(StoreConfig):
         return EmbeddedKVStore(name, self, resolve_path(self.path, base_dir))
 
 
-class EmbeddedKVStore(Store):
+class EmbeddedKVStore(Store[KeyValuePattern, KVNamespace]):
     def __init__(self, name: str, config: EmbeddedKVConfig, path: Path) -> None:
         super().__init__(name, config)
         self.db = SQLiteFile(path, self.label, config.busy_timeout)
@@ -46,14 +45,11 @@ class EmbeddedKVStore(Store):
             conn.execute(_SCHEMA)
         self._last_purge = time.monotonic()
 
-    def handle(self, pattern: PatternConfig) -> EmbeddedKV:
-        assert isinstance(pattern, KeyValuePattern)
+    def handle(self, pattern: KeyValuePattern) -> EmbeddedKV:
         return EmbeddedKV(pattern, self)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
-        return [
-            f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)
-        ]
+    def apply(self, patterns: list[KeyValuePattern]) -> list[str]:
+        return [f"key prefix '{p.key_prefix}' ready" for p in patterns]
 
     def ping(self) -> None:
         with self.db.read() as conn:

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from datalayer.categories.kv import KeyValuePattern, KVNamespace
 from datalayer.errors import DataLayerError, StoreUnavailable, redact
-from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
 
 
@@ -46,7 +45,7 @@ class RedisConfig(StoreConfig):
         return RedisStore(name, self, client)
 
 
-class RedisStore(Store):
+class RedisStore(Store[KeyValuePattern, KVNamespace]):
     def __init__(self, name: str, config: RedisConfig, client: Any) -> None:
         super().__init__(name, config)
         self.client = client
@@ -63,15 +62,12 @@ class RedisStore(Store):
         except redis.RedisError as exc:
             raise DataLayerError(f"{self.label}: {exc}") from exc
 
-    def handle(self, pattern: PatternConfig) -> RedisKV:
-        assert isinstance(pattern, KeyValuePattern)
+    def handle(self, pattern: KeyValuePattern) -> RedisKV:
         return RedisKV(pattern, self)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[KeyValuePattern]) -> list[str]:
         self.ping()
-        return [
-            f"key prefix '{p.key_prefix}' ready" for p in patterns if isinstance(p, KeyValuePattern)
-        ]
+        return [f"key prefix '{p.key_prefix}' ready" for p in patterns]
 
     def ping(self) -> None:
         with self.errors():

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQL
 from datalayer.categories.transactional import Key, TransactionalPattern, TransactionalTable
 from datalayer.errors import DataLayerError, QueryError, StoreUnavailable
 from datalayer.migrations import Migrations, has_environment
-from datalayer.patterns import PatternConfig, validate_model
+from datalayer.patterns import validate_model
 from datalayer.query import Condition, check_limit, parse_filter, parse_sort
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.sql.types import column_type
@@ -73,7 +73,7 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             raise DisconnectionError(str(exc)) from exc
 
 
-class SQLStore(Store):
+class SQLStore(Store[TransactionalPattern, TransactionalTable]):
     """A SQLAlchemy engine serving transactional patterns."""
 
     def __init__(
@@ -85,21 +85,20 @@ class SQLStore(Store):
         self.metadata = sa.MetaData()
         self._current: ContextVar[Connection | None] = ContextVar(f"tx-{name}", default=None)
 
-    def handle(self, pattern: PatternConfig) -> SQLTable:
-        assert isinstance(pattern, TransactionalPattern)
+    def handle(self, pattern: TransactionalPattern) -> SQLTable:
         table = self.metadata.tables.get(pattern.table)
         if table is None:
             table = build_table(pattern, self.metadata)
         return SQLTable(pattern, self, table)
 
-    def migrations(self, patterns: list[PatternConfig]) -> Migrations:
+    def migrations(self, patterns: Sequence[TransactionalPattern]) -> Migrations:
         """Alembic on this store, with the given patterns' tables as target metadata."""
         for pattern in patterns:
             self.handle(pattern)
         folder = self.migrations_dir or Path("migrations")
         return Migrations(folder, self.engine, self.metadata, self.label)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[TransactionalPattern]) -> list[str]:
         """Upgrade to the newest revision, then create tables no revision has yet.
 
         A table that exists but lacks a column of its schema is reported, not altered: that

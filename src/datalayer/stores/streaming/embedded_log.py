@@ -30,7 +30,6 @@ from datalayer.categories.streaming import (
     refuse_oversized,
 )
 from datalayer.errors import DataLayerError, NotFound
-from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -75,7 +74,7 @@ class EmbeddedLogConfig(StoreConfig):
         return EmbeddedLogStore(name, self, resolve_path(self.path, base_dir))
 
 
-class EmbeddedLogStore(Store):
+class EmbeddedLogStore(Store[StreamingPattern, Stream]):
     config: EmbeddedLogConfig
 
     def __init__(self, name: str, config: EmbeddedLogConfig, path: Path) -> None:
@@ -86,14 +85,12 @@ class EmbeddedLogStore(Store):
                 conn.execute(statement)
         self._last_purge = 0.0
 
-    def handle(self, pattern: PatternConfig) -> EmbeddedStream:
-        assert isinstance(pattern, StreamingPattern)
+    def handle(self, pattern: StreamingPattern) -> EmbeddedStream:
         return EmbeddedStream(pattern, self)
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[StreamingPattern]) -> list[str]:
         done = []
         for pattern in patterns:
-            assert isinstance(pattern, StreamingPattern)
             retention = pattern.retention.total_seconds() if pattern.retention else None
             for topic in filter(None, [pattern.topic, pattern.dead_letter]):
                 done.append(self.create_topic(topic, pattern.partitions, retention))

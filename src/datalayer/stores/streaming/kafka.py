@@ -40,7 +40,6 @@ from datalayer.categories.streaming import (
     refuse_oversized,
 )
 from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
-from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_driver
 from datalayer.validators import Duration
 
@@ -75,7 +74,7 @@ class KafkaConfig(StoreConfig):
         return KafkaStore(name, self)
 
 
-class KafkaStore(Store):
+class KafkaStore(Store[StreamingPattern, Stream]):
     config: KafkaConfig
 
     def __init__(self, name: str, config: KafkaConfig) -> None:
@@ -153,8 +152,7 @@ class KafkaStore(Store):
                 raise StoreUnavailable(f"{self.label} is unavailable: {error}") from exc
             raise DataLayerError(f"{self.label}: {error or exc}") from exc
 
-    def handle(self, pattern: PatternConfig) -> KafkaStream:
-        assert isinstance(pattern, StreamingPattern)
+    def handle(self, pattern: StreamingPattern) -> KafkaStream:
         return KafkaStream(pattern, self)
 
     def partitions(self, topic: str) -> int:
@@ -171,11 +169,10 @@ class KafkaStore(Store):
             self._partitions[topic] = len(described.partitions)
         return self._partitions[topic]
 
-    def apply(self, patterns: list[PatternConfig]) -> list[str]:
+    def apply(self, patterns: list[StreamingPattern]) -> list[str]:
         """Create each topic and its dead-letter topic, grow partitions, set retention and size."""
         done = []
         for pattern in patterns:
-            assert isinstance(pattern, StreamingPattern)
             settings = {"max.message.bytes": str(self.config.max_message_bytes + 1024)}
             if pattern.retention:
                 settings["retention.ms"] = str(int(pattern.retention.total_seconds() * 1000))
