@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from datalayer.api import DataLayer, open
+from datalayer.categories.streaming import (
+    Delivery,
+    Message,
+    ProcessStats,
+    Publisher,
+    StartAt,
+    Stream,
+)
 from datalayer.errors import (
     ConfigError,
     DataLayerError,
@@ -13,17 +21,24 @@ from datalayer.errors import (
     StoreUnavailable,
 )
 
+#: The one place the version is written (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
     "DataLayer",
     "DataLayerError",
+    "Delivery",
+    "Message",
     "MissingDriver",
     "NotFound",
     "PayloadValidationError",
+    "ProcessStats",
+    "Publisher",
     "QueryError",
+    "StartAt",
     "StoreUnavailable",
+    "Stream",
     "__version__",
     "open",
 ]

@@ -10,35 +10,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from datalayer import config as config_module
 from datalayer.categories import (
+    CATEGORIES,
     DocumentCollection,
     FeatureView,
     KVNamespace,
+    Migratable,
     Stream,
     TransactionalPattern,
     TransactionalTable,
 )
-from datalayer.config import Registry
-from datalayer.errors import (
-    DataLayerError,
-    NotFound,
-    StoreUnavailable,
-    did_you_mean,
-)
+from datalayer.config import Registry, load
+from datalayer.errors import DataLayerError, NotFound, StoreUnavailable, did_you_mean
 from datalayer.migrations import Migrations
 from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store
-from datalayer.stores.sql.engine import SQLStore
-
-#: The accessor that serves each category, for error messages that say what to call instead.
-ACCESSORS = {
-    "transactional": "transactional",
-    "streaming": "stream",
-    "document": "documents",
-    "key-value": "kv",
-    "feature": "features",
-}
 
 
 @dataclass(frozen=True)
@@ -108,7 +94,7 @@ class DataLayer:
             if pattern.category != category:
                 raise DataLayerError(
                     f"pattern '{name}' is {pattern.category}, not {category}: "
-                    f"use dl.{ACCESSORS[pattern.category]}('{name}')"
+                    f"use dl.{CATEGORIES[pattern.category].accessor}('{name}')"
                 )
             handle = self.store(pattern.store).handle(pattern)
             self._handles[name] = handle
@@ -141,15 +127,12 @@ class DataLayer:
             n for n, p in self.registry.patterns.items() if p.category == "transactional"
         )
         stores = {self.pattern(n).store for n in names}
-        for n in names:
-            self.transactional(n)
+        tables = [self.transactional(n) for n in names]
         if len(stores) != 1:
             raise DataLayerError(
                 f"a transaction spans exactly one store; patterns {list(names)} are on {sorted(stores)}"
             )
-        store = self.store(stores.pop())
-        assert isinstance(store, SQLStore)
-        with store.transaction():
+        with tables[0].transaction():
             yield
 
     def migrations(self, store: str | None = None) -> Migrations:
@@ -165,14 +148,15 @@ class DataLayer:
                 )
             store = sql_stores[0]
         connected = self.store(store)
-        if not isinstance(connected, SQLStore):
+        if not isinstance(connected, Migratable):
             raise DataLayerError(f"store '{store}' is not a SQL store; migrations need one")
         patterns = [
             p
             for p in self.registry.patterns.values()
             if p.store == store and isinstance(p, TransactionalPattern)
         ]
-        return connected.migrations(patterns)
+        migrations: Migrations = connected.migrations(patterns)
+        return migrations
 
     def apply(self, on_store: Callable[[str], None] | None = None) -> list[ApplyResult]:
         """Create tables, topics, collections and indexes for every pattern (idempotent)."""
@@ -236,4 +220,4 @@ class DataLayer:
 
 def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:
     """Load the registry (``$DATALAYER_CONFIG`` or ./datalayer.yaml) for a profile."""
-    return DataLayer(config_module.load(path, profile))
+    return DataLayer(load(path, profile))

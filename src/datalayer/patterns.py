@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
@@ -27,6 +27,9 @@ class PatternConfig(BaseModel):
     schema_: str | None = Field(default=None, alias="schema")
     description: str | None = None
 
+    #: The facade method that hands out this category's contract: ``dl.<accessor>(name)``.
+    accessor: ClassVar[str]
+
     _name: str = PrivateAttr(default="")
     _schema_cls: type[BaseModel] | None = PrivateAttr(default=None)
 
@@ -41,6 +44,15 @@ class PatternConfig(BaseModel):
     def referenced_fields(self) -> Iterable[tuple[str, str]]:
         """(attribute, field path) pairs naming schema fields, for the loader to check."""
         return ()
+
+    def targets(self) -> list[tuple[str, str]]:
+        """(attribute, human name) of each thing the pattern occupies on its store; the loader
+        refuses two patterns that share one."""
+        return []
+
+    def summary(self) -> str:
+        """What the pattern reads or writes on its store, in one line for ``describe``."""
+        return ", ".join(label for _, label in self.targets())
 
     def validate_payload(self, payload: Any) -> dict[str, Any]:
         """Check a payload against the schema and return its JSON-ready dict."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from datalayer import registry as store_registry
 from datalayer.config import Registry, load
+from datalayer.config import store_types as store_registry
 from datalayer.errors import ConfigError, MissingDriver, redact
 from datalayer.examples.alerting import Alert, GroupingWindow, Incident, Service
 from datalayer.stores.base import require_driver
@@ -735,7 +735,9 @@ def test_third_party_store_type_from_entry_point(
     importlib.invalidate_caches()
     store_registry.store_types.cache_clear()
     try:
-        assert store_registry.store_types()["thirdparty"] == "thirdparty_store:ThirdPartyConfig"
+        assert (
+            store_registry.store_types()["thirdparty"].path == "thirdparty_store:ThirdPartyConfig"
+        )
         reg = load(path, "local")
         store = reg.stores["tp"]
         assert type(store).__name__ == "ThirdPartyConfig"

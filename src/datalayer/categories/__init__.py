@@ -14,9 +14,16 @@ from datalayer.categories.document import DocumentCollection, DocumentPattern
 from datalayer.categories.feature import FeaturePattern, FeatureView
 from datalayer.categories.kv import KeyValuePattern, KVNamespace
 from datalayer.categories.streaming import Message, Stream, StreamingPattern
-from datalayer.categories.transactional import TransactionalPattern, TransactionalTable
+from datalayer.categories.transactional import (
+    Migratable,
+    TransactionalPattern,
+    TransactionalTable,
+)
+from datalayer.patterns import PatternConfig
 
-CATEGORIES: dict[str, type] = {
+#: Each category's pattern model by its registry name; adding a category adds it here and to
+#: ``AnyPattern``, and gives the facade an accessor named by the pattern's ``accessor``.
+CATEGORIES: dict[str, type[PatternConfig]] = {
     "transactional": TransactionalPattern,
     "streaming": StreamingPattern,
     "document": DocumentPattern,
@@ -39,6 +46,7 @@ __all__ = [
     "KVNamespace",
     "KeyValuePattern",
     "Message",
+    "Migratable",
     "Stream",
     "StreamingPattern",
     "TransactionalPattern",

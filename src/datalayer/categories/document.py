@@ -15,9 +15,11 @@ Guarantees every implementation keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, TypeAdapter, field_validator
 
@@ -37,6 +39,8 @@ from datalayer.validators import SqlIdentifier
 
 class DocumentPattern(PatternConfig):
     """A collection keyed by one top-level field; ``indexes`` like ``service_id`` or ``-opened_at``."""
+
+    accessor: ClassVar[str] = "documents"
 
     category: Literal["document"]
     collection: SqlIdentifier
@@ -58,40 +62,67 @@ class DocumentPattern(PatternConfig):
         for spec in self.indexes:
             yield "indexes", spec.lstrip("-")
 
+    def targets(self) -> list[tuple[str, str]]:
+        return [("collection", f"collection '{self.collection}'")]
 
-class DocumentCollection(ABC):
-    """One document pattern bound to its store."""
 
-    def __init__(self, pattern: DocumentPattern) -> None:
-        self.pattern = pattern
+@dataclass(frozen=True)
+class DocumentUpdate:
+    """A checked partial update: dotted paths to set, to remove, and lists to append to."""
 
-    @abstractmethod
-    def _write(self, key: str, doc: dict[str, Any]) -> None: ...
+    set: dict[str, Any]
+    unset: list[str]
+    push: dict[str, Any]
 
-    @abstractmethod
-    def get(self, key: Any) -> dict[str, Any] | None: ...
 
-    @abstractmethod
-    def delete(self, key: Any) -> bool: ...
-
-    @abstractmethod
-    def _update(self, key: str, changes: Mapping[str, Any]) -> bool:
-        """Apply ``changes`` (set/unset/push) atomically with validation; False if missing."""
+class DocumentBackend(ABC):
+    """What a store provides for one collection: checked documents and parsed filters whose
+    values are already in stored form."""
 
     @abstractmethod
-    def _find(
+    def write(self, key: str, doc: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def update(
+        self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> bool:
+        """Apply ``update`` atomically; ``merged(current)`` is the whole validated document
+        after it (it raises if the result fails the schema). False if no document has ``key``."""
+
+    @abstractmethod
+    def find(
         self, conditions: list[Condition], sort: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def count(self, where: Mapping[str, Any] | None = None) -> int: ...
+    def count(self, conditions: list[Condition]) -> int: ...
+
+
+class DocumentCollection:
+    """One document pattern bound to its store."""
+
+    def __init__(self, pattern: DocumentPattern, backend: DocumentBackend) -> None:
+        self.pattern = pattern
+        self.backend = backend
 
     def put(self, doc: Any) -> str:
         """Insert or replace a document; returns its key."""
         body = self.prepare(doc)
         key = str(body[self.pattern.key])
-        self._write(key, body)
+        self.backend.write(key, body)
         return key
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        return self.backend.get(str(key))
+
+    def delete(self, key: Any) -> bool:
+        return self.backend.delete(str(key))
 
     def update(
         self,
@@ -108,9 +139,8 @@ class DocumentCollection(ABC):
                 raise PayloadValidationError(
                     self.pattern.name, [(path, "the key cannot be updated")]
                 )
-        return self._update(
-            str(key), {"set": set or {}, "unset": list(unset or []), "push": push or {}}
-        )
+        update = DocumentUpdate(dict(set or {}), list(unset or []), dict(push or {}))
+        return self.backend.update(str(key), update, partial(self.merged, update=update))
 
     def find(
         self,
@@ -119,7 +149,20 @@ class DocumentCollection(ABC):
         sort: str | Sequence[str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        return self._find(parse_filter(where), parse_sort(sort), check_limit(limit))
+        return self.backend.find(self.conditions(where), parse_sort(sort), check_limit(limit))
+
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        return self.backend.count(self.conditions(where))
+
+    @staticmethod
+    def conditions(where: Mapping[str, Any] | None) -> list[Condition]:
+        """The filter parsed, each value in the form documents store it."""
+        return [
+            Condition(c.field, c.op, [stored_form(v) for v in c.value])
+            if c.op == "$in"
+            else Condition(c.field, c.op, stored_form(c.value))
+            for c in parse_filter(where)
+        ]
 
     def prepare(self, doc: Any) -> dict[str, Any]:
         """Validate a whole document and check its key and field names."""
@@ -131,9 +174,11 @@ class DocumentCollection(ABC):
         check_field_names(self.pattern.name, body)
         return body
 
-    def merged(self, current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-        """The document after ``changes``, validated as a whole."""
-        return self.prepare(apply_update(current, **changes))
+    def merged(self, current: dict[str, Any], *, update: DocumentUpdate) -> dict[str, Any]:
+        """The document after ``update``, validated as a whole."""
+        return self.prepare(
+            apply_update(current, set=update.set, unset=update.unset, push=update.push)
+        )
 
 
 _JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,8 @@ from datalayer.patterns import PatternConfig
 
 class FeaturePattern(PatternConfig):
     """A Feast feature service, or an explicit list of ``view:feature`` references."""
+
+    accessor: ClassVar[str] = "features"
 
     category: Literal["feature"]
     feature_service: str | None = None
@@ -35,6 +37,11 @@ class FeaturePattern(PatternConfig):
 
     def referenced_fields(self) -> Iterator[tuple[str, str]]:
         return iter(())
+
+    def summary(self) -> str:
+        if self.feature_service:
+            return f"feature service '{self.feature_service}'"
+        return f"features {', '.join(self.features)}"
 
 
 class FeatureView(ABC):

@@ -14,7 +14,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -26,6 +26,8 @@ from datalayer.validators import Duration, parse_duration
 class KeyValuePattern(PatternConfig):
     """A namespace of keys with an optional default TTL."""
 
+    accessor: ClassVar[str] = "kv"
+
     category: Literal["key-value"]
     ttl: Duration | None = None
     require_ttl: bool = False
@@ -35,43 +37,52 @@ class KeyValuePattern(PatternConfig):
     def key_prefix(self) -> str:
         return f"{self.prefix or self.name}:"
 
+    def targets(self) -> list[tuple[str, str]]:
+        return [("prefix", f"key prefix '{self.key_prefix}'")]
 
-class KVNamespace(ABC):
-    """One key-value pattern bound to its store."""
 
-    def __init__(self, pattern: KeyValuePattern) -> None:
-        self.pattern = pattern
-
-    @abstractmethod
-    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
+class KVBackend(ABC):
+    """What a store provides for one key-value pattern: full keys and encoded values in."""
 
     @abstractmethod
-    def _get_many(self, keys: list[str]) -> list[bytes | None]: ...
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...
 
     @abstractmethod
-    def _delete(self, key: str) -> bool: ...
+    def get_many(self, keys: list[str]) -> list[bytes | None]: ...
 
     @abstractmethod
-    def _ttl(self, key: str) -> float | None:
+    def delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def ttl(self, key: str) -> float | None:
         """Seconds left before ``key`` expires; None for no expiry; raise KeyError if missing."""
+
+
+class KVNamespace:
+    """One key-value pattern bound to its store: keys prefixed, values validated and encoded."""
+
+    def __init__(self, pattern: KeyValuePattern, backend: KVBackend) -> None:
+        self.pattern = pattern
+        self.backend = backend
 
     def set(self, key: str, value: Any, *, ttl: Any = None) -> None:
         ttl_seconds = self.ttl_for(ttl)
-        self._set(self.full_key(key), self.encode(value), ttl_seconds)
+        self.backend.set(self.full_key(key), self.encode(value), ttl_seconds)
 
     def get(self, key: str) -> Any:
         return self.mget([key])[0]
 
     def mget(self, keys: Sequence[str]) -> list[Any]:
-        raw = self._get_many([self.full_key(k) for k in keys])
+        full = [self.full_key(k) for k in keys]
+        raw = self.backend.get_many(full) if full else []
         return [None if item is None else json.loads(item) for item in raw]
 
     def delete(self, key: str) -> bool:
-        return self._delete(self.full_key(key))
+        return self.backend.delete(self.full_key(key))
 
     def ttl(self, key: str) -> float | None:
         """Seconds left for ``key``: None when it never expires; KeyError when missing."""
-        return self._ttl(self.full_key(key))
+        return self.backend.ttl(self.full_key(key))
 
     def full_key(self, key: str) -> str:
         if not isinstance(key, str) or not key:

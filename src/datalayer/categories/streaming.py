@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
@@ -67,6 +67,8 @@ HEADER_SOURCE = "x-datalayer-source"
 class StreamingPattern(PatternConfig):
     """A topic with partitions; ``key`` names the payload field that picks the partition."""
 
+    accessor: ClassVar[str] = "stream"
+
     category: Literal["streaming"]
     topic: TopicName
     partitions: int = Field(default=1, ge=1, le=10_000)
@@ -79,6 +81,13 @@ class StreamingPattern(PatternConfig):
     def referenced_fields(self) -> Iterator[tuple[str, str]]:
         if self.key:
             yield "key", self.key
+
+    def targets(self) -> list[tuple[str, str]]:
+        topics = [("topic", self.topic), ("dead_letter", self.dead_letter)]
+        return [(attribute, f"topic '{topic}'") for attribute, topic in topics if topic]
+
+    def summary(self) -> str:
+        return f"{super().summary()}, {self.partitions} partitions"
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from datalayer.errors import QueryError
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, validate_model
+from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
 from datalayer.validators import SqlIdentifier
+
+if TYPE_CHECKING:
+    from datalayer.migrations import Migrations
 
 
 class TransactionalPattern(PatternConfig):
     """A table of rows with a primary key; the schema defines the columns."""
+
+    accessor: ClassVar[str] = "transactional"
 
     category: Literal["transactional"]
     table: SqlIdentifier
@@ -45,43 +51,104 @@ class TransactionalPattern(PatternConfig):
         for column in self.indexes:
             yield "indexes", column
 
+    def targets(self) -> list[tuple[str, str]]:
+        return [("table", f"table '{self.table}'")]
+
 
 Key = Any  # a scalar for single-column keys, a tuple or mapping for composite keys
 
 
-class TransactionalTable(ABC):
+class TransactionalBackend(ABC):
+    """What a store provides for one table: validated rows, keys as ``{column: value}`` and
+    parsed filters on known columns; it returns plain dicts of column values."""
+
+    @abstractmethod
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def upsert(self, rows: list[BaseModel]) -> None:
+        """Insert or replace every row by its key, all or none."""
+
+    @abstractmethod
+    def delete(self, key: dict[str, Any]) -> bool: ...
+
+    @abstractmethod
+    def select(
+        self, conditions: list[Condition], order: list[SortKey], limit: int | None
+    ) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def count(self, conditions: list[Condition]) -> int: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """A transaction spanning every pattern of this store until the block ends."""
+
+
+@runtime_checkable
+class Migratable(Protocol):
+    """A transactional store whose schema Alembic migrates."""
+
+    def migrations(self, patterns: Sequence[TransactionalPattern]) -> Migrations: ...
+
+
+class TransactionalTable:
     """One transactional pattern bound to its store."""
 
-    def __init__(self, pattern: TransactionalPattern) -> None:
+    def __init__(self, pattern: TransactionalPattern, backend: TransactionalBackend) -> None:
         self.pattern = pattern
+        self.backend = backend
+        schema = pattern.schema_cls
+        assert schema is not None, "the loader resolves transactional schemas"
+        self.schema: type[BaseModel] = schema
+        self.columns = list(schema.model_fields)
 
-    @abstractmethod
-    def get(self, key: Key) -> dict[str, Any] | None: ...
+    def get(self, key: Key) -> dict[str, Any] | None:
+        return self.backend.get(self.key_values(key))
 
-    @abstractmethod
-    def put(self, row: Any) -> None: ...
+    def put(self, row: Any) -> None:
+        self.backend.upsert([validate_model(self.pattern.name, self.schema, row)])
 
-    @abstractmethod
-    def put_many(self, rows: Iterable[Any]) -> int: ...
+    def put_many(self, rows: Iterable[Any]) -> int:
+        models = [validate_model(self.pattern.name, self.schema, row) for row in rows]
+        if models:
+            self.backend.upsert(models)
+        return len(models)
 
-    @abstractmethod
-    def delete(self, key: Key) -> bool: ...
+    def delete(self, key: Key) -> bool:
+        return self.backend.delete(self.key_values(key))
 
-    @abstractmethod
     def query(
         self,
         where: Mapping[str, Any] | None = None,
         *,
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[dict[str, Any]]:
+        order = parse_sort(order_by)
+        for key in order:
+            self.check_column(key.field)
+        return self.backend.select(self.conditions(where), order, check_limit(limit))
 
-    @abstractmethod
-    def count(self, where: Mapping[str, Any] | None = None) -> int: ...
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        return self.backend.count(self.conditions(where))
 
-    @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """A transaction spanning every pattern of this store until the block ends."""
+        return self.backend.transaction()
+
+    def conditions(self, where: Mapping[str, Any] | None) -> list[Condition]:
+        conditions = parse_filter(where)
+        for condition in conditions:
+            self.check_column(condition.field)
+        return conditions
+
+    def check_column(self, name: str) -> None:
+        if name not in self.columns:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': no column '{name}'; "
+                f"columns: {', '.join(self.columns)}"
+            )
 
     def key_values(self, key: Key) -> dict[str, Any]:
         """Normalise a key argument to ``{column: value}``."""

@@ -31,6 +31,12 @@ from datalayer.examples.alerting import (
 
 #: Alerts of one (service, fingerprint) further apart than this open a new incident.
 GROUPING_GAP = timedelta(minutes=10)
+#: The steps ``run`` reports progress of, and how to name them to a person.
+STEPS = {
+    "publish": "publishing alerts",
+    "group": "grouping into incidents",
+    "materialize": "materializing feature views",
+}
 
 
 class UnknownService(NotFound):

@@ -7,12 +7,17 @@ the safe field-path rule before they are written into an expression, so indexes 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
-from datalayer.query import Condition, SortKey, parse_filter
+from datalayer.categories.document import (
+    DocumentBackend,
+    DocumentCollection,
+    DocumentPattern,
+    DocumentUpdate,
+)
+from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -42,8 +47,8 @@ class EmbeddedDocumentsStore(Store[DocumentPattern, DocumentCollection]):
         self.db = SQLiteFile(path, self.label, config.busy_timeout)
         self._ready: set[str] = set()
 
-    def handle(self, pattern: DocumentPattern) -> EmbeddedCollection:
-        return EmbeddedCollection(pattern, self)
+    def handle(self, pattern: DocumentPattern) -> DocumentCollection:
+        return DocumentCollection(pattern, EmbeddedCollection(pattern.collection, self))
 
     def ensure_table(self, collection: str) -> str:
         table = f"doc_{collection}"
@@ -85,13 +90,12 @@ def json_path_expr(field: str) -> str:
     return f"json_extract(body, '$.{field}')"
 
 
-class EmbeddedCollection(DocumentCollection):
-    def __init__(self, pattern: DocumentPattern, store: EmbeddedDocumentsStore) -> None:
-        super().__init__(pattern)
+class EmbeddedCollection(DocumentBackend):
+    def __init__(self, collection: str, store: EmbeddedDocumentsStore) -> None:
         self.store = store
-        self.table = store.ensure_table(pattern.collection)
+        self.table = store.ensure_table(collection)
 
-    def _write(self, key: str, doc: dict[str, Any]) -> None:
+    def write(self, key: str, doc: dict[str, Any]) -> None:
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         with self.store.db.write() as conn:
             conn.execute(
@@ -100,24 +104,24 @@ class EmbeddedCollection(DocumentCollection):
                 (key, body),
             )
 
-    def get(self, key: Any) -> dict[str, Any] | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         with self.store.db.read() as conn:
-            row = conn.execute(
-                f'SELECT body FROM "{self.table}" WHERE id = ?', (str(key),)
-            ).fetchone()
+            row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (key,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    def delete(self, key: Any) -> bool:
+    def delete(self, key: str) -> bool:
         with self.store.db.write() as conn:
-            cursor = conn.execute(f'DELETE FROM "{self.table}" WHERE id = ?', (str(key),))
+            cursor = conn.execute(f'DELETE FROM "{self.table}" WHERE id = ?', (key,))
         return cursor.rowcount > 0
 
-    def _update(self, key: str, changes: Mapping[str, Any]) -> bool:
+    def update(
+        self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> bool:
         with self.store.db.write() as conn:
             row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (key,)).fetchone()
             if row is None:
                 return False
-            body = self.merged(json.loads(row[0]), changes)
+            body = merged(json.loads(row[0]))
             conn.execute(
                 f'UPDATE "{self.table}" SET body = ? WHERE id = ?',
                 (json.dumps(body, separators=(",", ":"), ensure_ascii=False), key),
@@ -138,15 +142,15 @@ class EmbeddedCollection(DocumentCollection):
                     clauses.append("0")
                     continue
                 clauses.append(f"{expr} IN ({','.join('?' * len(cond.value))})")
-                params.extend(stored_form(v) for v in cond.value)
+                params.extend(cond.value)
             elif cond.op == "$eq" and cond.value is None:
                 clauses.append(f"{expr} IS NULL")
             else:
                 clauses.append(f"{expr} {_COMPARE[cond.op]} ?")
-                params.append(stored_form(cond.value))
+                params.append(cond.value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def _find(
+    def find(
         self, conditions: list[Condition], sort: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]:
         where, params = self._where(conditions)
@@ -158,8 +162,8 @@ class EmbeddedCollection(DocumentCollection):
         with self.store.db.read() as conn:
             return [json.loads(row[0]) for row in conn.execute(sql, params)]
 
-    def count(self, where: Mapping[str, Any] | None = None) -> int:
-        clause, params = self._where(parse_filter(where))
+    def count(self, conditions: list[Condition]) -> int:
+        clause, params = self._where(conditions)
         with self.store.db.read() as conn:
             return int(
                 conn.execute(f'SELECT count(*) FROM "{self.table}"{clause}', params).fetchone()[0]

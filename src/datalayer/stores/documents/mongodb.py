@@ -7,16 +7,21 @@ from the shared language into a MongoDB query document; nothing else reaches the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.categories.document import DocumentCollection, DocumentPattern, stored_form
+from datalayer.categories.document import (
+    DocumentBackend,
+    DocumentCollection,
+    DocumentPattern,
+    DocumentUpdate,
+)
 from datalayer.errors import DataLayerError, StoreUnavailable, redact
-from datalayer.query import Condition, SortKey, parse_filter
+from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig, require_driver
 
 
@@ -64,8 +69,8 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         except errors.PyMongoError as exc:
             raise DataLayerError(f"{self.label}: {exc}") from exc
 
-    def handle(self, pattern: DocumentPattern) -> MongoCollection:
-        return MongoCollection(pattern, self)
+    def handle(self, pattern: DocumentPattern) -> DocumentCollection:
+        return DocumentCollection(pattern, MongoCollection(pattern.collection, self))
 
     def apply(self, patterns: list[DocumentPattern]) -> list[str]:
         done = []
@@ -97,36 +102,31 @@ def mongo_filter(conditions: list[Condition]) -> dict[str, Any]:
     """The shared filter language as a MongoDB query document."""
     query: dict[str, dict[str, Any]] = {}
     for cond in conditions:
-        ops = query.setdefault(cond.field, {})
-        if cond.op == "$in":
-            ops["$in"] = [stored_form(v) for v in cond.value]
-        elif cond.op == "$exists":
-            ops["$exists"] = bool(cond.value)
-        else:
-            ops[cond.op] = stored_form(cond.value)
+        query.setdefault(cond.field, {})[cond.op] = cond.value
     return query
 
 
-class MongoCollection(DocumentCollection):
-    def __init__(self, pattern: DocumentPattern, store: MongoDBStore) -> None:
-        super().__init__(pattern)
+class MongoCollection(DocumentBackend):
+    def __init__(self, collection: str, store: MongoDBStore) -> None:
         self.store = store
-        self.collection = store.db[pattern.collection]
+        self.collection = store.db[collection]
 
-    def _write(self, key: str, doc: dict[str, Any]) -> None:
+    def write(self, key: str, doc: dict[str, Any]) -> None:
         with self.store.errors():
             self.collection.replace_one({"_id": key}, {"_id": key, **doc}, upsert=True)
 
-    def get(self, key: Any) -> dict[str, Any] | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         with self.store.errors():
-            found = self.collection.find_one({"_id": str(key)}, projection={"_id": False})
+            found = self.collection.find_one({"_id": key}, projection={"_id": False})
         return None if found is None else dict(found)
 
-    def delete(self, key: Any) -> bool:
+    def delete(self, key: str) -> bool:
         with self.store.errors():
-            return bool(self.collection.delete_one({"_id": str(key)}).deleted_count)
+            return bool(self.collection.delete_one({"_id": key}).deleted_count)
 
-    def _update(self, key: str, changes: Mapping[str, Any]) -> bool:
+    def update(
+        self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> bool:
         """Validate the merged document, then send MongoDB's own atomic operators.
 
         The values sent are taken from the validated document, so they are in stored form.
@@ -134,18 +134,18 @@ class MongoCollection(DocumentCollection):
         current = self.get(key)
         if current is None:
             return False
-        merged = self.merged(current, changes)
-        update: dict[str, dict[str, Any]] = {}
-        for path in changes["set"]:
-            update.setdefault("$set", {})[path] = _at(merged, path)
-        for path in changes["unset"]:
-            update.setdefault("$unset", {})[path] = ""
-        for path in changes["push"]:
-            update.setdefault("$push", {})[path] = _at(merged, path)[-1]
+        document = merged(current)
+        operators: dict[str, dict[str, Any]] = {}
+        for path in update.set:
+            operators.setdefault("$set", {})[path] = _at(document, path)
+        for path in update.unset:
+            operators.setdefault("$unset", {})[path] = ""
+        for path in update.push:
+            operators.setdefault("$push", {})[path] = _at(document, path)[-1]
         with self.store.errors():
-            return bool(self.collection.update_one({"_id": key}, update).matched_count)
+            return bool(self.collection.update_one({"_id": key}, operators).matched_count)
 
-    def _find(
+    def find(
         self, conditions: list[Condition], sort: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]:
         order = [(k.field, -1 if k.descending else 1) for k in sort] + [("_id", 1)]
@@ -157,9 +157,9 @@ class MongoCollection(DocumentCollection):
                 cursor = cursor.limit(limit)
             return [dict(doc) for doc in cursor]
 
-    def count(self, where: Mapping[str, Any] | None = None) -> int:
+    def count(self, conditions: list[Condition]) -> int:
         with self.store.errors():
-            return int(self.collection.count_documents(mongo_filter(parse_filter(where))))
+            return int(self.collection.count_documents(mongo_filter(conditions)))
 
 
 def _at(doc: Mapping[str, Any], path: str) -> Any:

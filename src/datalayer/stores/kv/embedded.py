@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from datalayer.categories.kv import KeyValuePattern, KVNamespace
+from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -45,8 +45,8 @@ class EmbeddedKVStore(Store[KeyValuePattern, KVNamespace]):
             conn.execute(_SCHEMA)
         self._last_purge = time.monotonic()
 
-    def handle(self, pattern: KeyValuePattern) -> EmbeddedKV:
-        return EmbeddedKV(pattern, self)
+    def handle(self, pattern: KeyValuePattern) -> KVNamespace:
+        return KVNamespace(pattern, EmbeddedKV(self))
 
     def apply(self, patterns: list[KeyValuePattern]) -> list[str]:
         return [f"key prefix '{p.key_prefix}' ready" for p in patterns]
@@ -69,12 +69,11 @@ class EmbeddedKVStore(Store[KeyValuePattern, KVNamespace]):
             )
 
 
-class EmbeddedKV(KVNamespace):
-    def __init__(self, pattern: KeyValuePattern, store: EmbeddedKVStore) -> None:
-        super().__init__(pattern)
+class EmbeddedKV(KVBackend):
+    def __init__(self, store: EmbeddedKVStore) -> None:
         self.store = store
 
-    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         expires = time.time() + ttl_seconds if ttl_seconds is not None else None
         with self.store.db.write() as conn:
             conn.execute(
@@ -84,9 +83,7 @@ class EmbeddedKV(KVNamespace):
             )
         self.store.purge_expired()
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
-        if not keys:
-            return []
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
         marks = ",".join("?" * len(set(keys)))
         with self.store.db.read() as conn:
             rows = conn.execute(
@@ -96,7 +93,7 @@ class EmbeddedKV(KVNamespace):
         found = {k: v for k, v, exp in rows if exp is None or exp > now}
         return [found.get(k) for k in keys]
 
-    def _delete(self, key: str) -> bool:
+    def delete(self, key: str) -> bool:
         with self.store.db.write() as conn:
             cursor = conn.execute(
                 "DELETE FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -104,7 +101,7 @@ class EmbeddedKV(KVNamespace):
             )
         return cursor.rowcount > 0
 
-    def _ttl(self, key: str) -> float | None:
+    def ttl(self, key: str) -> float | None:
         with self.store.db.read() as conn:
             row = conn.execute("SELECT expires_at FROM kv WHERE key = ?", (key,)).fetchone()
         now = time.time()

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.categories.kv import KeyValuePattern, KVNamespace
+from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
 from datalayer.errors import DataLayerError, StoreUnavailable, redact
 from datalayer.stores.base import Store, StoreConfig, require_driver
 
@@ -62,8 +62,8 @@ class RedisStore(Store[KeyValuePattern, KVNamespace]):
         except redis.RedisError as exc:
             raise DataLayerError(f"{self.label}: {exc}") from exc
 
-    def handle(self, pattern: KeyValuePattern) -> RedisKV:
-        return RedisKV(pattern, self)
+    def handle(self, pattern: KeyValuePattern) -> KVNamespace:
+        return KVNamespace(pattern, RedisKV(self))
 
     def apply(self, patterns: list[KeyValuePattern]) -> list[str]:
         self.ping()
@@ -77,28 +77,25 @@ class RedisStore(Store[KeyValuePattern, KVNamespace]):
         self.client.close()
 
 
-class RedisKV(KVNamespace):
-    def __init__(self, pattern: KeyValuePattern, store: RedisStore) -> None:
-        super().__init__(pattern)
+class RedisKV(KVBackend):
+    def __init__(self, store: RedisStore) -> None:
         self.store = store
         self.client = store.client
 
-    def _set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
+    def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         px = max(1, round(ttl_seconds * 1000)) if ttl_seconds is not None else None
         with self.store.errors():
             self.client.set(key, value, px=px)
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
-        if not keys:
-            return []
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
         with self.store.errors():
             return list(self.client.mget(keys))
 
-    def _delete(self, key: str) -> bool:
+    def delete(self, key: str) -> bool:
         with self.store.errors():
             return bool(self.client.delete(key))
 
-    def _ttl(self, key: str) -> float | None:
+    def ttl(self, key: str) -> float | None:
         with self.store.errors():
             millis = self.client.pttl(key)
         if millis == -2:

@@ -7,9 +7,8 @@ every identifier is checked against the registry's safe-identifier rule before i
 from __future__ import annotations
 
 import time
-import typing
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,14 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 
-from datalayer.categories.transactional import Key, TransactionalPattern, TransactionalTable
-from datalayer.errors import DataLayerError, QueryError, StoreUnavailable
+from datalayer.categories.transactional import (
+    TransactionalBackend,
+    TransactionalPattern,
+    TransactionalTable,
+)
+from datalayer.errors import DataLayerError, StoreUnavailable
 from datalayer.migrations import Migrations, has_environment
-from datalayer.patterns import validate_model
-from datalayer.query import Condition, check_limit, parse_filter, parse_sort
+from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.sql.types import column_type
 
@@ -85,16 +87,19 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         self.metadata = sa.MetaData()
         self._current: ContextVar[Connection | None] = ContextVar(f"tx-{name}", default=None)
 
-    def handle(self, pattern: TransactionalPattern) -> SQLTable:
+    def handle(self, pattern: TransactionalPattern) -> TransactionalTable:
+        return TransactionalTable(pattern, self.backend(pattern))
+
+    def backend(self, pattern: TransactionalPattern) -> SQLTable:
         table = self.metadata.tables.get(pattern.table)
         if table is None:
             table = build_table(pattern, self.metadata)
-        return SQLTable(pattern, self, table)
+        return SQLTable(self, table, pattern.key)
 
     def migrations(self, patterns: Sequence[TransactionalPattern]) -> Migrations:
         """Alembic on this store, with the given patterns' tables as target metadata."""
         for pattern in patterns:
-            self.handle(pattern)
+            self.backend(pattern)
         folder = self.migrations_dir or Path("migrations")
         return Migrations(folder, self.engine, self.metadata, self.label)
 
@@ -104,7 +109,7 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         A table that exists but lacks a column of its schema is reported, not altered: that
         change belongs in a revision (``datalayer migrations new``).
         """
-        tables = [self.handle(p).table for p in patterns]
+        tables = [self.backend(p).table for p in patterns]
         done = []
         migrated = has_environment(self.migrations_dir)
         with self.errors():
@@ -203,80 +208,60 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             raise DataLayerError(f"{self.label}: {exc}") from exc
 
 
-class SQLTable(TransactionalTable):
-    def __init__(self, pattern: TransactionalPattern, store: SQLStore, table: sa.Table) -> None:
-        super().__init__(pattern)
+class SQLTable(TransactionalBackend):
+    """One table of a SQL store: validated rows in, rows as dicts out, values always bound."""
+
+    def __init__(self, store: SQLStore, table: sa.Table, key: Sequence[str]) -> None:
         self.store = store
         self.table = table
+        self.key = list(key)
         self._json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
-        self._value_columns = [c.name for c in table.columns if c.name not in pattern.key]
+        self._value_columns = [c.name for c in table.columns if c.name not in self.key]
 
-    def row_values(self, row: Any) -> dict[str, Any]:
-        assert self.pattern.schema_cls is not None
-        model: BaseModel = validate_model(self.pattern.name, self.pattern.schema_cls, row)
+    def row_values(self, model: BaseModel) -> dict[str, Any]:
         python = model.model_dump()
         if not self._json_columns:
             return python
         as_json = model.model_dump(mode="json")
         return {k: as_json[k] if k in self._json_columns else v for k, v in python.items()}
 
-    def _upsert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        elif dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        else:
-            raise DataLayerError(f"{self.store.label}: upsert is not implemented for {dialect}")
-        stmt = insert(self.table)
-        if self._value_columns:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(self.pattern.key),
-                set_={c: stmt.excluded[c] for c in self._value_columns},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(self.pattern.key))
-        conn.execute(stmt, rows)
-
-    def put(self, row: Any) -> None:
-        values = self.row_values(row)
-        with self.store.connection() as conn:
-            self._upsert(conn, [values])
-
-    def put_many(self, rows: Iterable[Any]) -> int:
+    def upsert(self, rows: list[BaseModel]) -> None:
         values = [self.row_values(row) for row in rows]
-        if values:
-            with self.store.connection() as conn:
-                self._upsert(conn, values)
-        return len(values)
-
-    def _where_key(self, key: Key) -> sa.ColumnElement[bool]:
-        return sa.and_(*(self.table.c[c] == v for c, v in self.key_values(key).items()))
+        with self.store.connection() as conn:
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            elif dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            else:
+                raise DataLayerError(f"{self.store.label}: upsert is not implemented for {dialect}")
+            stmt = insert(self.table)
+            if self._value_columns:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=self.key,
+                    set_={c: stmt.excluded[c] for c in self._value_columns},
+                )
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=self.key)
+            conn.execute(stmt, values)
 
     def key_select(self) -> sa.Select[Any]:
         """SELECT of one row by its key, with one bound parameter per key column."""
         return sa.select(self.table).where(
-            *(self.table.c[c] == sa.bindparam(f"key_{c}") for c in self.pattern.key)
+            *(self.table.c[c] == sa.bindparam(f"key_{c}") for c in self.key)
         )
 
-    def get(self, key: Key) -> dict[str, Any] | None:
-        return self.store.get_row(self, self.key_values(key))
+    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.store.get_row(self, key)
 
-    def delete(self, key: Key) -> bool:
+    def delete(self, key: dict[str, Any]) -> bool:
+        where = sa.and_(*(self.table.c[c] == v for c, v in key.items()))
         with self.store.connection() as conn:
-            result = conn.execute(sa.delete(self.table).where(self._where_key(key)))
+            result = conn.execute(sa.delete(self.table).where(where))
         return bool(result.rowcount)
 
-    def _column(self, name: str) -> sa.Column[Any]:
-        if name not in self.table.c:
-            raise QueryError(
-                f"pattern '{self.pattern.name}': no column '{name}'; "
-                f"columns: {', '.join(self.table.c.keys())}"
-            )
-        return self.table.c[name]
-
     def _condition(self, cond: Condition) -> sa.ColumnElement[bool]:
-        column = self._column(cond.field)
+        column = self.table.c[cond.field]
         if cond.op == "$eq":
             return column.is_(None) if cond.value is None else column == cond.value
         if cond.op == "$in":
@@ -291,32 +276,27 @@ class SQLTable(TransactionalTable):
         }
         return compare[cond.op](cond.value)
 
-    def _select(self, where: Mapping[str, Any] | None) -> sa.Select[Any]:
-        conditions = [self._condition(c) for c in parse_filter(where)]
-        return sa.select(self.table).where(*conditions)
+    def _select(self, conditions: list[Condition]) -> sa.Select[Any]:
+        return sa.select(self.table).where(*(self._condition(c) for c in conditions))
 
-    def query(
-        self,
-        where: Mapping[str, Any] | None = None,
-        *,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
+    def select(
+        self, conditions: list[Condition], order: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]:
-        stmt = self._select(where)
-        for key in parse_sort(order_by):
-            column = self._column(key.field)
+        stmt = self._select(conditions)
+        for key in order:
+            column = self.table.c[key.field]
             stmt = stmt.order_by(
                 column.desc().nulls_last() if key.descending else column.asc().nulls_first()
             )
-        if check_limit(limit) is not None:
+        if limit is not None:
             stmt = stmt.limit(limit)
         with self.store.reading() as conn:
             return [dict(row) for row in conn.execute(stmt).mappings()]
 
-    def count(self, where: Mapping[str, Any] | None = None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(self._select(where).subquery())
+    def count(self, conditions: list[Condition]) -> int:
+        stmt = sa.select(sa.func.count()).select_from(self._select(conditions).subquery())
         with self.store.reading() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    def transaction(self) -> typing.ContextManager[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         return self.store.transaction()

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from datalayer.categories import CATEGORIES, AnyPattern
-from datalayer.errors import ConfigError, did_you_mean
+from datalayer.config.store_types import load_store_type, serves, store_types
+from datalayer.errors import ConfigError, MissingDriver, did_you_mean
 from datalayer.patterns import PatternConfig, import_schema, schema_has_field
-from datalayer.registry import load_store_type, store_types
 from datalayer.stores.base import StoreConfig
 from datalayer.validators import Name
 
@@ -99,7 +99,7 @@ class _Loader:
         for other, entries in shape.profiles.items():
             if other != self.profile:
                 for name, entry in entries.items():
-                    self.store_type_of(entry, ("profiles", other, name))
+                    self.store_type_name(entry, ("profiles", other, name))
         stores = {
             name: self.store(name, self.expand(entry, ("profiles", self.profile, name)))
             for name, entry in shape.profiles[self.profile].items()
@@ -193,17 +193,31 @@ class _Loader:
             return [self.expand(v, (*path, i)) for i, v in enumerate(value)]
         return value
 
-    def store_type_of(self, entry: Any, path: YamlPath) -> type[StoreConfig]:
+    def store_type_name(self, entry: Any, path: YamlPath) -> str:
+        """The entry's store type, checked against the known types without importing any."""
         if not isinstance(entry, Mapping):
             raise self.error("a store must be a mapping with a 'type' key", path)
+        known = store_types()
         if "type" not in entry:
             raise self.error(
-                f"the store has no 'type'; known types: {', '.join(sorted(store_types()))}", path
+                f"the store has no 'type'; known types: {', '.join(sorted(known))}", path
             )
+        name = str(entry["type"])
+        if name not in known:
+            raise self.error(
+                f"unknown store type '{name}'{did_you_mean(name, list(known))}; "
+                f"known types: {', '.join(sorted(known))}",
+                (*path, "type"),
+            )
+        return name
+
+    def store_type_of(self, entry: Any, path: YamlPath) -> type[StoreConfig]:
+        """The config class of an active profile's store: imported now, driver checked first."""
+        name = self.store_type_name(entry, path)
         try:
-            return load_store_type(str(entry["type"]))
-        except KeyError as exc:
-            raise self.error(str(exc.args[0]), (*path, "type")) from None
+            return load_store_type(name)
+        except MissingDriver as exc:
+            raise MissingDriver(f"{self.error('', (*path, 'type')).message}{exc.message}") from None
 
     def store(self, name: str, entry: Any) -> StoreConfig:
         path: YamlPath = ("profiles", self.profile, name)
@@ -232,8 +246,8 @@ class _Loader:
                 f"{did_you_mean(pattern.store, names)}; stores there: {', '.join(names) or 'none'}",
                 (*path, "store"),
             )
-        if pattern.category not in store.serves:
-            able = [t for t in sorted(store_types()) if pattern.category in _serves(t)]
+        if pattern.category not in serves(store.type):
+            able = [t for t in sorted(store_types()) if pattern.category in serves(t)]
             raise self.error(
                 f"store '{pattern.store}' is of type '{store.type}', which cannot serve category "
                 f"'{pattern.category}'; store types that can: {', '.join(able)}",
@@ -260,7 +274,7 @@ class _Loader:
         """Two patterns may not share a table, topic, collection or key prefix on one store."""
         owners: dict[tuple[str, str], str] = {}
         for name, pattern in patterns.items():
-            for attribute, target in pattern_targets(pattern):
+            for attribute, target in pattern.targets():
                 slot = (pattern.store, target)
                 if slot in owners:
                     raise self.error(
@@ -289,31 +303,6 @@ class _Loader:
 
 
 _PATTERN_ADAPTER: TypeAdapter[PatternConfig] = TypeAdapter(AnyPattern)
-
-
-def pattern_targets(pattern: PatternConfig) -> list[tuple[str, str]]:
-    """(attribute, human name) of what a pattern occupies on its store."""
-    out: list[tuple[str, str]] = []
-    for attribute, label in (
-        ("table", "table"),
-        ("topic", "topic"),
-        ("dead_letter", "topic"),
-        ("collection", "collection"),
-    ):
-        value = getattr(pattern, attribute, None)
-        if value:
-            out.append((attribute, f"{label} '{value}'"))
-    prefix = getattr(pattern, "key_prefix", None)
-    if prefix:
-        out.append(("prefix", f"key prefix '{prefix}'"))
-    return out
-
-
-def _serves(store_type: str) -> frozenset[str]:
-    try:
-        return load_store_type(store_type).serves
-    except Exception:
-        return frozenset()
 
 
 def _describe(error: Any, model: Any, loc: Sequence[Any]) -> str:

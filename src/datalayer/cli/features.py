@@ -1,0 +1,137 @@
+"""``datalayer features ...``: materialize, online reads and training sets through Feast."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from datalayer.api import DataLayer
+from datalayer.api import open as open_datalayer
+from datalayer.cli.render import ConfigOption, ProfileOption, console, progress_bar, reports_errors
+from datalayer.errors import DataLayerError
+
+features_app = typer.Typer(
+    help="Features through Feast: materialize, online, historical.", no_args_is_help=True
+)
+PatternArgument = Annotated[
+    str | None,
+    typer.Argument(help="Feature pattern (default: the registry's only one).", show_default=False),
+]
+
+
+def _feature_pattern(dl: DataLayer, name: str | None) -> str:
+    if name is not None:
+        return name
+    names = [n for n, p in dl.patterns.items() if p.category == "feature"]
+    if len(names) != 1:
+        raise DataLayerError(
+            f"name the feature pattern; feature patterns: {', '.join(names) or 'none'}"
+        )
+    return names[0]
+
+
+def _instant(text: str | None, default: datetime) -> datetime:
+    if text is None:
+        return default
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataLayerError(
+            f"'{text}' is not an ISO date or time (e.g. 2026-11-20T12:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@features_app.command("materialize")
+@reports_errors
+def features_materialize(
+    pattern: PatternArgument = None,
+    start: Annotated[str | None, typer.Option(help="ISO start (default: end - 7 days).")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO end (default: now).")] = None,
+    incremental: Annotated[bool, typer.Option(help="From each view's last run to --end.")] = False,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Copy feature values from the offline store to the online store."""
+    with open_datalayer(config, profile) as dl:
+        view = dl.features(_feature_pattern(dl, pattern))
+        until = _instant(end, datetime.now(UTC))
+        with progress_bar(40) as progress:
+            task = progress.add_task("materializing", total=None)
+
+            def on_view(name: str, done: int, total: int) -> None:
+                progress.update(
+                    task, total=total, completed=done, description=f"materializing {name}".strip()
+                )
+
+            if incremental:
+                view.materialize_incremental(until, on_view=on_view)
+            else:
+                view.materialize(_instant(start, until - timedelta(days=7)), until, on_view=on_view)
+    console.print(f"[green]✓[/] materialized up to {until.isoformat()}")
+
+
+@features_app.command("online")
+@reports_errors
+def features_online(
+    row: Annotated[
+        list[str], typer.Option("--row", help="An entity row: key=value[,key=value]; repeatable.")
+    ],
+    pattern: PatternArgument = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Read online features for entity rows, as a model service does (TTL applied)."""
+    rows = []
+    for text in row:
+        pairs = [part.split("=", 1) for part in text.split(",") if part]
+        if any(len(p) != 2 for p in pairs):
+            raise DataLayerError(f"--row '{text}' is not key=value[,key=value]")
+        rows.append({k.strip(): v.strip() for k, v in pairs})
+    with open_datalayer(config, profile) as dl:
+        served = dl.features(_feature_pattern(dl, pattern)).online(rows)
+    table = Table(title="online features")
+    table.add_column("feature")
+    for i in range(len(rows)):
+        table.add_column(f"row {i + 1}")
+    for name, values in served.items():
+        table.add_row(name, *("-" if v is None else str(v) for v in values))
+    console.print(table)
+
+
+@features_app.command("historical")
+@reports_errors
+def features_historical(
+    entities: Annotated[
+        Path, typer.Option(help="CSV or parquet of entity rows with an event_timestamp column.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option(help="Write the training set here (.csv or .parquet).")
+    ] = None,
+    pattern: PatternArgument = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Build a point-in-time-correct training set for entity rows."""
+    import pandas as pd
+
+    if not entities.is_file():
+        raise DataLayerError(f"no such file: {entities}")
+    frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
+    with open_datalayer(config, profile) as dl, console.status("building the training set..."):
+        result = dl.features(_feature_pattern(dl, pattern)).historical(frame)
+    if output is not None:
+        if output.suffix == ".parquet":
+            result.to_parquet(output, index=False)
+        else:
+            result.to_csv(output, index=False)
+        console.print(
+            f"[green]✓[/] {len(result)} rows x {result.shape[1]} columns written to {escape(str(output))}"
+        )
+    else:
+        console.print(result.to_string(max_rows=20, max_cols=10))

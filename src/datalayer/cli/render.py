@@ -1,0 +1,83 @@
+"""What every command shares: the consoles, the --config/--profile options, error reporting
+and progress bars."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from datalayer.errors import DataLayerError, MissingDriver, redact
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Registry file (default: $DATALAYER_CONFIG, else ./datalayer.yaml).",
+        show_default=False,
+    ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="Profile to use (default: $DATALAYER_PROFILE, else local).",
+        show_default=False,
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(command: F) -> F:
+    """Print any error as one clear line on stderr and exit non-zero, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DataLayerError as exc:
+            # A missing driver is named as such: it is fixed by an install, not by the registry.
+            kind = "MissingDriver: " if isinstance(exc, MissingDriver) else ""
+            err_console.print(f"[bold red]error:[/] {kind}{escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("DATALAYER_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {escape(redact(f'{type(exc).__name__}: {exc}'))} "
+                "(set DATALAYER_DEBUG=1 for the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(width: int = 36, *, transient: bool = False) -> Progress:
+    """A Rich progress bar: description, bar, done/total and elapsed time."""
+    return Progress(
+        TextColumn(f"{{task.description:<{width}}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+    )

@@ -1,0 +1,90 @@
+"""The quickstart's summary as Rich tables: what went where, the largest incidents, the
+features a model service reads and a sample of the training set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from datalayer.api import DataLayer
+
+
+def print_summary(console: Console, dl: DataLayer, summary: Any) -> None:
+    registry = dl.registry
+    store_label = {name: cfg.type for name, cfg in registry.stores.items()}
+    table = Table(title=f"quickstart: what went where ({dl.profile} profile)")
+    for column in ("pattern", "category", "store", "result"):
+        table.add_column(column)
+    rows = [
+        ("accounts", f"{summary.accounts} rows upserted"),
+        ("services", f"{summary.services} rows upserted"),
+        (
+            "alerts",
+            f"{summary.published} published, {summary.handled} grouped, "
+            f"{summary.dead_lettered} to {getattr(registry.patterns['alerts'], 'dead_letter', '')} "
+            f"({summary.retried} retries)",
+        ),
+        ("incidents", f"{summary.incidents} incidents over {len(summary.per_service)} services"),
+        ("grouping_window", f"{summary.windows} open windows"),
+    ]
+    for name, result in rows:
+        pattern = registry.patterns[name]
+        table.add_row(name, pattern.category, store_label[pattern.store], result)
+    console.print(table)
+    largest = Table(title="largest incidents")
+    for column in ("incident", "service", "fingerprint", "severity", "alerts", "from", "to"):
+        largest.add_column(column, no_wrap=True)
+    for inc in summary.largest:
+        largest.add_row(
+            inc["incident_id"],
+            inc["service_id"],
+            inc["fingerprint"],
+            inc["severity"],
+            str(inc["alert_count"]),
+            _clock(inc["opened_at"]),
+            _clock(inc["updated_at"]),
+        )
+    console.print(largest)
+    if summary.online_features:
+        alert = summary.incoming_alert
+        served = Table(
+            title=f"online features for incoming alert {alert['alert_id']} "
+            f"({alert['service_id']}, {alert['severity']}), as a model service reads them"
+        )
+        served.add_column("feature")
+        served.add_column("value")
+        for name, value in summary.online_features.items():
+            served.add_row(name, "-" if value is None else str(value))
+        console.print(served)
+        frame = summary.training_set
+        filled = (
+            frame.drop(columns=["service_id", "account_id", "event_timestamp"])
+            .notna()
+            .mean()
+            .mean()
+        )
+        console.print(
+            f"[bold]training set[/] (point-in-time, {summary.feature_views} feature views): "
+            f"{len(frame)} rows x {frame.shape[1] - 3} features, {filled:.0%} of values present"
+        )
+        sample = Table(title="training set, first rows (a few columns)")
+        shown = ["service_id", "event_timestamp", *[c for c in frame.columns if "__" in c][:4]]
+        for column in shown:
+            sample.add_column(column.split("__")[-1])
+        for _, record in frame.head(6).iterrows():
+            sample.add_row(*(_cell(record[c]) for c in shown))
+        console.print(sample)
+
+
+def _cell(value: Any) -> str:
+    """A training-set value for a table: timestamps to the minute, missing as '-'."""
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%m-%d %H:%M"))
+    return "-" if value is None or str(value) in ("<NA>", "nan", "NaT") else str(value)
+
+
+def _clock(iso: str) -> str:
+    """``2026-01-05T09:12:00Z`` as ``01-05 09:12``."""
+    return f"{iso[5:10]} {iso[11:16]}"
