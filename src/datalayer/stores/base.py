@@ -19,10 +19,8 @@ class StoreConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Categories this store type can serve.
+    #: Categories a third-party store type serves (built-ins are in ``config.store_types``).
     serves: ClassVar[frozenset[str]] = frozenset()
-    #: The pip extra that installs this store type's driver, if any.
-    extra: ClassVar[str | None] = None
 
     type: str
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from datalayer.categories.document import (
     DocumentBackend,
@@ -27,8 +27,6 @@ _COMPARE = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 class EmbeddedDocumentsConfig(StoreConfig):
     """An SQLite file holding each collection as a table of JSON documents."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"document"})
 
     type: Literal["embedded-documents"]
     path: str = ".datalayer/docs.db"

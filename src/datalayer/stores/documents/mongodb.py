@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -27,9 +27,6 @@ from datalayer.stores.base import Store, StoreConfig, require_driver
 
 class MongoDBConfig(StoreConfig):
     """A MongoDB URL (``mongodb://user:pass@host:port``) and the database to use."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"document"})
-    extra: ClassVar[str | None] = "mongodb"
 
     type: Literal["mongodb"]
     url: str = Field(pattern=r"^mongodb(\+srv)?://")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
 from datalayer.stores.base import Store, StoreConfig
@@ -23,8 +23,6 @@ _PURGE_EVERY = 60.0
 
 class EmbeddedKVConfig(StoreConfig):
     """An SQLite file holding every key-value pattern, each under its own key prefix."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"key-value"})
 
     type: Literal["embedded-kv"]
     path: str = ".datalayer/kv.db"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -20,9 +20,6 @@ from datalayer.stores.base import Store, StoreConfig, require_driver
 
 class RedisConfig(StoreConfig):
     """A Redis URL (``redis://[:password@]host:port/db``) and client timeouts."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"key-value"})
-    extra: ClassVar[str | None] = "redis"
 
     type: Literal["redis"]
     url: str = Field(pattern=r"^rediss?://")

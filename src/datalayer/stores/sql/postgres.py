@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -19,9 +19,6 @@ from datalayer.stores.sql.engine import SQLStore, SQLTable, ping_when_idle
 
 class PostgresConfig(StoreConfig):
     """A PostgreSQL URL (``postgresql://user:pass@host:port/db``) and its pool."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"transactional"})
-    extra: ClassVar[str | None] = "postgres"
 
     type: Literal["postgres"]
     url: str = Field(pattern=r"^postgres(ql)?(\+psycopg)?://")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
@@ -14,8 +14,6 @@ from datalayer.stores.sql.engine import SQLStore
 
 class SQLiteConfig(StoreConfig):
     """An SQLite file; a relative ``path`` is relative to the registry's folder."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"transactional"})
 
     type: Literal["sqlite"]
     path: str = ".datalayer/local.db"

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -57,8 +57,6 @@ _SCHEMA = [
 
 class EmbeddedLogConfig(StoreConfig):
     """An SQLite file holding topics, messages, committed offsets and group members."""
-
-    serves: ClassVar[frozenset[str]] = frozenset({"streaming"})
 
     type: Literal["embedded-log"]
     path: str = ".datalayer/events.db"
