@@ -31,7 +31,7 @@ def feature_frames(end: datetime, days: int = 3, seed: int = 11) -> dict[str, An
     rng = random.Random(seed)
     end = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     hours = days * 24
-    services, accounts = sample_services(), sample_accounts()
+    services = sample_services()
 
     counts, history, stream = [], [], []
     for service in services:
@@ -73,8 +73,19 @@ def feature_frames(end: datetime, days: int = 3, seed: int = 11) -> dict[str, An
                 "created": end - timedelta(hours=3),
             }
         )
+    return {
+        "service_alert_counts": _frame(counts),
+        "service_incident_history": _frame(history),
+        "account_profile": _frame(_account_profiles(end, days, rng)),
+        "service_alert_stream": _frame(stream),
+    }
+
+
+def _account_profiles(end: datetime, days: int, rng: random.Random) -> list[dict[str, Any]]:
+    """One row per account and day: its plan, its services and what it spends."""
+    services = sample_services()
     profiles = []
-    for account in accounts:
+    for account in sample_accounts():
         owned = sum(s.account_id == account.account_id for s in services)
         for d in range(days):
             at = end - timedelta(days=days - 1 - d)
@@ -90,12 +101,7 @@ def feature_frames(end: datetime, days: int = 3, seed: int = 11) -> dict[str, An
                     "created": at + timedelta(minutes=2),
                 }
             )
-    return {
-        "service_alert_counts": _frame(counts),
-        "service_incident_history": _frame(history),
-        "account_profile": _frame(profiles),
-        "service_alert_stream": _frame(stream),
-    }
+    return profiles
 
 
 def write_parquet(frames: dict[str, Any], folder: Path) -> None:

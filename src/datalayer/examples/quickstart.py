@@ -139,15 +139,43 @@ def run(
     with dl.transaction("accounts", "services"):
         summary.accounts = dl.transactional("accounts").put_many(accounts)
         summary.services = dl.transactional("services").put_many(services)
-
-    incidents, windows = dl.documents("incidents"), dl.kv("grouping_window")
     service_ids = [s.service_id for s in services]
+    window_keys = sorted({f"{a.service_id}:{a.fingerprint}" for a in alerts})
+    _forget_earlier_runs(dl, service_ids, window_keys)
+    _publish_and_group(dl, alerts, summary, report)
+
+    found = dl.documents("incidents").find(
+        {"service_id": {"$in": service_ids}}, sort=["-alert_count", "incident_id"]
+    )
+    summary.incidents = len(found)
+    summary.largest = found[:5]
+    for incident in found:
+        summary.per_service[incident["service_id"]] = (
+            summary.per_service.get(incident["service_id"], 0) + 1
+        )
+    summary.windows = sum(v is not None for v in dl.kv("grouping_window").mget(window_keys))
+    if features:
+        serve_and_train(dl, summary, report)
+    return summary
+
+
+def _forget_earlier_runs(dl: DataLayer, service_ids: list[str], window_keys: list[str]) -> None:
+    """Drop the incidents and windows a previous run left, so a re-run groups the same way."""
+    incidents, windows = dl.documents("incidents"), dl.kv("grouping_window")
     for old in incidents.find({"service_id": {"$in": service_ids}}):
         incidents.delete(old["incident_id"])
-    window_keys = sorted({f"{a.service_id}:{a.fingerprint}" for a in alerts})
     for key in window_keys:
         windows.delete(key)
 
+
+def _publish_and_group(
+    dl: DataLayer,
+    alerts: list[Alert],
+    summary: Summary,
+    report: Callable[[str, int, int], None],
+) -> None:
+    """Publish the alerts, then group them with a consumer of a new group from where they
+    start, until each one is settled."""
     stream = dl.stream("alerts")
     start = stream.end_offsets()
     batch = 50
@@ -175,20 +203,6 @@ def run(
         result.retried,
         result.dead_lettered,
     )
-
-    found = incidents.find(
-        {"service_id": {"$in": service_ids}}, sort=["-alert_count", "incident_id"]
-    )
-    summary.incidents = len(found)
-    summary.largest = found[:5]
-    for incident in found:
-        summary.per_service[incident["service_id"]] = (
-            summary.per_service.get(incident["service_id"], 0) + 1
-        )
-    summary.windows = sum(v is not None for v in windows.mget(window_keys))
-    if features:
-        serve_and_train(dl, summary, report)
-    return summary
 
 
 def serve_and_train(

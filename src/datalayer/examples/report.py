@@ -9,9 +9,19 @@ from rich.console import Console
 from rich.table import Table
 
 from datalayer.api import DataLayer
+from datalayer.examples.quickstart import Summary
 
 
-def print_summary(console: Console, dl: DataLayer, summary: Any) -> None:
+def print_summary(console: Console, dl: DataLayer, summary: Summary) -> None:
+    """Every table of the quickstart's summary, in order."""
+    console.print(_placement(dl, summary))
+    console.print(_largest(summary))
+    if summary.online_features:
+        _print_features(console, summary)
+
+
+def _placement(dl: DataLayer, summary: Summary) -> Table:
+    """What each pattern of the job did, and on which store."""
     registry = dl.registry
     store_label = {name: cfg.type for name, cfg in registry.stores.items()}
     table = Table(title=f"quickstart: what went where ({dl.profile} profile)")
@@ -32,7 +42,10 @@ def print_summary(console: Console, dl: DataLayer, summary: Any) -> None:
     for name, result in rows:
         pattern = registry.patterns[name]
         table.add_row(name, pattern.category, store_label[pattern.store], result)
-    console.print(table)
+    return table
+
+
+def _largest(summary: Summary) -> Table:
     largest = Table(title="largest incidents")
     for column in ("incident", "service", "fingerprint", "severity", "alerts", "from", "to"):
         largest.add_column(column, no_wrap=True)
@@ -46,36 +59,36 @@ def print_summary(console: Console, dl: DataLayer, summary: Any) -> None:
             _clock(inc["opened_at"]),
             _clock(inc["updated_at"]),
         )
-    console.print(largest)
-    if summary.online_features:
-        alert = summary.incoming_alert
-        served = Table(
-            title=f"online features for incoming alert {alert['alert_id']} "
-            f"({alert['service_id']}, {alert['severity']}), as a model service reads them"
-        )
-        served.add_column("feature")
-        served.add_column("value")
-        for name, value in summary.online_features.items():
-            served.add_row(name, "-" if value is None else str(value))
-        console.print(served)
-        frame = summary.training_set
-        filled = (
-            frame.drop(columns=["service_id", "account_id", "event_timestamp"])
-            .notna()
-            .mean()
-            .mean()
-        )
-        console.print(
-            f"[bold]training set[/] (point-in-time, {summary.feature_views} feature views): "
-            f"{len(frame)} rows x {frame.shape[1] - 3} features, {filled:.0%} of values present"
-        )
-        sample = Table(title="training set, first rows (a few columns)")
-        shown = ["service_id", "event_timestamp", *[c for c in frame.columns if "__" in c][:4]]
-        for column in shown:
-            sample.add_column(column.split("__")[-1])
-        for _, record in frame.head(6).iterrows():
-            sample.add_row(*(_cell(record[c]) for c in shown))
-        console.print(sample)
+    return largest
+
+
+def _print_features(console: Console, summary: Summary) -> None:
+    """The features a model service read for the incoming alert, and the training set."""
+    alert = summary.incoming_alert
+    served = Table(
+        title=f"online features for incoming alert {alert['alert_id']} "
+        f"({alert['service_id']}, {alert['severity']}), as a model service reads them"
+    )
+    served.add_column("feature")
+    served.add_column("value")
+    for name, value in summary.online_features.items():
+        served.add_row(name, "-" if value is None else str(value))
+    console.print(served)
+    frame = summary.training_set
+    filled = (
+        frame.drop(columns=["service_id", "account_id", "event_timestamp"]).notna().mean().mean()
+    )
+    console.print(
+        f"[bold]training set[/] (point-in-time, {summary.feature_views} feature views): "
+        f"{len(frame)} rows x {frame.shape[1] - 3} features, {filled:.0%} of values present"
+    )
+    sample = Table(title="training set, first rows (a few columns)")
+    shown = ["service_id", "event_timestamp", *[c for c in frame.columns if "__" in c][:4]]
+    for column in shown:
+        sample.add_column(column.split("__")[-1])
+    for _, record in frame.head(6).iterrows():
+        sample.add_row(*(_cell(record[c]) for c in shown))
+    console.print(sample)
 
 
 def _cell(value: Any) -> str:
