@@ -19,7 +19,7 @@ BUILTIN_STORE_TYPES: dict[str, str] = {
     "sqlite": "datalayer.stores.sql.sqlite:SQLiteConfig",
     "postgres": "datalayer.stores.sql.postgres:PostgresConfig",
     "embedded-log": "datalayer.stores.streaming.embedded_log:EmbeddedLogConfig",
-    "kafka": "datalayer.stores.streaming.kafka:KafkaConfig",
+    "kafka": "datalayer.stores.streaming.kafka.config:KafkaConfig",
     "embedded-documents": "datalayer.stores.documents.embedded:EmbeddedDocumentsConfig",
     "mongodb": "datalayer.stores.documents.mongodb:MongoDBConfig",
     "embedded-kv": "datalayer.stores.kv.embedded:EmbeddedKVConfig",
