@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 JOIN_GRACE = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConsumeOptions:
     """How one consumer reads: where it starts, when it stops, how many records per poll."""
 
@@ -90,7 +90,7 @@ class ConsumerLoop:
         self.decode = decode
         self.dead_letters = dead_letters
         self.max_attempts = max_attempts
-        self.stats = stats or ProcessStats()
+        self.stats = stats if stats is not None else ProcessStats()
         self.opened = self.last = 0.0
         self.assigned = False
 

@@ -106,7 +106,13 @@ class Stream:
         Stops after ``max_messages``, or once no message came for ``idle_timeout`` seconds
         while the consumer held partitions; with neither it runs until the caller stops.
         """
-        options = ConsumeOptions(start, max_messages, idle_timeout, batch_size, on_assignment)
+        options = ConsumeOptions(
+            start=start,
+            max_messages=max_messages,
+            idle_timeout=idle_timeout,
+            batch_size=batch_size,
+            on_assignment=on_assignment,
+        )
         return iter(self._loop(self.pattern.topic, group, options, self.codec.decode))
 
     def dead_letters(
@@ -120,7 +126,7 @@ class Stream:
         """Read the dead-letter topic; values are decoded JSON when possible, else bytes."""
         if not self.pattern.dead_letter:
             raise DataLayerError(f"pattern '{self.pattern.name}' has no dead_letter topic")
-        options = ConsumeOptions(start, max_messages, idle_timeout)
+        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
         return iter(self._loop(self.pattern.dead_letter, group, options, loose_decode))
 
     def process(
@@ -135,7 +141,7 @@ class Stream:
     ) -> ProcessStats:
         """Run ``handler`` on each message: retried up to ``max_attempts``, then dead-lettered."""
         stats = ProcessStats()
-        options = ConsumeOptions(start, max_messages, idle_timeout)
+        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
         loop = self._loop(self.pattern.topic, group, options, self.codec.decode, stats)
         return handle_each(
             iter(loop),
