@@ -127,7 +127,7 @@ def make_events(count: int) -> list[dict[str, Any]]:
 
 
 def producer_config(bootstrap: str) -> dict[str, Any]:
-    """The settings KafkaStore gives its producer (kafka.py) with the store's defaults."""
+    """The settings KafkaStore gives its producer (kafka/producer.py) with the store's defaults."""
     return {
         "bootstrap.servers": bootstrap,
         "client.id": "bench-raw",

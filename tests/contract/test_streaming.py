@@ -174,8 +174,8 @@ def test_undecodable_message_goes_to_dead_letter_and_consumer_continues(dl: Data
     stream = dl.stream("events")
     topic = stream.pattern.topic
     stream.publish(event(0, "dev-a"))
-    stream._produce(topic, [OutgoingRecord("dev-a", b"{not json")])
-    stream._produce(topic, [OutgoingRecord("dev-a", b'{"event_id": "x"}')])
+    stream.store.produce(topic, [OutgoingRecord("dev-a", b"{not json")])
+    stream.store.produce(topic, [OutgoingRecord("dev-a", b'{"event_id": "x"}')])
     stream.publish(event(3, "dev-a"))
     assert [m.value["seq"] for m in drain(dl, "g1")] == [0, 3]
     dead = list(stream.dead_letters())

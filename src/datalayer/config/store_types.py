@@ -44,7 +44,9 @@ BUILTIN_STORE_TYPES: dict[str, StoreType] = {
     "sqlite": _builtin("sql.sqlite:SQLiteConfig", "transactional"),
     "postgres": _builtin("sql.postgres:PostgresConfig", "transactional", "postgres", "psycopg"),
     "embedded-log": _builtin("streaming.embedded_log:EmbeddedLogConfig", "streaming"),
-    "kafka": _builtin("streaming.kafka:KafkaConfig", "streaming", "kafka", "confluent_kafka"),
+    "kafka": _builtin(
+        "streaming.kafka.config:KafkaConfig", "streaming", "kafka", "confluent_kafka"
+    ),
     "embedded-documents": _builtin("documents.embedded:EmbeddedDocumentsConfig", "document"),
     "mongodb": _builtin("documents.mongodb:MongoDBConfig", "document", "mongodb", "pymongo"),
     "embedded-kv": _builtin("kv.embedded:EmbeddedKVConfig", "key-value"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -24,11 +24,12 @@ from datalayer.categories.streaming import (
     Delivery,
     OutgoingRecord,
     Record,
-    StartAt,
+    StartPositions,
     Stream,
+    StreamBackend,
     StreamingPattern,
-    refuse_oversized,
 )
+from datalayer.categories.streaming.backend import partition_of, refuse_oversized
 from datalayer.errors import DataLayerError, NotFound
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
@@ -72,7 +73,7 @@ class EmbeddedLogConfig(StoreConfig):
         return EmbeddedLogStore(name, self, resolve_path(self.path, base_dir))
 
 
-class EmbeddedLogStore(Store[StreamingPattern, Stream]):
+class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
     config: EmbeddedLogConfig
 
     def __init__(self, name: str, config: EmbeddedLogConfig, path: Path) -> None:
@@ -82,9 +83,10 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream]):
             for statement in _SCHEMA:
                 conn.execute(statement)
         self._last_purge = 0.0
+        self._partition_counts: dict[str, int] = {}
 
-    def handle(self, pattern: StreamingPattern) -> EmbeddedStream:
-        return EmbeddedStream(pattern, self)
+    def handle(self, pattern: StreamingPattern) -> Stream:
+        return Stream(pattern, self)
 
     def apply(self, patterns: list[StreamingPattern]) -> list[str]:
         done = []
@@ -113,6 +115,7 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream]):
                 "INSERT OR IGNORE INTO partitions(topic, partition, next_offset) VALUES (?, ?, 0)",
                 [(topic, p) for p in range(partitions)],
             )
+        self._partition_counts.pop(topic, None)
         if row is None:
             return f"topic '{topic}' created ({partitions} partitions)"
         if row[0] < partitions:
@@ -120,56 +123,31 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream]):
         return f"topic '{topic}' exists ({partitions} partitions)"
 
     def partitions(self, topic: str) -> int:
-        with self.db.read() as conn:
-            row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
-        if row is None:
-            raise NotFound(f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'")
-        return int(row[0])
-
-    def ping(self) -> None:
-        with self.db.read() as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def close(self) -> None:
-        self.db.close()
-
-    def purge_expired(self) -> None:
-        """Apply topic retention at most once a minute per process."""
-        if time.monotonic() - self._last_purge < 60:
-            return
-        self._last_purge = time.monotonic()
-        with self.db.write() as conn:
-            for topic, retention in conn.execute(
-                "SELECT name, retention_s FROM topics WHERE retention_s IS NOT NULL"
-            ).fetchall():
-                conn.execute(
-                    "DELETE FROM messages WHERE topic = ? AND ts < ?",
-                    (topic, time.time() - retention),
-                )
-
-
-class EmbeddedStream(Stream):
-    def __init__(self, pattern: StreamingPattern, store: EmbeddedLogStore) -> None:
-        super().__init__(pattern)
-        self.store = store
-        self._partition_counts: dict[str, int] = {}
-
-    def _partitions(self, topic: str) -> int:
+        """Partition count of a topic (cached; ``apply`` forgets what it changes)."""
         if topic not in self._partition_counts:
-            self._partition_counts[topic] = self.store.partitions(topic)
+            with self.db.read() as conn:
+                row = conn.execute(
+                    "SELECT partitions FROM topics WHERE name = ?", (topic,)
+                ).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
+                )
+            self._partition_counts[topic] = int(row[0])
         return self._partition_counts[topic]
 
-    def _produce(self, topic: str, records: list[OutgoingRecord]) -> list[Delivery]:
+    def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Delivery]:
         refuse_oversized(
-            self.store.label,
+            self.label,
             topic,
             [r.value for r in records],
-            self.store.config.max_message_bytes,
+            self.config.max_message_bytes,
         )
-        placed = [(self.partition_for(r.key, topic), r) for r in records]
+        count = self.partitions(topic)
+        placed = [(partition_of(r.key, count), r) for r in records]
         now = time.time()
         deliveries = []
-        with self.store.db.write() as conn:
+        with self.db.write() as conn:
             offsets = dict(
                 conn.execute(
                     "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
@@ -200,29 +178,47 @@ class EmbeddedStream(Stream):
                 "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
                 [(o, topic, p) for p, o in offsets.items()],
             )
-        self.store.purge_expired()
+        self.purge_expired()
         return deliveries
 
-    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
-        topic = topic or self.pattern.topic
-        self._partitions(topic)
-        with self.store.db.read() as conn:
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        self.partitions(topic)
+        with self.db.read() as conn:
             return dict(
                 conn.execute(
                     "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
                 ).fetchall()
             )
 
-    def _open_consumer(
+    def open_consumer(
         self,
         topic: str,
         group: str | None,
-        start: StartAt,
-        on_assignment: AssignmentCallback | None,
+        start: StartPositions,
+        on_assignment: AssignmentCallback,
     ) -> EmbeddedConsumer:
-        return EmbeddedConsumer(
-            self.store, topic, self._partitions(topic), group, start, on_assignment
-        )
+        return EmbeddedConsumer(self, topic, self.partitions(topic), group, start, on_assignment)
+
+    def ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def purge_expired(self) -> None:
+        """Apply topic retention at most once a minute per process."""
+        if time.monotonic() - self._last_purge < 60:
+            return
+        self._last_purge = time.monotonic()
+        with self.db.write() as conn:
+            for topic, retention in conn.execute(
+                "SELECT name, retention_s FROM topics WHERE retention_s IS NOT NULL"
+            ).fetchall():
+                conn.execute(
+                    "DELETE FROM messages WHERE topic = ? AND ts < ?",
+                    (topic, time.time() - retention),
+                )
 
 
 class EmbeddedConsumer(ConsumerHandle):
@@ -232,8 +228,8 @@ class EmbeddedConsumer(ConsumerHandle):
         topic: str,
         partitions: int,
         group: str | None,
-        start: StartAt,
-        on_assignment: AssignmentCallback | None = None,
+        start: StartPositions,
+        on_assignment: AssignmentCallback,
     ) -> None:
         self.on_assignment = on_assignment
         self.store = store
@@ -280,14 +276,13 @@ class EmbeddedConsumer(ConsumerHandle):
             self.positions[p] = self.initial_position(p)
         changed = assigned != self.assigned
         self.assigned = assigned
-        if changed and self.on_assignment is not None:
+        if changed:
             self.on_assignment(set(assigned))
         self.last_refresh = time.monotonic()
 
     def initial_position(self, partition: int) -> int:
-        start = self.start
-        if isinstance(start, Mapping):
-            start = start.get(partition, "committed")
+        """The contract's start position for ``partition`` as an offset in this file."""
+        position = self.start(partition)
         with self.db.read() as conn:
             first, end = conn.execute(
                 "SELECT (SELECT min(offset) FROM messages WHERE topic = ?1 AND partition = ?2), "
@@ -295,7 +290,7 @@ class EmbeddedConsumer(ConsumerHandle):
                 (self.topic, partition),
             ).fetchone()
             earliest = end if first is None else first
-            if start == "committed":
+            if position.kind == "committed":
                 row = None
                 if self.group is not None:
                     row = conn.execute(
@@ -303,20 +298,17 @@ class EmbeddedConsumer(ConsumerHandle):
                         (self.group, self.topic, partition),
                     ).fetchone()
                 return int(max(row[0], earliest) if row else earliest)
-            if start == "earliest":
+            if position.kind == "earliest":
                 return int(earliest)
-            if start == "latest":
+            if position.kind == "latest":
                 return int(end)
-            if isinstance(start, datetime):
-                stamp = (start if start.tzinfo else start.replace(tzinfo=UTC)).timestamp()
+            if position.kind == "time":
                 row = conn.execute(
                     "SELECT min(offset) FROM messages WHERE topic = ? AND partition = ? AND ts >= ?",
-                    (self.topic, partition, stamp),
+                    (self.topic, partition, position.time.timestamp()),
                 ).fetchone()
                 return int(end if row[0] is None else row[0])
-            if isinstance(start, int) and not isinstance(start, bool):
-                return int(min(max(start, earliest), end))
-        raise DataLayerError(f"cannot start a consumer at {start!r}")
+        return position.within(int(earliest), int(end))
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
         deadline = time.monotonic() + timeout

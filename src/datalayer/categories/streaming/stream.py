@@ -1,0 +1,171 @@
+"""The streaming contract: ordered event streams (alerts) read by consumer groups.
+
+Guarantees every implementation keeps:
+- ``publish`` validates the payload against the schema first (nothing is sent on failure) and
+  returns only once the store has durably accepted the message; ``publish_many`` validates
+  every event before sending any.
+- ``publisher()`` trades the wait per call for throughput: each batch is still validated whole
+  before any of it is sent, and ``flush()`` (or leaving its ``with`` block) waits for every
+  message and raises if any was not delivered.
+- Messages with the same key go to the same partition and are read in publish order.
+- Consumers in one group share the topic's partitions; each message is handled by one member.
+- Delivery is at-least-once: an offset is committed only once every earlier message of its
+  partition was acknowledged, so a message not acknowledged (the consumer stopped or crashed)
+  is delivered again to the group.
+- ``nack`` redelivers a message; after ``max_attempts`` it goes to the dead-letter topic with
+  the error and attempt count in its headers, and the partition goes on. A message that cannot
+  be decoded or fails the schema on the consumer side goes there at once.
+- Replay starts from ``"earliest"``, ``"latest"``, an offset, per-partition offsets or a
+  timestamp; ``"committed"`` (the default) resumes the group, or starts at the earliest offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from datalayer.categories.streaming.backend import (
+    AssignmentCallback,
+    Delivery,
+    OutgoingRecord,
+    Record,
+    StreamBackend,
+    partition_of,
+)
+from datalayer.categories.streaming.codec import EventCodec, loose_decode
+from datalayer.categories.streaming.consumer import (
+    ConsumeOptions,
+    ConsumerLoop,
+    Message,
+    handle_each,
+)
+from datalayer.categories.streaming.dead_letters import DeadLetters
+from datalayer.categories.streaming.offsets import ProcessStats
+from datalayer.categories.streaming.pattern import StreamingPattern
+from datalayer.categories.streaming.publisher import Publisher
+from datalayer.categories.streaming.start import StartAt
+from datalayer.errors import DataLayerError
+
+
+class Stream:
+    """One streaming pattern bound to the store serving it (``store``, its ``StreamBackend``)."""
+
+    def __init__(self, pattern: StreamingPattern, store: StreamBackend) -> None:
+        self.pattern = pattern
+        self.store = store
+        self.codec = EventCodec(pattern)
+        self._dead_letters = DeadLetters(pattern, store)
+
+    def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
+        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
+        return self.codec.encode(event, key)
+
+    def encode_many(self, events: Iterable[Any]) -> tuple[list[str | None], list[bytes]]:
+        """Partition keys and bodies of a batch; an invalid event raises before any is sent."""
+        return self.codec.encode_many(events)
+
+    def decode(self, record: Record) -> Any:
+        return self.codec.decode(record)
+
+    def partition_for(self, key: str | None, topic: str | None = None) -> int:
+        """A stable partition for a key (CRC32, as librdkafka's consistent partitioner)."""
+        return partition_of(key, self.store.partitions(topic or self.pattern.topic))
+
+    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+        """The next offset of each partition: where a consumer starting at 'latest' begins."""
+        return self.store.end_offsets(topic or self.pattern.topic)
+
+    def publish(
+        self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> Delivery:
+        record = self.codec.encode(event, key)
+        if headers:
+            record = OutgoingRecord(record.key, record.value, dict(headers))
+        return self.store.produce(self.pattern.topic, [record])[0]
+
+    def publish_many(self, events: Iterable[Any]) -> list[Delivery]:
+        keys, values = self.codec.encode_many(events)
+        return self.store.produce_values(self.pattern.topic, keys, values) if values else []
+
+    def publisher(self) -> Publisher:
+        """A ``Publisher`` for this stream: no wait per call, one wait (and check) at the end."""
+        return Publisher(self.codec, self.store.publish_queue(self.pattern.topic))
+
+    def consume(
+        self,
+        group: str | None,
+        *,
+        start: StartAt = "committed",
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        batch_size: int = 100,
+        on_assignment: AssignmentCallback | None = None,
+    ) -> Iterator[Message]:
+        """Yield messages for ``group`` (``None``: read without committing, e.g. to replay).
+
+        Stops after ``max_messages``, or once no message came for ``idle_timeout`` seconds
+        while the consumer held partitions; with neither it runs until the caller stops.
+        """
+        options = ConsumeOptions(
+            start=start,
+            max_messages=max_messages,
+            idle_timeout=idle_timeout,
+            batch_size=batch_size,
+            on_assignment=on_assignment,
+        )
+        return iter(self._loop(self.pattern.topic, group, options, self.codec.decode))
+
+    def dead_letters(
+        self,
+        group: str | None = None,
+        *,
+        start: StartAt = "earliest",
+        max_messages: int | None = None,
+        idle_timeout: float | None = 1.0,
+    ) -> Iterator[Message]:
+        """Read the dead-letter topic; values are decoded JSON when possible, else bytes."""
+        if not self.pattern.dead_letter:
+            raise DataLayerError(f"pattern '{self.pattern.name}' has no dead_letter topic")
+        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
+        return iter(self._loop(self.pattern.dead_letter, group, options, loose_decode))
+
+    def process(
+        self,
+        handler: Callable[[Message], object],
+        group: str,
+        *,
+        start: StartAt = "committed",
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        retry_backoff: float = 0.0,
+    ) -> ProcessStats:
+        """Run ``handler`` on each message: retried up to ``max_attempts``, then dead-lettered."""
+        stats = ProcessStats()
+        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
+        loop = self._loop(self.pattern.topic, group, options, self.codec.decode, stats)
+        return handle_each(
+            iter(loop),
+            handler,
+            stats,
+            max_attempts=self.pattern.max_attempts,
+            retry_backoff=retry_backoff,
+        )
+
+    def _loop(
+        self,
+        topic: str,
+        group: str | None,
+        options: ConsumeOptions,
+        decode: Callable[[Record], Any],
+        stats: ProcessStats | None = None,
+    ) -> ConsumerLoop:
+        return ConsumerLoop(
+            self.store,
+            topic,
+            group,
+            options,
+            decode=decode,
+            dead_letters=self._dead_letters,
+            max_attempts=self.pattern.max_attempts,
+            stats=stats,
+        )

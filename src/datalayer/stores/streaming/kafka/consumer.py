@@ -1,0 +1,170 @@
+"""Reading from Kafka: a group member that commits only what the contract's tracker asks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from datalayer.categories.streaming import (
+    AssignmentCallback,
+    ConsumerHandle,
+    Record,
+    StartPositions,
+)
+from datalayer.stores.streaming.kafka.config import KafkaConfig, kafka_errors
+
+
+class KafkaConsumer(ConsumerHandle):
+    """A confluent-kafka consumer in a group (a throwaway one for ``group=None``)."""
+
+    def __init__(
+        self,
+        label: str,
+        config: KafkaConfig,
+        topic: str,
+        group: str | None,
+        start: StartPositions,
+        on_assignment: AssignmentCallback,
+    ) -> None:
+        from confluent_kafka import Consumer
+
+        self.label = label
+        self.topic = topic
+        self.group = group
+        self.start = start
+        self.on_assignment = on_assignment
+        self.assigned: set[int] = set()
+        self.started: set[int] = set()
+        session_ms = int(config.session_timeout.total_seconds() * 1000)
+        self.consumer = Consumer(
+            config.client_config(
+                **{
+                    "group.id": group or f"datalayer-replay-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": max(100, session_ms // 4),
+                    "enable.partition.eof": False,
+                    "fetch.wait.max.ms": 100,
+                }
+            )
+        )
+        with kafka_errors(label):
+            self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            if tp.partition not in self.started:
+                tp.offset = self._start_offset(tp.partition)
+                self.started.add(tp.partition)
+        consumer.assign(partitions)
+        self.assigned |= {tp.partition for tp in partitions}
+        self.on_assignment(set(self.assigned))
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned -= {tp.partition for tp in partitions}
+        consumer.unassign()
+        self.on_assignment(set(self.assigned))
+
+    def _start_offset(self, partition: int) -> int:
+        """The contract's start position as an offset, or as one of librdkafka's logical ones."""
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_STORED, TopicPartition
+
+        position = self.start(partition)
+        if position.kind == "committed":
+            return int(OFFSET_STORED)
+        if position.kind == "earliest":
+            return int(OFFSET_BEGINNING)
+        if position.kind == "latest":
+            return int(OFFSET_END)
+        if position.kind == "time":
+            millis = int(position.time.timestamp() * 1000)
+            wanted = TopicPartition(self.topic, partition, millis)
+            [found] = self.consumer.offsets_for_times([wanted], timeout=10)
+            return int(found.offset) if found.offset >= 0 else int(OFFSET_END)
+        low, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), timeout=10
+        )
+        return position.within(int(low), int(high))
+
+    def poll(self, max_records: int, timeout: float) -> list[Record]:
+        with kafka_errors(self.label):
+            messages = self.consumer.consume(num_messages=max_records, timeout=timeout)
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == error._PARTITION_EOF:
+                    continue
+                with kafka_errors(self.label):
+                    from confluent_kafka import KafkaException
+
+                    raise KafkaException(error)
+            _, stamp = message.timestamp()
+            records.append(
+                Record(
+                    str(message.topic()),
+                    int(message.partition() or 0),
+                    int(message.offset() or 0),
+                    _text(message.key()),
+                    _bytes(message.value()),
+                    {str(k): _text(v) or "" for k, v in _headers(message)},
+                    datetime.fromtimestamp(stamp / 1000, UTC),
+                )
+            )
+        return records
+
+    def commit(self, partition: int, offset: int) -> None:
+        if self.group is None:
+            return
+        from confluent_kafka import TopicPartition
+
+        with kafka_errors(self.label):
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, offset)], asynchronous=False
+            )
+
+    def seek(self, partition: int, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        if partition in self.assigned:
+            with kafka_errors(self.label):
+                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+
+    def assignment(self) -> set[int]:
+        return set(self.assigned)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def end_offsets(label: str, config: KafkaConfig, topic: str, partitions: int) -> dict[int, int]:
+    """The high watermark of each partition of ``topic``, read by a throwaway consumer."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        config.client_config(**{"group.id": f"datalayer-offsets-{uuid.uuid4().hex}"})
+    )
+    timeout = config.request_timeout_ms / 1000
+    try:
+        with kafka_errors(label):
+            return {
+                p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1])
+                for p in range(partitions)
+            }
+    finally:
+        consumer.close()
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _bytes(value: str | bytes | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
+def _headers(message: Any) -> list[tuple[str, str | bytes | None]]:
+    return list(message.headers() or [])
