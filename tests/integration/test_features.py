@@ -145,7 +145,9 @@ def test_values_past_their_ttl_are_missing_online_as_in_training(layer: DataLaye
     assert set(serving["service_alert_counts__alerts_1h"]) == {None}
     assert serving["service_incident_history__incidents_7d"][0] is not None
     # Feast's own online read still serves the expired value: the skew this read path removes.
-    raw = features.fs.get_online_features(
+    store = layer.store("features")
+    assert isinstance(store, FeastStore)
+    raw = store.feature_store.get_online_features(
         features=["service_alert_counts:alerts_1h"], entity_rows=[{"service_id": "svc-01"}]
     ).to_dict()
     assert raw["alerts_1h"][0] is not None

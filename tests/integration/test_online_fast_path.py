@@ -28,9 +28,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 import datalayer
 from datalayer.categories.feature import FeatureView
-from datalayer.stores.feast import compat
+from datalayer.stores.feast import compat, wire
 from datalayer.stores.feast import online_redis as feast_redis
 from datalayer.stores.feast.features import FeastFeatures
+from datalayer.stores.feast.materialize import FeastMaterializer
 from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
 from datalayer.stores.feast.online_redis import (
     batch_decoder,
@@ -160,6 +161,16 @@ def test_batch_decoder_refuses_any_other_layout(kind: str, raws: list[bytes | No
     expected = [decode_raw(raw) for raw in raws]
     assert canon(decode_column(batch_decoder(kind), raws)) == canon(expected)
     assert expected.count(None) == sum(1 for raw in raws if not raw)
+
+
+@pytest.mark.parametrize("kind", sorted(EDGES))
+def test_the_wire_table_tags_values_as_protobuf_does(kind: str) -> None:
+    field, values = EDGES[kind]
+    for value in values:
+        raw = Value(**{field: value}).SerializeToString()
+        assert not raw or raw.startswith(wire.VALUE[kind].tag)
+    stamp = Timestamp(seconds=5, nanos=7).SerializeToString()
+    assert stamp == wire.SECONDS.tag + b"\x05" + wire.NANOS.tag + b"\x07"
 
 
 def test_a_corrupt_value_raises_as_protobuf_does() -> None:
@@ -605,6 +616,7 @@ def test_a_layout_that_differs_from_feasts_turns_the_fast_paths_off(
                 _through_feast(setup, rows, at)
             )
         assert isinstance(features.backend.online_read, FeastOnlineRead)
+        assert isinstance(features.backend.materializer, FeastMaterializer)
         store = dl.store("features")
         assert isinstance(store, FeastStore)
         assert not store.fast_paths()
