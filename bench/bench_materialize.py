@@ -105,7 +105,8 @@ from tests.services.launcher import Launcher
 
 import datalayer
 from datalayer.errors import redact
-from datalayer.stores.feast.store import FeastStore, _quiet
+from datalayer.stores.feast.environment import quiet
+from datalayer.stores.feast.store import FeastStore
 
 TIMESTAMP = "event_timestamp"
 CREATED = "created"
@@ -351,7 +352,7 @@ def check_run(
     refs = references()
     for low in range(0, len(sample), READ_BATCH):
         batch = sample[low : low + READ_BATCH]
-        with _quiet():
+        with quiet():
             got = fs.get_online_features(
                 features=refs, entity_rows=[{JOIN_KEY: e} for e in batch], full_feature_names=True
             ).to_dict()
@@ -554,7 +555,7 @@ def measure(
     run_folder.mkdir()
     registry = write_registry(run_folder, setup.repo, setup.redis_url, project)
     with datalayer.open(registry, profile="bench") as dl:
-        with _quiet():
+        with quiet():
             dl.apply()
         store = dl.store("features")
         assert isinstance(store, FeastStore)

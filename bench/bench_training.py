@@ -98,7 +98,9 @@ from harness import (
 )
 
 import datalayer
-from datalayer.stores.feast.store import FeastFeatures, FeastStore, _quiet
+from datalayer.categories.feature import FeatureView
+from datalayer.stores.feast.environment import quiet
+from datalayer.stores.feast.store import FeastStore
 
 TIMESTAMP = "event_timestamp"
 ROW_ID = "row_id"
@@ -437,7 +439,7 @@ def stats_row(s: Stats, ours: Stats, asof: Stats) -> tuple[object, ...]:
 
 
 def breakdown(
-    features: FeastFeatures, store: FeastStore, entity_df: pd.DataFrame, refs: list[str], data: Path
+    features: FeatureView, store: FeastStore, entity_df: pd.DataFrame, refs: list[str], data: Path
 ) -> list[tuple[object, ...]]:
     """Where ours' time goes: the public call warm and cold, reading the feature columns alone
     (what every call does; the rest is the index search and the gather), and the hand-written
@@ -513,26 +515,24 @@ def run(size_name: str, seed: int, profile: bool) -> int:
         tables: list[tuple[Case, dict[str, Stats]]] = []
         for case in size.cases:
             refs = pattern_references(case.features)
-            columns = FeastFeatures.columns(refs)
+            columns = FeatureView.columns(refs)
             features = dl.features(case.pattern)
-            assert isinstance(features, FeastFeatures)
+            assert isinstance(features, FeatureView)
             entity_df = entity_frame(case.rows, size.services, size.days, seed, feature_data)
             dtypes = entity_df.dtypes.copy()
             asof = HandWrittenAsof(refs, data)
 
-            def ours(df: pd.DataFrame, features: FeastFeatures = features) -> pd.DataFrame:
+            def ours(df: pd.DataFrame, features: FeatureView = features) -> pd.DataFrame:
                 result: pd.DataFrame = features.historical(df)
                 return result
 
-            def ours_first_call(
-                df: pd.DataFrame, features: FeastFeatures = features
-            ) -> pd.DataFrame:
+            def ours_first_call(df: pd.DataFrame, features: FeatureView = features) -> pd.DataFrame:
                 store.parquet_indexes.clear()
                 result: pd.DataFrame = features.historical(df)
                 return result
 
             def feast(df: pd.DataFrame, refs: list[str] = refs) -> pd.DataFrame:
-                with _quiet():  # Feast's DuckDB path warns on every query
+                with quiet():  # Feast's DuckDB path warns on every query
                     job = fs.get_historical_features(
                         entity_df=df, features=refs, full_feature_names=True
                     )

@@ -4,7 +4,9 @@ streaming updates and clear errors."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,10 @@ from datalayer import DataLayer, NotFound, QueryError
 from datalayer.examples.alerting import sample_accounts, sample_services
 from datalayer.examples.features import feature_frames, write_parquet, write_postgres
 from datalayer.examples.streaming_features import AlertFeaturePusher
+from datalayer.stores.feast.features import FeastFeatures
+from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
+from datalayer.stores.feast.store import FeastStore
+from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
 
 ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -139,7 +145,9 @@ def test_values_past_their_ttl_are_missing_online_as_in_training(layer: DataLaye
     assert set(serving["service_alert_counts__alerts_1h"]) == {None}
     assert serving["service_incident_history__incidents_7d"][0] is not None
     # Feast's own online read still serves the expired value: the skew this read path removes.
-    raw = features.fs.get_online_features(
+    store = layer.store("features")
+    assert isinstance(store, FeastStore)
+    raw = store.feature_store.get_online_features(
         features=["service_alert_counts:alerts_1h"], entity_rows=[{"service_id": "svc-01"}]
     ).to_dict()
     assert raw["alerts_1h"][0] is not None
@@ -293,12 +301,17 @@ def test_direct_redis_read_equals_feasts_own_read(layer: DataLayer) -> None:
     features.push([{"service_id": "svc-04", "last_severity_rank": 1, "alerts_seen": 9}])
     entity_rows = [*rows(), {"service_id": PIT_SERVICE, "account_id": "acct-1"}]
     references = features.references()
-    checked = features._check_rows(entity_rows, references)
-    through_feast = features._read_feast(checked, references)
+    checked = features.entity_rows(entity_rows, references)
+    backend = features.backend
+    assert isinstance(backend, FeastFeatures)
+    assert isinstance(backend.online_read, RedisOnlineRead)
+    through_feast = FeastOnlineRead(backend)
+    keys = {k: [row[k] for row in checked] for k in features.join_keys(references)}
     for at in (T, T + timedelta(hours=2, minutes=1), datetime.now(UTC)):
-        assert features.online(entity_rows, as_of=at) == features._fresh(
-            checked, references, through_feast, at
-        )
+        assert features.online(entity_rows, as_of=at) == {
+            **keys,
+            **through_feast.read(checked, references, at),
+        }
     assert features.online(entity_rows, as_of=T)["service_alert_counts__alerts_1h"][0] is not None
 
 
@@ -332,13 +345,11 @@ def test_parquet_join_equals_feasts_own_join(layer: DataLayer) -> None:
         [{**row, "event_timestamp": at} for at in instants for row in entity_rows]
     )
     references = features.references()
-    assert features._parquet_sources(references)
-    fast = features._historical_parquet(entity_df, references)
-    frame = entity_df.assign(
-        event_timestamp=pd.to_datetime(entity_df["event_timestamp"], utc=True),
-        __row=range(len(entity_df)),
-    )
-    slow = features._historical_feast(frame, references).sort_values("__row").reset_index(drop=True)
+    backend = features.backend
+    assert isinstance(backend, FeastFeatures)
+    assert isinstance(backend.training_set, ParquetTrainingSet)
+    fast = ParquetTrainingSet(backend).build(entity_df, references)
+    slow = FeastTrainingSet(backend).build(entity_df, references)
     assert list(fast.columns) == [*entity_df.columns, *features.columns(references)]
     assert list(fast["service_id"]) == list(entity_df["service_id"])
     assert list(fast["event_timestamp"]) == list(slow["event_timestamp"])
@@ -351,3 +362,19 @@ def test_parquet_join_equals_feasts_own_join(layer: DataLayer) -> None:
 def test_no_entity_rows_read_as_empty_columns(layer: DataLayer) -> None:
     served = layer.features("service_features").online([])
     assert served and all(values == [] for values in served.values())
+
+
+@pytest.mark.parametrize("layer", ["local"], indirect=True)
+def test_apply_leaves_the_process_as_it_was(layer: DataLayer) -> None:
+    """``feast apply`` imports the repo's modules from its folder: the working directory,
+    ``sys.path``, ``sys.modules`` and the environment are all as they were afterwards."""
+    store = layer.store("features")
+    assert isinstance(store, FeastStore)
+    repo_modules = {p.stem for p in store.repo.glob("*.py")}
+    assert repo_modules and not repo_modules & set(sys.modules)  # the fixture's apply
+    cwd, path, modules, environ = os.getcwd(), list(sys.path), dict(sys.modules), dict(os.environ)
+    assert store.apply([])
+    assert os.getcwd() == cwd
+    assert sys.path == path
+    assert dict(sys.modules) == modules
+    assert dict(os.environ) == environ

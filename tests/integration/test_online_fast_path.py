@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,12 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 import datalayer
+from datalayer.categories.feature import FeatureView
+from datalayer.stores.feast import compat, wire
 from datalayer.stores.feast import online_redis as feast_redis
+from datalayer.stores.feast.features import FeastFeatures
+from datalayer.stores.feast.materialize import FeastMaterializer
+from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
 from datalayer.stores.feast.online_redis import (
     batch_decoder,
     decode,
@@ -36,7 +42,7 @@ from datalayer.stores.feast.online_redis import (
     event_nanos,
     read_plan,
 )
-from datalayer.stores.feast.store import FeastFeatures, FeastStore
+from datalayer.stores.feast.store import FeastStore
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SHORT_TTL = timedelta(hours=1)
@@ -157,6 +163,16 @@ def test_batch_decoder_refuses_any_other_layout(kind: str, raws: list[bytes | No
     assert expected.count(None) == sum(1 for raw in raws if not raw)
 
 
+@pytest.mark.parametrize("kind", sorted(EDGES))
+def test_the_wire_table_tags_values_as_protobuf_does(kind: str) -> None:
+    field, values = EDGES[kind]
+    for value in values:
+        raw = Value(**{field: value}).SerializeToString()
+        assert not raw or raw.startswith(wire.VALUE[kind].tag)
+    stamp = Timestamp(seconds=5, nanos=7).SerializeToString()
+    assert stamp == wire.SECONDS.tag + b"\x05" + wire.NANOS.tag + b"\x07"
+
+
 def test_a_corrupt_value_raises_as_protobuf_does() -> None:
     truncated = Value(double_val=1.0).SerializeToString()[:5]
     for kind in ("DOUBLE", "INT64"):
@@ -248,9 +264,15 @@ def test_entity_keys_are_feasts_and_the_cache_stays_bounded(
 
 @dataclass
 class Setup:
-    features: FeastFeatures
+    features: FeatureView
     fs: Any
     references: list[str]
+    registry: Path
+
+    @property
+    def backend(self) -> FeastFeatures:
+        assert isinstance(self.features.backend, FeastFeatures)
+        return self.features.backend
 
 
 DEFINITIONS = '''\
@@ -450,9 +472,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     fs = store.feature_store
     _write(fs, np.random.default_rng(11))
     features = dl.features("things")
-    assert isinstance(features, FeastFeatures)
+    assert isinstance(features.backend, FeastFeatures)
+    assert isinstance(features.backend.online_read, RedisOnlineRead)
     try:
-        yield Setup(features, fs, features.references())
+        yield Setup(features, fs, features.references(), tmp_path / "datalayer.yaml")
     finally:
         fs.teardown()
         dl.close()
@@ -462,11 +485,15 @@ def _rows(things: list[int]) -> list[dict[str, Any]]:
     return [{"thing_id": i, "region": "eu" if i % 2 else "日本"} for i in things]
 
 
-def _through_feast(setup: Setup, rows: list[dict[str, Any]], at: datetime) -> dict[str, Any]:
-    """Feast's get_online_features, with the TTL rule ``online`` documents applied."""
-    features, references = setup.features, setup.references
-    checked = features._check_rows(rows, references)
-    return features._fresh(checked, references, features._read_feast(checked, references), at)
+def _through_feast(
+    setup: Setup, rows: list[dict[str, Any]], at: datetime, references: list[str] | None = None
+) -> dict[str, Any]:
+    """Feast's get_online_features, with the TTL rule ``online`` documents applied: the join
+    keys, then Feast's online read's columns."""
+    features, references = setup.features, references or setup.references
+    checked = features.entity_rows(rows, references)
+    keys = {k: [row[k] for row in checked] for k in features.join_keys(references)}
+    return {**keys, **FeastOnlineRead(setup.backend).read(checked, references, at)}
 
 
 REQUESTS = {
@@ -542,10 +569,7 @@ def test_a_subset_of_features_in_another_order(setup: Setup) -> None:
     """A request shape of its own (its own plan): the columns come in the order asked for."""
     subset = ["short:x", "forever:on", "scalars:s", "short:n"]
     rows = _rows([1, 2, 1000, 35])
-    checked = setup.features._check_rows(rows, subset)
-    expected = setup.features._fresh(
-        checked, subset, setup.features._read_feast(checked, subset), T
-    )
+    expected = _through_feast(setup, rows, T, subset)
     ours = setup.features.online(rows, as_of=T, features=subset)
     assert canon_columns(ours) == canon_columns(expected)
     assert list(ours) == ["thing_id", "region", "short__x", "forever__on", "scalars__s", "short__n"]
@@ -560,3 +584,69 @@ def test_integer_join_keys_of_other_int_types_read_the_same_entity(setup: Setup)
         canon_columns({k: v for k, v in plain.items() if k != "thing_id"})
     )
     assert plain["scalars__s"][1] is not None
+
+
+def test_the_redis_read_equals_feasts_read_as_strategies(setup: Setup) -> None:
+    """The two online strategies, side by side on the same checked rows."""
+    rows = setup.features.entity_rows(_rows([*range(THINGS), 1000]), setup.references)
+    fast = RedisOnlineRead(setup.backend, setup.backend.store.redis_client())
+    feast = FeastOnlineRead(setup.backend)
+    for at in INSTANTS.values():
+        assert canon_columns(fast.read(rows, setup.references, at)) == canon_columns(
+            feast.read(rows, setup.references, at)
+        )
+
+
+# -- the self-check and ``fast_paths`` -----------------------------------------------------
+
+
+def test_a_layout_that_differs_from_feasts_turns_the_fast_paths_off(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our field names made wrong: the self-check sees it, says so once, and the store reads
+    through Feast, with Feast's right answers."""
+    real = compat.field_name
+    monkeypatch.setattr(compat, "field_name", lambda view, feature: real(view, feature) + b"!")
+    rows = _rows([*range(THINGS), 1000])
+    with datalayer.open(setup.registry, "fast") as dl, caplog.at_level("WARNING"):
+        features = dl.features("things")
+        assert isinstance(features.backend, FeastFeatures)
+        for at in (T, T + timedelta(minutes=30)):
+            assert canon_columns(features.online(rows, as_of=at)) == canon_columns(
+                _through_feast(setup, rows, at)
+            )
+        assert isinstance(features.backend.online_read, FeastOnlineRead)
+        assert isinstance(features.backend.materializer, FeastMaterializer)
+        store = dl.store("features")
+        assert isinstance(store, FeastStore)
+        assert not store.fast_paths()
+        assert not store.fast_paths()
+    warnings = [r for r in caplog.records if "fast paths off" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "field names differ from Feast's" in warnings[0].getMessage()
+
+
+def test_the_self_check_passes_on_feasts_own_layout(setup: Setup) -> None:
+    store = setup.backend.store
+    assert store.fast_paths()
+    from datalayer.stores.feast.selfcheck import layout_problem
+
+    assert layout_problem(setup.fs) is None
+
+
+def test_fast_paths_off_reads_through_feast_with_equal_answers(setup: Setup) -> None:
+    text = setup.registry.read_text().replace(
+        "profile: fast\n", 'profile: fast\n      fast_paths: "off"\n'
+    )
+    assert "fast_paths" in text
+    registry = setup.registry.with_name("datalayer_off.yaml")
+    registry.write_text(text)
+    rows = _rows([*range(THINGS), 1000, 7])
+    with datalayer.open(registry, "fast") as dl:
+        features = dl.features("things")
+        assert isinstance(features.backend, FeastFeatures)
+        for at in INSTANTS.values():
+            assert canon_columns(features.online(rows, as_of=at)) == canon_columns(
+                setup.features.online(rows, as_of=at)
+            )
+        assert isinstance(features.backend.online_read, FeastOnlineRead)

@@ -21,7 +21,9 @@ import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast.store import FeastFeatures, FeastStore
+from datalayer.stores.feast.features import FeastFeatures
+from datalayer.stores.feast.store import FeastStore
+from datalayer.stores.feast.training import ParquetTrainingSet
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 40
@@ -273,8 +275,8 @@ def test_training_set_equals_feasts_own(layer: DataLayer) -> None:
     entity_df = entity_frame()
     before = entity_df.copy()
     features = layer.features("training")
-    assert isinstance(features, FeastFeatures)
-    assert features._parquet_sources(features.references())
+    assert isinstance(features.backend, FeastFeatures)
+    assert isinstance(features.backend.training_set, ParquetTrainingSet)
     ours = features.historical(entity_df)
     pd.testing.assert_frame_equal(entity_df, before)  # the input is left as it was
     assert list(ours.columns) == [*entity_df.columns, *COLUMNS]

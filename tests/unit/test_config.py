@@ -780,3 +780,20 @@ def test_require_driver_names_the_extra() -> None:
 
 def test_require_driver_returns_the_module() -> None:
     assert require_driver("json", "none", "test") is sys.modules["json"]
+
+
+def test_feast_project_and_fast_paths_settings() -> None:
+    """The example names its Feast project; left unset, the repo's yaml names it."""
+    from pydantic import ValidationError
+
+    from datalayer.stores.feast.store import FeastConfig
+
+    example = load(EXAMPLE, "local").stores["features"]
+    assert isinstance(example, FeastConfig)
+    assert example.project == "alerting" and example.fast_paths == "auto"
+    assert example.environment()["DATALAYER_FEAST_PROJECT"] == "alerting"
+    unset = FeastConfig(type="feast")
+    assert unset.project is None and "DATALAYER_FEAST_PROJECT" not in unset.environment()
+    assert FeastConfig(type="feast", fast_paths="off").fast_paths == "off"
+    with pytest.raises(ValidationError):
+        FeastConfig(type="feast", fast_paths="on")  # type: ignore[arg-type]

@@ -10,12 +10,13 @@ from typing import Annotated
 
 from pydantic import Field
 
-from datalayer.categories.document import DocumentCollection, DocumentPattern
-from datalayer.categories.feature import FeaturePattern, FeatureView
-from datalayer.categories.kv import KeyValuePattern, KVNamespace
-from datalayer.categories.streaming import Message, Stream, StreamingPattern
+from datalayer.categories.document import DocumentBackend, DocumentCollection, DocumentPattern
+from datalayer.categories.feature import FeatureBackend, FeaturePattern, FeatureView
+from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
+from datalayer.categories.streaming import Message, Stream, StreamBackend, StreamingPattern
 from datalayer.categories.transactional import (
     Migratable,
+    TransactionalBackend,
     TransactionalPattern,
     TransactionalTable,
 )
@@ -39,16 +40,21 @@ AnyPattern = Annotated[
 __all__ = [
     "CATEGORIES",
     "AnyPattern",
+    "DocumentBackend",
     "DocumentCollection",
     "DocumentPattern",
+    "FeatureBackend",
     "FeaturePattern",
     "FeatureView",
+    "KVBackend",
     "KVNamespace",
     "KeyValuePattern",
     "Message",
     "Migratable",
     "Stream",
+    "StreamBackend",
     "StreamingPattern",
+    "TransactionalBackend",
     "TransactionalPattern",
     "TransactionalTable",
 ]

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from datalayer.errors import NotFound, QueryError
 from datalayer.patterns import PatternConfig
 
 
@@ -44,17 +45,103 @@ class FeaturePattern(PatternConfig):
         return f"features {', '.join(self.features)}"
 
 
-class FeatureView(ABC):
+#: The entity DataFrame's time column: each row's features are read as of that instant.
+TIMESTAMP = "event_timestamp"
+
+
+class FeatureBackend(ABC):
+    """What a feature store implements for one pattern. It receives checked input: known
+    ``view:feature`` references, entity rows that carry exactly their join keys, an entity
+    DataFrame with its time and join-key columns, an aware instant."""
+
+    @abstractmethod
+    def references(self) -> list[str]:
+        """``view:feature`` of every feature of the pattern, in the pattern's order."""
+
+    @abstractmethod
+    def join_keys(self, references: Sequence[str]) -> list[str]:
+        """The join keys of the views behind ``references``."""
+
+    @abstractmethod
+    def online(
+        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+    ) -> dict[str, list[Any]]:
+        """Each reference's column (``view__feature``), one value per row: the latest value,
+        None where it is missing or older than its view's TTL at ``at``."""
+
+    @abstractmethod
+    def historical(self, entity_df: Any, references: list[str]) -> Any:
+        """The point-in-time join: the entity DataFrame's columns, then one column per
+        reference, one row per entity row in its order."""
+
+    @abstractmethod
+    def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
+        """Copy the latest offline values in [start, end] to the online store."""
+
+    @abstractmethod
+    def materialize_incremental(self, end: datetime, on_view: Progress | None) -> None:
+        """Materialize what is new since the last run, up to ``end``."""
+
+    @abstractmethod
+    def push(self, rows: Any, view: str | None) -> None:
+        """Write fresh rows of a streaming view, online (and offline)."""
+
+
+class FeatureView:
     """One feature pattern bound to its feature store.
 
     Columns are named ``view__feature``; ``features`` narrows a read to some ``view:feature``
-    references of the pattern.
+    references of the pattern. Input is checked here (entity rows carry their join keys, the
+    entity DataFrame its time and join-key columns, ``features`` are the pattern's); the
+    backend reads.
     """
 
-    def __init__(self, pattern: FeaturePattern) -> None:
+    def __init__(self, pattern: FeaturePattern, backend: FeatureBackend) -> None:
         self.pattern = pattern
+        self.backend = backend
 
-    @abstractmethod
+    def references(self) -> list[str]:
+        """``view:feature`` of every feature of the pattern."""
+        return self.backend.references()
+
+    def join_keys(self, references: Sequence[str] | None = None) -> list[str]:
+        """Join keys of the views behind ``references`` (default: all of the pattern's)."""
+        return self.backend.join_keys(references or self.references())
+
+    @staticmethod
+    def columns(references: Sequence[str]) -> list[str]:
+        """Output column names: ``view__feature``, as Feast's full feature names."""
+        return [ref.replace(":", "__") for ref in references]
+
+    def selected(self, features: Sequence[str] | None) -> list[str]:
+        """The pattern's references, or the given subset of them."""
+        references = self.references()
+        if features is None:
+            return references
+        unknown = [f for f in features if f not in references]
+        if unknown:
+            raise NotFound(
+                f"pattern '{self.pattern.name}': no feature {unknown}; "
+                f"its features: {', '.join(references)}"
+            )
+        return list(features)
+
+    def entity_rows(
+        self, entity_rows: Sequence[Mapping[str, Any]], references: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Each entity row reduced to the join keys ``references`` need; each must be set."""
+        keys = self.join_keys(references)
+        rows = []
+        for i, row in enumerate(entity_rows):
+            missing = [k for k in keys if row.get(k) is None]
+            if missing:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': entity row {i} lacks join key(s) {missing}; "
+                    f"every row needs {keys}"
+                )
+            rows.append({k: row[k] for k in keys})
+        return rows
+
     def online(
         self,
         entity_rows: Sequence[Mapping[str, Any]],
@@ -62,9 +149,18 @@ class FeatureView(ABC):
         as_of: datetime | None = None,
         features: Sequence[str] | None = None,
     ) -> dict[str, list[Any]]:
-        """Latest values for each entity row; values older than their view's TTL are None."""
+        """Latest values per entity, a value older than its view's TTL (at ``as_of``, default
+        now) reads as None, exactly as a training set built at that instant would have it:
+        the join-key columns, then one column per feature."""
+        references = self.selected(features)
+        rows = self.entity_rows(entity_rows, references)
+        at = (as_of or datetime.now(UTC)).astimezone(UTC)
+        out: dict[str, list[Any]] = {
+            k: [row[k] for row in rows] for k in self.join_keys(references)
+        }
+        out.update(self.backend.online(rows, references, at))
+        return out
 
-    @abstractmethod
     def online_df(
         self,
         entity_rows: Sequence[Mapping[str, Any]],
@@ -73,22 +169,43 @@ class FeatureView(ABC):
         features: Sequence[str] | None = None,
     ) -> Any:
         """``online`` as a pandas DataFrame."""
+        import pandas as pd
 
-    @abstractmethod
+        return pd.DataFrame(self.online(entity_rows, as_of=as_of, features=features))
+
     def historical(self, entity_df: Any, *, features: Sequence[str] | None = None) -> Any:
-        """A point-in-time-correct training set, one row per entity row, in order."""
+        """A point-in-time-correct training set: one row per entity row, in the same order."""
+        import pandas as pd
 
-    @abstractmethod
-    def materialize(
-        self, start: datetime, end: datetime, on_view: Progress | None = None
-    ) -> None: ...
+        if not isinstance(entity_df, pd.DataFrame):
+            raise QueryError(f"pattern '{self.pattern.name}': entity_df must be a pandas DataFrame")
+        if TIMESTAMP not in entity_df.columns:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': the entity DataFrame has no '{TIMESTAMP}' column "
+                f"(columns: {', '.join(map(str, entity_df.columns))})"
+            )
+        references = self.selected(features)
+        keys = self.join_keys(references)
+        missing = [k for k in keys if k not in entity_df.columns]
+        if missing:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': the entity DataFrame lacks join key column(s) "
+                f"{missing}; it needs {keys} and '{TIMESTAMP}'"
+            )
+        return self.backend.historical(entity_df, references)
 
-    @abstractmethod
-    def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None: ...
+    def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
+        """Copy the latest offline values in [start, end] to the online store, view by view,
+        in bounded memory."""
+        self.backend.materialize(start, end, on_view)
 
-    @abstractmethod
+    def materialize_incremental(self, end: datetime, on_view: Progress | None = None) -> None:
+        """Materialize what is new since the last run, up to ``end``."""
+        self.backend.materialize_incremental(end, on_view)
+
     def push(self, rows: Any, *, view: str | None = None) -> None:
         """Write fresh rows of a streaming view, online (and offline)."""
+        self.backend.push(rows, view)
 
 
 #: Called as (view being materialized, views done, views in all).

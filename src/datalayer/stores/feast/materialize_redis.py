@@ -6,8 +6,8 @@ the parquet files, or PostgreSQL), the rows stream out in record batches, whole 
 encoded at once, and each batch goes to Redis as one Lua compare-and-set call, two batches in
 flight, so Redis is kept busy while the next is encoded. What lands in Redis is byte for byte
 what Feast writes: the same keys (Feast's ``serialize_entity_key``), fields (Feast's ``_mmh3``),
-value encoding (tested against Feast's) and the same rule that an older or equal event time
-never overwrites a newer one.
+value encoding (the tags from ``wire``, checked against Feast's by the store's self-check) and
+the same rule that an older or equal event time never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from datalayer.stores.feast.online_redis import serialize_keys
+from datalayer.stores.feast import compat, wire
 from datalayer.stores.feast.training_parquet import quoted
 
 #: Rows per record batch: enough to amortize a Redis round trip, small enough to stay flat.
@@ -30,8 +30,6 @@ BATCH_ROWS = 5_000
 DUCKDB_MEMORY = "256MB"
 #: Batches sent to Redis and not yet answered (3 measured no faster than 2).
 IN_FLIGHT = 2
-
-_DOUBLE, _FLOAT, _INT64, _INT32, _STRING, _BOOL = 0x29, 0x35, 0x20, 0x18, 0x12, 0x38
 
 
 class Cells(NamedTuple):
@@ -77,24 +75,26 @@ def joined(blocks: list[Cells]) -> Cells:
     return Cells(out, row_lengths)
 
 
-def _fixed(tag: int, values: Any, dtype: str) -> Cells:
+def _fixed(tag: bytes, values: Any, dtype: str) -> Cells:
     """``tag`` + little-endian fixed-width value per row; NaN (Feast's null) as b''."""
-    width = np.dtype(dtype).itemsize + 1
+    head = len(tag)
+    width = np.dtype(dtype).itemsize + head
     count = len(values)
     matrix = np.empty((count, width), np.uint8)
-    matrix[:, 0] = tag
-    matrix[:, 1:] = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, -1)
+    matrix[:, :head] = np.frombuffer(tag, np.uint8)
+    matrix[:, head:] = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(count, -1)
     return Cells.padded(matrix, np.where(np.isnan(values), 0, width))
 
 
-def _varints(tag: int, values: Any, skip: Any = None) -> Cells:
+def _varints(tag: bytes, values: Any, skip: Any = None) -> Cells:
     """``tag`` + varint per row for int64/int32 (negatives as 10-byte two's complement); rows
     where ``skip`` is true are b''."""
     unsigned = np.asarray(values, dtype=np.int64).view(np.uint64)
     count = len(unsigned)
-    matrix = np.empty((count, 11), np.uint8)
-    matrix[:, 0] = tag
-    groups = matrix[:, 1:]
+    head = len(tag)
+    matrix = np.empty((count, head + 10), np.uint8)
+    matrix[:, :head] = np.frombuffer(tag, np.uint8)
+    groups = matrix[:, head:]
     lengths = np.ones(count, np.int64)
     for k in range(10):
         shifted = unsigned >> np.uint64(7 * k)
@@ -102,19 +102,8 @@ def _varints(tag: int, values: Any, skip: Any = None) -> Cells:
         if k:
             lengths += shifted != 0
     groups |= np.where(np.arange(10) < (lengths - 1)[:, None], 0x80, 0).astype(np.uint8)
-    return Cells.padded(matrix, np.where(skip, 0, lengths + 1) if skip is not None else lengths + 1)
-
-
-def _varint(number: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative int."""
-    if number < 0x80:
-        return bytes((number,))
-    out = bytearray()
-    while number >= 0x80:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
+    lengths += head
+    return Cells.padded(matrix, np.where(skip, 0, lengths) if skip is not None else lengths)
 
 
 def encode_column(column: Any, value_type: Any) -> Cells:
@@ -124,18 +113,17 @@ def encode_column(column: Any, value_type: Any) -> Cells:
     anything else (and integers with nulls, which Feast routes through floats) goes through
     Feast's own ``python_values_to_proto_values``."""
     import pyarrow as pa
-    from feast.type_map import python_values_to_proto_values
-    from feast.value_type import ValueType
+    from feast import ValueType
 
     kind = column.type
     has_nulls = column.null_count > 0
     if value_type == ValueType.DOUBLE and kind == pa.float64():
-        return _fixed(_DOUBLE, column.to_numpy(zero_copy_only=False), "<f8")
+        return _fixed(wire.VALUE["DOUBLE"].tag, column.to_numpy(zero_copy_only=False), "<f8")
     if value_type == ValueType.FLOAT and kind == pa.float32():
-        return _fixed(_FLOAT, column.to_numpy(zero_copy_only=False), "<f4")
-    ints = {ValueType.INT64: (pa.int64(), _INT64), ValueType.INT32: (pa.int32(), _INT32)}
-    if value_type in ints and kind == ints[value_type][0]:
-        tag = ints[value_type][1]
+        return _fixed(wire.VALUE["FLOAT"].tag, column.to_numpy(zero_copy_only=False), "<f4")
+    ints = {ValueType.INT64: pa.int64(), ValueType.INT32: pa.int32()}
+    if value_type in ints and kind == ints[value_type]:
+        tag = wire.VALUE[value_type.name].tag
         if not has_nulls:
             return _varints(tag, column.to_numpy())
         # Feast sees such a column as floats (NaN for null), so big values lose precision as
@@ -146,31 +134,34 @@ def encode_column(column: Any, value_type: Any) -> Cells:
         if np.all(np.abs(filled) < 2.0**62):
             return _varints(tag, filled.astype(np.int64), skip=missing)
     if value_type == ValueType.STRING and kind in (pa.string(), pa.large_string()):
+        tag, varint = wire.VALUE["STRING"].tag, wire.varint
         return Cells.of(
             [
-                b"" if s is None else b"\x12" + _varint(len(e := s.encode())) + e
+                b"" if s is None else tag + varint(len(e := s.encode())) + e
                 for s in column.to_pylist()
             ]
         )
     if value_type == ValueType.BOOL and kind == pa.bool_():
-        return Cells.of(
-            [b"" if b is None else (b"8\x01" if b else b"8\x00") for b in column.to_pylist()]
-        )
-    protos = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), value_type)
+        true, false = (wire.VALUE["BOOL"].tag + wire.varint(v) for v in (1, 0))
+        return Cells.of([b"" if b is None else (true if b else false) for b in column.to_pylist()])
+    protos = compat.to_protos(column.to_numpy(zero_copy_only=False), value_type)
     return Cells.of([p.SerializeToString() for p in protos])
 
 
 def encode_timestamps(column: Any) -> Cells:
     """Serialized protobuf Timestamps at microsecond precision, as Feast's ``FromDatetime`` of
-    the row's datetime makes them (``seconds``, field 1, and ``nanos``, field 2, as varints,
-    each left out when zero)."""
+    the row's datetime makes them (``seconds`` and ``nanos`` as varints, each left out when
+    zero)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     micros = pc.cast(pc.cast(column, pa.timestamp("us", "UTC"), safe=False), pa.int64())
     seconds, micro = np.divmod(micros.to_numpy(zero_copy_only=False), 1_000_000)
     nanos = micro * 1000
-    parts = [_varints(0x08, seconds, skip=seconds == 0), _varints(0x10, nanos, skip=nanos == 0)]
+    parts = [
+        _varints(wire.SECONDS.tag, seconds, skip=seconds == 0),
+        _varints(wire.NANOS.tag, nanos, skip=nanos == 0),
+    ]
     return joined(parts)
 
 
@@ -180,7 +171,8 @@ def encode_timestamps(column: Any) -> Cells:
 #: per key HSET's arguments (``_ts:view``, the new Timestamp, then field, value pairs) as one
 #: MessagePack blob: one argument per key instead of two per field cuts the work of packing,
 #: sending and parsing them (in C, by Redis's ``cmsgpack``). Both Timestamps are protobuf,
-#: decoded here only when the key already has one. Returns how many keys were written.
+#: decoded here only when the key already has one (the tags of their two fields are read from
+#: ``wire``, one byte each). Returns how many keys were written.
 _WRITE_NEWER = """
 local function seconds_nanos(blob)
   local seconds, nanos, i = 0, 0, 1
@@ -200,7 +192,7 @@ local function seconds_nanos(blob)
     else
       for k = #bytes, 1, -1 do value = value * 128 + bytes[k] end
     end
-    if tag == 8 then seconds = value elseif tag == 16 then nanos = value end
+    if tag == SECONDS then seconds = value elseif tag == NANOS then nanos = value end
   end
   return seconds, nanos
 end
@@ -224,7 +216,7 @@ for k, key in ipairs(KEYS) do
   end
 end
 return written
-"""
+""".replace("SECONDS", str(wire.SECONDS.key)).replace("NANOS", str(wire.NANOS.key))
 
 
 def _string_headers(lengths: Any) -> Cells:
@@ -247,25 +239,23 @@ def _packed(value: bytes) -> bytes:
     return _string_headers(np.array([len(value)])).rows()[0] + value
 
 
-class RedisLayoutWriter:
-    """Writes one feature view's latest rows as Feast's Redis online store would."""
+class RedisLayout:
+    """One feature view's rows as Feast's Redis online store lays them out: keys, fields and
+    encoded values."""
 
-    def __init__(self, feature_store: Any, view: Any, client: Any) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
-
-        config = feature_store.config
+    def __init__(self, feature_store: Any, view: Any) -> None:
         self.project = feature_store.project.encode()
-        self.version = config.entity_key_serialization_version
+        self.version = feature_store.config.entity_key_serialization_version
         self.keys = list(view.join_keys)
         self.key_types = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
         self.features = [(f.name, f.dtype.to_value_type()) for f in view.features]
-        fields = [_mmh3(f"{view.name}:{name}") for name, _ in self.features]
-        self.ts_field = f"_ts:{view.name}".encode()
-        self.packed_fields = [_packed(f) for f in [self.ts_field, *fields]]
-        ttl = getattr(config.online_store, "key_ttl_seconds", None) or 0
-        self.head = [ttl, self.ts_field]
+        self.ts_field = compat.timestamp_field(view.name)
+        #: The event time's field, then each feature's: the order of ``cells``.
+        self.fields = [
+            self.ts_field,
+            *(compat.field_name(view.name, name) for name, _ in self.features),
+        ]
         self.timestamp_column = view.batch_source.timestamp_field
-        self.script = client.register_script(_WRITE_NEWER)
 
     def entity_keys(self, batch: Any) -> list[bytes]:
         """Redis keys of a batch's rows, as Feast's ``serialize_entity_key`` + project.
@@ -295,7 +285,7 @@ class RedisLayoutWriter:
         return self._feast_keys(batch)
 
     def _feast_keys(self, batch: Any) -> list[bytes]:
-        return serialize_keys(
+        return compat.serialize_keys(
             self.keys,
             [self.key_types[k] for k in self.keys],
             [batch.column(k).to_numpy(zero_copy_only=False) for k in self.keys],
@@ -303,15 +293,35 @@ class RedisLayoutWriter:
             self.project,
         )
 
+    def cells(self, batch: Any) -> list[Cells]:
+        """Each field's values for the batch's rows, in ``fields`` order."""
+        stamps = encode_timestamps(batch.column(self.timestamp_column))
+        return [stamps] + [encode_column(batch.column(name), kind) for name, kind in self.features]
+
+    def hashes(self, batch: Any) -> dict[bytes, dict[bytes, bytes]]:
+        """Each row's key and hash, as Feast would write them into an empty store."""
+        columns = [cells.rows() for cells in self.cells(batch)]
+        return {
+            key: dict(zip(self.fields, values, strict=True))
+            for key, values in zip(self.entity_keys(batch), zip(*columns, strict=True), strict=True)
+        }
+
+
+class RedisLayoutWriter:
+    """Writes one feature view's latest rows as Feast's Redis online store would."""
+
+    def __init__(self, feature_store: Any, view: Any, client: Any) -> None:
+        self.layout = RedisLayout(feature_store, view)
+        self.packed_fields = [_packed(f) for f in self.layout.fields]
+        ttl = getattr(feature_store.config.online_store, "key_ttl_seconds", None) or 0
+        self.head = [ttl, self.layout.ts_field]
+        self.script = client.register_script(_WRITE_NEWER)
+
     def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
         """One record batch (one row per entity) as the keys and arguments of ``send``."""
-        keys = self.entity_keys(batch)
-        stamps = encode_timestamps(batch.column(self.timestamp_column))
-        values = [stamps] + [
-            encode_column(batch.column(name), kind) for name, kind in self.features
-        ]
+        keys = self.layout.entity_keys(batch)
         pairs: list[Cells] = []
-        for field, cells in zip(self.packed_fields, values, strict=True):
+        for field, cells in zip(self.packed_fields, self.layout.cells(batch), strict=True):
             pairs += [Cells.constant(field, len(keys)), _string_headers(cells.lengths), cells]
         return keys, [*self.head, *joined(pairs).rows()]
 

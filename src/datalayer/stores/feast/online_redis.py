@@ -3,14 +3,14 @@
 Feast keeps one hash per entity key: the key is Feast's ``serialize_entity_key`` of the join
 keys followed by the project name; each feature is a field named ``mmh3("view:feature")`` holding
 a serialized ``ValueProto``, and ``_ts:view`` holds the view's event time as a ``Timestamp``.
-Keys and field names go through Feast's own functions, so a Feast upgrade that changes the
-layout fails the same-answer tests instead of serving wrong values.
+Keys and field names go through Feast's own functions (``compat``), and the store's self-check
+compares the whole layout with what Feast writes before this read is used.
 
 Decoding is the hot part of a read (a protobuf object per value is a few microseconds and
 garbage for the collector), so values are decoded a whole batch at a time: all raw values of
 one plain type (from the view's schema) are joined and decoded in one call, either as
 fixed-width records (double, float) or by protobuf's parser into one repeated field of the same
-number and type as the ``ValueProto`` field. A batch decodes only when every value has exactly
+number and type as the ``ValueProto`` field (``wire``). A batch decodes only when every value has exactly
 the expected layout; anything else (nulls, missing hashes, another type, lists, maps) falls back
 to a smaller batch and then to Feast's own decoding, value by value.
 """
@@ -28,6 +28,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
 from typing import Any
 
+from datalayer.stores.feast import compat, wire
+
 #: (value proto or None, event time in nanoseconds; 0 when unknown) per column, one per row.
 Stamped = dict[str, list[tuple[Any, int]]]
 #: One HMGET reply: the raw value of each planned field, None where the field is absent.
@@ -42,11 +44,14 @@ _NANOS = 1_000_000_000
 _SCALARS = frozenset(
     {"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"}
 )
-#: Feast value type -> (ValueProto field number, protobuf field type) for the batch parser.
-_PARSED = {"BYTES": (1, 12), "STRING": (2, 9), "INT32": (3, 5), "INT64": (4, 3), "BOOL": (7, 8)}
-#: Feast value type -> (tag byte, struct code) for fixed-width values: a double is field 5,
-#: wire type 1 (tag 0x29) and 8 little-endian bytes; a float field 6, wire type 5 (0x35), 4.
-_FIXED = {"DOUBLE": (0x29, "d"), "FLOAT": (0x35, "f")}
+#: Feast value types decoded as fixed-width records: a one-byte tag and a little-endian value.
+_FIXED = {kind: wire.VALUE[kind] for kind in ("DOUBLE", "FLOAT") if len(wire.VALUE[kind].tag) == 1}
+#: Feast value types decoded by protobuf's parser, as one repeated field per batch.
+_PARSED = {
+    kind: wire.VALUE[kind]
+    for kind in ("BYTES", "STRING", "INT32", "INT64", "BOOL", "DOUBLE", "FLOAT")
+    if kind not in _FIXED
+}
 _KEY_CACHES: dict[tuple[Any, ...], OrderedDict[Any, bytes]] = {}
 
 Decoder = Callable[[list[Any]], list[Any] | None]
@@ -100,8 +105,6 @@ def read_plan(
 ) -> list[ViewPlan]:
     """One plan per entity key shape (join keys and their types): fields, decoders and TTL of
     each referenced feature."""
-    from feast.infra.online_stores.helpers import _mmh3
-
     by_view: dict[str, list[str]] = {}
     for reference in references:
         view, feature = reference.split(":", 1)
@@ -123,12 +126,12 @@ def read_plan(
             start = len(columns)
             for feature in by_view[name]:
                 columns.append(f"{name}__{feature}")
-                fields.append(_mmh3(f"{name}:{feature}"))
+                fields.append(compat.field_name(name, feature))
                 kinds.append(dtypes[feature])
             plan_views.append(
                 _View(name, ttl_nanos(views[name].ttl), list(range(start, len(columns))))
             )
-        fields.extend(f"_ts:{name}".encode() for name in names)
+        fields.extend(compat.timestamp_field(name) for name in names)
         by_kind: dict[str, list[int]] = {}
         for position, kind in enumerate(kinds):
             by_kind.setdefault(kind if kind in _PARSED or kind in _FIXED else "", []).append(
@@ -225,7 +228,7 @@ def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
             cache[ident] = key  # back in as the most recently used
             out.append(key)
     if missing:
-        encoded = serialize_keys(
+        encoded = compat.serialize_keys(
             plan.keys,
             plan.key_types,
             [[rows[i][k] for i in missing] for k in plan.keys],
@@ -240,31 +243,6 @@ def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
             while len(cache) > KEY_CACHE_SIZE:
                 cache.popitem(last=False)
     return out
-
-
-def serialize_keys(
-    keys: Sequence[str],
-    key_types: Sequence[Any],
-    columns: Sequence[Any],
-    version: int,
-    suffix: bytes,
-) -> list[bytes]:
-    """Redis keys of entities given as one value column per join key: Feast's own
-    ``serialize_entity_key`` of each, plus the project (``suffix``)."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.type_map import python_values_to_proto_values
-
-    encoded = [
-        python_values_to_proto_values(values, value_type)
-        for values, value_type in zip(columns, key_types, strict=True)
-    ]
-    join_keys = list(keys)
-    return [
-        serialize_entity_key(EntityKey(join_keys=join_keys, entity_values=list(values)), version)
-        + suffix
-        for values in zip(*encoded, strict=True)
-    ]
 
 
 def _picker(positions: Sequence[int]) -> Callable[[Reply], tuple[bytes | None, ...]]:
@@ -309,9 +287,7 @@ def decode_raw(raw: bytes | None) -> Any:
     """One raw value through protobuf's parser and Feast's decoding."""
     if not raw:
         return None
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    return decode(Value.FromString(raw))
+    return decode(compat.value_class().FromString(raw))
 
 
 @functools.cache
@@ -319,9 +295,9 @@ def batch_decoder(kind: str) -> Decoder:
     """The batch decoder of a Feast value type: returns None unless every raw value is one
     serialized ValueProto holding exactly that type."""
     if kind in _FIXED:
-        tag, code = _FIXED[kind]
+        marker, code = _FIXED[kind].tag, _FIXED[kind].struct_code
+        assert code is not None
         width = struct.calcsize("<" + code) + 1
-        marker = bytes((tag,))
 
         def fixed(raws: list[Any]) -> list[Any] | None:
             try:
@@ -336,8 +312,7 @@ def batch_decoder(kind: str) -> Decoder:
         return fixed
     from google.protobuf.message import DecodeError
 
-    number, _ = _PARSED[kind]
-    parse = _column_messages()[number].FromString
+    parse = _column_messages()[_PARSED[kind].number].FromString
 
     def parsed(raws: list[Any]) -> list[Any] | None:
         try:
@@ -371,19 +346,21 @@ def _column_messages() -> dict[int, Any]:
     spec = descriptor_pb2.FileDescriptorProto(
         name="datalayer/feast_redis_columns.proto", package="datalayer_columns", syntax="proto3"
     )
-    for number, kind in sorted(_PARSED.values()):
-        message = spec.message_type.add(name=f"Column{number}")
-        message.field.add(name="v", number=number, type=kind, label=label).options.packed = False
+    for value in _PARSED.values():
+        message = spec.message_type.add(name=f"Column{value.number}")
+        field_ = message.field.add(name="v", number=value.number, type=value.type, label=label)
+        field_.options.packed = False
     stamps = spec.message_type.add(name="Stamps")
-    stamps.field.add(name="seconds", number=1, type=3, label=label).options.packed = False
-    stamps.field.add(name="nanos", number=2, type=5, label=label).options.packed = False
+    for part in (wire.SECONDS, wire.NANOS):
+        field_ = stamps.field.add(name=part.name, number=part.number, type=part.type, label=label)
+        field_.options.packed = False
     pool = descriptor_pool.DescriptorPool()
     pool.Add(spec)
     classes = {
-        number: message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"datalayer_columns.Column{number}")
+        value.number: message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"datalayer_columns.Column{value.number}")
         )
-        for number, _ in _PARSED.values()
+        for value in _PARSED.values()
     }
     classes[0] = message_factory.GetMessageClass(
         pool.FindMessageTypeByName("datalayer_columns.Stamps")
@@ -437,6 +414,4 @@ def decode(value: Any) -> Any:
     kind = value.WhichOneof("val")
     if kind in _SCALARS:
         return getattr(value, kind)
-    from feast.type_map import feast_value_type_to_python_type
-
-    return feast_value_type_to_python_type(value)
+    return compat.to_python(value)

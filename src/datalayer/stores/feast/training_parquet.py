@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from datalayer.categories.feature import TIMESTAMP
 from datalayer.errors import StoreUnavailable
-
-TIMESTAMP = "event_timestamp"
 
 Ints = npt.NDArray[np.int64]
 

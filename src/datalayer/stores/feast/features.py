@@ -1,0 +1,208 @@
+"""One feature pattern on a Feast store: its features resolved against the Feast registry, and
+the strategy for each job (online read, training set, materialization), chosen once."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from datalayer.categories.feature import FeatureBackend, FeaturePattern, Progress
+from datalayer.errors import NotFound, QueryError
+from datalayer.stores.feast import compat
+from datalayer.stores.feast.environment import quiet
+
+if TYPE_CHECKING:
+    from datalayer.stores.feast.materialize import Materializer
+    from datalayer.stores.feast.online import OnlineRead
+    from datalayer.stores.feast.store import FeastStore
+    from datalayer.stores.feast.training import TrainingSet
+
+
+class FeastFeatures(FeatureBackend):
+    """The feature backend of one pattern on a Feast store."""
+
+    def __init__(self, pattern: FeaturePattern, store: FeastStore) -> None:
+        self.pattern = pattern
+        self.store = store
+        self._views: dict[str, Any] | None = None
+        self._references: list[str] | None = None
+        self._join_keys: dict[tuple[str, ...], list[str]] = {}
+
+    @property
+    def fs(self) -> Any:
+        return self.store.feature_store
+
+    @functools.cached_property
+    def online_read(self) -> OnlineRead:
+        """Straight from Feast's Redis hashes where the online store is Redis and the fast
+        paths are on; else Feast's read."""
+        from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
+
+        client = self.store.redis_client()
+        if client is not None and self.store.fast_paths():
+            return RedisOnlineRead(self, client)
+        return FeastOnlineRead(self)
+
+    @functools.cached_property
+    def training_set(self) -> TrainingSet:
+        """By per-file indexes where every view reads one parquet file and the fast paths are
+        on; else Feast's join."""
+        from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
+        from datalayer.stores.feast.training_parquet import parquet_sources
+
+        if self.store.fast_paths() and parquet_sources(self.views(), self.references()):
+            return ParquetTrainingSet(self)
+        return FeastTrainingSet(self)
+
+    @functools.cached_property
+    def materializer(self) -> Materializer:
+        """Straight into Feast's Redis layout where the online store is Redis and the fast
+        paths are on; else Feast's materialize."""
+        from datalayer.stores.feast.materialize import FeastMaterializer, RedisMaterializer
+
+        client = self.store.redis_client()
+        if client is not None and self.store.fast_paths():
+            return RedisMaterializer(self, client)
+        return FeastMaterializer(self)
+
+    def references(self) -> list[str]:
+        """``view:feature`` of every feature of the pattern, each checked against the registry."""
+        if self._references is None:
+            if self.pattern.features:
+                references = list(self.pattern.features)
+                self._check_references(references)
+            else:
+                with self.store.errors():
+                    service = self.fs.get_feature_service(self.pattern.feature_service)
+                references = [
+                    f"{projection.name_to_use()}:{feature.name}"
+                    for projection in service.feature_view_projections
+                    for feature in projection.features
+                ]
+            self._references = references
+        return self._references
+
+    def _check_references(self, references: list[str]) -> None:
+        for reference in references:
+            view_name, _, feature = reference.partition(":")
+            if not feature:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': '{reference}' is not 'view:feature'"
+                )
+            with self.store.errors():
+                view = self.fs.get_feature_view(view_name)
+            names = [f.name for f in view.features]
+            if feature not in names:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': feature '{feature}' is not in view "
+                    f"'{view_name}'; its features: {', '.join(names)}"
+                )
+
+    def views(self) -> dict[str, Any]:
+        """The Feast feature views this pattern reads, by name."""
+        if self._views is None:
+            names = {ref.split(":", 1)[0] for ref in self.references()}
+            with self.store.errors():
+                self._views = {name: self.fs.get_feature_view(name) for name in sorted(names)}
+        return self._views
+
+    def join_keys(self, references: Sequence[str]) -> list[str]:
+        """Join keys of the views behind ``references``.
+
+        Cached: Feast's ``join_keys`` is type-checked at run time on every access, a cost a
+        per-request hot path should not pay again and again."""
+        wanted = tuple(references)
+        if wanted not in self._join_keys:
+            views = {ref.split(":", 1)[0] for ref in wanted}
+            keys: list[str] = []
+            for name, view in self.views().items():
+                if name in views:
+                    keys.extend(k for k in view.join_keys if k not in keys)
+            self._join_keys[wanted] = keys
+        return self._join_keys[wanted]
+
+    def online(
+        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+    ) -> dict[str, list[Any]]:
+        return self.online_read.read(rows, references, at)
+
+    def historical(self, entity_df: Any, references: list[str]) -> Any:
+        result = self.training_set.build(entity_df, references)
+        for reference in references:
+            view, feature = reference.split(":", 1)
+            column = f"{view}__{feature}"
+            dtype = next(f.dtype for f in self.views()[view].features if f.name == feature)
+            if str(dtype) == "Int64" and str(result[column].dtype) != "Int64":
+                result[column] = result[column].astype("Int64")
+        return result
+
+    def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
+        self.materializer.materialize(start, end, on_view)
+
+    def materialize_incremental(self, end: datetime, on_view: Progress | None) -> None:
+        self.materializer.materialize_incremental(end, on_view)
+
+    def push(self, rows: Any, view: str | None) -> None:
+        """Rows of a view fed by a push source: offline first (unless ``push_mode`` is
+        ``online``), so a training set sees them, then online."""
+        import pandas as pd
+        from feast.data_source import PushMode, PushSource
+
+        pushable = {
+            name: fv
+            for name, fv in self.views().items()
+            if isinstance(fv.stream_source, PushSource)
+        }
+        if view is None:
+            if len(pushable) != 1:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': name the view to push to; "
+                    f"views with a push source: {', '.join(pushable) or 'none'}"
+                )
+            view = next(iter(pushable))
+        if view not in pushable:
+            raise NotFound(
+                f"pattern '{self.pattern.name}': view '{view}' has no push source; "
+                f"views with one: {', '.join(pushable) or 'none'}"
+            )
+        feature_view = pushable[view]
+        frame = pd.DataFrame(rows if not isinstance(rows, pd.DataFrame) else rows.copy())
+        needed = [*feature_view.join_keys, *(f.name for f in feature_view.features)]
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}"
+            )
+        source = feature_view.stream_source.batch_source
+        stamp = datetime.now(UTC)
+        for column in filter(None, [source.timestamp_field, source.created_timestamp_column]):
+            if column not in frame.columns:
+                frame[column] = stamp
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+        frame = frame[
+            [*needed, *filter(None, [source.timestamp_field, source.created_timestamp_column])]
+        ]
+        with self.store.errors(), quiet():
+            if self.store.config.push_mode == "online_and_offline":
+                self._write_offline(feature_view, frame)
+            self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+
+    def _write_offline(self, feature_view: Any, frame: Any) -> None:
+        """Append pushed rows to the view's offline table first, so a training set sees them.
+
+        Feast's PostgreSQL offline store cannot take pushes; its source is a plain table, so
+        the rows are appended to it directly.
+        """
+        from feast.data_source import PushMode
+
+        try:
+            self.fs.push(feature_view.stream_source.name, frame, to=PushMode.OFFLINE)
+            return
+        except NotImplementedError:
+            table = compat.postgres_table(feature_view.stream_source.batch_source)
+            url = self.store.config.postgres_url
+            if not (table and url):
+                raise
+        frame.to_sql(table, self.store.offline_engine(url), if_exists="append", index=False)
