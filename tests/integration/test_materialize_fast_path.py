@@ -5,7 +5,6 @@ entity keys, and the rule that an older or equal event time never overwrites."""
 
 from __future__ import annotations
 
-import textwrap
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,13 +15,12 @@ import pyarrow as pa
 import pytest
 import redis
 import sqlalchemy as sa
-import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast.materialize_redis import (
-    RedisLayoutWriter,
-)
+from datalayer.stores.feast.materialize_redis import RedisLayoutWriter
+from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
+from datalayer.testing.registry import write_registry
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 120
@@ -76,32 +74,6 @@ scores = FeatureView(
     source=source("scores"),
 )
 """
-
-YAML = """\
-project: ${DATALAYER_FEAST_PROJECT}
-provider: local
-registry: data/registry.db
-online_store:
-  type: redis
-  connection_string: "${DATALAYER_FEAST_REDIS}"
-offline_store:
-"""
-OFFLINE = {
-    "parquet": "  type: duckdb\n",
-    "pg": textwrap.indent(
-        textwrap.dedent("""\
-            type: postgres
-            host: ${DATALAYER_FEAST_PG_HOST}
-            port: ${DATALAYER_FEAST_PG_PORT}
-            database: ${DATALAYER_FEAST_PG_DATABASE}
-            db_schema: public
-            user: ${DATALAYER_FEAST_PG_USER}
-            password: "${DATALAYER_FEAST_PG_PASSWORD}"
-            sslmode: disable
-            """),
-        "  ",
-    ),
-}
 
 
 def typed_rows(hours: list[int], salt: int) -> pd.DataFrame:
@@ -175,9 +147,8 @@ def case(
     source = request.param
     url = request.getfixturevalue("postgres_database") if source == "pg" else None
     repo = tmp_path / "repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "definitions.py").write_text(DEFINITIONS)
-    (repo / f"feature_store.{source}.yaml").write_text(YAML + OFFLINE[source])
+    offline = "postgres" if source == "pg" else "duckdb"
+    write_feast_repo(repo, {source: feature_store_yaml("redis", offline)}, DEFINITIONS)
     project = f"m{uuid.uuid4().hex[:10]}"
     store = {
         "type": "feast",
@@ -188,10 +159,10 @@ def case(
     }
     if url:
         store["postgres_url"] = url
-    registry = {
-        "version": 1,
-        "profiles": {"p": {"features": store}},
-        "patterns": {
+    write_registry(
+        tmp_path,
+        {"p": {"features": store}},
+        {
             "everything": {
                 "category": "feature",
                 "store": "features",
@@ -202,8 +173,7 @@ def case(
                 ],
             }
         },
-    }
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    )
     # Several rows per entity, a tie at +0h won by the later created time, one row past T.
     data = frames([-3, -1, 0, 1], salt=0)
     ties = frames([0], salt=5)

@@ -8,7 +8,6 @@ The batch decoders, alone, are checked in tests/unit/test_feast_decoders.py."""
 from __future__ import annotations
 
 import math
-import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 import datalayer
 from datalayer.stores.feast.store import FeastFeatures, FeastStore
+from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
+from datalayer.testing.registry import write_registry
 from tests.unit.test_feast_decoders import BIG, EDGES, canon
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -105,18 +106,6 @@ forever = FeatureView(
 )
 '''
 
-STORE_YAML = """\
-project: ${DATALAYER_FEAST_PROJECT}
-provider: local
-registry: data/registry.db
-online_store:
-  type: redis
-  connection_string: "${DATALAYER_FEAST_REDIS}"
-offline_store:
-  type: duckdb
-entity_key_serialization_version: 3
-"""
-
 
 def _value(kind: str, rng: np.random.Generator, i: int) -> Value:
     """A value of the kind, an edge value now and then, a null (empty Value) for every 7th."""
@@ -197,44 +186,36 @@ def setup(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     """A generated repo (file registry, Redis online store) with data written by Feast."""
     tmp_path = tmp_path_factory.mktemp("fast_path")
     repo = tmp_path / "feature_repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "definitions.py").write_text(DEFINITIONS)
-    (repo / "feature_store.fast.yaml").write_text(STORE_YAML)
+    write_feast_repo(repo, {"fast": feature_store_yaml("redis", "duckdb")}, DEFINITIONS)
     project = f"fast_{uuid.uuid4().hex[:8]}"
-    (tmp_path / "datalayer.yaml").write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            profiles:
-              fast:
-                features:
-                  type: feast
-                  repo: feature_repo
-                  profile: fast
-                  project: {project}
-                  redis_url: "{redis_url}"
-            patterns:
-              things:
-                category: feature
-                store: features
-                features:
-                  - scalars:i64
-                  - short:n
-                  - scalars:f64
-                  - scalars:f32
-                  - scalars:i32
-                  - forever:label
-                  - scalars:s
-                  - scalars:b
-                  - scalars:raw
-                  - scalars:i64s
-                  - scalars:strs
-                  - scalars:f64s
-                  - scalars:at
-                  - short:x
-                  - forever:on
-            """
-        )
+    store = {
+        "type": "feast",
+        "repo": "feature_repo",
+        "profile": "fast",
+        "project": project,
+        "redis_url": redis_url,
+    }
+    references = [
+        "scalars:i64",
+        "short:n",
+        "scalars:f64",
+        "scalars:f32",
+        "scalars:i32",
+        "forever:label",
+        "scalars:s",
+        "scalars:b",
+        "scalars:raw",
+        "scalars:i64s",
+        "scalars:strs",
+        "scalars:f64s",
+        "scalars:at",
+        "short:x",
+        "forever:on",
+    ]
+    write_registry(
+        tmp_path,
+        {"fast": {"features": store}},
+        {"things": {"category": "feature", "store": "features", "features": references}},
     )
     dl = datalayer.open(tmp_path / "datalayer.yaml", "fast")
     dl.apply()
