@@ -40,8 +40,9 @@ class StreamingContract(Contract):
     retries and dead letters, replay, and the batch publisher."""
 
     category = "streaming"
-    #: How long a consumer waits for more before a test decides the topic is drained.
-    idle: float = 0.5
+    #: How long a consumer waits for more before a test decides the topic is drained; set per
+    #: test from ``idle_for``.
+    idle: float
 
     def idle_for(self, store: dict[str, Any]) -> float:
         """The idle timeout for this store: longer where a fetch after an assignment is slow."""
