@@ -1,8 +1,8 @@
 """Stream publish throughput on Apache Kafka: datalayer's ``publisher()``, ``publish_many`` and
 ``publish`` against raw confluent-kafka.
 
-Payloads are ``tests.contract.schemas:Event`` dicts whose JSON is about 100 bytes, keyed by
-``device`` (64 distinct keys), on a 6-partition topic created by ``dl.apply()``.
+Payloads are ``datalayer.testing.contracts.schemas:Event`` dicts whose JSON is about 100 bytes,
+keyed by ``device`` (64 distinct keys), on a 6-partition topic created by ``dl.apply()``.
 
 Batch phase (N messages per contender: quick 50k, full 1M, split into interleaved rounds). Pairs
 with the same delivery semantics are compared:
@@ -49,7 +49,6 @@ import gc
 import json
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -74,6 +73,7 @@ from harness import (
 from tests.services.launcher import Launcher
 
 import datalayer
+from datalayer.testing import registry as test_registry
 
 T = TypeVar("T")
 
@@ -89,26 +89,20 @@ SIZES = {
 
 
 def write_registry(folder: Path, bootstrap: str, topic: str) -> Path:
-    path = folder / "datalayer.yaml"
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            profiles:
-              bench:
-                events: {{type: kafka, bootstrap_servers: "{bootstrap}"}}
-            patterns:
-              events:
-                category: streaming
-                store: events
-                topic: {topic}
-                partitions: 6
-                key: device
-                schema: tests.contract.schemas:Event
-            """
-        )
+    return test_registry.write_registry(
+        folder,
+        {"bench": {"events": {"type": "kafka", "bootstrap_servers": bootstrap}}},
+        {
+            "events": {
+                "category": "streaming",
+                "store": "events",
+                "topic": topic,
+                "partitions": 6,
+                "key": "device",
+                "schema": "datalayer.testing.contracts.schemas:Event",
+            }
+        },
     )
-    return path
 
 
 def serialize(event: dict[str, Any]) -> bytes:

@@ -58,7 +58,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import Callable
@@ -101,6 +100,8 @@ import datalayer
 from datalayer.categories.feature import FeatureView
 from datalayer.stores.feast.environment import quiet
 from datalayer.stores.feast.store import FeastStore
+from datalayer.testing import registry as test_registry
+from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
 
 TIMESTAMP = "event_timestamp"
 ROW_ID = "row_id"
@@ -262,49 +263,20 @@ def entity_frame(
 
 def write_local_yaml(repo: Path) -> None:
     """The local profile for the generated repo: file registry, SQLite online, DuckDB offline."""
-    (repo / "feature_store.local.yaml").write_text(
-        textwrap.dedent(
-            """\
-            project: ${DATALAYER_FEAST_PROJECT}
-            provider: local
-            registry: data/registry.db
-            online_store:
-              type: sqlite
-              path: data/online.db
-            offline_store:
-              type: duckdb
-            entity_key_serialization_version: 3
-            """
-        )
-    )
+    write_feast_repo(repo, {"local": feature_store_yaml("sqlite", "duckdb")})
 
 
 def write_registry(folder: Path, repo: Path, project: str) -> Path:
-    path = folder / "datalayer.yaml"
-    patterns = []
-    for count in (3, VIEWS * FEATURES_PER_VIEW):
-        refs = "\n".join(f"      - {ref}" for ref in pattern_references(count))
-        patterns.append(
-            f"  train{count}:\n    category: feature\n    store: features\n    features:\n{refs}"
-        )
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            profiles:
-              local:
-                features:
-                  type: feast
-                  repo: "{repo}"
-                  profile: local
-                  project: {project}
-            patterns:
-            """
-        )
-        + "\n".join(patterns)
-        + "\n"
-    )
-    return path
+    store = {"type": "feast", "repo": str(repo), "profile": "local", "project": project}
+    patterns = {
+        f"train{count}": {
+            "category": "feature",
+            "store": "features",
+            "features": pattern_references(count),
+        }
+        for count in (3, VIEWS * FEATURES_PER_VIEW)
+    }
+    return test_registry.write_registry(folder, {"local": {"features": store}}, patterns)
 
 
 class HandWrittenAsof:

@@ -1,6 +1,7 @@
 """Get-by-key latency on PostgreSQL: datalayer's transactional ``get`` against the drivers below it.
 
-Compared, on one table of 10,000 ``tests.contract.schemas:Item`` rows written by ``put_many``:
+Compared, on one table of 10,000 ``datalayer.testing.contracts.schemas:Item`` rows written by
+``put_many``:
 
 - ours:           ``dl.transactional("items").get(key)`` (registry with a ``postgres`` store);
 - psycopg:        raw psycopg 3 on one held autocommit connection,
@@ -23,7 +24,6 @@ from __future__ import annotations
 import random
 import sys
 import tempfile
-import textwrap
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,6 +47,7 @@ from psycopg.rows import dict_row
 from tests.services.launcher import Launcher
 
 import datalayer
+from datalayer.testing import registry as test_registry
 
 ROWS = 10_000
 TARGET = 1.3
@@ -75,25 +76,19 @@ def make_rows(count: int) -> list[dict[str, Any]]:
 
 
 def write_registry(folder: Path, url: str, table: str) -> Path:
-    path = folder / "datalayer.yaml"
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            profiles:
-              bench:
-                sql: {{type: postgres, url: "{url}"}}
-            patterns:
-              items:
-                category: transactional
-                store: sql
-                table: {table}
-                key: item_id
-                schema: tests.contract.schemas:Item
-            """
-        )
+    return test_registry.write_registry(
+        folder,
+        {"bench": {"sql": {"type": "postgres", "url": url}}},
+        {
+            "items": {
+                "category": "transactional",
+                "store": "sql",
+                "table": table,
+                "key": "item_id",
+                "schema": "datalayer.testing.contracts.schemas:Item",
+            }
+        },
     )
-    return path
 
 
 def psycopg_url(url: str) -> str:

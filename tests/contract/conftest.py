@@ -1,21 +1,17 @@
-"""Backends for the contract suites: each category's suite runs once per store type here.
+"""Built-in store types for the contract suites of ``datalayer.testing.contracts``: each
+category's suite runs once per entry of ``BACKENDS``.
 
-A later issue adds real servers by adding an entry per category (e.g. ``postgres``) whose
-factory asks for the server's fixture through ``request``.
+A factory that needs a real server asks for its fixture through ``request``; the parameter is
+then listed in ``SERVERS_BY_PARAM`` of tests/conftest.py, so the test carries the server's mark.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-import datalayer
-from datalayer import DataLayer
 
 StoreFactory = Callable[[pytest.FixtureRequest, Path], dict[str, Any]]
 
@@ -57,73 +53,14 @@ BACKENDS: dict[str, dict[str, StoreFactory]] = {
 }
 
 
-def write_registry(tmp_path: Path, store: dict[str, Any], patterns: dict[str, Any]) -> Path:
-    """A registry with one profile ``test`` holding one store ``main``."""
-    file = tmp_path / "datalayer.yaml"
-    file.write_text(
-        yaml.safe_dump({"version": 1, "profiles": {"test": {"main": store}}, "patterns": patterns})
-    )
-    return file
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each contract class runs once per built-in store type of its category."""
+    if metafunc.cls is not None and "datalayer_store" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "datalayer_store", list(BACKENDS[metafunc.cls.category]), indirect=True
+        )
 
 
-def _unique_targets(name: str, category: str, spec: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """Suffix tables, topics, collections and prefixes so tests never share a server's names."""
-    out = dict(spec)
-    if category == "key-value":
-        out.setdefault("prefix", name)
-    for key in ("table", "topic", "collection", "dead_letter", "prefix"):
-        if key in out:
-            out[key] = f"{out[key]}_{suffix}"
-    return out
-
-
-OpenLayer = Callable[[dict[str, Any]], DataLayer]
-
-
-def _open_layer(
-    category: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[OpenLayer]:
-    factory = BACKENDS[category][request.param]
-    opened: list[DataLayer] = []
-
-    suffix = uuid.uuid4().hex[:8]
-
-    def open_with(patterns: dict[str, Any]) -> DataLayer:
-        entries = {
-            name: {
-                "store": "main",
-                "category": category,
-                **_unique_targets(name, category, spec, suffix),
-            }
-            for name, spec in patterns.items()
-        }
-        file = write_registry(tmp_path, factory(request, tmp_path), entries)
-        dl = datalayer.open(file, profile="test")
-        dl.apply()
-        opened.append(dl)
-        return dl
-
-    open_with.backend = request.param  # type: ignore[attr-defined]
-    yield open_with
-    for dl in opened:
-        dl.close()
-
-
-@pytest.fixture(params=list(BACKENDS["transactional"]))
-def transactional_layer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLayer]:
-    yield from _open_layer("transactional", request, tmp_path)
-
-
-@pytest.fixture(params=list(BACKENDS["streaming"]))
-def streaming_layer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLayer]:
-    yield from _open_layer("streaming", request, tmp_path)
-
-
-@pytest.fixture(params=list(BACKENDS["document"]))
-def document_layer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLayer]:
-    yield from _open_layer("document", request, tmp_path)
-
-
-@pytest.fixture(params=list(BACKENDS["key-value"]))
-def kv_layer(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenLayer]:
-    yield from _open_layer("key-value", request, tmp_path)
+@pytest.fixture
+def datalayer_store(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    return BACKENDS[request.cls.category][request.param](request, tmp_path)

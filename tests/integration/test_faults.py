@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import datalayer
 from datalayer import StoreUnavailable
+from datalayer.testing.registry import write_registry
 from tests.services.kafka import KafkaServer
-from tests.services.launcher import cache_dir, new_state_dir
 from tests.services.redis import PASSWORD as REDIS_PASSWORD
 from tests.services.redis import RedisServer
 
@@ -21,37 +19,10 @@ from tests.services.redis import RedisServer
 def open_layer(
     tmp_path: Path, store: dict[str, Any], pattern: dict[str, Any]
 ) -> datalayer.DataLayer:
-    file = tmp_path / "datalayer.yaml"
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "profiles": {"p": {"main": store}},
-                "patterns": {"it": {"store": "main", **pattern}},
-            }
-        )
-    )
+    file = write_registry(tmp_path, {"p": {"main": store}}, {"it": {"store": "main", **pattern}})
     dl = datalayer.open(file, "p")
     dl.apply()
     return dl
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    server = RedisServer(new_state_dir(), cache_dir())
-    server.install()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def private_kafka() -> Iterator[KafkaServer]:
-    server = KafkaServer(new_state_dir(), cache_dir())
-    server.install()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_stopped_redis_fails_fast_then_recovers(private_redis: RedisServer, tmp_path: Path) -> None:
@@ -84,7 +55,7 @@ def test_stopped_kafka_fails_publish_within_the_delivery_timeout_then_recovers(
         "topic": "faults",
         "partitions": 2,
         "key": "device",
-        "schema": "tests.contract.schemas:Event",
+        "schema": "datalayer.testing.contracts.schemas:Event",
     }
     event = {"event_id": "e", "device": "d", "seq": 1}
     with open_layer(tmp_path, store, pattern) as dl:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -26,8 +25,9 @@ from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
 from datalayer.stores.feast.store import FeastStore
 from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
+from datalayer.testing.registry import write_registry
+from tests.example_project import copy_example
 
-ROOT = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 PIT_SERVICE = "svc-pit"
 #: Hand-built rows of service_alert_counts (TTL 2h) for one service: (time, alerts_1h).
@@ -66,12 +66,7 @@ def layer(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[DataLayer]:
     """The example registry in a temp folder with feature data ending at T, applied."""
-    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
-    shutil.copytree(
-        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
-    registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
+    registry = yaml.safe_load(copy_example(tmp_path, migrations=True).read_text())
     project = f"t{uuid.uuid4().hex[:10]}"
     registry["profiles"][request.param]["features"]["project"] = project
     registry["patterns"]["bad_feature"] = {
@@ -84,7 +79,7 @@ def layer(
         "store": "features",
         "features": ["nope:x"],
     }
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    write_registry(tmp_path, registry["profiles"], registry["patterns"])
     frames = feature_frames(T, days=3)
     _pit_frame(frames)
     if request.param == "services":

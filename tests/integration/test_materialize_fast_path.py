@@ -5,27 +5,22 @@ entity keys, and the rule that an older or equal event time never overwrites."""
 
 from __future__ import annotations
 
-import textwrap
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
 import sqlalchemy as sa
-import yaml
 
 import datalayer
 from datalayer import DataLayer
-from datalayer.stores.feast.materialize_redis import (
-    RedisLayoutWriter,
-    encode_column,
-    encode_timestamps,
-)
+from datalayer.stores.feast.materialize_redis import RedisLayoutWriter
+from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
+from datalayer.testing.registry import write_registry
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 120
@@ -79,32 +74,6 @@ scores = FeatureView(
     source=source("scores"),
 )
 """
-
-YAML = """\
-project: ${DATALAYER_FEAST_PROJECT}
-provider: local
-registry: data/registry.db
-online_store:
-  type: redis
-  connection_string: "${DATALAYER_FEAST_REDIS}"
-offline_store:
-"""
-OFFLINE = {
-    "parquet": "  type: duckdb\n",
-    "pg": textwrap.indent(
-        textwrap.dedent("""\
-            type: postgres
-            host: ${DATALAYER_FEAST_PG_HOST}
-            port: ${DATALAYER_FEAST_PG_PORT}
-            database: ${DATALAYER_FEAST_PG_DATABASE}
-            db_schema: public
-            user: ${DATALAYER_FEAST_PG_USER}
-            password: "${DATALAYER_FEAST_PG_PASSWORD}"
-            sslmode: disable
-            """),
-        "  ",
-    ),
-}
 
 
 def typed_rows(hours: list[int], salt: int) -> pd.DataFrame:
@@ -178,9 +147,8 @@ def case(
     source = request.param
     url = request.getfixturevalue("postgres_database") if source == "pg" else None
     repo = tmp_path / "repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "definitions.py").write_text(DEFINITIONS)
-    (repo / f"feature_store.{source}.yaml").write_text(YAML + OFFLINE[source])
+    offline = "postgres" if source == "pg" else "duckdb"
+    write_feast_repo(repo, {source: feature_store_yaml("redis", offline)}, DEFINITIONS)
     project = f"m{uuid.uuid4().hex[:10]}"
     store = {
         "type": "feast",
@@ -191,10 +159,10 @@ def case(
     }
     if url:
         store["postgres_url"] = url
-    registry = {
-        "version": 1,
-        "profiles": {"p": {"features": store}},
-        "patterns": {
+    write_registry(
+        tmp_path,
+        {"p": {"features": store}},
+        {
             "everything": {
                 "category": "feature",
                 "store": "features",
@@ -205,8 +173,7 @@ def case(
                 ],
             }
         },
-    }
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    )
     # Several rows per entity, a tie at +0h won by the later created time, one row past T.
     data = frames([-3, -1, 0, 1], salt=0)
     ties = frames([0], salt=5)
@@ -265,48 +232,6 @@ def test_older_rows_never_overwrite_newer_ones(case: tuple[DataLayer, str, str |
     features.materialize(T - timedelta(days=1), T - timedelta(hours=2))  # only older rows
     assert features.online(rows, as_of=T + timedelta(hours=1)) == newest
     assert newest["typed__label"] != [None] or newest["typed__count"] != [None]
-
-
-COLUMNS = [
-    ("DOUBLE", pa.array([0.5, None, float("nan"), float("inf"), -0.0, -1e-310, 1e308])),
-    ("FLOAT", pa.array([1.5, None, float("nan"), float("-inf"), -0.0], pa.float32())),
-    ("INT64", pa.array([0, 1, -1, 127, 128, 2**63 - 1, -(2**63), 300], pa.int64())),
-    ("INT64", pa.array([0, None, 2**60 + 1, -7], pa.int64())),
-    ("INT64", pa.array([None, 2**53 + 1, -(2**53) - 1, 2**62 + 1, 1], pa.int64())),
-    ("INT32", pa.array([0, 1, -1, 2**31 - 1, -(2**31), 16384], pa.int32())),
-    ("INT32", pa.array([5, None, -(2**31), 2**31 - 1, -1], pa.int32())),
-    ("STRING", pa.array(["", "a", None, "é" * 64, "x" * 128, "x" * 20000, "☃"])),
-    ("STRING", pa.array(["big", None], pa.large_string())),
-    ("BOOL", pa.array([True, False, None])),
-    ("DOUBLE", pa.array([1, 2, None], pa.int64())),  # a type mismatch goes through Feast
-    ("UNIX_TIMESTAMP", pa.array([0, 1_700_000_000_000_000, None], pa.timestamp("us", "UTC"))),
-]
-
-
-@pytest.mark.parametrize(("kind", "column"), COLUMNS, ids=lambda c: str(c)[:24])
-def test_value_encoding_is_feasts(kind: str, column: Any) -> None:
-    from feast.type_map import python_values_to_proto_values
-    from feast.value_type import ValueType
-
-    value_type = ValueType[kind]
-    expected = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), value_type)
-    assert encode_column(column, value_type).rows() == [v.SerializeToString() for v in expected]
-
-
-def test_timestamp_encoding_is_feasts() -> None:
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    instants = [
-        datetime(1970, 1, 1, tzinfo=UTC),
-        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
-        datetime(2026, 11, 20, 12, 0, 0, 123_456, tzinfo=UTC),
-        datetime(2262, 4, 1, tzinfo=UTC),
-    ]
-    encoded = encode_timestamps(pa.array(instants, pa.timestamp("us", "UTC")))
-    for instant, raw in zip(instants, encoded.rows(), strict=True):
-        stamp = Timestamp()
-        stamp.FromDatetime(instant)
-        assert raw == stamp.SerializeToString()
 
 
 @pytest.mark.parametrize("case", ["parquet"], indirect=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -14,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from datalayer.cli import app
-
-ROOT = Path(__file__).resolve().parents[2]
+from datalayer.testing.registry import write_registry
+from tests.example_project import copy_example
 
 SCHEMA_V1 = """
 from datetime import datetime
@@ -52,10 +51,10 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
         url = url.replace("postgresql://", "postgresql+psycopg://")
     module = f"schemas_{request.param}_{tmp_path.name}".replace("-", "_")
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(SCHEMA_V1))
-    registry = {
-        "version": 1,
-        "profiles": {"test": {"sql": store}},
-        "patterns": {
+    write_registry(
+        tmp_path,
+        {"test": {"sql": store}},
+        {
             "teams": {
                 "category": "transactional",
                 "store": "sql",
@@ -64,8 +63,7 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, str]:
                 "schema": f"{module}:Team",
             },
         },
-    }
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    )
     (tmp_path / "module_name").write_text(module)
     return tmp_path, url
 
@@ -115,7 +113,7 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
         "key": ["team_id", "week"],
         "schema": f"{module}:Oncall",
     }
-    (folder / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    write_registry(folder, registry["profiles"], registry["patterns"])
     sys.modules.pop(module, None)
     importlib.invalidate_caches()
 
@@ -145,11 +143,7 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
 def test_the_shipped_revisions_build_the_example_tables(
     postgres_database: str, tmp_path: Path
 ) -> None:
-    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
-    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
-    shutil.copytree(
-        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
+    copy_example(tmp_path, migrations=True)
     result = CliRunner().invoke(
         app,
         ["apply", "--config", str(tmp_path / "datalayer.yaml"), "--profile", "local"],
@@ -159,7 +153,7 @@ def test_the_shipped_revisions_build_the_example_tables(
     assert "migrations at revision" in result.output and "no revision has it" not in result.output
     registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
     registry["profiles"]["local"]["sql"] = {"type": "postgres", "url": postgres_database}
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    write_registry(tmp_path, registry["profiles"], registry["patterns"])
     result = CliRunner().invoke(
         app,
         ["migrations", "upgrade", "--config", str(tmp_path / "datalayer.yaml")],

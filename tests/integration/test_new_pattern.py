@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,8 +11,7 @@ import pytest
 
 import datalayer
 from datalayer import PayloadValidationError
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.example_project import copy_example
 
 SCHEMAS = """
 from datetime import datetime
@@ -93,11 +91,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_new_pattern_of_each_category_needs_only_config_and_a_schema(tmp_path: Path) -> None:
-    registry = tmp_path / "datalayer.yaml"
-    shutil.copy(ROOT / "datalayer.yaml", registry)
-    shutil.copytree(
-        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
+    registry = copy_example(tmp_path)
     (tmp_path / "deploy_schemas.py").write_text(textwrap.dedent(SCHEMAS))
     registry.write_text(registry.read_text() + NEW_PATTERNS)
 

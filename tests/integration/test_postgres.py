@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
 import datalayer
 from datalayer import ConfigError, QueryError, StoreUnavailable
-from tests.services.launcher import cache_dir, new_state_dir
+from datalayer.testing.registry import write_registry
 from tests.services.postgres import PASSWORD, PostgresServer
 
 HOSTILE = [
@@ -28,25 +26,19 @@ HOSTILE = [
 
 
 def registry(tmp_path: Path, url: str, table: str = "items") -> Path:
-    file = tmp_path / "datalayer.yaml"
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "profiles": {"pg": {"sql": {"type": "postgres", "url": url, "connect_timeout": 2}}},
-                "patterns": {
-                    "items": {
-                        "category": "transactional",
-                        "store": "sql",
-                        "table": table,
-                        "key": "item_id",
-                        "schema": "tests.contract.schemas:Item",
-                    }
-                },
+    return write_registry(
+        tmp_path,
+        {"pg": {"sql": {"type": "postgres", "url": url, "connect_timeout": 2}}},
+        {
+            "items": {
+                "category": "transactional",
+                "store": "sql",
+                "table": table,
+                "key": "item_id",
+                "schema": "datalayer.testing.contracts.schemas:Item",
             }
-        )
+        },
     )
-    return file
 
 
 def tables(url: str) -> set[str]:
@@ -114,16 +106,6 @@ def test_pooled_connections_idle_then_serve_reads_and_writes(
         items.put({"item_id": "b", "name": "b", "price": 2, "created_at": datetime.now(UTC)})
         with dl.transaction("items"):
             assert items.count() == 2
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own, so stopping it disturbs no other test."""
-    server = PostgresServer(new_state_dir(), cache_dir())
-    server.install()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_stopped_postgres_fails_fast_then_recovers(

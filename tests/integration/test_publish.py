@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import yaml
-
 import datalayer
+from datalayer.testing.registry import write_registry
 
 
 def test_publisher_waits_for_room_when_the_producer_queue_is_full(
@@ -27,14 +26,9 @@ def test_publisher_waits_for_room_when_the_producer_queue_is_full(
         "topic": topic,
         "partitions": 3,
         "key": "device",
-        "schema": "tests.contract.schemas:Event",
+        "schema": "datalayer.testing.contracts.schemas:Event",
     }
-    file = tmp_path / "datalayer.yaml"
-    file.write_text(
-        yaml.safe_dump(
-            {"version": 1, "profiles": {"p": {"main": store}}, "patterns": {"e": pattern}}
-        )
-    )
+    file = write_registry(tmp_path, {"p": {"main": store}}, {"e": pattern})
     events = [{"event_id": f"e{n}", "device": f"dev-{n % 7}", "seq": n} for n in range(2_000)]
     with datalayer.open(file, "p") as dl:
         dl.apply()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -16,15 +15,12 @@ import datalayer
 from datalayer.cli import app
 from datalayer.examples.alerting import sample_alerts, sample_services
 from datalayer.examples.quickstart import GROUPING_GAP, run
-
-ROOT = Path(__file__).resolve().parents[2]
+from datalayer.testing.registry import write_registry
+from tests.example_project import copy_example
 
 
 def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
-    shutil.copytree(
-        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
+    copy_example(tmp_path)
     with datalayer.open(tmp_path / "datalayer.yaml", "local") as dl:
         dl.apply()
         first = run(dl, alert_count=120, seed=3)
@@ -81,14 +77,9 @@ def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
     mongodb_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shutil.copy(ROOT / "datalayer.yaml", tmp_path / "datalayer.yaml")
-    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
-    shutil.copytree(
-        ROOT / "feature_repo", tmp_path / "feature_repo", ignore=shutil.ignore_patterns("data")
-    )
-    registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
+    registry = yaml.safe_load(copy_example(tmp_path, migrations=True).read_text())
     registry["profiles"]["services"]["features"]["project"] = f"q{uuid.uuid4().hex[:10]}"
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    write_registry(tmp_path, registry["profiles"], registry["patterns"])
     monkeypatch.setenv("DATALAYER_POSTGRES_URL", postgres_database)
     monkeypatch.setenv("DATALAYER_REDIS_URL", redis_url)
     monkeypatch.setenv("DATALAYER_KAFKA_BOOTSTRAP", kafka_bootstrap)

@@ -6,19 +6,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import datalayer
+from datalayer.testing.registry import write_registry
 
 
 def open_layer(
     tmp_path: Path, store: dict[str, Any], patterns: dict[str, Any]
 ) -> datalayer.DataLayer:
-    file = tmp_path / "datalayer.yaml"
-    file.write_text(
-        yaml.safe_dump({"version": 1, "profiles": {"p": {"main": store}}, "patterns": patterns})
-    )
-    return datalayer.open(file, "p")
+    return datalayer.open(write_registry(tmp_path, {"p": {"main": store}}, patterns), "p")
 
 
 def test_apply_creates_kafka_topics_with_partitions_and_retention(

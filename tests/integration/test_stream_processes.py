@@ -13,9 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
 import datalayer
+from datalayer.testing.registry import write_registry
 
 STORES = {
     "embedded-log": lambda req: {
@@ -34,26 +34,21 @@ STORES = {
 
 @pytest.fixture(params=list(STORES))
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    file = tmp_path / "datalayer.yaml"
     topic = f"alerts_{uuid.uuid4().hex[:8]}"
-    file.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "profiles": {"local": {"events": STORES[request.param](request)}},
-                "patterns": {
-                    "alerts": {
-                        "category": "streaming",
-                        "store": "events",
-                        "topic": topic,
-                        "partitions": 3,
-                        "key": "service_id",
-                        "schema": "datalayer.examples.alerting:Alert",
-                        "dead_letter": f"{topic}.dlq",
-                    }
-                },
+    file = write_registry(
+        tmp_path,
+        {"local": {"events": STORES[request.param](request)}},
+        {
+            "alerts": {
+                "category": "streaming",
+                "store": "events",
+                "topic": topic,
+                "partitions": 3,
+                "key": "service_id",
+                "schema": "datalayer.examples.alerting:Alert",
+                "dead_letter": f"{topic}.dlq",
             }
-        )
+        },
     )
     with datalayer.open(file, "local") as dl:
         dl.apply()

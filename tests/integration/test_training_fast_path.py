@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 import datalayer
 from datalayer import DataLayer
 from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.store import FeastStore
 from datalayer.stores.feast.training import ParquetTrainingSet
+from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
+from datalayer.testing.registry import write_registry
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 DEVICES = 40
@@ -81,18 +82,6 @@ levels = FeatureView(
         created_timestamp_column="created",
     ),
 )
-"""
-
-YAML = """\
-project: ${DATALAYER_FEAST_PROJECT}
-provider: local
-registry: data/registry.db
-online_store:
-  type: sqlite
-  path: data/online.db
-offline_store:
-  type: duckdb
-entity_key_serialization_version: 3
 """
 
 REFERENCES = [
@@ -193,20 +182,15 @@ def write_data(data: Path, salt: int) -> None:
 @pytest.fixture
 def layer(tmp_path: Path) -> Iterator[DataLayer]:
     repo = tmp_path / "repo"
-    (repo / "data").mkdir(parents=True)
-    (repo / "definitions.py").write_text(DEFINITIONS)
-    (repo / "feature_store.local.yaml").write_text(YAML)
+    write_feast_repo(repo, {"local": feature_store_yaml("sqlite", "duckdb")}, DEFINITIONS)
     write_data(repo / "data", salt=0)
     project = f"h{uuid.uuid4().hex[:10]}"
     store = {"type": "feast", "repo": str(repo), "profile": "local", "project": project}
-    registry = {
-        "version": 1,
-        "profiles": {"local": {"features": store}},
-        "patterns": {
-            "training": {"category": "feature", "store": "features", "features": REFERENCES}
-        },
-    }
-    (tmp_path / "datalayer.yaml").write_text(yaml.safe_dump(registry))
+    write_registry(
+        tmp_path,
+        {"local": {"features": store}},
+        {"training": {"category": "feature", "store": "features", "features": REFERENCES}},
+    )
     dl = datalayer.open(tmp_path / "datalayer.yaml", "local")
     dl.apply()
     yield dl

@@ -7,7 +7,6 @@ import re
 import shutil
 import socket
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from datalayer.cli import app
+from datalayer.testing.registry import write_registry
+from tests.example_project import copy_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "datalayer.yaml"
 
@@ -42,15 +43,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     """A copy of the example registry, so .datalayer/ is created under tmp_path."""
-    copy = tmp_path / "datalayer.yaml"
-    shutil.copyfile(EXAMPLE, copy)
-    shutil.copytree(
-        EXAMPLE.parent / "feature_repo",
-        tmp_path / "feature_repo",
-        ignore=shutil.ignore_patterns("data"),
-    )
-    shutil.copytree(EXAMPLE.parent / "migrations", tmp_path / "migrations")
-    return copy
+    return copy_example(tmp_path, migrations=True)
 
 
 def run(*args: str) -> Result:
@@ -303,19 +296,14 @@ def test_doctor_reports_unreachable_postgres(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line, nothing truncated
     port = free_port()
-    path = tmp_path / "datalayer.yaml"
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            version: 1
-            profiles:
-              local:
-                sql: {{type: sqlite, path: local.db}}
-              pg:
-                sql: {{type: postgres, url: "postgresql://u:hunter2@127.0.0.1:{port}/db"}}
-            patterns: {{}}
-            """
-        )
+    path = write_registry(
+        tmp_path,
+        {
+            "local": {"sql": {"type": "sqlite", "path": "local.db"}},
+            "pg": {
+                "sql": {"type": "postgres", "url": f"postgresql://u:hunter2@127.0.0.1:{port}/db"}
+            },
+        },
     )
     started = time.monotonic()
     result = run("doctor", "--config", str(path), "--profile", "pg", "--timeout", "10")

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from datalayer.patterns import dict_codec
-from tests.contract.schemas import Event, Item, Ledger, Note
+from datalayer.testing.contracts.schemas import Event, Item, Ledger, Note
 
 
 class Nested(BaseModel):

@@ -5,29 +5,23 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import yaml
-
 import datalayer
+from datalayer.testing.registry import write_registry
 
 
 def test_document_indexes_from_the_registry_are_created(tmp_path: Path) -> None:
-    registry = tmp_path / "datalayer.yaml"
-    registry.write_text(
-        yaml.safe_dump(
-            {
-                "version": 1,
-                "profiles": {"local": {"docs": {"type": "embedded-documents", "path": "docs.db"}}},
-                "patterns": {
-                    "incidents": {
-                        "category": "document",
-                        "store": "docs",
-                        "collection": "incidents",
-                        "key": "incident_id",
-                        "indexes": ["service_id", "-opened_at", "meta.source"],
-                    }
-                },
+    registry = write_registry(
+        tmp_path,
+        {"local": {"docs": {"type": "embedded-documents", "path": "docs.db"}}},
+        {
+            "incidents": {
+                "category": "document",
+                "store": "docs",
+                "collection": "incidents",
+                "key": "incident_id",
+                "indexes": ["service_id", "-opened_at", "meta.source"],
             }
-        )
+        },
     )
     with datalayer.open(registry, "local") as dl:
         dl.apply()

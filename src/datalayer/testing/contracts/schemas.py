@@ -1,4 +1,4 @@
-"""Payload schemas used by the contract suites."""
+"""Payload schemas of the contract suites, e.g. ``datalayer.testing.contracts.schemas:Item``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,195 @@
+"""The document contract, subclassed to run against a document store type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from datalayer import DataLayer, PayloadValidationError, QueryError
+from datalayer.testing.contracts.base import Contract, OpenLayer
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+NOTES = {
+    "collection": "notes",
+    "key": "note_id",
+    "schema": "datalayer.testing.contracts.schemas:Note",
+    "indexes": ["author", "-score"],
+}
+FREE = {"collection": "free", "key": "id"}
+
+
+def note(i: int, **overrides: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "note_id": f"n{i:02d}",
+        "author": ["ann", "bob", "cid"][i % 3],
+        "score": i,
+        "tags": ["even" if i % 2 == 0 else "odd"],
+        "meta": {"source": {"kind": "import" if i < 5 else "user"}, "rank": i % 4},
+        "created_at": (T0 + timedelta(days=i)).isoformat(),
+    }
+    doc.update(overrides)
+    return doc
+
+
+def ids(docs: list[dict[str, object]]) -> list[object]:
+    return [d["note_id"] for d in docs]
+
+
+class DocumentContract(Contract):
+    """The document contract: whole documents, partial updates, the filter language."""
+
+    category = "document"
+
+    @pytest.fixture
+    def dl(self, open_layer: OpenLayer) -> DataLayer:
+        return open_layer({"notes": NOTES, "free": FREE})
+
+    def test_put_get_delete(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        assert notes.put(note(1)) == "n01"
+        stored = notes.get("n01")
+        assert stored is not None
+        assert stored["meta"] == {"source": {"kind": "import"}, "rank": 1}
+        assert stored["created_at"].startswith("2026-03-02T00:00:00")
+        assert notes.get("n99") is None
+        assert notes.delete("n01") is True
+        assert notes.delete("n01") is False
+        assert notes.get("n01") is None
+
+    def test_put_replaces_the_whole_document(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        notes.put(note(1, tags=["a", "b"]))
+        notes.put(note(1, tags=[], author="zed"))
+        stored = notes.get("n01")
+        assert stored is not None and (stored["tags"], stored["author"]) == ([], "zed")
+        assert notes.count() == 1
+
+    def test_invalid_document_names_the_field_and_writes_nothing(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        with pytest.raises(PayloadValidationError, match="score"):
+            notes.put(note(1, score=-1))
+        assert notes.count() == 0
+
+    def test_forbidden_field_names_are_refused(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        with pytest.raises(PayloadValidationError, match=r"\$where"):
+            free.put({"id": "x", "$where": "1"})
+        with pytest.raises(PayloadValidationError, match=r"nested\.a\.b"):
+            free.put({"id": "x", "nested": {"a.b": 1}})
+        with pytest.raises(PayloadValidationError, match="id"):
+            free.put({"name": "no key"})
+        assert free.count() == 0
+
+    def test_partial_update_set_unset_push(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        notes.put(note(1))
+        assert notes.update(
+            "n01", set={"score": 50, "meta.source.kind": "edited"}, push={"tags": "pinned"}
+        )
+        assert notes.update("n01", unset=["meta.rank"])
+        stored = notes.get("n01")
+        assert stored is not None
+        assert stored["score"] == 50
+        assert stored["tags"] == ["odd", "pinned"]
+        assert stored["meta"] == {"source": {"kind": "edited"}}
+        assert notes.update("missing", set={"score": 1}) is False
+
+    def test_update_that_breaks_the_schema_changes_nothing(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        notes.put(note(1))
+        before = notes.get("n01")
+        with pytest.raises(PayloadValidationError, match="score"):
+            notes.update("n01", set={"score": -5})
+        with pytest.raises(PayloadValidationError, match="note_id"):
+            notes.update("n01", set={"note_id": "other"})
+        with pytest.raises(QueryError):
+            notes.update("n01")
+        assert notes.get("n01") == before
+
+    def test_find_with_every_operator(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        for i in range(10):
+            notes.put(note(i))
+        notes.put({"note_id": "n10", "author": "dee", "score": 10})
+        assert ids(notes.find({"author": "bob"}, sort="note_id")) == ["n01", "n04", "n07"]
+        assert ids(notes.find({"author": {"$in": ["ann", "dee"]}}, sort="-score")) == [
+            "n10",
+            "n09",
+            "n06",
+            "n03",
+            "n00",
+        ]
+        assert ids(notes.find({"score": {"$gt": 3, "$lte": 6}}, sort="score")) == [
+            "n04",
+            "n05",
+            "n06",
+        ]
+        assert ids(notes.find({"score": {"$gte": 8}}, sort="score")) == ["n08", "n09", "n10"]
+        assert ids(notes.find({"score": {"$lt": 2}}, sort="score")) == ["n00", "n01"]
+        assert ids(notes.find({"meta.source.kind": "user", "meta.rank": 1}, sort="score")) == [
+            "n05",
+            "n09",
+        ]
+        assert ids(notes.find({"created_at": None})) == ["n10"]
+        assert len(notes.find({"meta.rank": {"$exists": True}})) == 10
+        cutoff = T0 + timedelta(days=8)
+        assert ids(notes.find({"created_at": {"$gte": cutoff}}, sort="score")) == ["n08", "n09"]
+        assert notes.count({"author": "cid"}) == 3
+
+    def test_exists_tells_missing_from_null(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        free.put({"id": "a", "x": 1})
+        free.put({"id": "b", "x": None})
+        free.put({"id": "c"})
+
+        def keys(where: dict[str, object]) -> list[object]:
+            return [d["id"] for d in free.find(where, sort="id")]
+
+        assert keys({"x": {"$exists": True}}) == ["a", "b"]
+        assert keys({"x": {"$exists": False}}) == ["c"]
+        assert keys({"x": None}) == ["b", "c"]
+
+    def test_find_sorts_and_limits(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        for i in range(6):
+            notes.put(note(i))
+        assert ids(notes.find(sort=["author", "-score"])) == [
+            "n03",
+            "n00",
+            "n04",
+            "n01",
+            "n05",
+            "n02",
+        ]
+        assert ids(notes.find(sort="-score", limit=2)) == ["n05", "n04"]
+        notes.put({"note_id": "n99", "author": "zz", "score": 1, "created_at": None})
+        assert ids(notes.find(sort="created_at", limit=1)) == ["n99"]
+
+    def test_filters_outside_the_language_are_rejected(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        for bad in (
+            {"score": {"$where": "this.score > 1"}},
+            {"author": {"$regex": "^a"}},
+            {"$or": [{"author": "ann"}]},
+            {"score": {"$in": "ann"}},
+            {"score": {"$exists": "yes"}},
+        ):
+            with pytest.raises(QueryError):
+                notes.find(bad)
+        with pytest.raises(QueryError):
+            notes.find(sort="score; DROP TABLE x")
+        with pytest.raises(QueryError):
+            notes.find(limit=0)
+
+    def test_hostile_values_are_only_data(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        hostile = "x'); DROP TABLE doc_notes; --"
+        notes.put(note(1, author=hostile))
+        assert ids(notes.find({"author": hostile})) == ["n01"]
+
+    def test_apply_is_idempotent(self, dl: DataLayer) -> None:
+        dl.documents("notes").put(note(1))
+        dl.apply()
+        dl.apply()
+        assert dl.documents("notes").count() == 1

@@ -1,0 +1,375 @@
+"""The streaming contract, subclassed to run against a streaming store type."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from datalayer import DataLayer, DataLayerError, PayloadValidationError
+from datalayer.categories.streaming import (
+    HEADER_ATTEMPTS,
+    HEADER_ERROR,
+    HEADER_SOURCE,
+    Message,
+    OutgoingRecord,
+    Stream,
+)
+from datalayer.testing.contracts.base import Contract, OpenLayer
+from datalayer.testing.contracts.schemas import Event
+
+EVENTS = {
+    "topic": "events",
+    "partitions": 4,
+    "key": "device",
+    "schema": "datalayer.testing.contracts.schemas:Event",
+    "dead_letter": "events.dlq",
+    "max_attempts": 3,
+}
+
+
+def event(n: int, device: str | None = None, payload: str = "") -> dict[str, object]:
+    return {"event_id": f"e{n}", "device": device or f"d{n % 5}", "seq": n, "payload": payload}
+
+
+class StreamingContract(Contract):
+    """The streaming contract: keys and partitions, consumer groups, acknowledgements,
+    retries and dead letters, replay, and the batch publisher."""
+
+    category = "streaming"
+    #: How long a consumer waits for more before a test decides the topic is drained; set per
+    #: test from ``idle_for``.
+    idle: float
+
+    def idle_for(self, store: dict[str, Any]) -> float:
+        """The idle timeout for this store: longer where a fetch after an assignment is slow."""
+        return 0.5
+
+    def refuse_writes(self, stream: Stream, topic: str) -> None:
+        """Make the store refuse every message of ``topic`` (the broker or the file says no)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override refuse_writes for the store under test"
+        )
+
+    @pytest.fixture
+    def dl(self, open_layer: OpenLayer, datalayer_store: dict[str, Any]) -> DataLayer:
+        self.idle = self.idle_for(datalayer_store)
+        return open_layer({"events": EVENTS})
+
+    def drain(
+        self, dl: DataLayer, group: str | None, *, ack: bool = True, **kwargs: Any
+    ) -> list[Message]:
+        out = []
+        for message in dl.stream("events").consume(
+            group, idle_timeout=kwargs.pop("idle_timeout", self.idle), **kwargs
+        ):
+            out.append(message)
+            if ack:
+                message.ack()
+        return out
+
+    def _refuse_writes(self, dl: DataLayer) -> None:
+        """Have the store refuse the topic, then wait until it does."""
+        stream = dl.stream("events")
+        self.refuse_writes(stream, stream.pattern.topic)
+        # The broker applies a topic's new settings a moment after the change is acknowledged.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                stream.publish(event(-1, "probe"))
+            except DataLayerError:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the store kept accepting messages")
+
+    def test_publish_then_consume_round_trips(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        delivery = stream.publish(event(1, "dev-a"))
+        assert delivery.topic.startswith("events") and delivery.offset >= 0
+        [message] = self.drain(dl, "g1")
+        assert message.value == event(1, "dev-a")
+        assert message.key == "dev-a"
+        assert (message.partition, message.offset) == (delivery.partition, delivery.offset)
+        assert message.attempt == 1
+
+    def test_same_key_same_partition_in_order(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        deliveries = stream.publish_many(
+            [event(n, "dev-a" if n % 2 else "dev-b") for n in range(20)]
+        )
+        assert len({d.partition for d, n in zip(deliveries, range(20), strict=True) if n % 2}) == 1
+        messages = self.drain(dl, "g1")
+        assert len(messages) == 20
+        seqs = [m.value["seq"] for m in messages if m.key == "dev-a"]
+        assert seqs == sorted(seqs) and len(seqs) == 10
+
+    def test_invalid_payload_names_the_field_and_publishes_nothing(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        with pytest.raises(PayloadValidationError, match="seq"):
+            stream.publish({"event_id": "x", "device": "d", "seq": "not a number"})
+        with pytest.raises(PayloadValidationError, match="device"):
+            stream.publish_many([event(1), {"event_id": "x", "seq": 2}])
+        assert stream.end_offsets() == before
+
+    def test_oversized_message_is_refused_and_publishes_nothing(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        with pytest.raises(DataLayerError, match="bytes"):
+            stream.publish_many([event(1), event(2, payload="x" * 200_000)])
+        assert stream.end_offsets() == before
+
+    def test_committed_offsets_resume_the_group(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n) for n in range(10)])
+        first = self.drain(dl, "g1", max_messages=4)
+        rest = self.drain(dl, "g1")
+        assert len(first) == 4 and len(rest) == 6
+        assert {m.value["seq"] for m in first} | {m.value["seq"] for m in rest} == set(range(10))
+        assert self.drain(dl, "g1") == []
+        assert len(self.drain(dl, "other-group")) == 10
+
+    def test_unacknowledged_messages_are_delivered_again(self, dl: DataLayer) -> None:
+        dl.stream("events").publish_many([event(n, "dev-a") for n in range(5)])
+        seen = self.drain(dl, "g1", ack=False)
+        assert [m.value["seq"] for m in seen] == [0, 1, 2, 3, 4]
+        again = self.drain(dl, "g1")
+        assert [m.value["seq"] for m in again] == [0, 1, 2, 3, 4]
+
+    def test_commit_waits_for_every_earlier_ack(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(4)])
+        consumer = stream.consume("g1", idle_timeout=self.idle)
+        messages = [next(consumer) for _ in range(4)]
+        messages[0].ack()
+        messages[2].ack()
+        messages[3].ack()
+        consumer.close()  # type: ignore[attr-defined]
+        again = self.drain(dl, "g1")
+        assert [m.value["seq"] for m in again] == [1, 2, 3]
+
+    def test_nack_redelivers_then_dead_letters_with_headers(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(0, "dev-a"), event(1, "dev-a")])
+        attempts = []
+        for message in stream.consume("g1", idle_timeout=self.idle):
+            if message.value["seq"] == 0:
+                attempts.append(message.attempt)
+                message.nack(ValueError("cannot handle"))
+            else:
+                message.ack()
+        assert attempts == [1, 2, 3]
+        [dead] = list(stream.dead_letters())
+        assert dead.value == event(0, "dev-a")
+        assert dead.headers[HEADER_ATTEMPTS] == "3"
+        assert "cannot handle" in dead.headers[HEADER_ERROR]
+        assert dead.headers[HEADER_SOURCE].endswith("/0")
+        assert self.drain(dl, "g1") == []
+
+    def test_process_retries_then_dead_letters_and_the_partition_goes_on(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(6)])
+        handled: list[int] = []
+        calls: dict[int, int] = {}
+
+        def handler(message: Message) -> None:
+            seq = message.value["seq"]
+            calls[seq] = calls.get(seq, 0) + 1
+            if seq == 2:
+                raise RuntimeError("poison")
+            if seq == 4 and calls[seq] == 1:
+                raise RuntimeError("flaky")
+            handled.append(seq)
+
+        stats = stream.process(handler, "g1", idle_timeout=self.idle)
+        assert handled == [0, 1, 3, 4, 5]
+        assert calls[2] == 3 and calls[4] == 2
+        assert (stats.handled, stats.dead_lettered, stats.retried) == (5, 1, 3)
+        assert [m.value["seq"] for m in stream.dead_letters()] == [2]
+
+    def test_undecodable_message_goes_to_dead_letter_and_consumer_continues(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        topic = stream.pattern.topic
+        stream.publish(event(0, "dev-a"))
+        stream.store.produce(topic, [OutgoingRecord("dev-a", b"{not json")])
+        stream.store.produce(topic, [OutgoingRecord("dev-a", b'{"event_id": "x"}')])
+        stream.publish(event(3, "dev-a"))
+        assert [m.value["seq"] for m in self.drain(dl, "g1")] == [0, 3]
+        dead = list(stream.dead_letters())
+        assert [d.value for d in dead] == [b"{not json", {"event_id": "x"}]
+        assert all(HEADER_ERROR in d.headers for d in dead)
+
+    def test_replay_from_earliest_latest_offset_and_timestamp(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(3)])
+        time.sleep(0.05)
+        middle = datetime.now(UTC)
+        time.sleep(0.05)
+        deliveries = stream.publish_many([event(n, "dev-a") for n in range(3, 6)])
+        partition = deliveries[0].partition
+        assert len(self.drain(dl, None, start="earliest")) == 6
+        assert self.drain(dl, None, start="latest", idle_timeout=0.3) == []
+        from_offset = self.drain(dl, None, start={partition: 4})
+        assert [m.value["seq"] for m in from_offset] == [4, 5]
+        assert [m.value["seq"] for m in self.drain(dl, None, start=middle)] == [3, 4, 5]
+        assert [m.value["seq"] for m in self.drain(dl, None, start=2)] == [2, 3, 4, 5]
+        self.drain(dl, "g1")
+        assert len(self.drain(dl, "g1", start="earliest")) == 6
+
+    def test_end_offsets_count_published_messages(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        assert set(before) == set(range(4))
+        stream.publish_many([event(n) for n in range(7)])
+        after = stream.end_offsets()
+        assert sum(after.values()) - sum(before.values()) == 7
+
+    def test_two_consumers_in_one_group_share_the_partitions(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        got: dict[str, list[Message]] = {"a": [], "b": []}
+        held: dict[str, set[int]] = {"a": set(), "b": set()}
+        split: dict[str, set[int]] = {}
+        settled = threading.Event()
+
+        def assigned(name: str, partitions: set[int]) -> None:
+            held[name] = partitions
+            a, b = held["a"], held["b"]
+            if not settled.is_set() and a and b and not a & b and a | b == set(range(4)):
+                split.update(a=set(a), b=set(b))
+                settled.set()
+
+        def member(name: str) -> None:
+            for message in stream.consume(
+                "shared", idle_timeout=3.0, on_assignment=lambda p: assigned(name, p)
+            ):
+                got[name].append(message)
+                message.ack()
+
+        # Both members hold their share of the partitions before anything is published.
+        threads = [threading.Thread(target=member, args=(n,)) for n in "ab"]
+        for t in threads:
+            t.start()
+        assert settled.wait(timeout=30), f"the group never split the partitions: {held}"
+        stream.publish_many([event(n, f"dev-{n % 8}") for n in range(40)])
+        for t in threads:
+            t.join(timeout=60)
+        a = {(m.partition, m.offset) for m in got["a"]}
+        b = {(m.partition, m.offset) for m in got["b"]}
+        assert a and b, "both members should get messages"
+        assert not a & b
+        assert sorted(m.value["seq"] for m in got["a"] + got["b"]) == list(range(40))
+        assert {m.partition for m in got["a"]} <= split["a"]
+        assert {m.partition for m in got["b"]} <= split["b"]
+
+    def test_a_stopped_consumer_s_unacked_messages_go_to_another_member(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(6)])
+        first = stream.consume("g1", idle_timeout=self.idle)
+        taken = [next(first) for _ in range(4)]
+        taken[0].ack()
+        taken[1].ack()
+        # Stops mid-batch: 2 and 3 were delivered but never acknowledged.
+        first.close()  # type: ignore[attr-defined]
+        rest = self.drain(dl, "g1")
+        assert [m.value["seq"] for m in rest] == [2, 3, 4, 5]
+
+    def test_publish_many_reports_where_each_event_landed(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        deliveries = stream.publish_many([event(n, f"dev-{n % 3}") for n in range(12)])
+        landed = {m.value["seq"]: (m.partition, m.offset) for m in self.drain(dl, "g1")}
+        assert [(d.partition, d.offset) for d in deliveries] == [landed[n] for n in range(12)]
+
+    def test_publisher_delivers_every_batch_by_the_end_of_the_block(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        with stream.publisher() as publisher:
+            assert publisher.publish_many([event(n, "dev-a") for n in range(5)]) == 5
+            publisher.publish(event(5, "dev-a"), headers={"trace": "t-5"})
+            assert publisher.flush() == 6
+            assert publisher.publish_many(event(n, f"dev-{n}") for n in range(6, 10)) == 4
+            assert publisher.publish_many([]) == 0
+        messages = self.drain(dl, "g1")
+        assert sorted(m.value["seq"] for m in messages) == list(range(10))
+        assert [m.value["seq"] for m in messages if m.key == "dev-a"] == [0, 1, 2, 3, 4, 5]
+        assert [m.headers.get("trace") for m in messages if m.value["seq"] == 5] == ["t-5"]
+        assert {m.key for m in messages} == {"dev-a", "dev-6", "dev-7", "dev-8", "dev-9"}
+
+    def test_publisher_sends_the_same_bytes_and_keys_as_publish(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish({"event_id": "a", "device": "dev-a", "seq": "1"})
+        with stream.publisher() as publisher:
+            publisher.publish_many([{"event_id": "b", "device": "dev-a", "seq": "2"}])
+        values = [m.value for m in self.drain(dl, None, start="earliest")]
+        assert values == [
+            {"event_id": "a", "device": "dev-a", "seq": 1, "payload": ""},
+            {"event_id": "b", "device": "dev-a", "seq": 2, "payload": ""},
+        ]
+        keys, bodies = stream.encode_many([event(7, "dev-z"), event(8, "dev-y")])
+        assert keys == ["dev-z", "dev-y"]
+        assert bodies == [
+            stream.encode(event(7, "dev-z")).value,
+            stream.encode(event(8, "dev-y")).value,
+        ]
+        # Dicts and models mixed, across slices: one that starts with dicts and holds a model,
+        # one that starts with a model, and dicts needing coercion.
+        batch: list[Any] = [{**event(n, f"dev-{n % 3}"), "seq": str(n)} for n in range(150)]
+        batch[70] = Event(**event(70, "dev-m"))
+        batch[128] = Event(**event(128, "dev-n"))
+        keys, bodies = stream.encode_many(batch)
+        assert keys == [stream.encode(e).key for e in batch]
+        assert bodies == [stream.encode(e).value for e in batch]
+        assert bodies[5] == b'{"event_id":"e5","device":"dev-2","seq":5,"payload":""}'
+
+    def test_publisher_puts_each_key_on_the_partition_publish_does(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        keys = ["", "dev-a", "dev-b", "é-unicode", *(f"k{n}" for n in range(16))]
+        with stream.publisher() as publisher:
+            publisher.publish_many([{**event(n), "device": key} for n, key in enumerate(keys)])
+            # Headers take the other path through the store.
+            publisher.publish({**event(99), "device": ""}, headers={"h": "1"})
+        landed = {m.value["seq"]: m.partition for m in self.drain(dl, "g1")}
+        expected = {n: stream.partition_for(key) for n, key in enumerate(keys)}
+        assert landed == {**expected, 99: stream.partition_for("")}
+        assert len(set(expected.values())) > 1
+
+    def test_publisher_writes_nothing_from_a_batch_with_an_invalid_event(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        bad = {"event_id": "x", "device": "dev-a", "seq": "not a number"}
+        with stream.publisher() as publisher:
+            publisher.publish_many([event(0, "dev-a")])
+            with pytest.raises(PayloadValidationError, match=r"\[2\]\.seq"):
+                publisher.publish_many([event(1, "dev-a"), event(2, "dev-a"), bad])
+            with pytest.raises(PayloadValidationError, match="device"):
+                publisher.publish_many([event(3, "dev-a"), {"event_id": "y", "seq": 4}])
+            with pytest.raises(DataLayerError, match="bytes"):
+                publisher.publish_many([event(5, "dev-a"), event(6, payload="x" * 200_000)])
+            publisher.publish_many([event(7, "dev-a")])
+        assert [m.value["seq"] for m in self.drain(dl, "g1")] == [0, 7]
+
+    def test_publisher_raises_when_the_store_refuses_delivery(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(0, "dev-a")])
+        self._refuse_writes(dl)
+        before = stream.end_offsets()
+        with (
+            pytest.raises(DataLayerError, match=r"refuse|too large") as raised,
+            stream.publisher() as publisher,
+        ):
+            publisher.publish_many([event(n, f"dev-{n}") for n in range(1, 6)])
+        assert not isinstance(raised.value, PayloadValidationError)
+        with pytest.raises(DataLayerError):
+            stream.publish_many([event(6, "dev-a")])
+        assert stream.end_offsets() == before
+        assert [
+            m.value["seq"] for m in self.drain(dl, None, start="earliest") if m.key != "probe"
+        ] == [0]

@@ -1,0 +1,199 @@
+"""The transactional contract, subclassed to run against a transactional store type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from datalayer import DataLayer, DataLayerError, PayloadValidationError, QueryError
+from datalayer.testing.contracts.base import Contract, OpenLayer
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ITEMS = {
+    "table": "items",
+    "key": "item_id",
+    "schema": "datalayer.testing.contracts.schemas:Item",
+    "indexes": ["name"],
+}
+LEDGER = {
+    "table": "ledger",
+    "key": ["account_id", "entry_no"],
+    "schema": "datalayer.testing.contracts.schemas:Ledger",
+}
+
+
+def item(i: int, **overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "item_id": f"i{i:03d}",
+        "name": f"item {i}",
+        "price": float(i),
+        "quantity": i % 5,
+        "active": i % 2 == 0,
+        "tier": "abc"[i % 3],
+        "created_at": T0 + timedelta(hours=i),
+    }
+    row.update(overrides)
+    return row
+
+
+class TransactionalContract(Contract):
+    """The transactional contract: rows, composite keys, queries, transactions."""
+
+    category = "transactional"
+
+    @pytest.fixture
+    def dl(self, open_layer: OpenLayer) -> DataLayer:
+        return open_layer({"items": ITEMS, "ledger": LEDGER})
+
+    def test_put_then_get_round_trips_every_type(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1, attributes={"colour": "red"}, discontinued_at=T0 + timedelta(days=3)))
+        row = items.get("i001")
+        assert row == {
+            "item_id": "i001",
+            "name": "item 1",
+            "price": 1.0,
+            "quantity": 1,
+            "active": False,
+            "tier": "b",
+            "created_at": T0 + timedelta(hours=1),
+            "discontinued_at": T0 + timedelta(days=3),
+            "attributes": {"colour": "red"},
+        }
+        assert row["created_at"].tzinfo is not None
+        assert items.get("missing") is None
+
+    def test_put_is_an_upsert(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1))
+        items.put(item(1, name="renamed", price=9.5))
+        assert items.count() == 1
+        row = items.get("i001")
+        assert row is not None and (row["name"], row["price"]) == ("renamed", 9.5)
+
+    def test_invalid_row_names_the_field_and_writes_nothing(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        with pytest.raises(PayloadValidationError) as caught:
+            items.put(item(1, price=-3))
+        assert "price" in str(caught.value) and "items" in str(caught.value)
+        with pytest.raises(PayloadValidationError, match="created_at"):
+            items.put_many([item(2), item(3, created_at="not a date")])
+        assert items.count() == 0
+
+    def test_delete_reports_whether_a_row_was_there(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1))
+        assert items.delete("i001") is True
+        assert items.delete("i001") is False
+        assert items.get("i001") is None
+
+    def test_composite_keys(self, dl: DataLayer) -> None:
+        ledger = dl.transactional("ledger")
+        ledger.put_many([{"account_id": "a", "entry_no": n, "amount": n * 1.5} for n in range(3)])
+        ledger.put({"account_id": "b", "entry_no": 0, "amount": 7.0})
+        assert ledger.get(("a", 2)) == {"account_id": "a", "entry_no": 2, "amount": 3.0}
+        assert ledger.get({"account_id": "b", "entry_no": 0}) == {
+            "account_id": "b",
+            "entry_no": 0,
+            "amount": 7.0,
+        }
+        assert ledger.delete(("a", 0)) is True
+        assert ledger.count({"account_id": "a"}) == 2
+        with pytest.raises(QueryError, match="2 value"):
+            ledger.get("a")
+
+    def test_query_filters_order_and_limit(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put_many([item(i) for i in range(10)])
+        items.put(item(10, discontinued_at=T0))
+
+        def ids(rows: list[dict[str, object]]) -> list[object]:
+            return [r["item_id"] for r in rows]
+
+        assert ids(items.query({"tier": "a"}, order_by="item_id")) == [
+            "i000",
+            "i003",
+            "i006",
+            "i009",
+        ]
+        assert ids(
+            items.query({"item_id": {"$in": ["i002", "i004", "nope"]}}, order_by="item_id")
+        ) == [
+            "i002",
+            "i004",
+        ]
+        assert ids(items.query({"price": {"$gt": 2, "$lte": 5}}, order_by="-price")) == [
+            "i005",
+            "i004",
+            "i003",
+        ]
+        assert ids(items.query({"price": {"$gte": 8}, "active": True}, order_by="item_id")) == [
+            "i008",
+            "i010",
+        ]
+        assert ids(
+            items.query({"created_at": {"$lt": T0 + timedelta(hours=2)}}, order_by="item_id")
+        ) == ["i000", "i001"]
+        assert ids(items.query({"discontinued_at": {"$exists": True}})) == ["i010"]
+        assert len(items.query({"discontinued_at": {"$exists": False}})) == 10
+        assert ids(items.query(order_by=["tier", "-price"], limit=3)) == ["i009", "i006", "i003"]
+        assert items.count({"quantity": 0}) == 3
+
+    def test_query_rejects_unknown_columns_and_operators(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        with pytest.raises(QueryError, match="no column 'colour'"):
+            items.query({"colour": "red"})
+        with pytest.raises(QueryError, match=r"\$regex"):
+            items.query({"name": {"$regex": ".*"}})
+        with pytest.raises(QueryError, match="limit"):
+            items.query(limit=-1)
+        with pytest.raises(QueryError):
+            items.query(order_by="price; DROP TABLE items")
+
+    def test_hostile_values_are_only_data(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        hostile = "x'); DROP TABLE items; --"
+        items.put(item(1, item_id=hostile, name=hostile))
+        assert items.query({"name": hostile})[0]["item_id"] == hostile
+        assert items.get(hostile) is not None
+        assert items.count() == 1
+
+    def test_transaction_spans_patterns_and_commits(self, dl: DataLayer) -> None:
+        with dl.transaction("items", "ledger"):
+            dl.transactional("items").put(item(1))
+            dl.transactional("ledger").put({"account_id": "a", "entry_no": 1, "amount": 1.0})
+        assert dl.transactional("items").count() == 1
+        assert dl.transactional("ledger").count() == 1
+
+    def test_transaction_rolls_back_everything_on_error(self, dl: DataLayer) -> None:
+        items, ledger = dl.transactional("items"), dl.transactional("ledger")
+        items.put(item(0))
+        with pytest.raises(RuntimeError, match="boom"), dl.transaction("items", "ledger"):
+            items.put(item(1))
+            items.put(item(0, name="changed"))
+            ledger.put({"account_id": "a", "entry_no": 1, "amount": 1.0})
+            items.delete("i000")
+            raise RuntimeError("boom")
+        assert items.count() == 1 and ledger.count() == 0
+        row = items.get("i000")
+        assert row is not None and row["name"] == "item 0"
+
+    def test_transaction_rolls_back_when_a_row_is_invalid(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        with pytest.raises(PayloadValidationError), items.transaction():
+            items.put(item(1))
+            items.put(item(2, tier="z"))
+        assert items.count() == 0
+
+    def test_wrong_category_and_unknown_pattern_are_clear_errors(self, dl: DataLayer) -> None:
+        with pytest.raises(DataLayerError, match=r"use dl.transactional\('items'\)"):
+            dl.stream("items")
+        with pytest.raises(DataLayerError, match="did you mean 'items'"):
+            dl.transactional("itemz")
+
+    def test_apply_is_idempotent(self, dl: DataLayer) -> None:
+        dl.transactional("items").put(item(1))
+        again = dl.apply()
+        assert all("exists" in action for result in again for action in result.actions)
+        assert dl.transactional("items").count() == 1

@@ -1,0 +1,21 @@
+"""The example project at the repository root, copied for a test that applies or changes it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_example(folder: Path, *, migrations: bool = False) -> Path:
+    """Copy datalayer.yaml and feature_repo/ (without its data) into ``folder``, and
+    migrations/ if asked; returns the copied registry, so .datalayer/ lands under ``folder``."""
+    registry = folder / "datalayer.yaml"
+    shutil.copy(ROOT / "datalayer.yaml", registry)
+    shutil.copytree(
+        ROOT / "feature_repo", folder / "feature_repo", ignore=shutil.ignore_patterns("data")
+    )
+    if migrations:
+        shutil.copytree(ROOT / "migrations", folder / "migrations")
+    return registry
