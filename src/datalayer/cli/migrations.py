@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.markup import escape
 
 from datalayer.api import open as open_datalayer
 from datalayer.cli.render import ConfigOption, ProfileOption, console, reports_errors
+from datalayer.migrations import Migrations
 
 migrations_app = typer.Typer(
     help="Schema migrations of transactional stores (Alembic).", no_args_is_help=True
@@ -37,6 +39,16 @@ def migrations_new(
         console.print(f"[green]✓[/] new revision {escape(str(path))}")
 
 
+def _move(
+    config: Path | None, profile: str | None, store: str | None, step: Callable[[Migrations], None]
+) -> None:
+    """Take one store's schema to another revision, then say where it is."""
+    with open_datalayer(config, profile) as dl:
+        migrations = dl.migrations(store)
+        step(migrations)
+        console.print(f"[green]✓[/] at revision {migrations.current() or 'base'}")
+
+
 @migrations_app.command("upgrade")
 @reports_errors
 def migrations_upgrade(
@@ -46,10 +58,7 @@ def migrations_upgrade(
     store: StoreOption = None,
 ) -> None:
     """Upgrade the database to a revision (default: head)."""
-    with open_datalayer(config, profile) as dl:
-        migrations = dl.migrations(store)
-        migrations.upgrade(revision)
-        console.print(f"[green]✓[/] at revision {migrations.current() or 'base'}")
+    _move(config, profile, store, lambda migrations: migrations.upgrade(revision))
 
 
 @migrations_app.command("downgrade", context_settings={"ignore_unknown_options": True})
@@ -61,10 +70,7 @@ def migrations_downgrade(
     store: StoreOption = None,
 ) -> None:
     """Downgrade the database to a revision."""
-    with open_datalayer(config, profile) as dl:
-        migrations = dl.migrations(store)
-        migrations.downgrade(revision)
-        console.print(f"[green]✓[/] at revision {migrations.current() or 'base'}")
+    _move(config, profile, store, lambda migrations: migrations.downgrade(revision))
 
 
 @migrations_app.command("current")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from datalayer.errors import MissingDriver, redact
+from datalayer.errors import DataLayerError, MissingDriver, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 
 
@@ -64,6 +66,24 @@ class Store(ABC, Generic[PatternT, HandleT]):
     @abstractmethod
     def close(self) -> None:
         """Release connections; the store may not be used afterwards."""
+
+
+ErrorClasses = tuple[type[BaseException], ...]
+
+
+@contextmanager
+def classified(label: str, unavailable: ErrorClasses, failed: ErrorClasses) -> Iterator[None]:
+    """A driver's errors as datalayer's, naming the store: ``unavailable`` ones (the store did
+    not answer: retrying later may work) as ``StoreUnavailable``, other ``failed`` ones as
+    ``DataLayerError``; the driver's error stays the cause, and no password is printed."""
+    try:
+        yield
+    except DataLayerError:
+        raise
+    except unavailable as exc:
+        raise StoreUnavailable(f"{label} is unavailable: {exc}") from exc
+    except failed as exc:
+        raise DataLayerError(f"{label}: {exc}") from exc
 
 
 def require_driver(module: str, extra: str, store_type: str) -> ModuleType:

@@ -7,8 +7,8 @@ from the shared language into a MongoDB query document; nothing else reaches the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +20,9 @@ from datalayer.categories.document import (
     DocumentPattern,
     DocumentUpdate,
 )
-from datalayer.errors import DataLayerError, StoreUnavailable, redact
+from datalayer.errors import redact
 from datalayer.query import Condition, SortKey
-from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.stores.base import Store, StoreConfig, classified, require_driver
 
 
 class MongoDBConfig(StoreConfig):
@@ -54,17 +54,12 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         self.client = client
         self.db = client[config.database]
 
-    @contextmanager
-    def errors(self) -> Iterator[None]:
-        """pymongo errors as datalayer errors naming this store (password redacted)."""
+    def errors(self) -> AbstractContextManager[None]:
+        """pymongo's errors as datalayer's, naming this store."""
         from pymongo import errors
 
-        try:
-            yield
-        except (errors.ConnectionFailure, errors.ServerSelectionTimeoutError) as exc:
-            raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
-        except errors.PyMongoError as exc:
-            raise DataLayerError(f"{self.label}: {exc}") from exc
+        unavailable = (errors.ConnectionFailure, errors.ServerSelectionTimeoutError)
+        return classified(self.label, unavailable, (errors.PyMongoError,))
 
     def handle(self, pattern: DocumentPattern) -> DocumentCollection:
         return DocumentCollection(pattern, MongoCollection(pattern.collection, self))

@@ -6,16 +6,15 @@ the value, so a key never exists without its expiry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
-from datalayer.errors import DataLayerError, StoreUnavailable, redact
-from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.errors import redact
+from datalayer.stores.base import Store, StoreConfig, classified, require_driver
 
 
 class RedisConfig(StoreConfig):
@@ -47,17 +46,13 @@ class RedisStore(Store[KeyValuePattern, KVNamespace]):
         super().__init__(name, config)
         self.client = client
 
-    @contextmanager
-    def errors(self) -> Iterator[None]:
-        """redis-py errors as datalayer errors naming this store (password redacted)."""
+    def errors(self) -> AbstractContextManager[None]:
+        """redis-py's errors as datalayer's, naming this store."""
         import redis
 
-        try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
-        except redis.RedisError as exc:
-            raise DataLayerError(f"{self.label}: {exc}") from exc
+        return classified(
+            self.label, (redis.ConnectionError, redis.TimeoutError), (redis.RedisError,)
+        )
 
     def handle(self, pattern: KeyValuePattern) -> KVNamespace:
         return KVNamespace(pattern, RedisKV(self))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from datalayer.errors import DataLayerError, StoreUnavailable
+from datalayer.stores.base import classified
 
 
 class SQLiteFile:
@@ -36,14 +36,8 @@ class SQLiteFile:
             self._conn = conn
         return self._conn
 
-    @contextmanager
-    def errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise DataLayerError(f"{self.label}: {exc}") from exc
+    def errors(self) -> AbstractContextManager[None]:
+        return classified(self.label, (sqlite3.OperationalError,), (sqlite3.DatabaseError,))
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
