@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from datalayer.errors import DataLayerError
+from datalayer.stores.sql.types import UTCDateTime
 
 ENV_PY = '''"""Alembic environment: the target metadata comes from the registry (see datalayer.migrations)."""
 
@@ -71,8 +72,6 @@ def has_environment(folder: Path | None) -> bool:
 
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Write datalayer's column types as plain SQLAlchemy types, so revisions import nothing else."""
-    from datalayer.stores.sql.types import UTCDateTime
-
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False
