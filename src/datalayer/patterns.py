@@ -33,6 +33,11 @@ class PatternConfig(BaseModel):
     _name: str = PrivateAttr(default="")
     _schema_cls: type[BaseModel] | None = PrivateAttr(default=None)
 
+    def bind(self, name: str, schema: type[BaseModel] | None = None) -> None:
+        """Give the pattern its registry name and its imported schema (the loader's job)."""
+        self._name = name
+        self._schema_cls = schema
+
     @property
     def name(self) -> str:
         return self._name

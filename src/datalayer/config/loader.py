@@ -237,7 +237,7 @@ class _Loader:
             )
             raise self.error(f"{what}; categories: {', '.join(known)}", (*path, "category"))
         pattern: PatternConfig = self.validated(_PATTERN_ADAPTER, entry, path, strip=category)
-        pattern._name = name
+        pattern.bind(name)
         store = stores.get(pattern.store)
         if store is None:
             names = list(stores)
@@ -255,14 +255,15 @@ class _Loader:
             )
         if pattern.schema_:
             try:
-                pattern._schema_cls = import_schema(pattern.schema_, self.file.parent)
+                schema = import_schema(pattern.schema_, self.file.parent)
             except ValueError as exc:
                 raise self.error(
                     f"payload schema does not resolve: {exc}", (*path, "schema")
                 ) from None
+            pattern.bind(name, schema)
             for attribute, field_path in pattern.referenced_fields():
-                if not schema_has_field(pattern._schema_cls, field_path):
-                    fields = list(pattern._schema_cls.model_fields)
+                if not schema_has_field(schema, field_path):
+                    fields = list(schema.model_fields)
                     raise self.error(
                         f"field '{field_path}' is not in schema '{pattern.schema_}'"
                         f"{did_you_mean(field_path, fields)}; fields: {', '.join(fields)}",
