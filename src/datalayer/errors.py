@@ -8,16 +8,30 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<secret>\S+)@")
+#: A URL's ``user:password@``. The password ends at the last ``@`` of its word that is followed
+#: by a host (so one holding ``@`` or ``/`` is hidden whole); a password with a space runs on to
+#: the next such ``@``, never into another URL.
+_HOST_AHEAD = r"(?=@[^\s@/?#]*(?:[/?#\s,;)'\"]|$))"
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)"
+    rf"(?P<secret>\S*{_HOST_AHEAD}|(?:(?!://)[^\n])*?{_HOST_AHEAD})@"
+)
+#: ``password=...`` and its kin, in a URL's query, a connection string or a driver's message.
+_KEY_SECRET = re.compile(
+    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|sasl\.password)\s*[=:]\s*)"
+    r"(?P<secret>'[^']*'|\"[^\"]*\"|[^&\s,;]+)"
+)
 
 
 def redact(text: str) -> str:
-    """Replace the password of every URL in ``text`` with ``***``.
+    """Hide every password in ``text``: a URL's, and any ``password=`` (or token, secret, key)
+    value, quoted or not, as ``***``.
 
-    Greedy up to the last ``@`` of the URL, so an unencoded ``@`` or ``/`` in a password is
-    hidden too (at the price of hiding a little more in the rare URL with ``@`` in its query).
+    A URL's password runs to the last ``@`` before its host, so one holding ``@``, ``/`` or a
+    space is hidden whole (at the price of hiding a little more in a rare message).
     """
-    return _URL_PASSWORD.sub(r"\g<scheme>***@", text)
+    text = _URL_PASSWORD.sub(r"\g<scheme>***@", text)
+    return _KEY_SECRET.sub(r"\g<key>***", text)
 
 
 class DataLayerError(Exception):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
@@ -15,6 +16,25 @@ from pydantic_core import SchemaSerializer, SchemaValidator, core_schema
 
 from datalayer.errors import PayloadValidationError
 from datalayer.validators import Name
+
+
+class Target(NamedTuple):
+    """One thing a pattern occupies on its store: ``kind`` and ``name`` (a table, a topic, a
+    collection, a key prefix), declared by the pattern's ``attribute``."""
+
+    attribute: str
+    kind: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} '{self.name}'"
+
+    def folded(self) -> str:
+        """The name as the store may compare it: case folded (SQLite, MongoDB on some file
+        systems), and a topic's ``.`` as ``_`` (Kafka's metric names do not tell them apart)."""
+        folded = self.name.lower()
+        return folded.replace(".", "_") if self.kind == "topic" else folded
 
 
 class PatternConfig(BaseModel):
@@ -50,14 +70,14 @@ class PatternConfig(BaseModel):
         """(attribute, field path) pairs naming schema fields, for the loader to check."""
         return ()
 
-    def targets(self) -> list[tuple[str, str]]:
-        """(attribute, human name) of each thing the pattern occupies on its store; the loader
-        refuses two patterns that share one."""
+    def targets(self) -> list[Target]:
+        """What the pattern occupies on its store; the loader refuses two patterns that share
+        one."""
         return []
 
     def summary(self) -> str:
         """What the pattern reads or writes on its store, in one line for ``describe``."""
-        return ", ".join(label for _, label in self.targets())
+        return ", ".join(target.label for target in self.targets())
 
     def validate_payload(self, payload: Any) -> dict[str, Any]:
         """Check a payload against the schema and return its JSON-ready dict."""
@@ -162,6 +182,15 @@ def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import module '{module_name}' for '{ref}': {exc}") from exc
+    except SyntaxError as exc:
+        raise ValueError(
+            f"module '{module_name}' has a syntax error at {exc.filename}:{exc.lineno}: {exc.msg}"
+        ) from exc
+    except Exception as exc:  # the module's own code raised while it was imported
+        raise ValueError(
+            f"module '{module_name}' raised {type(exc).__name__} while importing"
+            f"{_where(exc)}: {exc}"
+        ) from exc
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -175,6 +204,12 @@ def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise ValueError(f"'{ref}' is not a pydantic model class")
     return obj
+
+
+def _where(exc: BaseException) -> str:
+    """' at file:line' of the innermost frame of a traceback, or ''."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def schema_has_field(schema: type[BaseModel], path: str) -> bool:

@@ -14,6 +14,8 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _DURATION = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration accepted, in seconds: 100 years (a longer one overflows downstream).
+_LONGEST = 100 * 365.25 * 86400
 
 
 def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
@@ -25,7 +27,33 @@ def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _not_reserved(what: str, reserved: re.Pattern[str], owner: str) -> AfterValidator:
+    """Refuse a name that is, or may be read as, a system object of the store."""
+
+    def check(value: str) -> str:
+        if reserved.match(value):
+            raise ValueError(f"'{value}' is reserved for {owner}; choose another {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 SqlIdentifier = Annotated[str, _matching(_SQL_IDENTIFIER, "table/collection/column name")]
+#: PostgreSQL resolves ``pg_*`` names to its catalogs first; SQLite owns ``sqlite_*``;
+#: Alembic keeps its revision in ``alembic_version``.
+TableName = Annotated[
+    SqlIdentifier,
+    _not_reserved(
+        "table name",
+        re.compile(r"(?i)^(pg_|sqlite_|information_schema$|alembic_version$)"),
+        "the database's own tables (pg_*, sqlite_*, information_schema, alembic_version)",
+    ),
+]
+CollectionName = Annotated[
+    SqlIdentifier,
+    _not_reserved("collection name", re.compile(r"(?i)^system$"), "MongoDB's system.* collections"),
+]
+#: No leading ``_`` or ``.``: Kafka's internal topics (``__consumer_offsets``) stay out of reach.
 TopicName = Annotated[str, _matching(_TOPIC, "topic name")]
 Name = Annotated[str, _matching(_NAME, "name")]
 FieldPath = Annotated[str, _matching(_FIELD_PATH, "field path")]
@@ -43,8 +71,8 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(m["num"]) * _UNITS[m["unit"] or "s"]
     else:
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 2d)")
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
+    if not 0 < seconds <= _LONGEST:
+        raise ValueError(f"a duration must be positive and at most 100 years, got {value!r}")
     return timedelta(seconds=seconds)
 
 

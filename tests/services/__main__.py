@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from datalayer.errors import redact
 from tests.services.base import Running
 from tests.services.launcher import ENV_VARS, NAMES, ROOT, Launcher, load_state, save_state, stop
 from tests.services.process import ServiceError
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         print_env(state)
     elif args.command == "status":
         for name, running in state.items():
-            print(f"{name:9} {running.mode:9} {running.url}  pids={running.pids} log={running.log}")
+            url = redact(running.url)
+            print(f"{name:9} {running.mode:9} {url}  pids={running.pids} log={running.log}")
     else:
         for name in names:
             if name in state:

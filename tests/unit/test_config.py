@@ -583,6 +583,20 @@ def test_password_from_environment_not_in_error(
         ("mongodb://127.0.0.1:27017", "mongodb://127.0.0.1:27017"),
         ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
         ("no url here: a:b@c", "no url here: a:b@c"),
+        ("postgresql://u:pa ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:p@ss/w0rd@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        ("x 'redis://:a b c@r:1' y", "x 'redis://:***@r:1' y"),
+        (
+            "postgresql://h/db?user=u&password=hunter2&sslmode=disable",
+            "postgresql://h/db?user=u&password=***&sslmode=disable",
+        ),
+        ("127.0.0.1:6379,password=hunter2,db=0", "127.0.0.1:6379,password=***,db=0"),
+        ("host=h password='pa ss' dbname=d", "host=h password=*** dbname=d"),
+        (
+            "sasl.password=hunter2 rejected: authentication failed",
+            "sasl.password=*** rejected: authentication failed",
+        ),
     ],
 )
 def test_redact(text: str, expected: str) -> None:

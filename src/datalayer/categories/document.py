@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, TypeAdapter, field_validator
 
 from datalayer.errors import PayloadValidationError, QueryError
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, Target
 from datalayer.query import (
     Condition,
     SortKey,
@@ -34,7 +34,7 @@ from datalayer.query import (
     parse_filter,
     parse_sort,
 )
-from datalayer.validators import SqlIdentifier
+from datalayer.validators import CollectionName, SqlIdentifier
 
 
 class DocumentPattern(PatternConfig):
@@ -43,7 +43,7 @@ class DocumentPattern(PatternConfig):
     accessor: ClassVar[str] = "documents"
 
     category: Literal["document"]
-    collection: SqlIdentifier
+    collection: CollectionName
     key: SqlIdentifier
     indexes: list[str] = Field(default_factory=list)
 
@@ -62,8 +62,8 @@ class DocumentPattern(PatternConfig):
         for spec in self.indexes:
             yield "indexes", spec.lstrip("-")
 
-    def targets(self) -> list[tuple[str, str]]:
-        return [("collection", f"collection '{self.collection}'")]
+    def targets(self) -> list[Target]:
+        return [Target("collection", "collection", self.collection)]
 
 
 @dataclass(frozen=True)

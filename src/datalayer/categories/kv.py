@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from datalayer.errors import PayloadValidationError, QueryError
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, Target
 from datalayer.validators import Duration, parse_duration
 
 
@@ -37,8 +37,8 @@ class KeyValuePattern(PatternConfig):
     def key_prefix(self) -> str:
         return f"{self.prefix or self.name}:"
 
-    def targets(self) -> list[tuple[str, str]]:
-        return [("prefix", f"key prefix '{self.key_prefix}'")]
+    def targets(self) -> list[Target]:
+        return [Target("prefix", "key prefix", self.key_prefix)]
 
 
 class KVBackend(ABC):

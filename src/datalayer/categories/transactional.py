@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from pydantic import BaseModel, Field, field_validator
 
 from datalayer.errors import QueryError
-from datalayer.patterns import PatternConfig, validate_model
+from datalayer.patterns import PatternConfig, Target, validate_model
 from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
-from datalayer.validators import SqlIdentifier
+from datalayer.validators import SqlIdentifier, TableName
 
 if TYPE_CHECKING:
     from datalayer.migrations import Migrations
@@ -35,7 +35,7 @@ class TransactionalPattern(PatternConfig):
     accessor: ClassVar[str] = "transactional"
 
     category: Literal["transactional"]
-    table: SqlIdentifier
+    table: TableName
     key: list[SqlIdentifier] = Field(min_length=1)
     schema_: str = Field(alias="schema")
     indexes: list[SqlIdentifier] = Field(default_factory=list)
@@ -51,8 +51,8 @@ class TransactionalPattern(PatternConfig):
         for column in self.indexes:
             yield "indexes", column
 
-    def targets(self) -> list[tuple[str, str]]:
-        return [("table", f"table '{self.table}'")]
+    def targets(self) -> list[Target]:
+        return [Target("table", "table", self.table)]
 
 
 Key = Any  # a scalar for single-column keys, a tuple or mapping for composite keys

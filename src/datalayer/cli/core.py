@@ -57,7 +57,7 @@ def describe(config: ConfigOption = None, profile: ProfileOption = None) -> None
             pattern.store,
             f"{store.type} ({escape(store.target())})",
             escape(pattern.summary()),
-            pattern.schema_ or "-",
+            escape(pattern.schema_ or "-"),
         )
     console.print(table)
 
@@ -74,11 +74,11 @@ def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
         table.add_column("result")
         for result in results:
             text = (
-                "\n".join(result.actions)
+                escape("\n".join(result.actions))
                 if result.actions
                 else f"[yellow]skipped:[/] {escape(result.skipped)}"
             )
-            table.add_row(result.store, result.type, text)
+            table.add_row(escape(result.store), result.type, text)
         console.print(table)
 
 

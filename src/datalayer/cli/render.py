@@ -16,8 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from datalayer.errors import DataLayerError, MissingDriver, redact
 
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+#: No emoji codes: a key prefix such as ``a:b:`` must print as written, not as an emoji.
+console = Console(emoji=False)
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 
 ConfigOption = Annotated[
     Path | None,

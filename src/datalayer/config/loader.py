@@ -30,6 +30,10 @@ DEFAULT_PROFILE = "local"
 _ENV_REF = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
 YamlPath = tuple[str | int, ...]
+#: Values a registry may expand to (aliases counted each time they are used), and how deep it
+#: may nest: far beyond any real registry, far below what would exhaust memory or the stack.
+MAX_NODES = 100_000
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -130,7 +134,13 @@ class _Loader:
             ) from None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
+            if node is not None:
+                self.check_size(node)
             data = yaml.safe_load(text)
+        except RecursionError:
+            raise ConfigError(
+                f"the registry nests deeper than {MAX_DEPTH} levels", file=str(self.file)
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = " ".join(filter(None, [exc.context, exc.problem]))
@@ -149,6 +159,32 @@ class _Loader:
             )
         self.walk(node, ())
         return data
+
+    def check_size(self, root: yaml.Node) -> None:
+        """Refuse a document whose aliases expand past ``MAX_NODES`` values (an alias bomb) or
+        that nests deeper than ``MAX_DEPTH``, before anything walks it."""
+        seen = 0
+        stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+        while stack:
+            node, depth = stack.pop()
+            seen += 1
+            if seen > MAX_NODES or depth > MAX_DEPTH:
+                problem = (
+                    f"expands to more than {MAX_NODES:,} values (aliases repeated inside aliases?)"
+                    if seen > MAX_NODES
+                    else f"nests deeper than {MAX_DEPTH} levels"
+                )
+                mark = node.start_mark
+                raise ConfigError(
+                    f"the registry {problem}",
+                    file=str(self.file),
+                    line=mark.line + 1,
+                    column=mark.column + 1,
+                )
+            if isinstance(node, yaml.MappingNode):
+                stack.extend((child, depth + 1) for pair in node.value for child in pair)
+            elif isinstance(node, yaml.SequenceNode):
+                stack.extend((child, depth + 1) for child in node.value)
 
     def walk(self, node: yaml.Node, path: YamlPath) -> None:
         """Record where each key sits and refuse duplicate keys (YAML would keep the last)."""
@@ -272,18 +308,37 @@ class _Loader:
         return pattern
 
     def check_targets(self, patterns: dict[str, PatternConfig]) -> None:
-        """Two patterns may not share a table, topic, collection or key prefix on one store."""
-        owners: dict[tuple[str, str], str] = {}
+        """Two patterns may not share a table, topic or collection on one store, even under
+        names the store folds together, nor key prefixes where one starts with the other
+        (one pattern would read the other's keys)."""
+        owners: dict[tuple[str, str, str], tuple[str, str]] = {}
+        prefixes: list[tuple[str, str, str]] = []
         for name, pattern in patterns.items():
-            for attribute, target in pattern.targets():
-                slot = (pattern.store, target)
+            for target in pattern.targets():
+                where = ("patterns", name, target.attribute)
+                if target.kind == "key prefix":
+                    for store, prefix, owner in prefixes:
+                        if store == pattern.store and (
+                            prefix.startswith(target.name) or target.name.startswith(prefix)
+                        ):
+                            raise self.error(
+                                f"{target.label} overlaps key prefix '{prefix}' of pattern "
+                                f"'{owner}' on store '{store}': one could read the other's "
+                                "keys; give each a prefix that does not start with the other",
+                                where,
+                            )
+                    prefixes.append((pattern.store, target.name, name))
+                    continue
+                slot = (pattern.store, target.kind, target.folded())
                 if slot in owners:
+                    owner, taken = owners[slot]
+                    alike = "" if taken == target.name else f" as '{taken}' (the store folds them)"
                     raise self.error(
-                        f"{target} on store '{pattern.store}' is already used by pattern "
-                        f"'{owners[slot]}'; each pattern needs its own",
-                        ("patterns", name, attribute),
+                        f"{target.label} on store '{pattern.store}' is already used by pattern "
+                        f"'{owner}'{alike}; each pattern needs its own",
+                        where,
                     )
-                owners[slot] = name
+                owners[slot] = (name, target.name)
 
     def validated(self, model: Any, data: Any, path: YamlPath, strip: str | None = None) -> Any:
         """Validate with pydantic; ``strip`` drops the union tag pydantic puts in front of locs."""

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, Target
 from datalayer.validators import Duration, FieldPath, TopicName
 
 
@@ -29,9 +29,9 @@ class StreamingPattern(PatternConfig):
         if self.key:
             yield "key", self.key
 
-    def targets(self) -> list[tuple[str, str]]:
+    def targets(self) -> list[Target]:
         topics = [("topic", self.topic), ("dead_letter", self.dead_letter)]
-        return [(attribute, f"topic '{topic}'") for attribute, topic in topics if topic]
+        return [Target(attribute, "topic", topic) for attribute, topic in topics if topic]
 
     def summary(self) -> str:
         return f"{super().summary()}, {self.partitions} partitions"

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from datalayer.categories.document import (
     DocumentBackend,
     DocumentCollection,
@@ -30,7 +32,7 @@ class EmbeddedDocumentsConfig(StoreConfig):
 
     type: Literal["embedded-documents"]
     path: str = ".datalayer/docs.db"
-    busy_timeout: float = 30.0
+    busy_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     def target(self) -> str:
         return self.path

@@ -31,8 +31,8 @@ class MongoDBConfig(StoreConfig):
     type: Literal["mongodb"]
     url: str = Field(pattern=r"^mongodb(\+srv)?://")
     database: str = Field(default="datalayer", pattern=r"^[A-Za-z0-9_-]{1,63}$")
-    server_selection_timeout_ms: int = Field(default=5000, ge=100)
-    socket_timeout_ms: int = Field(default=10000, ge=100)
+    server_selection_timeout_ms: int = Field(default=5000, ge=100, le=3_600_000)
+    socket_timeout_ms: int = Field(default=10000, ge=100, le=3_600_000)
 
     def target(self) -> str:
         return f"{redact(self.url)} db={self.database}"

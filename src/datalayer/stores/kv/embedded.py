@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
@@ -26,7 +28,7 @@ class EmbeddedKVConfig(StoreConfig):
 
     type: Literal["embedded-kv"]
     path: str = ".datalayer/kv.db"
-    busy_timeout: float = 30.0
+    busy_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     def target(self) -> str:
         return self.path

@@ -22,9 +22,9 @@ class RedisConfig(StoreConfig):
 
     type: Literal["redis"]
     url: str = Field(pattern=r"^rediss?://")
-    socket_timeout: float = Field(default=2.0, gt=0)
-    connect_timeout: float = Field(default=2.0, gt=0)
-    max_connections: int = Field(default=50, ge=1)
+    socket_timeout: float = Field(default=2.0, gt=0, le=3600)
+    connect_timeout: float = Field(default=2.0, gt=0, le=3600)
+    max_connections: int = Field(default=50, ge=1, le=100_000)
 
     def target(self) -> str:
         return redact(self.url)

@@ -24,8 +24,8 @@ class PostgresConfig(StoreConfig):
     url: str = Field(pattern=r"^postgres(ql)?(\+psycopg)?://")
     pool_size: int = Field(default=5, ge=1, le=200)
     max_overflow: int = Field(default=5, ge=0, le=200)
-    connect_timeout: float = Field(default=5.0, gt=0)
-    ping_after_idle: float = Field(default=1.0, ge=0)
+    connect_timeout: float = Field(default=5.0, gt=0, le=3600)
+    ping_after_idle: float = Field(default=1.0, ge=0, le=86_400)
     migrations: str | None = "migrations"
 
     def target(self) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import Field
 
 from datalayer.stores.base import StoreConfig
 from datalayer.stores.shared.paths import migrations_folder, resolve_path
@@ -17,7 +18,7 @@ class SQLiteConfig(StoreConfig):
 
     type: Literal["sqlite"]
     path: str = ".datalayer/local.db"
-    busy_timeout: float = 30.0
+    busy_timeout: float = Field(default=30.0, gt=0, le=3600)
     migrations: str | None = "migrations"
 
     def target(self) -> str:

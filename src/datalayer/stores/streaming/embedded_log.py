@@ -63,8 +63,8 @@ class EmbeddedLogConfig(StoreConfig):
     path: str = ".datalayer/events.db"
     session_timeout: Duration = timedelta(seconds=10)
     poll_interval: float = Field(default=0.05, gt=0, le=5)
-    max_message_bytes: int = Field(default=1_048_576, ge=1024)
-    busy_timeout: float = 30.0
+    max_message_bytes: int = Field(default=1_048_576, ge=1024, le=1_000_000_000)
+    busy_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     def target(self) -> str:
         return self.path

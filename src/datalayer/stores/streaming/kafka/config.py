@@ -29,11 +29,11 @@ class KafkaConfig(StoreConfig):
     type: Literal["kafka"]
     bootstrap_servers: str = Field(min_length=1)
     client_id: str = "datalayer"
-    delivery_timeout_ms: int = Field(default=30_000, ge=1000)
-    request_timeout_ms: int = Field(default=10_000, ge=500)
+    delivery_timeout_ms: int = Field(default=30_000, ge=1000, le=2_147_483_647)
+    request_timeout_ms: int = Field(default=10_000, ge=500, le=300_000)
     session_timeout: Duration = timedelta(seconds=10)
-    max_message_bytes: int = Field(default=1_000_000, ge=1024)
-    linger_ms: int = Field(default=5, ge=0)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024, le=999_000_000)
+    linger_ms: int = Field(default=5, ge=0, le=900_000)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     def target(self) -> str:
