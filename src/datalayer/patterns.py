@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import SchemaSerializer, SchemaValidator, core_schema
+from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator, core_schema
 
 from datalayer.errors import PayloadValidationError
 from datalayer.validators import Name
@@ -94,7 +95,11 @@ def validate_payload(pattern: str, schema: type[BaseModel] | None, payload: Any)
                 pattern, [("", f"expected a mapping, got {type(payload).__name__}")]
             )
         return dict(payload)
-    return validate_model(pattern, schema, payload).model_dump(mode="json")
+    model = validate_model(pattern, schema, payload)
+    try:
+        return model.model_dump(mode="json")
+    except PydanticSerializationError as exc:  # e.g. an object in a field typed Any
+        raise PayloadValidationError(pattern, [("", f"not JSON-serializable: {exc}")]) from exc
 
 
 def validate_model(pattern: str, schema: type[BaseModel], payload: Any) -> BaseModel:
@@ -169,6 +174,30 @@ def _has_code(node: Any) -> bool:
     if isinstance(node, list | tuple):
         return any(_has_code(v) for v in node)
     return False
+
+
+#: The integers every store holds exactly (64-bit signed).
+_INT64 = range(-(2**63), 2**63)
+
+
+def check_storable(pattern: str, value: Any, path: str = "") -> None:
+    """Refuse what some store would change or fail on: integers past 64 bits, NaN and
+    infinities (JSON has no such number; SQLite reads NaN back as NULL)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if value not in _INT64:
+            raise PayloadValidationError(pattern, [(path, "integer outside the 64-bit range")])
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
+    elif isinstance(value, Mapping | BaseModel):
+        items = value.items() if isinstance(value, Mapping) else iter(value)
+        for key, child in items:
+            check_storable(pattern, child, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, child in enumerate(value):
+            check_storable(pattern, child, f"{path}.{i}" if path else str(i))
 
 
 def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:

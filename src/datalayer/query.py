@@ -7,6 +7,7 @@ query language with bound parameters; nothing is ever evaluated as code.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,18 @@ from datalayer.validators import _FIELD_PATH
 
 #: Operators every store of the transactional and document categories supports.
 OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
+#: The integers every store holds exactly (64-bit signed: SQLite, PostgreSQL BIGINT, BSON).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_value(field: str, value: Any) -> Any:
+    """A filter value every store can compare: no integer past 64 bits, no NaN or infinity."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise QueryError(f"field '{field}': {value} is outside the 64-bit integer range")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise QueryError(f"field '{field}': {value} is not a number a filter can compare")
+    return value
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,9 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                     raise QueryError(f"'$in' on field '{field}' needs a list, got {value!r}")
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
-                conditions.append(Condition(field, op, list(value) if op == "$in" else value))
+                if op == "$in":
+                    value = [_check_value(field, v) for v in value]
+                conditions.append(Condition(field, op, _check_value(field, value)))
         elif isinstance(spec, Mapping):
             raise QueryError(
                 f"field '{field}': a filter compares values, not objects; "
@@ -67,7 +82,7 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                 f"({', '.join(OPERATORS)})"
             )
         else:
-            conditions.append(Condition(field, "$eq", spec))
+            conditions.append(Condition(field, "$eq", _check_value(field, spec)))
     return conditions
 
 
@@ -75,6 +90,8 @@ def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
     """``"-opened_at"`` or ``["service_id", "-opened_at"]``: a leading '-' sorts descending."""
     if sort is None:
         return []
+    if not isinstance(sort, str | Sequence):
+        raise QueryError(f"a sort is a field name or a list of them, got {sort!r}")
     items = [sort] if isinstance(sort, str) else list(sort)
     keys = []
     for item in items:
@@ -86,8 +103,10 @@ def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
 
 
 def check_limit(limit: int | None) -> int | None:
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise QueryError(f"limit must be a positive integer or None, got {limit!r}")
+    if limit is not None and (
+        not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INT64_MAX
+    ):
+        raise QueryError(f"limit must be a positive 64-bit integer or None, got {limit!r}")
     return limit
 
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, TypeAdapter, field_validator
 
 from datalayer.errors import PayloadValidationError, QueryError
-from datalayer.patterns import PatternConfig, Target
+from datalayer.patterns import PatternConfig, Target, check_storable
 from datalayer.query import (
     Condition,
     SortKey,
@@ -172,6 +172,7 @@ class DocumentCollection:
                 self.pattern.name, [(self.pattern.key, "the key field is required")]
             )
         check_field_names(self.pattern.name, body)
+        check_storable(self.pattern.name, body)
         return body
 
     def merged(self, current: dict[str, Any], *, update: DocumentUpdate) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.errors import PayloadValidationError, QueryError
+from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
 from datalayer.patterns import PatternConfig, Target
 from datalayer.validators import Duration, parse_duration
 
@@ -75,10 +75,23 @@ class KVNamespace:
     def mget(self, keys: Sequence[str]) -> list[Any]:
         full = [self.full_key(k) for k in keys]
         raw = self.backend.get_many(full) if full else []
-        return [None if item is None else json.loads(item) for item in raw]
+        return [
+            None if item is None else self.decode(key, item)
+            for key, item in zip(keys, raw, strict=True)
+        ]
 
     def delete(self, key: str) -> bool:
         return self.backend.delete(self.full_key(key))
+
+    def decode(self, key: str, raw: bytes) -> Any:
+        """A stored value; one another program wrote that is not JSON is a clear error."""
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise DataLayerError(
+                f"pattern '{self.pattern.name}': the value at key {key!r} is not JSON "
+                "(written by something other than datalayer?)"
+            ) from exc
 
     def ttl(self, key: str) -> float | None:
         """Seconds left for ``key``: None when it never expires; KeyError when missing."""
@@ -92,13 +105,15 @@ class KVNamespace:
         return self.pattern.key_prefix + key
 
     def encode(self, value: Any) -> bytes:
-        if self.pattern.schema_cls is None:
-            try:
-                return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-            except TypeError as exc:
-                raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
-        payload = self.pattern.validate_payload(value)
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        """The value as compact JSON (validated first when the pattern has a schema); NaN,
+        infinities and what JSON cannot hold are refused."""
+        if self.pattern.schema_cls is not None:
+            value = self.pattern.validate_payload(value)
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
+        return text.encode()
 
     def ttl_for(self, ttl: Any) -> float | None:
         if ttl is not None:

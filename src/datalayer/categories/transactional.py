@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from pydantic import BaseModel, Field, field_validator
 
 from datalayer.errors import QueryError
-from datalayer.patterns import PatternConfig, Target, validate_model
+from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
 from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
 from datalayer.validators import SqlIdentifier, TableName
 
@@ -107,13 +107,19 @@ class TransactionalTable:
         return self.backend.get(self.key_values(key))
 
     def put(self, row: Any) -> None:
-        self.backend.upsert([validate_model(self.pattern.name, self.schema, row)])
+        self.backend.upsert([self.validated(row)])
 
     def put_many(self, rows: Iterable[Any]) -> int:
-        models = [validate_model(self.pattern.name, self.schema, row) for row in rows]
+        models = [self.validated(row) for row in rows]
         if models:
             self.backend.upsert(models)
         return len(models)
+
+    def validated(self, row: Any) -> BaseModel:
+        """The row as its schema's model, checked to hold only values every store keeps."""
+        model = validate_model(self.pattern.name, self.schema, row)
+        check_storable(self.pattern.name, model)
+        return model
 
     def delete(self, key: Key) -> bool:
         return self.backend.delete(self.key_values(key))

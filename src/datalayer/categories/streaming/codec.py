@@ -14,7 +14,7 @@ from datalayer.categories.streaming.pattern import StreamingPattern
 from datalayer.errors import PayloadValidationError
 from datalayer.patterns import DictCodec, dict_codec, validate_model, validate_payload
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: Events validated per pydantic call by ``EventCodec.encode_many``.
 _SLICE = 64
 _TO_JSON: TypeAdapter[Any] = TypeAdapter(Any)
@@ -52,7 +52,10 @@ class EventCodec:
             body = self._to_json(value)
         else:
             value = validate_payload(self._name, None, event)
-            body = _JSON.encode(value).encode()
+            try:
+                body = _JSON.encode(value).encode()
+            except (TypeError, ValueError) as exc:  # NaN, infinity, or no JSON form at all
+                raise PayloadValidationError(self._name, [("", str(exc))]) from exc
         if key is None and self._key_path:
             key = self._key_text(self._key_value(value))
         return OutgoingRecord(key=key, value=body)

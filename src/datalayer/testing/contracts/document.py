@@ -193,3 +193,29 @@ class DocumentContract(Contract):
         dl.apply()
         dl.apply()
         assert dl.documents("notes").count() == 1
+
+    def test_values_no_store_keeps_exactly_are_refused_before_writing(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        free.put({"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}})
+        assert free.get("big") == {"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}}
+        for bad in (2**63, float("nan"), float("inf"), float("-inf")):
+            with pytest.raises(PayloadValidationError):
+                free.put({"id": "bad", "nested": {"list": [1, bad]}})
+            with pytest.raises(PayloadValidationError):
+                free.update("big", set={"n": bad})
+        assert free.get("bad") is None
+        assert free.get("big") == {"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}}
+
+    def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        free.put({"id": "a", "n": 1})
+        for call in (
+            lambda: free.find(sort=7),  # type: ignore[arg-type]
+            lambda: free.find(limit=2**63),
+            lambda: free.find({"n": 10**30}),
+            lambda: free.count({"n": {"$in": [1, 2**64]}}),
+            lambda: free.find({"n": float("inf")}),
+        ):
+            with pytest.raises(QueryError):
+                call()
+        assert free.find({"n": 1}, limit=2**63 - 1) == [{"id": "a", "n": 1}]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from datalayer import DataLayer, PayloadValidationError, QueryError
+from datalayer import DataLayer, DataLayerError, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
 
 PATTERNS = {
@@ -94,3 +94,16 @@ class KeyValueContract(Contract):
         assert dl.kv("other").get("shared") == "from other"
         dl.kv("cache").delete("shared")
         assert dl.kv("other").get("shared") == "from other"
+
+    def test_values_json_cannot_hold_are_refused(self, dl: DataLayer) -> None:
+        cache = dl.kv("cache")
+        for bad in (float("nan"), float("inf"), {"x": [float("-inf")]}, object(), {1j: 1}):
+            with pytest.raises(PayloadValidationError):
+                cache.set("bad", bad)
+        assert cache.get("bad") is None
+
+    def test_a_value_another_program_wrote_is_a_clear_error(self, dl: DataLayer) -> None:
+        cache = dl.kv("cache")
+        cache.backend.set(cache.full_key("foreign"), b"\xff\x00 not json", None)
+        with pytest.raises(DataLayerError, match="not JSON"):
+            cache.get("foreign")

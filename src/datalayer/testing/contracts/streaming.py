@@ -373,3 +373,15 @@ class StreamingContract(Contract):
         assert [
             m.value["seq"] for m in self.drain(dl, None, start="earliest") if m.key != "probe"
         ] == [0]
+
+    def test_events_json_cannot_hold_are_refused_before_sending(
+        self, open_layer: OpenLayer
+    ) -> None:
+        stream = open_layer({"raw": {"topic": "raw", "partitions": 2}}).stream("raw")
+        before = stream.end_offsets()
+        for bad in ({"x": float("inf")}, {"x": [float("nan")]}, {"x": object()}):
+            with pytest.raises(PayloadValidationError):
+                stream.publish(bad)
+            with pytest.raises(PayloadValidationError):
+                stream.publish_many([{"x": 1}, bad])
+        assert stream.end_offsets() == before

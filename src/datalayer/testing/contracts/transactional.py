@@ -197,3 +197,26 @@ class TransactionalContract(Contract):
         again = dl.apply()
         assert all("exists" in action for result in again for action in result.actions)
         assert dl.transactional("items").count() == 1
+
+    def test_values_no_store_keeps_exactly_are_refused_before_writing(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1, quantity=2**63 - 1))
+        assert items.get("i001")["quantity"] == 2**63 - 1  # type: ignore[index]
+        for bad in (2**63, -(2**63) - 1, 10**30):
+            with pytest.raises(PayloadValidationError, match="quantity"):
+                items.put_many([item(2), item(3, quantity=bad)])
+        assert items.count() == 1
+
+    def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1))
+        for call in (
+            lambda: items.query(order_by=7),  # type: ignore[arg-type]
+            lambda: items.query(limit=2**63),
+            lambda: items.query({"quantity": 10**30}),
+            lambda: items.query({"quantity": {"$in": [1, -(2**64)]}}),
+            lambda: items.count({"price": float("nan")}),
+        ):
+            with pytest.raises(QueryError):
+                call()
+        assert items.query({"quantity": 2**63 - 1}, limit=2**63 - 1) == []
