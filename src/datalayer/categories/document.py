@@ -2,7 +2,8 @@
 
 Guarantees every implementation keeps:
 - ``put`` upserts the whole document by its key field; with a schema it is validated first and
-  nothing is written when it fails.
+  nothing is written when it fails. An integer past 64 bits, NaN or infinity anywhere in it is
+  refused the same way, so every store keeps what it was given.
 - ``update`` applies ``set`` (dotted paths), ``unset`` and ``push`` (append to a list)
   atomically; with a schema the updated document is validated before it is written.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``

@@ -4,6 +4,7 @@ Guarantees every implementation keeps:
 - ``put`` is an upsert by primary key; ``put_many`` writes all rows or none.
 - Every row is validated against the pattern's schema before anything is written; a row that
   fails raises ``PayloadValidationError`` naming the field, and nothing of the call is written.
+  So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity.
 - Inside ``transaction()`` every operation on any pattern of the same store shares one database
   transaction: it commits when the block ends and rolls back entirely if the block raises.
 - ``query`` takes the shared filter language (equality, ``$in``, ``$gt/$gte/$lt/$lte``,
