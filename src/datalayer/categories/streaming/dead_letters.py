@@ -12,6 +12,16 @@ log = logging.getLogger(__name__)
 HEADER_ERROR = "x-datalayer-error"
 HEADER_ATTEMPTS = "x-datalayer-attempts"
 HEADER_SOURCE = "x-datalayer-source"
+#: Bytes of error text a dead-letter copy carries: a message at the size limit still fits with
+#: its headers in the slack the stores allow above it (Kafka: 1 KiB), so it is never refused.
+ERROR_BYTES = 512
+
+
+def error_text(error: BaseException | str, limit: int = ERROR_BYTES) -> str:
+    """The error as header text, cut to ``limit`` UTF-8 bytes (never mid-character)."""
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    cut = text.encode()[:limit]
+    return cut.decode(errors="ignore")
 
 
 class DeadLetters:
@@ -37,9 +47,7 @@ class DeadLetters:
             return
         headers = {
             **record.headers,
-            HEADER_ERROR: f"{type(error).__name__}: {error}"[:2000]
-            if isinstance(error, BaseException)
-            else str(error)[:2000],
+            HEADER_ERROR: error_text(error),
             HEADER_ATTEMPTS: str(attempts),
             HEADER_SOURCE: f"{record.topic}/{record.partition}/{record.offset}",
         }

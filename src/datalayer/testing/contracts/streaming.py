@@ -385,3 +385,26 @@ class StreamingContract(Contract):
             with pytest.raises(PayloadValidationError):
                 stream.publish_many([{"x": 1}, bad])
         assert stream.end_offsets() == before
+
+    def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
+        self, dl: DataLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        stream = dl.stream("events")
+        limit = int(datalayer_store.get("max_message_bytes", 65536))
+        big = event(0, "dev-a", payload="")
+        big["payload"] = "x" * (limit - len(stream.encode(big).value))
+        assert len(stream.encode(big).value) == limit
+        stream.publish_many([big, event(1, "dev-a")])
+        handled: list[int] = []
+
+        def handler(message: Message) -> None:
+            if message.value["seq"] == 0:
+                raise RuntimeError("é" * 100_000)  # an error text far past any header limit
+            handled.append(message.value["seq"])
+
+        stats = stream.process(handler, "g1", idle_timeout=self.idle)
+        assert handled == [1] and stats.dead_lettered == 1
+        [dead] = list(stream.dead_letters())
+        assert dead.value == big
+        assert dead.headers[HEADER_ERROR].startswith("RuntimeError: éé")
+        assert len(dead.headers[HEADER_ERROR].encode()) <= 512
