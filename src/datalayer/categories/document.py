@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, TypeAdapter, field_validator
 
 from datalayer.errors import PayloadValidationError, QueryError
-from datalayer.patterns import PatternConfig, Target, check_storable
+from datalayer.patterns import PatternConfig, Target, check_storable, schema_has_field
 from datalayer.query import (
     Condition,
     SortKey,
@@ -135,10 +135,16 @@ class DocumentCollection:
     ) -> bool:
         """Partially update one document; False when no document has that key."""
         check_update(set, unset, push)
+        schema = self.pattern.schema_cls
         for path in [*(set or {}), *(unset or []), *(push or {})]:
             if path.split(".")[0] == self.pattern.key:
                 raise PayloadValidationError(
                     self.pattern.name, [(path, "the key cannot be updated")]
+                )
+            if schema is not None and not schema_has_field(schema, path):
+                raise PayloadValidationError(
+                    self.pattern.name,
+                    [(path, f"not a field of schema {schema.__name__}; nothing written")],
                 )
         update = DocumentUpdate(dict(set or {}), list(unset or []), dict(push or {}))
         return self.backend.update(str(key), update, partial(self.merged, update=update))

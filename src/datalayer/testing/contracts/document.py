@@ -219,3 +219,17 @@ class DocumentContract(Contract):
             with pytest.raises(QueryError):
                 call()
         assert free.find({"n": 1}, limit=2**63 - 1) == [{"id": "a", "n": 1}]
+
+    def test_update_of_a_field_outside_the_schema_is_refused(self, dl: DataLayer) -> None:
+        notes = dl.documents("notes")
+        notes.put(note(1))
+        before = notes.get("n01")
+        for update in (
+            {"set": {"unknown": 1}},
+            {"push": {"labels": "x"}},
+            {"unset": ["nothing_here"]},
+        ):
+            with pytest.raises(PayloadValidationError, match="not a field of schema Note"):
+                notes.update("n01", **update)
+        assert notes.get("n01") == before
+        assert notes.update("n01", set={"meta.anything.goes": 1})  # meta is a free-form dict
