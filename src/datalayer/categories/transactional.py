@@ -14,9 +14,11 @@ Guarantees every implementation keeps:
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, field_validator
@@ -111,8 +113,12 @@ class TransactionalTable:
         self.backend.upsert([self.validated(row)])
 
     def put_many(self, rows: Iterable[Any]) -> int:
+        """Upsert every row, all or none. Rows are written in key order, so two calls that
+        share keys lock them in the same order and never deadlock each other."""
         models = [self.validated(row) for row in rows]
         if models:
+            with contextlib.suppress(TypeError):  # keys of a type without an order
+                models.sort(key=attrgetter(*self.pattern.key))
             self.backend.upsert(models)
         return len(models)
 

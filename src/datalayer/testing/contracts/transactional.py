@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,3 +221,26 @@ class TransactionalContract(Contract):
             with pytest.raises(QueryError):
                 call()
         assert items.query({"quantity": 2**63 - 1}, limit=2**63 - 1) == []
+
+    def test_concurrent_put_many_on_shared_keys_never_deadlock(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        rows = [item(i) for i in range(150)]
+        failures: list[BaseException] = []
+
+        def writer(batch: list[dict[str, object]]) -> None:
+            try:
+                for _ in range(8):
+                    items.put_many(batch)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=writer, args=(order,))
+            for order in (rows, rows[::-1], rows[75:] + rows[:75])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not failures, failures
+        assert items.count() == 150
