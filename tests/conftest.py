@@ -48,6 +48,7 @@ SERVERS_BY_PARAM: dict[tuple[str, str], tuple[str, ...]] = {
     ("datalayer_store", "redis"): ("redis",),
     ("registry", "kafka"): ("kafka",),  # test_stream_processes.py STORES
     ("project", "postgres"): ("postgres",),  # test_migrations.py
+    ("sql_store", "postgres"): ("postgres",),  # test_sql_errors.py
     ("layer", "services"): SERVERS,  # test_features.py
     ("case", "pg"): ("postgres",),  # test_materialize_fast_path.py
 }

@@ -13,8 +13,10 @@ from datalayer.categories.streaming import (
 )
 from datalayer.errors import (
     ConfigError,
+    Conflict,
     DataLayerError,
     MissingDriver,
+    NotApplied,
     NotFound,
     PayloadValidationError,
     QueryError,
@@ -26,11 +28,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "DataLayer",
     "DataLayerError",
     "Delivery",
     "Message",
     "MissingDriver",
+    "NotApplied",
     "NotFound",
     "PayloadValidationError",
     "ProcessStats",

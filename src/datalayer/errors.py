@@ -92,6 +92,16 @@ class StoreUnavailable(DataLayerError):
     """A store cannot be reached right now; retrying later may succeed."""
 
 
+class NotApplied(NotFound):
+    """A table, topic or collection the registry declares is not on the store yet: run
+    ``datalayer apply``."""
+
+
+class Conflict(DataLayerError):
+    """A transaction lost to a concurrent one (deadlock, serialization failure) and was rolled
+    back whole; running it again may succeed."""
+
+
 class MissingDriver(DataLayerError, ImportError):
     """A store type needs a driver that is not installed; names the extra that brings it."""
 

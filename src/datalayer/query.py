@@ -17,6 +17,8 @@ from datalayer.validators import _FIELD_PATH
 
 #: Operators every store of the transactional and document categories supports.
 OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
+#: The most values one ``$in`` may list: every store takes this many bound values at once.
+MAX_IN = 10_000
 #: The integers every store holds exactly (64-bit signed: SQLite, PostgreSQL BIGINT, BSON).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -73,6 +75,11 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
                 if op == "$in":
+                    if len(value) > MAX_IN:
+                        raise QueryError(
+                            f"'$in' on field '{field}' has {len(value):,} values; "
+                            f"at most {MAX_IN:,} (query in batches)"
+                        )
                     value = [_check_value(field, v) for v in value]
                 conditions.append(Condition(field, op, _check_value(field, value)))
         elif isinstance(spec, Mapping):

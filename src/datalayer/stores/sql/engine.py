@@ -16,14 +16,14 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 
 from datalayer.categories.transactional import (
     TransactionalBackend,
     TransactionalPattern,
     TransactionalTable,
 )
-from datalayer.errors import DataLayerError, StoreUnavailable
+from datalayer.errors import Conflict, DataLayerError, NotApplied, StoreUnavailable
 from datalayer.migrations import Migrations, has_environment
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
@@ -73,6 +73,42 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
             dbapi_connection.rollback()  # leave no transaction open behind the ping
         except Exception as exc:
             raise DisconnectionError(str(exc)) from exc
+
+
+#: PostgreSQL SQLSTATEs (and their classes) by what they mean to a caller.
+_CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
+_NOT_APPLIED = {"42P01"}  # undefined table
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, shutdown or restart
+
+
+def classify(label: str, orig: BaseException, *, invalidated: bool = False) -> DataLayerError:
+    """One driver error (psycopg or sqlite3) as the datalayer error that says what to do.
+
+    The message is the driver's own primary text: never the statement, never its values."""
+    state = getattr(orig, "sqlstate", None) or ""
+    message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
+    if state in _CONFLICT:
+        return Conflict(f"{label}: the transaction was rolled back, run it again: {message}")
+    if state in _NOT_APPLIED or message.startswith("no such table"):
+        return NotApplied(f"{label}: {message}; run 'datalayer apply'")
+    if (
+        invalidated
+        or state.startswith(_UNAVAILABLE_CLASSES)
+        or (not state and isinstance(orig, _operational_errors()))
+    ):
+        return StoreUnavailable(f"{label} is unavailable: {message}")
+    return DataLayerError(f"{label}: {message}")
+
+
+def _operational_errors() -> tuple[type[BaseException], ...]:
+    """The drivers' "could not talk to the database" classes (psycopg's when installed)."""
+    import sqlite3
+
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.OperationalError,)
+    return (sqlite3.OperationalError, psycopg.OperationalError)
 
 
 class SQLStore(Store[TransactionalPattern, TransactionalTable]):
@@ -201,9 +237,8 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         except DataLayerError:
             raise
         except DBAPIError as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
-                raise StoreUnavailable(f"{self.label} is unavailable: {exc.orig}") from exc
-            raise DataLayerError(f"{self.label}: {exc.orig}") from exc
+            orig = exc.orig if exc.orig is not None else exc
+            raise classify(self.label, orig, invalidated=exc.connection_invalidated) from exc
         except SQLAlchemyError as exc:
             raise DataLayerError(f"{self.label}: {exc}") from exc
 

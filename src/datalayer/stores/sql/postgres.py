@@ -10,11 +10,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from pydantic import Field
 
-from datalayer.errors import DataLayerError, StoreUnavailable, redact
+from datalayer.errors import redact
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.stores.shared.paths import migrations_folder
 from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
-from datalayer.stores.sql.engine import SQLStore, SQLTable, ping_when_idle
+from datalayer.stores.sql.engine import SQLStore, SQLTable, classify, ping_when_idle
 
 
 class PostgresConfig(StoreConfig):
@@ -107,9 +107,9 @@ class PostgresStore(SQLStore):
             except psycopg.OperationalError as exc:
                 self._forget()  # a dead connection (server restarted?): try once more, anew
                 if attempt == 2:
-                    raise StoreUnavailable(f"{self.label} is unavailable: {exc}") from exc
+                    raise classify(self.label, exc) from exc
             except psycopg.Error as exc:
-                raise DataLayerError(f"{self.label}: {exc}") from exc
+                raise classify(self.label, exc) from exc
         if row is None:
             return None
         return {

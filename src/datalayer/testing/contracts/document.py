@@ -215,6 +215,7 @@ class DocumentContract(Contract):
             lambda: free.find({"n": 10**30}),
             lambda: free.count({"n": {"$in": [1, 2**64]}}),
             lambda: free.find({"n": float("inf")}),
+            lambda: free.find({"n": {"$in": list(range(10_001))}}),
         ):
             with pytest.raises(QueryError):
                 call()
