@@ -208,3 +208,25 @@ def test_describe_prints_names_as_written(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["describe", "--config", str(file)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "key prefix 'x:b:'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"no.such.thing": 1}, 'No such configuration property: "no.such.thing"'),
+        ({"linger.ms": "soon"}, "Invalid value for configuration property"),
+    ],
+)
+def test_kafka_options_librdkafka_refuses_are_refused_at_load(
+    tmp_path: Path, options: dict[str, Any], expected: str
+) -> None:
+    kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:1", "options": options}
+    err = refused(with_patterns(tmp_path, {}, extra=kafka))
+    assert err.path == "profiles.local.extra.options"
+    assert expected in err.message
+
+
+def test_kafka_options_librdkafka_takes_load(tmp_path: Path) -> None:
+    options = {"acks": "all", "fetch.min.bytes": 10, "compression.type": "lz4"}
+    kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:1", "options": options}
+    assert load(with_patterns(tmp_path, {}, extra=kafka), "local").stores["extra"]

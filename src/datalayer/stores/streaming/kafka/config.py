@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from datalayer.categories.streaming import StreamingPattern
 from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
@@ -36,6 +36,23 @@ class KafkaConfig(StoreConfig):
     linger_ms: int = Field(default=5, ge=0, le=900_000)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
+    @field_validator("options")
+    @classmethod
+    def _librdkafka_takes_them(
+        cls, options: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        """Check each setting's name and value with librdkafka itself, at load (``validate``)
+        rather than when the first client starts; a client with no broker connects nowhere."""
+        try:
+            from confluent_kafka import KafkaException, Producer
+        except ImportError:  # the loader names the missing extra before this matters
+            return options
+        try:
+            Producer({**options, "bootstrap.servers": "", "log_level": 0})
+        except KafkaException as exc:
+            raise ValueError(exc.args[0].str() if exc.args else str(exc)) from None
+        return options
+
     def target(self) -> str:
         return self.bootstrap_servers
 
@@ -51,7 +68,9 @@ class KafkaConfig(StoreConfig):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "socket.timeout.ms": self.request_timeout_ms,
-            "log_level": 3,
+            # librdkafka's own log lines (dozens while a broker is down) stay off the terminal:
+            # failures surface as exceptions. ``options: {log_level: 7}`` brings them back.
+            "log_level": 0,
             **self.options,
             **extra,
         }
