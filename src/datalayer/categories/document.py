@@ -6,6 +6,9 @@ Guarantees every implementation keeps:
   refused the same way, so every store keeps what it was given.
 - ``update`` applies ``set`` (dotted paths), ``unset`` and ``push`` (append to a list)
   atomically; with a schema the updated document is validated before it is written.
+- Values are stored in one form on every store: JSON values, with datetimes as the UTC instant
+  to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
+  and sorts compare instants whatever offset or precision a datetime was written with.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
   and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
@@ -18,14 +21,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, TypeAdapter, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
+from pydantic_core import PydanticSerializationError
 
 from datalayer.errors import PayloadValidationError, QueryError
-from datalayer.patterns import PatternConfig, Target, check_storable, schema_has_field
+from datalayer.patterns import (
+    PatternConfig,
+    Target,
+    check_storable,
+    schema_has_field,
+    validate_model,
+)
 from datalayer.query import (
     Condition,
     SortKey,
@@ -172,8 +182,23 @@ class DocumentCollection:
         ]
 
     def prepare(self, doc: Any) -> dict[str, Any]:
-        """Validate a whole document and check its key and field names."""
-        body = self.pattern.validate_payload(doc)
+        """Validate a whole document, check its key and field names, and put it in stored
+        form (``stored_value``)."""
+        schema = self.pattern.schema_cls
+        if schema is not None:
+            python: Any = validate_model(self.pattern.name, schema, doc).model_dump()
+        elif isinstance(doc, BaseModel):
+            python = doc.model_dump()
+        elif isinstance(doc, Mapping):
+            python = dict(doc)
+        else:
+            raise PayloadValidationError(
+                self.pattern.name, [("", f"expected a mapping, got {type(doc).__name__}")]
+            )
+        try:
+            body: dict[str, Any] = stored_value(python)
+        except (PydanticSerializationError, ValueError) as exc:
+            raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
         if body.get(self.pattern.key) in (None, ""):
             raise PayloadValidationError(
                 self.pattern.name, [(self.pattern.key, "the key field is required")]
@@ -192,13 +217,33 @@ class DocumentCollection:
 _JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
 
 
+def utc_text(value: datetime) -> str:
+    """A datetime as documents store it: the UTC instant with microseconds, ending in ``Z``
+    (a naive one is read as UTC). Every such text has one length, so comparing and sorting
+    the texts compares the instants, whatever offset or precision they were written with."""
+    at = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stored_value(value: Any) -> Any:
+    """A document value in stored form, the same on every store: JSON values, datetimes as
+    ``utc_text``, dates as ISO text, anything else as pydantic writes it in JSON."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, Mapping):
+        return {key: stored_value(child) for key, child in value.items()}
+    if isinstance(value, list | tuple):
+        return [stored_value(child) for child in value]
+    return _JSON_VALUE.dump_python(value, mode="json")
+
+
 def stored_form(value: Any) -> Any:
-    """A filter value as documents store it (their schema's JSON form: dates as strings)."""
-    if isinstance(value, datetime | date):
-        return _JSON_VALUE.dump_python(value, mode="json")
+    """A filter value as documents store it (``stored_value``: datetimes as UTC text)."""
     if isinstance(value, dict | list):
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
-    return value
+    return stored_value(value)
 
 
 def check_field_names(pattern: str, value: Any, path: str = "") -> None:

@@ -234,3 +234,25 @@ class DocumentContract(Contract):
                 notes.update("n01", **update)
         assert notes.get("n01") == before
         assert notes.update("n01", set={"meta.anything.goes": 1})  # meta is a free-form dict
+
+    def test_datetimes_compare_and_sort_as_instants(self, dl: DataLayer) -> None:
+        notes, free = dl.documents("notes"), dl.documents("free")
+        written = {  # id: when, each written with another offset or precision
+            "ist": "2026-03-01T12:00:00+05:30",  # 06:30:00 UTC
+            "half": "2026-03-01T06:30:00.5Z",
+            "seven": "2026-03-01T07:00:00+00:00",
+            "naive": "2026-03-01T06:00:00",  # read as UTC
+        }
+        for name, when in written.items():
+            notes.put(note(0, note_id=name, created_at=when))
+            free.put({"id": name, "at": datetime.fromisoformat(when.replace("Z", "+00:00"))})
+        after = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
+        for docs, key, field in ((notes, "note_id", "created_at"), (free, "id", "at")):
+            assert [d[key] for d in docs.find(sort=field)] == ["naive", "ist", "half", "seven"]
+            assert [d[key] for d in docs.find({field: {"$gt": after}}, sort=field)] == [
+                "half",
+                "seven",
+            ]
+            assert [d[key] for d in docs.find({field: after})] == ["ist"]
+        assert notes.get("ist")["created_at"] == "2026-03-01T06:30:00.000000Z"  # type: ignore[index]
+        assert free.get("half") == {"id": "half", "at": "2026-03-01T06:30:00.500000Z"}
