@@ -44,6 +44,13 @@ class DataLayerError(Exception):
     def message(self) -> str:
         return str(self.args[0])
 
+    @property
+    def orig(self) -> BaseException | None:
+        """The driver's own exception behind this one (through SQLAlchemy's wrapper), if any."""
+        cause = self.__cause__
+        inner = getattr(cause, "orig", None)
+        return inner if isinstance(inner, BaseException) else cause
+
 
 class ConfigError(DataLayerError):
     """The registry file is invalid: names the file, the YAML path and what would be valid."""

@@ -48,6 +48,7 @@ def test_a_table_never_applied_says_to_apply(tmp_path: Path, sql_store: dict[str
             with pytest.raises(NotApplied, match="run 'datalayer apply'") as info:
                 call()
             message = str(info.value)
+            assert type(info.value.orig).__module__.split(".")[0] in ("sqlite3", "psycopg")
             assert SECRET not in message
             for sql in ("SELECT", "INSERT", "LINE 1"):
                 assert sql not in message.upper()
@@ -92,5 +93,6 @@ def test_a_deadlock_between_transactions_is_a_conflict(
             thread.join(timeout=60)
         assert len(errors) == 1, errors
         assert isinstance(errors[0], Conflict), errors[0]
+        assert type(errors[0].orig).__name__ == "DeadlockDetected"
         assert "run it again" in str(errors[0])
         assert {r["amount"] for r in ledger.query()} == {1.0}
