@@ -30,7 +30,7 @@ from datalayer.categories.streaming import (
     StreamingPattern,
 )
 from datalayer.categories.streaming.backend import partition_of, refuse_oversized
-from datalayer.errors import DataLayerError, NotFound
+from datalayer.errors import DataLayerError, NotApplied
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -130,7 +130,7 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
                     "SELECT partitions FROM topics WHERE name = ?", (topic,)
                 ).fetchone()
             if row is None:
-                raise NotFound(
+                raise NotApplied(
                     f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
                 )
             self._partition_counts[topic] = int(row[0])

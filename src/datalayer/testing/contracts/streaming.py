@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from datalayer import DataLayer, DataLayerError, PayloadValidationError
+import datalayer
+from datalayer import DataLayer, DataLayerError, NotApplied, PayloadValidationError
 from datalayer.categories.streaming import (
     HEADER_ATTEMPTS,
     HEADER_ERROR,
@@ -20,6 +23,7 @@ from datalayer.categories.streaming import (
 )
 from datalayer.testing.contracts.base import Contract, OpenLayer
 from datalayer.testing.contracts.schemas import Event
+from datalayer.testing.registry import write_registry
 
 EVENTS = {
     "topic": "events",
@@ -408,3 +412,21 @@ class StreamingContract(Contract):
         assert dead.value == big
         assert dead.headers[HEADER_ERROR].startswith("RuntimeError: éé")
         assert len(dead.headers[HEADER_ERROR].encode()) <= 512
+
+    def test_a_topic_never_applied_says_to_apply(
+        self, datalayer_store: dict[str, Any], tmp_path: Path
+    ) -> None:
+        topic = f"never_applied_{uuid.uuid4().hex[:8]}"
+        pattern = {"category": "streaming", "store": "main", "topic": topic}
+        folder = tmp_path / "unapplied"
+        folder.mkdir()
+        file = write_registry(folder, {"test": {"main": datalayer_store}}, {"never": pattern})
+        with datalayer.open(file, profile="test") as dl:
+            stream = dl.stream("never")
+            for call in (
+                lambda: stream.publish({"x": 1}),
+                lambda: stream.end_offsets(),
+                lambda: list(stream.consume("g", max_messages=1, idle_timeout=1.0)),
+            ):
+                with pytest.raises(NotApplied, match="run 'datalayer apply'"):
+                    call()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from datalayer.categories.streaming import StreamingPattern
-from datalayer.errors import DataLayerError, NotFound, StoreUnavailable
+from datalayer.errors import DataLayerError, NotApplied, StoreUnavailable
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.validators import Duration
 
@@ -110,7 +110,7 @@ class TopicAdmin:
                 metadata = self.client.list_topics(topic=topic, timeout=self.timeout)
             described = metadata.topics.get(topic)
             if described is None or described.error is not None or not described.partitions:
-                raise NotFound(
+                raise NotApplied(
                     f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
                 )
             self._partitions[topic] = len(described.partitions)
