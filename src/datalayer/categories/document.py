@@ -18,6 +18,7 @@ Guarantees every implementation keeps:
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ from datalayer.query import (
     parse_sort,
 )
 from datalayer.validators import CollectionName, SqlIdentifier
+
+#: The largest document, as JSON text, every store takes (MongoDB refuses BSON past 16 MiB).
+MAX_DOCUMENT_BYTES = 15 * 2**20
 
 
 class DocumentPattern(PatternConfig):
@@ -205,6 +209,12 @@ class DocumentCollection:
             )
         check_field_names(self.pattern.name, body)
         check_storable(self.pattern.name, body)
+        size = len(json.dumps(body, ensure_ascii=False).encode())
+        if size > MAX_DOCUMENT_BYTES:
+            raise PayloadValidationError(
+                self.pattern.name,
+                [("", f"document of {size:,} bytes; at most {MAX_DOCUMENT_BYTES:,} as JSON")],
+            )
         return body
 
     def merged(self, current: dict[str, Any], *, update: DocumentUpdate) -> dict[str, Any]:

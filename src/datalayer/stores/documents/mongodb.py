@@ -56,10 +56,11 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
 
     def errors(self) -> AbstractContextManager[None]:
         """pymongo's errors as datalayer's, naming this store."""
+        from bson.errors import BSONError
         from pymongo import errors
 
         unavailable = (errors.ConnectionFailure, errors.ServerSelectionTimeoutError)
-        return classified(self.label, unavailable, (errors.PyMongoError,))
+        return classified(self.label, unavailable, (errors.PyMongoError, BSONError))
 
     def handle(self, pattern: DocumentPattern) -> DocumentCollection:
         return DocumentCollection(pattern, MongoCollection(pattern.collection, self))

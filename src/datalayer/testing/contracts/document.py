@@ -256,3 +256,11 @@ class DocumentContract(Contract):
             assert [d[key] for d in docs.find({field: after})] == ["ist"]
         assert notes.get("ist")["created_at"] == "2026-03-01T06:30:00.000000Z"  # type: ignore[index]
         assert free.get("half") == {"id": "half", "at": "2026-03-01T06:30:00.500000Z"}
+
+    def test_a_document_past_the_size_every_store_takes_is_refused(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        with pytest.raises(PayloadValidationError, match="at most 15,728,640"):
+            free.put({"id": "huge", "text": "x" * (16 * 2**20)})
+        assert free.get("huge") is None
+        free.put({"id": "large", "text": "x" * (2**20)})
+        assert len(free.get("large")["text"]) == 2**20  # type: ignore[index]
