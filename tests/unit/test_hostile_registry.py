@@ -230,3 +230,20 @@ def test_kafka_options_librdkafka_takes_load(tmp_path: Path) -> None:
     options = {"acks": "all", "fetch.min.bytes": 10, "compression.type": "lz4"}
     kafka = {"type": "kafka", "bootstrap_servers": "127.0.0.1:1", "options": options}
     assert load(with_patterns(tmp_path, {}, extra=kafka), "local").stores["extra"]
+
+
+def test_every_cli_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from datalayer.cli.render import reports_errors
+    from datalayer.errors import DataLayerError
+
+    def failing(error: Exception) -> None:
+        raise error
+
+    for error in (DataLayerError("first\nDETAIL:  second\n  third"), ValueError("a\nb")):
+        with pytest.raises(typer.Exit):
+            reports_errors(failing)(error)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "first DETAIL: second third" in lines[0] or "ValueError: a b" in lines[0]

@@ -42,6 +42,11 @@ ProfileOption = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def one_line(text: str) -> str:
+    """A message on one line: a driver's multi-line detail folded into it."""
+    return " ".join(text.split())
+
+
 def reports_errors(command: F) -> F:
     """Print any error as one clear line on stderr and exit non-zero, never a traceback."""
 
@@ -52,7 +57,9 @@ def reports_errors(command: F) -> F:
         except DataLayerError as exc:
             # A missing driver is named as such: it is fixed by an install, not by the registry.
             kind = "MissingDriver: " if isinstance(exc, MissingDriver) else ""
-            err_console.print(f"[bold red]error:[/] {kind}{escape(str(exc))}", highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {kind}{escape(one_line(str(exc)))}", highlight=False
+            )
             raise typer.Exit(1) from None
         except typer.Exit:
             raise
@@ -63,7 +70,8 @@ def reports_errors(command: F) -> F:
             if os.environ.get("DATALAYER_DEBUG"):
                 raise
             err_console.print(
-                f"[bold red]internal error:[/] {escape(redact(f'{type(exc).__name__}: {exc}'))} "
+                f"[bold red]internal error:[/] "
+                f"{escape(one_line(redact(f'{type(exc).__name__}: {exc}')))} "
                 "(set DATALAYER_DEBUG=1 for the traceback)",
                 highlight=False,
             )
