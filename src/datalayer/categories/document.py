@@ -186,8 +186,8 @@ class DocumentCollection:
         ]
 
     def prepare(self, doc: Any) -> dict[str, Any]:
-        """Validate a whole document, check its key and field names, and put it in stored
-        form (``stored_value``)."""
+        """Validate a whole document, check its key, and put it in stored form
+        (``stored_document``: field names and values checked on the way)."""
         schema = self.pattern.schema_cls
         if schema is not None:
             python: Any = validate_model(self.pattern.name, schema, doc).model_dump()
@@ -199,16 +199,11 @@ class DocumentCollection:
             raise PayloadValidationError(
                 self.pattern.name, [("", f"expected a mapping, got {type(doc).__name__}")]
             )
-        try:
-            body: dict[str, Any] = stored_value(python)
-        except (PydanticSerializationError, ValueError) as exc:
-            raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
-        if body.get(self.pattern.key) in (None, ""):
+        if python.get(self.pattern.key) in (None, ""):
             raise PayloadValidationError(
                 self.pattern.name, [(self.pattern.key, "the key field is required")]
             )
-        check_field_names(self.pattern.name, body)
-        check_storable(self.pattern.name, body)
+        body: dict[str, Any] = stored_document(self.pattern.name, python)
         size = len(json.dumps(body, ensure_ascii=False).encode())
         if size > MAX_DOCUMENT_BYTES:
             raise PayloadValidationError(
@@ -236,17 +231,38 @@ def utc_text(value: datetime) -> str:
 
 
 def stored_value(value: Any) -> Any:
-    """A document value in stored form, the same on every store: JSON values, datetimes as
-    ``utc_text``, dates as ISO text, anything else as pydantic writes it in JSON."""
+    """A value in stored form, the same on every store: JSON values as they are, datetimes as
+    ``utc_text``, anything else (dates, decimals, UUIDs...) as pydantic writes it in JSON."""
     if value is None or isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, datetime):
         return utc_text(value)
-    if isinstance(value, Mapping):
-        return {key: stored_value(child) for key, child in value.items()}
-    if isinstance(value, list | tuple):
-        return [stored_value(child) for child in value]
     return _JSON_VALUE.dump_python(value, mode="json")
+
+
+def stored_document(pattern: str, value: Any, path: str = "") -> Any:
+    """A document in stored form, checked in the same walk: field names MongoDB accepts (no
+    leading ``$``, no ``.`` or NUL) and values every store keeps (``check_storable``)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for name, child in value.items():
+            here = f"{path}.{name}" if path else str(name)
+            if not isinstance(name, str) or name.startswith("$") or "." in name or "\x00" in name:
+                raise PayloadValidationError(
+                    pattern, [(here, "field names may not start with '$' or contain '.' or NUL")]
+                )
+            out[name] = stored_document(pattern, child, here)
+        return out
+    if isinstance(value, list | tuple):
+        return [stored_document(pattern, child, f"{path}.{i}") for i, child in enumerate(value)]
+    try:
+        stored = stored_value(value)
+    except PydanticSerializationError as exc:
+        raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
+    if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
+        return stored_document(pattern, stored, path)
+    check_storable(pattern, stored, path)
+    return stored
 
 
 def stored_form(value: Any) -> Any:
@@ -254,18 +270,3 @@ def stored_form(value: Any) -> Any:
     if isinstance(value, dict | list):
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
     return stored_value(value)
-
-
-def check_field_names(pattern: str, value: Any, path: str = "") -> None:
-    """Reject field names MongoDB forbids: a leading ``$``, a ``.`` or a NUL, at any depth."""
-    if isinstance(value, Mapping):
-        for name, child in value.items():
-            here = f"{path}.{name}" if path else str(name)
-            if not isinstance(name, str) or name.startswith("$") or "." in name or "\x00" in name:
-                raise PayloadValidationError(
-                    pattern, [(here, "field names may not start with '$' or contain '.' or NUL")]
-                )
-            check_field_names(pattern, child, here)
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            check_field_names(pattern, child, f"{path}.{i}")

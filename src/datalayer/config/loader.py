@@ -132,11 +132,12 @@ class _Loader:
                 f"the registry is not valid UTF-8 (byte {exc.start}: {exc.reason})",
                 file=str(self.file),
             ) from None
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader(text)
+        try:  # one parse: the node tree is checked, walked for marks, then made into values
+            node = loader.get_single_node()
             if node is not None:
                 self.check_size(node)
-            data = yaml.safe_load(text)
+            data = loader.construct_document(node) if node is not None else None
         except RecursionError:
             raise ConfigError(
                 f"the registry nests deeper than {MAX_DEPTH} levels", file=str(self.file)
@@ -152,6 +153,8 @@ class _Loader:
             ) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"invalid YAML: {exc}", file=str(self.file)) from None
+        finally:
+            loader.dispose()
         if node is None or not isinstance(data, dict):
             raise ConfigError(
                 "the registry must be a mapping with keys version, profiles and patterns",

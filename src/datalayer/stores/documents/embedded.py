@@ -78,8 +78,7 @@ class EmbeddedDocumentsStore(Store[DocumentPattern, DocumentCollection]):
         return done
 
     def ping(self) -> None:
-        with self.db.read() as conn:
-            conn.execute("SELECT 1").fetchone()
+        self.db.ping()
 
     def close(self) -> None:
         self.db.close()

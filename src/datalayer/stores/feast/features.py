@@ -40,8 +40,8 @@ class FeastFeatures(FeatureBackend):
         paths are on; else Feast's read."""
         from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
 
-        client = self.store.redis_client()
-        if client is not None and self.store.fast_paths():
+        client = self.store.fast_redis()
+        if client is not None:
             return RedisOnlineRead(self, client)
         return FeastOnlineRead(self)
 
@@ -62,8 +62,8 @@ class FeastFeatures(FeatureBackend):
         paths are on; else Feast's materialize."""
         from datalayer.stores.feast.materialize import FeastMaterializer, RedisMaterializer
 
-        client = self.store.redis_client()
-        if client is not None and self.store.fast_paths():
+        client = self.store.fast_redis()
+        if client is not None:
             return RedisMaterializer(self, client)
         return FeastMaterializer(self)
 

@@ -192,6 +192,12 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
                 self._redis = redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
             return self._redis
 
+    def fast_redis(self) -> Any:
+        """The client of the fast online read and materializer: the online store's Redis
+        when it is Redis and the fast paths are on, else None (Feast's own paths)."""
+        client = self.redis_client()
+        return client if client is not None and self.fast_paths() else None
+
     @contextlib.contextmanager
     def redis_errors(self) -> Iterator[None]:
         import redis

@@ -52,8 +52,7 @@ class EmbeddedKVStore(Store[KeyValuePattern, KVNamespace]):
         return [f"key prefix '{p.key_prefix}' ready" for p in patterns]
 
     def ping(self) -> None:
-        with self.db.read() as conn:
-            conn.execute("SELECT 1").fetchone()
+        self.db.ping()
 
     def close(self) -> None:
         self.db.close()

@@ -57,6 +57,11 @@ class SQLiteFile:
                 raise
             conn.execute("COMMIT")
 
+    def ping(self) -> None:
+        """One real read of the file: what each embedded store's ``ping`` is."""
+        with self.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

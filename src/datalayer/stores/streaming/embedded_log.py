@@ -200,8 +200,7 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
         return EmbeddedConsumer(self, topic, self.partitions(topic), group, start, on_assignment)
 
     def ping(self) -> None:
-        with self.db.read() as conn:
-            conn.execute("SELECT 1").fetchone()
+        self.db.ping()
 
     def close(self) -> None:
         self.db.close()
