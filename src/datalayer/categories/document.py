@@ -262,6 +262,9 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
         return stored_document(pattern, stored, path)
     check_storable(pattern, stored, path)
+    if isinstance(stored, str) and "\x00" in stored:
+        # SQLite's JSON functions end a text at NUL: it would read back, and match, cut short.
+        raise PayloadValidationError(pattern, [(path, "text may not contain NUL")])
     return stored
 
 
@@ -269,4 +272,6 @@ def stored_form(value: Any) -> Any:
     """A filter value as documents store it (``stored_value``: datetimes as UTC text)."""
     if isinstance(value, dict | list):
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    if isinstance(value, str) and "\x00" in value:
+        raise QueryError("a filter value may not contain NUL (no document holds one)")
     return stored_value(value)

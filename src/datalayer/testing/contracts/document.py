@@ -264,3 +264,17 @@ class DocumentContract(Contract):
         assert free.get("huge") is None
         free.put({"id": "large", "text": "x" * (2**20)})
         assert len(free.get("large")["text"]) == 2**20  # type: ignore[index]
+
+    def test_text_with_nul_is_refused_not_cut_short(self, dl: DataLayer) -> None:
+        free = dl.documents("free")
+        free.put({"id": "plain", "v": "'; DROP TABLE x; --"})
+        with pytest.raises(PayloadValidationError, match="NUL"):
+            free.put({"id": "nul", "v": "'; DROP TABLE x; --\x00tail"})
+        with pytest.raises(PayloadValidationError, match="NUL"):
+            free.update("plain", set={"w": ["ok", "a\x00b"]})
+        with pytest.raises(QueryError, match="NUL"):
+            free.find({"v": "'; DROP TABLE x; --\x00tail"})
+        assert free.get("nul") is None
+        assert free.find({"v": "'; DROP TABLE x; --"}) == [
+            {"id": "plain", "v": "'; DROP TABLE x; --"}
+        ]
