@@ -37,6 +37,7 @@ SERVER_FIXTURES = {
     "kafka_bootstrap": "kafka",
     "private_kafka": "kafka",
     "mongodb_url": "mongodb",
+    "private_mongodb": "mongodb",
 }
 
 #: (fixture, parameter) of parametrized fixtures that ask for server fixtures inside, through
@@ -217,3 +218,8 @@ def private_redis() -> Iterator[LocalServer]:
 @pytest.fixture
 def private_kafka() -> Iterator[LocalServer]:
     yield from _private("kafka")
+
+
+@pytest.fixture
+def private_mongodb() -> Iterator[LocalServer]:
+    yield from _private("mongodb")

@@ -12,6 +12,7 @@ from datalayer.categories.streaming import (
     Stream,
 )
 from datalayer.errors import (
+    CircuitOpen,
     ConfigError,
     Conflict,
     DataLayerError,
@@ -20,6 +21,7 @@ from datalayer.errors import (
     NotFound,
     PayloadValidationError,
     QueryError,
+    StoreTimeout,
     StoreUnavailable,
 )
 
@@ -27,6 +29,7 @@ from datalayer.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CircuitOpen",
     "ConfigError",
     "Conflict",
     "DataLayer",
@@ -41,6 +44,7 @@ __all__ = [
     "Publisher",
     "QueryError",
     "StartAt",
+    "StoreTimeout",
     "StoreUnavailable",
     "Stream",
     "__version__",

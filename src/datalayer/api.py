@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from datalayer.categories import (
@@ -24,6 +25,7 @@ from datalayer.config import Registry, load
 from datalayer.errors import DataLayerError, NotFound, StoreUnavailable, did_you_mean
 from datalayer.migrations import Migrations
 from datalayer.patterns import PatternConfig
+from datalayer.resilience import GuardStats, guard_backend
 from datalayer.stores.base import Store
 
 
@@ -37,6 +39,7 @@ class StoreHealth:
     status: str  # ok | unavailable | error
     latency_ms: float | None
     detail: str = ""
+    circuit: str = "closed"  # the store's circuit breaker in this process: closed|open|half-open
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class DataLayer:
                     f"pattern '{name}' is {pattern.category}, not {category}: "
                     f"use dl.{CATEGORIES[pattern.category].accessor}('{name}')"
                 )
-            handle = self.store(pattern.store).handle(pattern)
+            store = self.store(pattern.store)
+            handle = store.handle(pattern)
+            guard_backend(handle.backend, store.guard, store.guard.policy(pattern.resilience))
             self._handles[name] = handle
             return handle
 
@@ -169,7 +174,9 @@ class DataLayer:
                 results.append(ApplyResult(store_name, config.type, [], "no patterns"))
                 continue
             store = self.store(store_name)
-            results.append(ApplyResult(store_name, config.type, store.apply(patterns)))
+            with store.guard.attempt(config.resilience.apply_timeout.total_seconds()):
+                actions = store.apply(patterns)
+            results.append(ApplyResult(store_name, config.type, actions))
         return results
 
     def doctor(self, timeout: float = 5.0) -> list[StoreHealth]:
@@ -192,17 +199,23 @@ class DataLayer:
         thread = threading.Thread(target=probe, name=f"doctor-{name}", daemon=True)
         thread.start()
         thread.join(timeout)
-        target = config.target()
+        connected = self._stores.get(name)
+        circuit = connected.guard.breaker.state if connected is not None else "closed"
+        health = partial(StoreHealth, name, config.type, config.target(), circuit=circuit)
         if thread.is_alive():
-            return StoreHealth(
-                name, config.type, target, "unavailable", None, f"no answer within {timeout:g}s"
-            )
+            return health("unavailable", None, f"no answer within {timeout:g}s")
         error = outcome.get("error")
         if isinstance(error, StoreUnavailable):
-            return StoreHealth(name, config.type, target, "unavailable", None, error.message)
+            return health("unavailable", None, error.message)
         if error is not None:
-            return StoreHealth(name, config.type, target, "error", None, str(error))
-        return StoreHealth(name, config.type, target, "ok", outcome["latency"])
+            return health("error", None, str(error))
+        return health("ok", outcome["latency"])
+
+    def resilience(self) -> list[GuardStats]:
+        """Each connected store's circuit state and counters: calls, attempts the store did not
+        answer, retries, timeouts and calls refused while the circuit was open."""
+        with self._lock:
+            return [store.guard.stats() for store in self._stores.values()]
 
     def close(self) -> None:
         with self._lock:

@@ -99,6 +99,15 @@ class StoreUnavailable(DataLayerError):
     """A store cannot be reached right now; retrying later may succeed."""
 
 
+class StoreTimeout(StoreUnavailable):
+    """A store did not answer within its ``resilience.timeout`` (stopped, frozen or slow)."""
+
+
+class CircuitOpen(StoreUnavailable):
+    """The store's circuit breaker is open after failed calls in a row: refused at once, without
+    trying the store, until its cool-down ends."""
+
+
 class NotApplied(NotFound):
     """A table, topic or collection the registry declares is not on the store yet: run
     ``datalayer apply``."""

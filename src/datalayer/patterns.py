@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator, core_schema
 
 from datalayer.errors import PayloadValidationError
+from datalayer.resilience import PatternResilience
 from datalayer.validators import Name
 
 
@@ -47,6 +48,7 @@ class PatternConfig(BaseModel):
     store: Name
     schema_: str | None = Field(default=None, alias="schema")
     description: str | None = None
+    resilience: PatternResilience | None = None
 
     #: The facade method that hands out this category's contract: ``dl.<accessor>(name)``.
     accessor: ClassVar[str]

@@ -26,7 +26,12 @@ def open_layer(
 
 
 def test_stopped_redis_fails_fast_then_recovers(private_redis: RedisServer, tmp_path: Path) -> None:
-    store = {"type": "redis", "url": private_redis.url, "socket_timeout": 1, "connect_timeout": 1}
+    store = {
+        "type": "redis",
+        "url": private_redis.url,
+        "connect_timeout": 1,
+        "resilience": {"timeout": "1s"},
+    }
     with open_layer(tmp_path, store, {"category": "key-value", "ttl": "1h"}) as dl:
         kv = dl.kv("it")
         kv.set("k", {"v": 1})

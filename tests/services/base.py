@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from tests.services.process import stop_process
+from tests.services.process import process_tree, stop_process
 
 
 @dataclass
@@ -48,6 +50,26 @@ class LocalServer(ABC):
     @abstractmethod
     def start(self) -> Running:
         """Start the server and return once ``check`` passes."""
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server's processes stopped by SIGSTOP for the block: its sockets stay open and
+        the kernel still accepts connections, but nothing answers. SIGCONT on the way out.
+
+        Every descendant is stopped, parents first (so none forks meanwhile): PostgreSQL's
+        backends leave the server's process group."""
+        assert self.process is not None, f"{self.name} is not running"
+        stopped = []
+        try:
+            for pid in process_tree(self.process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in reversed(stopped):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server (its session gets ``stop_signal``, SIGKILL after ``stop_timeout``),

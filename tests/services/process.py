@@ -74,6 +74,22 @@ def wait_ready(
     )
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, parents before children (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, index = [root], 0
+    while index < len(tree):
+        tree.extend(children.get(tree[index], []))
+        index += 1
+    return tree
+
+
 def stop_process(pid: int, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
     """Signal the server's process group (SIGTERM), then SIGKILL what is left after ``timeout``."""
     try:

@@ -458,7 +458,9 @@ def test_unknown_pattern_key_suggests_and_lists_valid_keys(tmp_path: Path) -> No
     assert err.line == line_of(path, "partitons")
     assert "unknown key 'partitons'" in str(err)
     assert "did you mean 'partitions'?" in str(err)
-    assert "valid keys: category, store, schema, description, topic, partitions" in str(err)
+    assert "valid keys: category, store, schema, description, resilience, topic, partitions" in str(
+        err
+    )
     assert "dead_letter" in str(err)
 
 
@@ -469,7 +471,7 @@ def test_unknown_store_key_lists_valid_keys(tmp_path: Path) -> None:
     assert err.path == "profiles.local.sql.paht"
     assert err.line == line_of(path, "paht")
     assert "did you mean 'path'?" in str(err)
-    assert "valid keys: type, path, busy_timeout" in str(err)
+    assert "valid keys: type, resilience, path, busy_timeout" in str(err)
 
 
 # 12. unknown profile -----------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from datalayer.query import (
     parse_filter,
     parse_sort,
 )
+from datalayer.resilience import GuardedOperations
 from datalayer.validators import CollectionName, SqlIdentifier
 
 #: The largest document, as JSON text, every store takes (MongoDB refuses BSON past 16 MiB).
@@ -90,9 +91,18 @@ class DocumentUpdate:
     push: dict[str, Any]
 
 
-class DocumentBackend(ABC):
+class DocumentBackend(GuardedOperations, ABC):
     """What a store provides for one collection: checked documents and parsed filters whose
     values are already in stored form."""
+
+    operations: ClassVar[Mapping[str, bool]] = {
+        "write": True,
+        "get": True,
+        "delete": True,
+        "update": False,  # a read-modify-write: run twice, it may apply twice
+        "find": True,
+        "count": True,
+    }
 
     @abstractmethod
     def write(self, key: str, doc: dict[str, Any]) -> None: ...

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from datalayer.errors import NotFound, QueryError
 from datalayer.patterns import PatternConfig
+from datalayer.resilience import GuardedOperations
 
 
 class FeaturePattern(PatternConfig):
@@ -49,10 +50,18 @@ class FeaturePattern(PatternConfig):
 TIMESTAMP = "event_timestamp"
 
 
-class FeatureBackend(ABC):
+class FeatureBackend(GuardedOperations, ABC):
     """What a feature store implements for one pattern. It receives checked input: known
     ``view:feature`` references, entity rows that carry exactly their join keys, an entity
     DataFrame with its time and join-key columns, an aware instant."""
+
+    operations: ClassVar[Mapping[str, bool]] = {
+        "online": True,
+        "historical": True,
+        "push": True,  # rows are upserted by entity and time
+        "materialize": False,
+        "materialize_incremental": False,
+    }
 
     @abstractmethod
     def references(self) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
 from datalayer.patterns import PatternConfig, Target
+from datalayer.resilience import GuardedOperations
 from datalayer.validators import Duration, parse_duration
 
 
@@ -43,8 +44,15 @@ class KeyValuePattern(PatternConfig):
         return [Target("prefix", "key prefix", self.key_prefix)]
 
 
-class KVBackend(ABC):
+class KVBackend(GuardedOperations, ABC):
     """What a store provides for one key-value pattern: full keys and encoded values in."""
+
+    operations: ClassVar[Mapping[str, bool]] = {
+        "set": True,
+        "get_many": True,
+        "delete": True,
+        "ttl": True,
+    }
 
     @abstractmethod
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None: ...

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, field_validator
 from datalayer.errors import QueryError
 from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
 from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
+from datalayer.resilience import GuardedOperations
 from datalayer.validators import SqlIdentifier, TableName
 
 if TYPE_CHECKING:
@@ -61,9 +62,17 @@ class TransactionalPattern(PatternConfig):
 Key = Any  # a scalar for single-column keys, a tuple or mapping for composite keys
 
 
-class TransactionalBackend(ABC):
+class TransactionalBackend(GuardedOperations, ABC):
     """What a store provides for one table: validated rows, keys as ``{column: value}`` and
     parsed filters on known columns; it returns plain dicts of column values."""
+
+    operations: ClassVar[Mapping[str, bool]] = {
+        "get": True,
+        "upsert": True,
+        "delete": True,
+        "select": True,
+        "count": True,
+    }
 
     @abstractmethod
     def get(self, key: dict[str, Any]) -> dict[str, Any] | None: ...

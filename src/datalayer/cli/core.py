@@ -111,7 +111,7 @@ def doctor(
         health = dl.doctor(timeout=timeout)
     colours = {"ok": "green"}
     table = Table(title=f"doctor ({dl.profile} profile)")
-    for column in ("store", "type", "target", "status", "latency", "detail"):
+    for column in ("store", "type", "target", "status", "latency", "circuit", "detail"):
         table.add_column(column)
     for item in health:
         colour = colours.get(item.status, "red")
@@ -122,6 +122,7 @@ def doctor(
             escape(item.target),
             f"[{colour}]{item.status}[/]",
             latency,
+            item.circuit,
             escape(item.detail),
         )
     console.print(table)

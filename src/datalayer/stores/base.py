@@ -10,10 +10,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from datalayer.errors import DataLayerError, MissingDriver, StoreUnavailable, redact
+from datalayer.errors import (
+    DataLayerError,
+    MissingDriver,
+    StoreTimeout,
+    StoreUnavailable,
+    redact,
+)
 from datalayer.patterns import PatternConfig
+from datalayer.resilience import Guard, ResilienceConfig
 
 
 class StoreConfig(BaseModel):
@@ -25,10 +32,11 @@ class StoreConfig(BaseModel):
     serves: ClassVar[frozenset[str]] = frozenset()
 
     type: str
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
 
     def target(self) -> str:
         """Where the store lives, for humans; any password redacted."""
-        return redact(str(self.model_dump(exclude={"type"})))
+        return redact(str(self.model_dump(exclude={"type", "resilience"})))
 
     @abstractmethod
     def connect(self, name: str, base_dir: Path) -> Store[Any, Any]:
@@ -46,6 +54,7 @@ class Store(ABC, Generic[PatternT, HandleT]):
     def __init__(self, name: str, config: StoreConfig) -> None:
         self.name = name
         self.config = config
+        self.guard = Guard(self.label, name, config.resilience)
 
     @property
     def label(self) -> str:
@@ -72,14 +81,19 @@ ErrorClasses = tuple[type[BaseException], ...]
 
 
 @contextmanager
-def classified(label: str, unavailable: ErrorClasses, failed: ErrorClasses) -> Iterator[None]:
-    """A driver's errors as datalayer's, naming the store: ``unavailable`` ones (the store did
-    not answer: retrying later may work) as ``StoreUnavailable``, other ``failed`` ones as
-    ``DataLayerError``; the driver's error stays the cause, and no password is printed."""
+def classified(
+    label: str, unavailable: ErrorClasses, failed: ErrorClasses, timeouts: ErrorClasses = ()
+) -> Iterator[None]:
+    """A driver's errors as datalayer's, naming the store: ``timeouts`` as ``StoreTimeout``,
+    ``unavailable`` ones (the store did not answer: retrying later may work) as
+    ``StoreUnavailable``, other ``failed`` ones as ``DataLayerError``; the driver's error stays
+    the cause, and no password is printed."""
     try:
         yield
     except DataLayerError:
         raise
+    except timeouts as exc:
+        raise StoreTimeout(f"{label} did not answer in time: {exc}") from exc
     except unavailable as exc:
         raise StoreUnavailable(f"{label} is unavailable: {exc}") from exc
     except failed as exc:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import uuid
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from datalayer.categories.streaming.start import StartPosition
 from datalayer.errors import DataLayerError
+from datalayer.resilience import GuardedOperations
 
 #: Called with a consumer's partitions each time its share of the group changes.
 AssignmentCallback = Callable[[set[int]], None]
@@ -86,8 +87,15 @@ class PublishQueue(ABC):
         """Wait for what ``send`` queued; raise if any message was not delivered."""
 
 
-class StreamBackend(ABC):
+class StreamBackend(GuardedOperations, ABC):
     """The primitives a streaming store provides; topics are named on every call."""
+
+    operations: ClassVar[Mapping[str, bool]] = {
+        "produce": False,  # the producer retries by itself, idempotently
+        "produce_values": False,
+        "end_offsets": True,
+        "partitions": True,
+    }
 
     @abstractmethod
     def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Delivery]:

@@ -56,6 +56,10 @@ class Stream:
         self.codec = EventCodec(pattern)
         self._dead_letters = DeadLetters(pattern, store)
 
+    @property
+    def backend(self) -> StreamBackend:
+        return self.store
+
     def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
         """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
         return self.codec.encode(event, key)

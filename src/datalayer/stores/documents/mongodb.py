@@ -32,7 +32,6 @@ class MongoDBConfig(StoreConfig):
     url: str = Field(pattern=r"^mongodb(\+srv)?://")
     database: str = Field(default="datalayer", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     server_selection_timeout_ms: int = Field(default=5000, ge=100, le=3_600_000)
-    socket_timeout_ms: int = Field(default=10000, ge=100, le=3_600_000)
 
     def target(self) -> str:
         return f"{redact(self.url)} db={self.database}"
@@ -43,7 +42,9 @@ class MongoDBConfig(StoreConfig):
             self.url,
             serverSelectionTimeoutMS=self.server_selection_timeout_ms,
             connectTimeoutMS=self.server_selection_timeout_ms,
-            socketTimeoutMS=self.socket_timeout_ms,
+            socketTimeoutMS=self.resilience.timeout.total_seconds() * 1000,
+            retryReads=False,  # the resilience policy retries, and counts
+            retryWrites=False,
         )
         return MongoDBStore(name, self, client)
 
@@ -60,7 +61,8 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         from pymongo import errors
 
         unavailable = (errors.ConnectionFailure, errors.ServerSelectionTimeoutError)
-        return classified(self.label, unavailable, (errors.PyMongoError, BSONError))
+        timeouts = (errors.NetworkTimeout, errors.ExecutionTimeout)
+        return classified(self.label, unavailable, (errors.PyMongoError, BSONError), timeouts)
 
     def handle(self, pattern: DocumentPattern) -> DocumentCollection:
         return DocumentCollection(pattern, MongoCollection(pattern.collection, self))

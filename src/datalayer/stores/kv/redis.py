@@ -18,11 +18,11 @@ from datalayer.stores.base import Store, StoreConfig, classified, require_driver
 
 
 class RedisConfig(StoreConfig):
-    """A Redis URL (``redis://[:password@]host:port/db``) and client timeouts."""
+    """A Redis URL (``redis://[:password@]host:port/db``); a reply is awaited for at most
+    ``resilience.timeout``."""
 
     type: Literal["redis"]
     url: str = Field(pattern=r"^rediss?://")
-    socket_timeout: float = Field(default=2.0, gt=0, le=3600)
     connect_timeout: float = Field(default=2.0, gt=0, le=3600)
     max_connections: int = Field(default=50, ge=1, le=100_000)
 
@@ -31,9 +31,13 @@ class RedisConfig(StoreConfig):
 
     def connect(self, name: str, base_dir: Path) -> RedisStore:
         redis = require_driver("redis", "redis", self.type)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         client = redis.Redis.from_url(
             self.url,
-            socket_timeout=self.socket_timeout,
+            socket_timeout=self.resilience.timeout.total_seconds(),
+            retry=Retry(NoBackoff(), 0),  # the resilience policy retries, and counts
             socket_connect_timeout=self.connect_timeout,
             max_connections=self.max_connections,
             health_check_interval=30,
@@ -51,7 +55,7 @@ class RedisStore(Store[KeyValuePattern, KVNamespace]):
         import redis
 
         return classified(
-            self.label, (redis.ConnectionError, redis.TimeoutError), (redis.RedisError,)
+            self.label, (redis.ConnectionError,), (redis.RedisError,), (redis.TimeoutError,)
         )
 
     def handle(self, pattern: KeyValuePattern) -> KVNamespace:

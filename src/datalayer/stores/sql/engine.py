@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,7 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         return done
 
     def ping(self) -> None:
-        with self.errors(), self.engine.connect() as conn:
+        with self.guard.bounded(), self.errors(), self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
@@ -199,12 +199,31 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         if self._current.get() is not None:
             yield
             return
-        with self.errors(), self.engine.begin() as conn:
-            token = self._current.set(conn)
+        with self.guard.attempt(), self.errors():  # BEGIN and COMMIT are bounded calls too
+            conn = self.engine.connect()
+            transaction = conn.begin()
+        token = self._current.set(conn)
+        try:
+            yield
+        except BaseException:
+            with suppress(DataLayerError), self.guard.bounded(), self.errors():
+                transaction.rollback()  # a dead connection must not hide the block's error
+            raise
+        else:
             try:
-                yield
-            finally:
-                self._current.reset(token)
+                with self.guard.attempt(), self.errors():
+                    transaction.commit()
+            except StoreUnavailable as exc:
+                raise type(exc)(
+                    f"{exc.message}; the COMMIT was sent but never confirmed, so the "
+                    "transaction may or may not have been applied"
+                ) from exc.__cause__
+        finally:
+            self._current.reset(token)
+            conn.close()
+
+    def in_transaction(self) -> bool:
+        return self._current.get() is not None
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -245,6 +264,10 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
 
 class SQLTable(TransactionalBackend):
     """One table of a SQL store: validated rows in, rows as dicts out, values always bound."""
+
+    def retry_safe_now(self) -> bool:
+        """Not inside a transaction: its earlier statements died with the connection."""
+        return not self.store.in_transaction()
 
     def __init__(self, store: SQLStore, table: sa.Table, key: Sequence[str]) -> None:
         self.store = store

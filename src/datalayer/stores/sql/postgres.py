@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 import threading
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from datalayer.errors import redact
+from datalayer.resilience import current_attempt
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.stores.shared.paths import migrations_folder
 from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
@@ -37,10 +42,70 @@ class PostgresConfig(StoreConfig):
             sqlalchemy_url(self.url),
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
+            pool_timeout=self.resilience.timeout.total_seconds(),
             connect_args={"connect_timeout": max(1, int(self.connect_timeout))},
         )
+        bound_by_attempts(engine)
         ping_when_idle(engine, self.ping_after_idle)
         return PostgresStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+
+
+def watch(conn: Any) -> None:
+    """Bound the calling attempt's wait on this psycopg connection: libpq waits on a frozen
+    server forever (the kernel still acknowledges), so when time is up the watchdog shuts the
+    socket down, and the blocked call fails at once with a dead connection."""
+    attempt = current_attempt()
+    if attempt is not None:
+        attempt.on_expiry(id(conn), partial(_shut, conn))
+
+
+def _shut(conn: Any) -> None:
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        sock.close()
+
+
+def connect_timeout(configured: int) -> int:
+    """Seconds a new connection may take: the store's, cut to what the calling attempt has
+    left; libpq's floor is 2 s, so a frozen server may hold a connect that long."""
+    attempt = current_attempt()
+    if attempt is None:
+        return configured
+    left = attempt.left()
+    if left <= 0:
+        import psycopg
+
+        raise psycopg.OperationalError("no time left to open a connection")
+    return max(2, min(configured, math.ceil(left)))
+
+
+def bound_by_attempts(engine: sa.Engine) -> None:
+    """Watch every pooled connection while an attempt uses it (checked out, or running a
+    statement, COMMIT or ROLLBACK of an open transaction), and never after it is handed back
+    to the pool."""
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connecting(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        cparams["connect_timeout"] = connect_timeout(cparams["connect_timeout"])
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        watch(dbapi_connection)
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _executing(conn: sa.Connection, *_args: Any) -> None:
+        if not conn.invalidated:  # a dead connection has nothing left to wait on
+            watch(conn.connection.dbapi_connection)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _returned(dbapi_connection: Any, _record: Any) -> None:
+        attempt = current_attempt()
+        if attempt is not None:
+            attempt.release(id(dbapi_connection))
 
 
 class PostgresStore(SQLStore):
@@ -68,7 +133,7 @@ class PostgresStore(SQLStore):
             conn = psycopg.connect(
                 libpq_url(self.config.url),
                 autocommit=True,
-                connect_timeout=max(1, int(self.config.connect_timeout)),
+                connect_timeout=connect_timeout(max(1, int(self.config.connect_timeout))),
                 prepare_threshold=0,
             )
             self._local.conn = conn
@@ -100,13 +165,16 @@ class PostgresStore(SQLStore):
 
         sql, columns = self._statement(table)
         params = {f"key_{c}": v for c, v in key.items()}
-        for attempt in (1, 2):
+        for tries_left in (1, 0):
             try:
-                row = self._connection().execute(sql, params).fetchone()
+                conn = self._connection()
+                watch(conn)
+                row = conn.execute(sql, params).fetchone()
                 break
             except psycopg.OperationalError as exc:
                 self._forget()  # a dead connection (server restarted?): try once more, anew
-                if attempt == 2:
+                attempt = current_attempt()
+                if not tries_left or (attempt is not None and attempt.expired):
                     raise classify(self.label, exc) from exc
             except psycopg.Error as exc:
                 raise classify(self.label, exc) from exc
