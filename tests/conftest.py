@@ -6,8 +6,14 @@ A test that needs PostgreSQL asks for ``postgres_url`` (likewise ``redis_url``, 
 environment are used as they are. A server that cannot be started fails the tests that need it
 with the launcher's message; nothing is skipped.
 
+Network faults go through Toxiproxy: ``toxiproxy`` is a client of the session's server whose
+proxies are deleted after each test, and ``postgres_proxy``, ``redis_proxy``, ``mongodb_proxy``
+put a proxy in front of the shared servers, ``kafka_proxy`` in front of a private Kafka that
+advertises it (see each fixture's docstring).
+
 Marks are applied at collection, never written on tests: ``services`` and one per server
-(``postgres``, ``redis``, ``kafka``, ``mongodb``) from the server fixtures a test uses and from
+(``postgres``, ``redis``, ``kafka``, ``mongodb``, ``toxiproxy``) from the server fixtures a test
+uses (its whole fixture closure, so a fixture built on ``postgres_url`` counts) and from
 ``SERVERS_BY_PARAM`` for fixtures that ask for a server inside; ``feast``, ``lint`` and
 ``slow`` from the tables below. A test that reaches a server its marks do not name fails, and
 so does one that opens a Feast store without the ``feast`` mark, so a missing table entry
@@ -24,6 +30,13 @@ import pytest
 
 from tests.services.base import LocalServer
 from tests.services.launcher import Launcher, cache_dir, new_state_dir, server_class
+from tests.services.toxiproxy import (
+    Proxied,
+    ProxiedKafka,
+    Toxiproxy,
+    proxy_to,
+    start_kafka_behind,
+)
 
 SERVERS = ("postgres", "redis", "kafka", "mongodb")
 
@@ -38,6 +51,12 @@ SERVER_FIXTURES = {
     "private_kafka": "kafka",
     "mongodb_url": "mongodb",
     "private_mongodb": "mongodb",
+    "toxiproxy_url": "toxiproxy",
+    "toxiproxy": "toxiproxy",
+    "postgres_proxy": "postgres",
+    "redis_proxy": "redis",
+    "mongodb_proxy": "mongodb",
+    "kafka_proxy": "kafka",
 }
 
 #: (fixture, parameter) of parametrized fixtures that ask for server fixtures inside, through
@@ -82,6 +101,7 @@ SLOW = (
     "tests/integration/test_quickstart.py::test_both_profiles_group_the_same_alerts_into_the_same_incidents",
     "tests/integration/test_stream_processes.py::test_killed_consumer_s_unacked_messages_go_to_the_group",
     "tests/integration/test_stream_processes.py::test_publisher_in_another_process[kafka]",
+    "tests/integration/test_toxiproxy.py::test_kafka_behind_the_proxy_advertises_it_and_feels_its_faults",
     *(
         f"tests/contract/test_streaming.py::TestStreaming::{test}"
         for test in (
@@ -223,3 +243,67 @@ def private_kafka() -> Iterator[LocalServer]:
 @pytest.fixture
 def private_mongodb() -> Iterator[LocalServer]:
     yield from _private("mongodb")
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_url(launcher: Launcher) -> str:
+    """The API of the session's toxiproxy-server (``$DATALAYER_TOXIPROXY_URL`` if set, else a
+    local process built on first use); tests use ``toxiproxy`` rather than this."""
+    return launcher.start("toxiproxy").url
+
+
+@pytest.fixture
+def toxiproxy(toxiproxy_url: str, request: pytest.FixtureRequest) -> Iterator[Toxiproxy]:
+    """A ``Toxiproxy`` client whose proxies are this test's own, deleted after it.
+
+    ``toxiproxy.create_proxy(name, "host:port")`` returns a ``Proxy`` listening on a free
+    127.0.0.1 port (``proxy.listen``, ``proxy.port``). Faults, each returning a ``Toxic``
+    (``toxic.remove()``; ``with proxy.toxic(proxy.latency(300)):`` removes it on exit):
+    ``proxy.latency(ms, jitter_ms=0)``, ``proxy.bandwidth(kb_per_s)``,
+    ``proxy.reset_peer(after_ms=0)`` (TCP RST once data flows), ``proxy.timeout(close_after_ms=0)``
+    (a black hole: bytes dropped, closed after the delay or never), ``proxy.slow_close(delay_ms)``,
+    ``proxy.add_toxic(type, attributes)``; each takes ``stream="downstream"`` (server to client,
+    the default) or ``"upstream"``. ``proxy.disable()``/``enable()`` or ``with proxy.down():``
+    refuse new connections and close the open ones. ``toxiproxy.reset()`` (or ``proxy.reset()``)
+    removes the toxics and enables again. Names get a per-test prefix, so sessions may share a
+    server; ``toxiproxy.reset_server()`` is the API's global reset, for a server of one's own.
+    """
+    test = "".join(c if c.isalnum() or c in "_-." else "_" for c in request.node.name)[:60]
+    client = Toxiproxy(toxiproxy_url, prefix=f"{test}-{uuid.uuid4().hex[:8]}-")
+    yield client
+    client.delete_proxies()
+
+
+@pytest.fixture
+def postgres_proxy(toxiproxy: Toxiproxy, postgres_url: str) -> Proxied:
+    """The session's PostgreSQL behind a new proxy of this test: ``.url`` goes through
+    ``.proxy`` (a ``Proxy``: faults as in ``toxiproxy``), ``.direct_url`` does not, and
+    ``.through(postgres_database)`` gives another database's URL through the same proxy."""
+    return proxy_to(toxiproxy, "postgres", postgres_url)
+
+
+@pytest.fixture
+def redis_proxy(toxiproxy: Toxiproxy, redis_url: str) -> Proxied:
+    """The session's Redis behind a new proxy of this test (``.url``, ``.direct_url``, ``.proxy``
+    as in ``postgres_proxy``); the URL keeps the password and database number."""
+    return proxy_to(toxiproxy, "redis", redis_url)
+
+
+@pytest.fixture
+def mongodb_proxy(toxiproxy: Toxiproxy, mongodb_url: str) -> Proxied:
+    """The session's MongoDB-protocol server (FerretDB) behind a new proxy of this test
+    (``.url``, ``.direct_url``, ``.proxy`` as in ``postgres_proxy``); a single-host URL, so
+    pymongo connects directly to the proxy."""
+    return proxy_to(toxiproxy, "mongodb", mongodb_url)
+
+
+@pytest.fixture
+def kafka_proxy(toxiproxy: Toxiproxy) -> Iterator[ProxiedKafka]:
+    """A private single-node Kafka (about 10 s to start) whose advertised listener is a proxy of
+    this test: ``.url`` is the bootstrap through ``.proxy``, and the metadata it returns names
+    the proxy again, so every request stays behind the faults. ``.direct_url`` is a listener
+    that bypasses the proxy (topics, checks; the broker's own traffic uses it too), and
+    ``.server`` (a ``KafkaServer``) can ``stop()`` and ``restart()`` on the same ports."""
+    proxied = start_kafka_behind(toxiproxy, new_state_dir(), cache_dir())
+    yield proxied
+    proxied.server.stop()

@@ -1,17 +1,31 @@
-"""``python -m tests.services up|down|env|status [NAME...]``: real servers for development.
+"""``python -m tests.services up|down|env|status|install [NAME...]``: real servers for development.
 
 ``up`` starts the servers in the background and prints ``export DATALAYER_...=...`` lines, so
 ``eval "$(scripts/services up)"`` points this shell at them; ``down`` stops them all.
+``install`` only fetches or builds what the local processes need (into the cache), e.g. once
+in CI before the tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 from datalayer.errors import redact
 from tests.services.base import Running
-from tests.services.launcher import ENV_VARS, NAMES, ROOT, Launcher, load_state, save_state, stop
+from tests.services.launcher import (
+    ENV_VARS,
+    NAMES,
+    ROOT,
+    Launcher,
+    cache_dir,
+    load_state,
+    save_state,
+    server_class,
+    stop,
+)
 from tests.services.process import ServiceError
 
 STATE_FILE = ROOT / ".datalayer" / "services.json"
@@ -19,7 +33,7 @@ STATE_FILE = ROOT / ".datalayer" / "services.json"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/services", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument("command", choices=["up", "down", "env", "status", "install"])
     parser.add_argument(
         "names",
         nargs="*",
@@ -30,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     names = args.names or NAMES
+    if args.command == "install":
+        try:
+            for name in names:  # install() writes the cache only, never the state folder
+                server_class(name)(Path(tempfile.gettempdir()), cache_dir()).install()
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     state = load_state(STATE_FILE)
     if args.command == "up":
         missing = [n for n in names if n not in state]

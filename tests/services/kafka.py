@@ -46,26 +46,45 @@ logger.controller.level = INFO
 
 
 class KafkaServer(LocalServer):
-    """A single-node KRaft cluster; ``stop``/``restart`` keep its ports and data for fault tests."""
+    """A single-node KRaft cluster; ``stop``/``restart`` keep its ports and data for fault tests.
+
+    With ``advertised_port`` (a port a TCP proxy such as Toxiproxy listens on) the broker's
+    client listener, on ``port``, advertises ``127.0.0.1:advertised_port`` instead of itself, so
+    clients bootstrapped there keep talking through the proxy (forwarding to ``port``). A third
+    listener, on ``direct_port``, advertises itself: the broker's own traffic (inter-broker
+    requests such as transaction markers) and ``direct_bootstrap`` bypass the proxy's faults.
+    """
 
     name: ClassVar[str] = "kafka"
     env_var: ClassVar[str] = "DATALAYER_KAFKA_BOOTSTRAP"
     start_timeout: ClassVar[float] = 90.0
     stop_timeout: ClassVar[float] = 30.0
 
-    def __init__(self, state_dir: Path, cache_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, cache_dir: Path, *, advertised_port: int | None = None
+    ) -> None:
         super().__init__(state_dir, cache_dir)
         self.libs = self.cache_dir / f"kafka-{VERSION}" / "libs"
         self.config = self.data_dir / "server.properties"
         self.log4j = self.data_dir / "log4j2.properties"
+        self.advertised_port = advertised_port
         self.port: int | None = None
         self.controller_port: int | None = None
+        self.direct_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
+        """What clients use: the advertised address (the proxy's, when there is one)."""
         if self.port is None:
             raise ServiceError("kafka: not started")
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port or self.port}"
+
+    @property
+    def direct_bootstrap(self) -> str:
+        """The broker itself, never through a proxy (the same as ``bootstrap`` without one)."""
+        if self.port is None:
+            raise ServiceError("kafka: not started")
+        return f"127.0.0.1:{self.direct_port or self.port}"
 
     def install(self) -> None:
         """Copy the broker's jars from Maven Central once; a marker says the copy finished."""
@@ -91,15 +110,15 @@ class KafkaServer(LocalServer):
         marker.write_text(VERSION + "\n")
 
     def start(self) -> Running:
-        """Format a fresh KRaft log in ``data_dir`` on two new free ports, then start the broker."""
+        """Format a fresh KRaft log in ``data_dir`` on new free ports, then start the broker."""
         if self.process is not None and self.process.poll() is None:
             raise ServiceError(f"kafka: already running (pid {self.process.pid})")
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True)
-        self.port = free_port()
-        self.controller_port = free_port()
-        while self.controller_port == self.port:
-            self.controller_port = free_port()
+        taken = {self.advertised_port}
+        self.port = _another_free_port(taken)
+        self.controller_port = _another_free_port(taken)
+        self.direct_port = None if self.advertised_port is None else _another_free_port(taken)
         self.log4j.write_text(LOG4J2)
         self.config.write_text(self._properties())
         run(
@@ -137,11 +156,11 @@ class KafkaServer(LocalServer):
 
     def _launch(self) -> Running:
         self.process = spawn([*self._java(BROKER_OPTS), "kafka.Kafka", str(self.config)], self.log)
-        bootstrap = self.bootstrap
+        direct = self.direct_bootstrap
         try:
             wait_ready(
                 "kafka",
-                lambda: self._ready(bootstrap),
+                lambda: self._ready(direct),
                 timeout=self.start_timeout,
                 log=self.log,
                 process=self.process,
@@ -151,17 +170,18 @@ class KafkaServer(LocalServer):
             raise
         return Running(
             name=self.name,
-            url=bootstrap,
+            url=self.bootstrap,
             mode="process",
             pids=[self.process.pid],
             log=str(self.log),
         )
 
-    def _ready(self, bootstrap: str) -> None:
+    def _ready(self, direct: str) -> None:
         """Cheap TCP probe first: ``check`` on a closed port would wait out its whole timeout."""
-        with socket.create_connection(("127.0.0.1", self.port or 0), timeout=1):
+        host, _, port = direct.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=1):
             pass
-        self.check(bootstrap)
+        self.check(direct)
 
     def _java(self, opts: tuple[str, ...]) -> list[str]:
         java = shutil.which("java")
@@ -177,18 +197,26 @@ class KafkaServer(LocalServer):
         ]
 
     def _properties(self) -> str:
-        listeners = (
-            f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-        )
+        controller = f"CONTROLLER://127.0.0.1:{self.controller_port}"
+        plaintext = f"PLAINTEXT://127.0.0.1:{self.port}"
+        if self.advertised_port is None:
+            listeners = advertised = f"{plaintext},{controller}"
+            inter_broker, protocols = "PLAINTEXT", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        else:
+            direct = f"DIRECT://127.0.0.1:{self.direct_port}"
+            listeners = f"{plaintext},{direct},{controller}"
+            advertised = f"PLAINTEXT://127.0.0.1:{self.advertised_port},{direct},{controller}"
+            inter_broker = "DIRECT"
+            protocols = "PLAINTEXT:PLAINTEXT,DIRECT:PLAINTEXT,CONTROLLER:PLAINTEXT"
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "inter.broker.listener.name": inter_broker,
             "listeners": listeners,
-            "advertised.listeners": listeners,
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
             "auto.create.topics.enable": "false",
@@ -205,6 +233,15 @@ class KafkaServer(LocalServer):
             "num.io.threads": "4",
         }
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _another_free_port(taken: set[int | None]) -> int:
+    """A free port not among ``taken`` (which it joins): each listener needs its own."""
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    taken.add(port)
+    return port
 
 
 def _cluster_id() -> str:

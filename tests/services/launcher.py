@@ -1,4 +1,8 @@
-"""Start, record and stop the four servers; used by ``python -m tests.services`` and pytest."""
+"""Start, record and stop the servers; used by ``python -m tests.services`` and pytest.
+
+The four data servers, and Toxiproxy (a fault-injecting TCP proxy for fault tests), which
+always runs as a local process: it must reach the others and be reached on this machine.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ SERVER_CLASSES = {
     "redis": "tests.services.redis:RedisServer",
     "kafka": "tests.services.kafka:KafkaServer",
     "mongodb": "tests.services.ferretdb:FerretDBServer",
+    "toxiproxy": "tests.services.toxiproxy:ToxiproxyServer",
 }
 
 
@@ -37,8 +42,12 @@ ENV_VARS = {
     "redis": "DATALAYER_REDIS_URL",
     "kafka": "DATALAYER_KAFKA_BOOTSTRAP",
     "mongodb": "DATALAYER_MONGODB_URL",
+    "toxiproxy": "DATALAYER_TOXIPROXY_URL",
 }
 NAMES = list(ENV_VARS)
+
+#: Servers that never run as a container, Docker or not.
+LOCAL_ONLY = frozenset({"toxiproxy"})
 
 
 def cache_dir() -> Path:
@@ -77,6 +86,9 @@ class Launcher:
             self.servers[name] = server_class(name)(self.state_dir, cache_dir())
         return self.servers[name]
 
+    def in_container(self, name: str) -> bool:
+        return name not in LOCAL_ONLY and self.use_docker()
+
     def start(self, name: str) -> Running:
         """The URL in the environment if set (and reachable), else a container, else a process."""
         if name in self.running:
@@ -87,7 +99,7 @@ class Launcher:
             check = server_class(name).check
             wait_ready(f"{name} at ${env_var}", lambda: check(url), timeout=30)
             running = Running(name, url, "env")
-        elif self.use_docker():
+        elif self.in_container(name):
             running, container = start_container(name)
             self._containers[name] = container
         else:
@@ -100,10 +112,9 @@ class Launcher:
 
     def up(self, names: list[str]) -> dict[str, Running]:
         """Start several servers: installs one after another, starts in parallel."""
-        if not self.use_docker():
-            for name in names:
-                if not os.environ.get(ENV_VARS[name]):
-                    self.local(name).install()
+        for name in names:
+            if not os.environ.get(ENV_VARS[name]) and not self.in_container(name):
+                self.local(name).install()
         errors: dict[str, BaseException] = {}
 
         def start_one(name: str) -> None:
