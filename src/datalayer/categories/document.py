@@ -9,7 +9,9 @@ Guarantees every implementation keeps:
   written. ``inc`` is the safe read-modify-write of a counter: the store adds to the value it
   holds at that moment (MongoDB's ``$inc``; the embedded store reads and writes under its write
   lock), so concurrent increments all count. It takes only ``int`` fields (by an integer) and
-  ``float`` fields of the schema, and finite amounts; anything else is a ``QueryError``.
+  ``float`` fields of the schema, and finite amounts; anything else is a ``QueryError``. The
+  schema check of the result (a bound such as ``ge=0``) sees the document as read just before;
+  on MongoDB a change another writer makes in between is added to, not checked again.
 - Values are stored in one form on every store: JSON values, with datetimes as the UTC instant
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
   and sorts compare instants whatever offset or precision a datetime was written with.
