@@ -113,6 +113,10 @@ SLOW = (
             "test_two_consumers_in_one_group_share_the_partitions[embedded-log]",
         )
     ),
+    # 8 threads and 4 processes incrementing one counter, every store of the category
+    "tests/contract/test_transactional.py::TestTransactional::test_read_modify_write_with_for_update_loses_nothing",
+    "tests/contract/test_document.py::TestDocument::test_concurrent_increments_all_count",
+    "tests/contract/test_kv.py::TestKeyValue::test_concurrent_increments_all_count",
 )
 
 

@@ -123,8 +123,10 @@ def apply_update(
     set: Mapping[str, Any] | None = None,
     unset: Sequence[str] | None = None,
     push: Mapping[str, Any] | None = None,
+    inc: Mapping[str, int | float] | None = None,
 ) -> dict[str, Any]:
-    """A partial update on a copy of ``doc``: dotted paths allowed, ``push`` appends to lists."""
+    """A partial update on a copy of ``doc``: dotted paths allowed, ``push`` appends to lists,
+    ``inc`` adds to numbers (a missing field counts as 0)."""
     result = copy.deepcopy(dict(doc))
     for path, value in (set or {}).items():
         parent, leaf = _walk(result, _check_field(path), create=True)
@@ -141,7 +143,28 @@ def apply_update(
                 f"cannot push to '{path}': it holds {type(current).__name__}, not a list"
             )
         current.append(value)
+    for path, amount in (inc or {}).items():
+        parent, leaf = _walk(result, _check_field(path), create=True)
+        number = parent.get(leaf, 0)
+        if not is_number(number):
+            raise QueryError(f"cannot inc '{path}': it holds {type(number).__name__}, not a number")
+        parent[leaf] = number + amount
     return result
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_increments(inc: Mapping[str, Any]) -> None:
+    """Every ``inc`` amount a finite number every store adds exactly (64-bit for integers)."""
+    for path, amount in inc.items():
+        _check_field(path)
+        if not is_number(amount) or (isinstance(amount, float) and not math.isfinite(amount)):
+            raise QueryError(f"inc of '{path}' must be a finite number, got {amount!r}")
+        if isinstance(amount, int) and not INT64_MIN <= amount <= INT64_MAX:
+            raise QueryError(f"inc of '{path}': {amount} is outside the 64-bit integer range")
 
 
 def _walk(doc: dict[str, Any], path: str, *, create: bool) -> tuple[Any, str]:
@@ -159,11 +182,11 @@ def _walk(doc: dict[str, Any], path: str, *, create: bool) -> tuple[Any, str]:
     return node, parts[-1]
 
 
-def check_update(set: Any, unset: Any, push: Any) -> None:
+def check_update(set: Any, unset: Any, push: Any, inc: Any = None) -> None:
     """Reject an empty update or one that touches the same path twice."""
-    paths = [*(set or {}), *(unset or []), *(push or {})]
+    paths = [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]
     if not paths:
-        raise QueryError("an update needs at least one of set, unset or push")
+        raise QueryError("an update needs at least one of set, unset, push or inc")
     if len(paths) != len(set_ := {*paths}) or any(
         a != b and (a.startswith(b + ".") or b.startswith(a + ".")) for a in set_ for b in set_
     ):

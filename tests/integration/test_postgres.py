@@ -1,7 +1,9 @@
-"""PostgreSQL specifics: hostile input is only data, and a restart is survived."""
+"""PostgreSQL specifics: hostile input is only data, a restart is survived, a deadlock is a
+Conflict."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +12,7 @@ import psycopg
 import pytest
 
 import datalayer
-from datalayer import ConfigError, QueryError, StoreUnavailable
+from datalayer import ConfigError, Conflict, QueryError, StoreUnavailable
 from datalayer.testing.registry import write_registry
 from tests.services.postgres import PASSWORD, PostgresServer
 
@@ -132,3 +134,43 @@ def test_stopped_postgres_fails_fast_then_recovers(
         assert row is not None and row["name"] == "a"
         items.put({"item_id": "b", "name": "b", "price": 2, "created_at": datetime.now(UTC)})
         assert items.count() == 2
+
+
+def test_a_deadlock_between_for_update_transactions_is_a_conflict(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    """Each transaction locks one row, then asks for the other's: PostgreSQL breaks the cycle
+    (after deadlock_timeout, 1 s), and the one it chose raises Conflict with nothing kept."""
+    with datalayer.open(registry(tmp_path, postgres_database), "pg") as dl:
+        dl.apply()
+        items = dl.transactional("items")
+        for key in ("a", "b"):
+            items.put({"item_id": key, "name": key, "price": 0, "created_at": datetime.now(UTC)})
+        both_hold_one = threading.Barrier(2, timeout=10)
+        outcomes: dict[str, object] = {}
+
+        def rename(first: str, second: str) -> None:
+            try:
+                with items.transaction():
+                    for key in (first, second):
+                        row = items.get(key, for_update=True)
+                        assert row is not None
+                        items.put({**row, "name": f"by {first}"})
+                        if key == first:
+                            both_hold_one.wait()
+                outcomes[first] = "committed"
+            except BaseException as exc:
+                outcomes[first] = exc
+
+        threads = [threading.Thread(target=rename, args=pair) for pair in (("a", "b"), ("b", "a"))]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert time.monotonic() - started < 15
+        assert sorted(map(type, outcomes.values()), key=str) == sorted([str, Conflict], key=str)
+        (winner,) = [k for k, o in outcomes.items() if o == "committed"]
+        (loser,) = [o for o in outcomes.values() if isinstance(o, Conflict)]
+        assert "run it again" in str(loser) and loser.orig is not None
+        assert {r["name"] for r in items.query()} == {f"by {winner}"}

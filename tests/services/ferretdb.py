@@ -3,6 +3,10 @@
 ``go install .../cmd/ferretdb`` panics without a generated version file, so the program in
 ``ferretdb/`` embeds FerretDB's ``ferretdb`` package instead; ``go build`` fetches the modules
 through the Go module proxy and the binary is cached under a hash of the sources.
+
+The program hands FerretDB one request at a time (``serial.go``): FerretDB v1 runs an update
+as read, change, write back, so two concurrent ``$inc`` on one document could lose one, where
+MongoDB applies each single-document update atomically, as the document contract expects.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from tests.services.process import ServiceError, free_port, run, spawn, wait_rea
 
 VERSION = "v1.24.2"
 SOURCE = Path(__file__).with_name("ferretdb_server")
-SOURCE_FILES = ("main.go", "go.mod", "go.sum")
+SOURCE_FILES = ("main.go", "serial.go", "go.mod", "go.sum")
 BINARY = "ferretdb-server"
 
 

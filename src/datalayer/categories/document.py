@@ -4,8 +4,14 @@ Guarantees every implementation keeps:
 - ``put`` upserts the whole document by its key field; with a schema it is validated first and
   nothing is written when it fails. An integer past 64 bits, NaN or infinity anywhere in it is
   refused the same way, so every store keeps what it was given.
-- ``update`` applies ``set`` (dotted paths), ``unset`` and ``push`` (append to a list)
-  atomically; with a schema the updated document is validated before it is written.
+- ``update`` applies ``set`` (dotted paths), ``unset``, ``push`` (append to a list) and ``inc``
+  (add to a number) atomically; with a schema the updated document is validated before it is
+  written. ``inc`` is the safe read-modify-write of a counter: the store adds to the value it
+  holds at that moment (MongoDB's ``$inc``; the embedded store reads and writes under its write
+  lock), so concurrent increments all count. It takes only ``int`` fields (by an integer) and
+  ``float`` fields of the schema, and finite amounts; anything else is a ``QueryError``. The
+  schema check of the result (a bound such as ``ge=0``) sees the document as read just before;
+  on MongoDB a change another writer makes in between is added to, not checked again.
 - Values are stored in one form on every store: JSON values, with datetimes as the UTC instant
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
   and sorts compare instants whatever offset or precision a datetime was written with.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -41,6 +47,7 @@ from datalayer.query import (
     Condition,
     SortKey,
     apply_update,
+    check_increments,
     check_limit,
     check_update,
     parse_filter,
@@ -84,11 +91,13 @@ class DocumentPattern(PatternConfig):
 
 @dataclass(frozen=True)
 class DocumentUpdate:
-    """A checked partial update: dotted paths to set, to remove, and lists to append to."""
+    """A checked partial update: dotted paths to set, to remove, lists to append to and
+    numbers to add to (the store adds them atomically, to the value it holds)."""
 
     set: dict[str, Any]
     unset: list[str]
     push: dict[str, Any]
+    inc: dict[str, int | float] = field(default_factory=dict)
 
 
 class DocumentBackend(GuardedOperations, ABC):
@@ -156,11 +165,18 @@ class DocumentCollection:
         set: Mapping[str, Any] | None = None,
         unset: Sequence[str] | None = None,
         push: Mapping[str, Any] | None = None,
+        inc: Mapping[str, int | float] | None = None,
     ) -> bool:
-        """Partially update one document; False when no document has that key."""
-        check_update(set, unset, push)
+        """Partially update one document; False when no document has that key. ``inc`` adds
+        to numeric fields atomically on the store: concurrent increments all count."""
+        check_update(set, unset, push, inc)
         schema = self.pattern.schema_cls
-        for path in [*(set or {}), *(unset or []), *(push or {})]:
+        check_increments(inc or {})
+        for path, amount in (inc or {}).items():
+            refused = None if schema is None else increment_refusal(schema, path, amount)
+            if refused:
+                raise QueryError(f"pattern '{self.pattern.name}': cannot inc '{path}': {refused}")
+        for path in [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]:
             if path.split(".")[0] == self.pattern.key:
                 raise PayloadValidationError(
                     self.pattern.name, [(path, "the key cannot be updated")]
@@ -170,7 +186,9 @@ class DocumentCollection:
                     self.pattern.name,
                     [(path, f"not a field of schema {schema.__name__}; nothing written")],
                 )
-        update = DocumentUpdate(dict(set or {}), list(unset or []), dict(push or {}))
+        update = DocumentUpdate(
+            dict(set or {}), list(unset or []), dict(push or {}), dict(inc or {})
+        )
         return self.backend.update(str(key), update, partial(self.merged, update=update))
 
     def find(
@@ -225,8 +243,30 @@ class DocumentCollection:
     def merged(self, current: dict[str, Any], *, update: DocumentUpdate) -> dict[str, Any]:
         """The document after ``update``, validated as a whole."""
         return self.prepare(
-            apply_update(current, set=update.set, unset=update.unset, push=update.push)
+            apply_update(
+                current, set=update.set, unset=update.unset, push=update.push, inc=update.inc
+            )
         )
+
+
+def increment_refusal(schema: type[BaseModel], path: str, amount: int | float) -> str | None:
+    """Why ``inc`` may not add ``amount`` at ``path`` of ``schema``; None when it may. Only an
+    ``int`` field (by an integer) or a ``float`` field; inside a free-form dict the value found
+    is checked when the update is applied."""
+    current: Any = schema
+    for part in path.split("."):
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        declared = current.model_fields.get(part)
+        if declared is None:
+            return f"not a field of schema {schema.__name__}; nothing written"
+        current = declared.annotation
+    if current is float or (current is int and isinstance(amount, int)):
+        return None
+    if current is int:
+        return f"it holds integers: inc by an integer, not {amount!r}"
+    shown = getattr(current, "__name__", None) or str(current)
+    return f"only int and float fields can be incremented, it is {shown}"
 
 
 _JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)

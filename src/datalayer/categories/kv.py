@@ -8,6 +8,11 @@ Guarantees every implementation keeps:
 - A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
   pattern with ``require_ttl`` rejects a write that has neither.
 - ``mget`` returns values in the order of the keys asked, ``None`` for missing ones.
+- ``incr`` adds to an integer value atomically on the store (Redis ``INCRBY``; the embedded
+  store reads and writes under its write lock), so concurrent increments all count. A missing
+  or expired key starts at 0 and takes the TTL a ``set`` would; an existing one keeps its
+  expiry. A pattern with a schema, a value that is not an integer and a sum past 64 bits are
+  refused with ``QueryError``, and nothing changes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pydantic import Field
 
 from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
 from datalayer.patterns import PatternConfig, Target
+from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
 from datalayer.validators import Duration, parse_duration
 
@@ -52,6 +58,7 @@ class KVBackend(GuardedOperations, ABC):
         "get_many": True,
         "delete": True,
         "ttl": True,
+        "incr": False,  # run twice, it adds twice
     }
 
     @abstractmethod
@@ -66,6 +73,12 @@ class KVBackend(GuardedOperations, ABC):
     @abstractmethod
     def ttl(self, key: str) -> float | None:
         """Seconds left before ``key`` expires; None for no expiry; raise KeyError if missing."""
+
+    @abstractmethod
+    def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
+        """Add ``by`` to the integer at ``key`` atomically; return the sum. A missing or expired
+        key counts as 0 and gets ``ttl_seconds``; an existing one keeps its expiry. Raise
+        ``ValueError`` saying why when the value is not a JSON integer or the sum leaves 64 bits."""
 
 
 class KVNamespace:
@@ -92,6 +105,28 @@ class KVNamespace:
 
     def delete(self, key: str) -> bool:
         return self.backend.delete(self.full_key(key))
+
+    def incr(self, key: str, by: int = 1, *, ttl: Any = None) -> int:
+        """Add ``by`` to the integer at ``key`` and return the new value, atomically: the safe
+        read-modify-write of a counter. A missing or expired key starts at 0 with the TTL a
+        ``set`` would give it (the call's, else the pattern's); an existing key keeps its own."""
+        if self.pattern.schema_cls is not None:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': incr needs a pattern without a schema "
+                f"(its values are {self.pattern.schema_cls.__name__} objects, not integers)"
+            )
+        if not isinstance(by, int) or isinstance(by, bool) or not INT64_MIN <= by <= INT64_MAX:
+            raise QueryError(f"pattern '{self.pattern.name}': incr by a 64-bit integer, got {by!r}")
+        full = self.full_key(key)
+        ttl_seconds = self.ttl_for(ttl)
+        try:
+            return self.backend.incr(full, by, ttl_seconds)
+        except DataLayerError:
+            raise
+        except ValueError as exc:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': cannot incr key {key!r}: {exc}; nothing changed"
+            ) from exc
 
     def decode(self, key: str, raw: bytes) -> Any:
         """A stored value; one another program wrote that is not JSON is a clear error."""

@@ -7,6 +7,12 @@ Guarantees every implementation keeps:
   So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity.
 - Inside ``transaction()`` every operation on any pattern of the same store shares one database
   transaction: it commits when the block ends and rolls back entirely if the block raises.
+- Read-modify-write is safe with ``get(key, for_update=True)`` inside ``transaction()``: no
+  other transaction can change or create that key until this one ends, whether or not a row
+  was there (PostgreSQL: ``SELECT ... FOR UPDATE``, plus a transaction-scoped lock on a key no
+  row has yet; SQLite: every transaction holds the file's write lock from its start, ``BEGIN
+  IMMEDIATE``). Outside ``transaction()`` it raises ``QueryError``: the lock would end with the
+  read. A deadlock between such transactions raises ``Conflict``; nothing of the loser is kept.
 - ``query`` takes the shared filter language (equality, ``$in``, ``$gt/$gte/$lt/$lte``,
   ``$exists``) on columns, an order (``"-col"`` descends) and a limit, all as bound parameters.
 - Reads return plain dicts of column values; a missing key reads as ``None``.
@@ -75,7 +81,9 @@ class TransactionalBackend(GuardedOperations, ABC):
     }
 
     @abstractmethod
-    def get(self, key: dict[str, Any]) -> dict[str, Any] | None: ...
+    def get(self, key: dict[str, Any], *, for_update: bool = False) -> dict[str, Any] | None:
+        """One row; ``for_update`` also locks its key until the open transaction ends (and
+        raises ``QueryError`` when none is open)."""
 
     @abstractmethod
     def upsert(self, rows: list[BaseModel]) -> None:
@@ -115,7 +123,11 @@ class TransactionalTable:
         self.schema: type[BaseModel] = schema
         self.columns = list(schema.model_fields)
 
-    def get(self, key: Key) -> dict[str, Any] | None:
+    def get(self, key: Key, *, for_update: bool = False) -> dict[str, Any] | None:
+        """One row by key, ``None`` if missing. ``for_update=True``, inside ``transaction()``
+        only, locks the key until the transaction ends: the safe read of a read-modify-write."""
+        if for_update:
+            return self.backend.get(self.key_values(key), for_update=True)
         return self.backend.get(self.key_values(key))
 
     def put(self, row: Any) -> None:

@@ -10,6 +10,10 @@
 //
 // It serves until SIGTERM or SIGINT, then closes the listener, waits for connections
 // (FerretDB gives clients a few seconds) and closes the SQLite databases.
+//
+// Clients reach FerretDB through a proxy in this program that hands it one request at a time
+// (see serial.go): MongoDB applies each update to one document atomically, FerretDB v1 does
+// not, and the contract tests check that guarantee.
 package main
 
 import (
@@ -58,8 +62,16 @@ func run(listen, data, level string) error {
 		return err
 	}
 
+	sockets, err := os.MkdirTemp("", "ferretdb-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockets)
+
+	backend := filepath.Join(sockets, "ferretdb.sock")
+
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener: ferretdb.ListenerConfig{TCP: listen},
+		Listener: ferretdb.ListenerConfig{Unix: backend},
 		Logger:   logger,
 		Handler:  "sqlite",
 
@@ -77,6 +89,18 @@ func run(listen, data, level string) error {
 		logger.Info("signal received, shutting down")
 		stop() // a second signal kills the process the default way
 	}()
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+
+	go serveOneAtATime(ln, backend, logger)
 
 	logger.Info("ferretdb-server starting", "listen", listen, "sqlite", sqliteURL)
 

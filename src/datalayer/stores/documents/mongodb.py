@@ -124,7 +124,9 @@ class MongoCollection(DocumentBackend):
     ) -> bool:
         """Validate the merged document, then send MongoDB's own atomic operators.
 
-        The values sent are taken from the validated document, so they are in stored form.
+        The values sent are taken from the validated document, so they are in stored form;
+        ``inc`` amounts are sent as they are, with ``$inc``, so the server adds them to the
+        value it holds then, not to the one read here.
         """
         current = self.get(key)
         if current is None:
@@ -137,6 +139,8 @@ class MongoCollection(DocumentBackend):
             operators.setdefault("$unset", {})[path] = ""
         for path in update.push:
             operators.setdefault("$push", {})[path] = _at(document, path)[-1]
+        if update.inc:
+            operators["$inc"] = dict(update.inc)
         with self.store.errors():
             return bool(self.collection.update_one({"_id": key}, operators).matched_count)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -9,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
+from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
@@ -107,3 +109,33 @@ class EmbeddedKV(KVBackend):
         if row is None or (row[0] is not None and row[0] <= now):
             raise KeyError(key)
         return None if row[0] is None else row[0] - now
+
+    def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
+        """Read, add and write under the file's write lock: one atomic step across processes."""
+        now = time.time()
+        with self.store.db.write() as conn:
+            row = conn.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchone()
+            if row is None or (row[1] is not None and row[1] <= now):
+                current, expires = 0, None if ttl_seconds is None else now + ttl_seconds
+            else:
+                current, expires = _integer(row[0]), row[1]
+            total = current + by
+            if not INT64_MIN <= total <= INT64_MAX:
+                raise ValueError("the sum would be past the 64-bit integer range")
+            conn.execute(
+                "INSERT INTO kv(key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, str(total).encode(), expires),
+            )
+        return total
+
+
+def _integer(raw: bytes) -> int:
+    """A stored value that ``incr`` can add to: a JSON integer (as Redis's INCRBY requires)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("the value is not an integer")
+    return value

@@ -97,3 +97,19 @@ class RedisKV(KVBackend):
         if millis == -2:
             raise KeyError(key)
         return None if millis == -1 else millis / 1000
+
+    def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
+        """``INCRBY``; with a TTL, ``SET key 0 NX PX`` first in the same MULTI, so a key this
+        creates never exists without its expiry and an existing one keeps its own."""
+        import redis
+
+        with self.store.errors():
+            try:
+                if ttl_seconds is None:
+                    return int(self.client.incrby(key, by))
+                pipe = self.client.pipeline(transaction=True)
+                pipe.set(key, 0, px=max(1, round(ttl_seconds * 1000)), nx=True)
+                pipe.incrby(key, by)
+                return int(pipe.execute()[1])
+            except redis.ResponseError as exc:  # not an integer, or past 64 bits
+                raise ValueError(str(exc)) from exc

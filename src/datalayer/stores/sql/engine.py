@@ -23,7 +23,7 @@ from datalayer.categories.transactional import (
     TransactionalPattern,
     TransactionalTable,
 )
-from datalayer.errors import Conflict, DataLayerError, NotApplied, StoreUnavailable
+from datalayer.errors import Conflict, DataLayerError, NotApplied, QueryError, StoreUnavailable
 from datalayer.migrations import Migrations, has_environment
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
@@ -186,12 +186,33 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
     def close(self) -> None:
         self.engine.dispose()
 
-    def get_row(self, table: SQLTable, key: dict[str, Any]) -> dict[str, Any] | None:
-        """One row by key; a store type may serve this hot path more directly."""
+    def get_row(
+        self, table: SQLTable, key: dict[str, Any], *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        """One row by key; a store type may serve this hot path more directly. ``for_update``
+        locks the key until the open transaction ends, row or no row (``lock_missing``)."""
         params = {f"key_{c}": v for c, v in key.items()}
+        if not for_update:
+            with self.reading() as conn:
+                row = conn.execute(table.key_select(), params).mappings().first()
+            return dict(row) if row is not None else None
+        if self._current.get() is None:
+            raise QueryError(
+                f"{self.label}: get(..., for_update=True) on table '{table.table.name}' locks "
+                "the row until its transaction ends: call it inside transaction()"
+            )
+        locking = table.key_select().with_for_update()
         with self.reading() as conn:
-            row = conn.execute(table.key_select(), params).mappings().first()
+            row = conn.execute(locking, params).mappings().first()
+            if row is None and self.lock_missing(conn, table, key):
+                row = conn.execute(locking, params).mappings().first()
         return dict(row) if row is not None else None
+
+    def lock_missing(self, conn: Connection, table: SQLTable, key: dict[str, Any]) -> bool:
+        """Lock a key no row has, until the transaction ends, so two transactions that both
+        find it missing cannot both create it; True if it took a lock (the caller reads again).
+        None is needed by default: SQLite's transactions hold the whole file's write lock."""
+        return False
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -309,8 +330,8 @@ class SQLTable(TransactionalBackend):
             *(self.table.c[c] == sa.bindparam(f"key_{c}") for c in self.key)
         )
 
-    def get(self, key: dict[str, Any]) -> dict[str, Any] | None:
-        return self.store.get_row(self, key)
+    def get(self, key: dict[str, Any], *, for_update: bool = False) -> dict[str, Any] | None:
+        return self.store.get_row(self, key, for_update=for_update)
 
     def delete(self, key: dict[str, Any]) -> bool:
         where = sa.and_(*(self.table.c[c] == v for c, v in key.items()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import socket
@@ -13,6 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy.engine import Connection
 
 from datalayer.errors import redact
 from datalayer.resilience import current_attempt
@@ -158,9 +161,11 @@ class PostgresStore(SQLStore):
             )
         return self._statements[table.table.name]
 
-    def get_row(self, table: SQLTable, key: dict[str, Any]) -> dict[str, Any] | None:
-        if self._current.get() is not None:
-            return super().get_row(table, key)
+    def get_row(
+        self, table: SQLTable, key: dict[str, Any], *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        if for_update or self._current.get() is not None:
+            return super().get_row(table, key, for_update=for_update)
         import psycopg
 
         sql, columns = self._statement(table)
@@ -184,6 +189,16 @@ class PostgresStore(SQLStore):
             name: value.astimezone(UTC) if isinstance(value, datetime) else value
             for name, value in zip(columns, row, strict=True)
         }
+
+    def lock_missing(self, conn: Connection, table: SQLTable, key: dict[str, Any]) -> bool:
+        """``FOR UPDATE`` has no row to lock: take a transaction-scoped advisory lock on a
+        64-bit hash of the table and key instead (a collision only makes one wait longer)."""
+        text = json.dumps([table.table.name, [str(key[c]) for c in table.key]])
+        digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True)))
+        )
+        return True
 
     def close(self) -> None:
         with self._lock:

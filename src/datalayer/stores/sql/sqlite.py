@@ -1,4 +1,11 @@
-"""``sqlite``: the transactional contract on an embedded SQLite file, through SQLAlchemy."""
+"""``sqlite``: the transactional contract on an embedded SQLite file, through SQLAlchemy.
+
+Every transaction begins ``IMMEDIATE``: it holds the file's write lock from its first statement,
+so transactions run one at a time (SQLite allows one writer anyway) and a read inside one sees
+the latest rows and keeps them until it ends. pysqlite's own BEGIN came only before a write, so
+a read before it ran outside the transaction and a read-modify-write could lose another; as
+SQLAlchemy documents for pysqlite, we turn that off and emit BEGIN ourselves.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy.engine import Connection
 
 from datalayer.stores.base import StoreConfig
 from datalayer.stores.shared.paths import migrations_folder, resolve_path
@@ -32,9 +40,27 @@ class SQLiteConfig(StoreConfig):
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN: "_begin" does
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        return SQLStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                return  # a single read outside any transaction (SQLStore.reading)
+            # Returning an AUTOCOMMIT connection to the pool set pysqlite's mode back.
+            conn.connection.dbapi_connection.isolation_level = None  # type: ignore[union-attr]
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return SQLiteStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+
+
+class SQLiteStore(SQLStore):
+    """SQLStore whose ping is a read outside any transaction: it must not wait for the write
+    lock a long transaction holds."""
+
+    def ping(self) -> None:
+        with self.reading() as conn:
+            conn.execute(sa.text("SELECT 1"))

@@ -8,6 +8,7 @@ import pytest
 
 from datalayer import DataLayer, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
+from datalayer.testing.contracts.concurrency import run_together
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NOTES = {
@@ -36,10 +37,18 @@ def ids(docs: list[dict[str, object]]) -> list[object]:
     return [d["note_id"] for d in docs]
 
 
+def add_one_by_inc(dl: DataLayer, pattern: str, key: str, times: int) -> None:
+    notes = dl.documents(pattern)
+    for _ in range(times):
+        assert notes.update(key, inc={"score": 1})
+
+
 class DocumentContract(Contract):
     """The document contract: whole documents, partial updates, the filter language."""
 
     category = "document"
+    #: Increments of one counter by each of 8 threads and 4 processes.
+    increments = 200
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
@@ -278,3 +287,54 @@ class DocumentContract(Contract):
         assert free.find({"v": "'; DROP TABLE x; --"}) == [
             {"id": "plain", "v": "'; DROP TABLE x; --"}
         ]
+
+    def test_inc_adds_to_numbers(self, dl: DataLayer) -> None:
+        notes, free = dl.documents("notes"), dl.documents("free")
+        notes.put(note(1))
+        assert notes.update("n01", inc={"score": 4}, set={"author": "zed"})
+        assert notes.update("n01", inc={"meta.rank": 2})  # meta is a free-form dict
+        stored = notes.get("n01")
+        assert stored is not None
+        assert (stored["score"], stored["author"], stored["meta"]["rank"]) == (5, "zed", 3)
+        assert notes.update("missing", inc={"score": 1}) is False
+        free.put({"id": "c", "label": "x", "nested": {}})
+        assert free.update("c", inc={"n": 1, "nested.f": 0.5})  # a missing field counts as 0
+        assert free.update("c", inc={"n": -3, "nested.f": 2})
+        assert free.get("c") == {"id": "c", "label": "x", "n": -2, "nested": {"f": 2.5}}
+
+    def test_inc_refuses_what_it_cannot_add_and_writes_nothing(self, dl: DataLayer) -> None:
+        notes, free = dl.documents("notes"), dl.documents("free")
+        notes.put(note(1))
+        free.put({"id": "t", "label": "x", "flag": True, "big": 2**63 - 1})
+        before = notes.get("n01"), free.get("t")
+        for bad in (
+            {"author": 1},  # text
+            {"tags": 1},  # a list
+            {"meta": 1},  # an object
+            {"created_at": 1},  # a datetime
+            {"unknown": 1},  # not in the schema
+            {"score": 1.5},  # an int field takes integers only
+            {"score": True},
+            {"score": "1"},
+            {"score": float("nan")},
+            {"score": 2**63},
+        ):
+            with pytest.raises(QueryError):
+                notes.update("n01", inc=bad)  # type: ignore[arg-type]
+        with pytest.raises(QueryError, match="same path twice"):
+            notes.update("n01", set={"score": 1}, inc={"score": 1})
+        with pytest.raises(PayloadValidationError, match="score"):
+            notes.update("n01", inc={"score": -5})  # the schema says ge=0
+        for bad in ({"label": 1}, {"flag": 1}):
+            with pytest.raises(QueryError, match="not a number"):
+                free.update("t", inc=bad)
+        with pytest.raises(PayloadValidationError, match="big"):
+            free.update("t", inc={"big": 1})  # past 64 bits
+        assert (notes.get("n01"), free.get("t")) == before
+
+    def test_concurrent_increments_all_count(self, dl: DataLayer) -> None:
+        """8 threads and 4 processes add 1 to one field of one document."""
+        dl.documents("notes").put(note(0, note_id="counter", score=0))
+        run_together(dl, add_one_by_inc, "notes", "counter", self.increments)
+        counter = dl.documents("notes").get("counter")
+        assert counter is not None and counter["score"] == 12 * self.increments

@@ -8,6 +8,7 @@ import pytest
 
 from datalayer import DataLayer, DataLayerError, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
+from datalayer.testing.contracts.concurrency import run_together
 
 PATTERNS = {
     "windows": {"ttl": "1h", "schema": "datalayer.testing.contracts.schemas:Window"},
@@ -17,10 +18,18 @@ PATTERNS = {
 }
 
 
+def add_one_by_incr(dl: DataLayer, pattern: str, key: str, times: int) -> None:
+    cache = dl.kv(pattern)
+    for _ in range(times):
+        cache.incr(key)
+
+
 class KeyValueContract(Contract):
     """The key-value contract: values with TTLs, each pattern in its own key space."""
 
     category = "key-value"
+    #: Increments of one counter by each of 8 threads and 4 processes.
+    increments = 200
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
@@ -107,3 +116,52 @@ class KeyValueContract(Contract):
         cache.backend.set(cache.full_key("foreign"), b"\xff\x00 not json", None)
         with pytest.raises(DataLayerError, match="not JSON"):
             cache.get("foreign")
+
+    def test_incr_adds_to_integers_and_returns_the_sum(self, dl: DataLayer) -> None:
+        cache = dl.kv("cache")
+        assert cache.incr("c") == 1  # a missing key starts at 0
+        assert cache.incr("c", by=5) == 6
+        assert cache.incr("c", by=-10) == -4
+        assert cache.get("c") == -4 and cache.ttl("c") is None
+        cache.set("n", 41)
+        assert cache.incr("n") == 42 and cache.get("n") == 42
+        assert dl.kv("other").get("c") is None
+
+    def test_incr_gives_a_new_key_its_ttl_and_keeps_an_existing_one_s(self, dl: DataLayer) -> None:
+        cache, strict = dl.kv("cache"), dl.kv("strict")
+        assert cache.incr("short", ttl="400ms") == 1
+        assert cache.incr("short", ttl="1h") == 2  # still the first expiry
+        remaining = cache.ttl("short")
+        assert remaining is not None and remaining <= 0.4
+        cache.set("forever", 1)
+        assert cache.incr("forever", ttl="1h") == 2 and cache.ttl("forever") is None
+        with pytest.raises(PayloadValidationError, match="ttl"):
+            strict.incr("k")
+        assert strict.get("k") is None
+        assert strict.incr("k", ttl="5s") == 1
+        time.sleep(0.6)
+        assert cache.incr("short") == 1  # expired: counts from 0 again, with no expiry now
+        assert cache.ttl("short") is None
+
+    def test_incr_refuses_what_it_cannot_add_and_changes_nothing(self, dl: DataLayer) -> None:
+        cache = dl.kv("cache")
+        values = {"text": "7", "float": 1.5, "bool": True, "list": [1], "max": 2**63 - 1}
+        for key, value in values.items():
+            cache.set(key, value)
+        for key in ("text", "float", "bool", "list"):
+            with pytest.raises(QueryError, match="not an integer"):
+                cache.incr(key)
+        with pytest.raises(QueryError):
+            cache.incr("max")  # past 64 bits
+        for by in (1.5, True, "1", 2**63):
+            with pytest.raises(QueryError):
+                cache.incr("new", by=by)  # type: ignore[arg-type]
+        with pytest.raises(QueryError, match="schema"):
+            dl.kv("windows").incr("w")
+        assert {key: cache.get(key) for key in values} == values
+        assert cache.get("new") is None
+
+    def test_concurrent_increments_all_count(self, dl: DataLayer) -> None:
+        """8 threads and 4 processes increment one key, which none of them created."""
+        run_together(dl, add_one_by_incr, "cache", "counter", self.increments)
+        assert dl.kv("cache").get("counter") == 12 * self.increments

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from datalayer import DataLayer, DataLayerError, PayloadValidationError, QueryError
+from datalayer import Conflict, DataLayer, DataLayerError, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
+from datalayer.testing.contracts.concurrency import run_together
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ITEMS = {
@@ -38,10 +40,23 @@ def item(i: int, **overrides: object) -> dict[str, object]:
     return row
 
 
+def add_one_at_a_time(dl: DataLayer, pattern: str, key: str, times: int) -> None:
+    """Read-modify-write of one counter (``quantity``), each in its own transaction; the first
+    creates the row."""
+    table = dl.transactional(pattern)
+    for _ in range(times):
+        with table.transaction():
+            row = table.get(key, for_update=True)
+            count = 0 if row is None else int(row["quantity"])
+            table.put(item(0, item_id=key, quantity=count + 1))
+
+
 class TransactionalContract(Contract):
     """The transactional contract: rows, composite keys, queries, transactions."""
 
     category = "transactional"
+    #: Increments of one counter by each of 8 threads and 4 processes.
+    increments = 200
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
@@ -244,3 +259,59 @@ class TransactionalContract(Contract):
             thread.join(timeout=120)
         assert not failures, failures
         assert items.count() == 150
+
+    def test_get_for_update_needs_a_transaction(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        items.put(item(1))
+        with pytest.raises(QueryError, match=r"inside transaction\(\)"):
+            items.get("i001", for_update=True)
+        with items.transaction():
+            row = items.get("i001", for_update=True)
+            assert row is not None and row["name"] == "item 1"
+            assert items.get("i404", for_update=True) is None
+            items.put(item(404))
+        assert items.count() == 2
+
+    def test_read_modify_write_with_for_update_loses_nothing(self, dl: DataLayer) -> None:
+        """8 threads and 4 processes add 1 to one counter, which none of them created."""
+        run_together(dl, add_one_at_a_time, "items", "counter", self.increments)
+        row = dl.transactional("items").get("counter")
+        assert row is not None and row["quantity"] == 12 * self.increments
+
+    def test_opposite_lock_orders_commit_or_conflict_never_hang(self, dl: DataLayer) -> None:
+        """Two transactions lock two rows in opposite orders: each commits whole or raises
+        ``Conflict`` and leaves nothing; one at least commits."""
+        items = dl.transactional("items")
+        items.put_many([item(1, quantity=0), item(2, quantity=0)])
+        both_locked_one = threading.Barrier(2)
+        outcomes: dict[str, object] = {}
+
+        def transfer(name: str, first: str, second: str) -> None:
+            try:
+                with items.transaction():
+                    row = items.get(first, for_update=True)
+                    assert row is not None
+                    items.put({**row, "quantity": row["quantity"] + 1})
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        both_locked_one.wait(2)  # SQLite runs them one after the other
+                    row = items.get(second, for_update=True)
+                    assert row is not None
+                    items.put({**row, "quantity": row["quantity"] + 1})
+                outcomes[name] = "committed"
+            except BaseException as exc:
+                outcomes[name] = exc
+
+        threads = [
+            threading.Thread(target=transfer, args=("a", "i001", "i002")),
+            threading.Thread(target=transfer, args=("b", "i002", "i001")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert all(o == "committed" or isinstance(o, Conflict) for o in outcomes.values()), outcomes
+        committed = sum(o == "committed" for o in outcomes.values())
+        assert committed >= 1
+        quantities = [r["quantity"] for r in items.query(order_by="item_id")]
+        assert quantities == [committed, committed]
