@@ -68,6 +68,9 @@ SERVERS_BY_PARAM: dict[tuple[str, str], tuple[str, ...]] = {
     ("datalayer_store", "redis"): ("redis",),
     ("registry", "kafka"): ("kafka",),  # test_stream_processes.py STORES
     ("project", "postgres"): ("postgres",),  # test_migrations.py
+    ("proxied_store", "postgres"): ("postgres", "toxiproxy"),  # test_toxiproxy_faults.py
+    ("proxied_store", "redis"): ("redis", "toxiproxy"),
+    ("proxied_store", "mongodb"): ("mongodb", "toxiproxy"),
     ("sql_store", "postgres"): ("postgres",),  # test_sql_errors.py
     ("layer", "services"): SERVERS,  # test_features.py
     ("case", "pg"): ("postgres",),  # test_materialize_fast_path.py

@@ -403,6 +403,8 @@ def _guarded(
 ) -> Callable[..., T]:
     @wraps(call)
     def guarded(*args: Any, **kwargs: Any) -> T:
+        if _ATTEMPT.get() is not None:  # called by another guarded call: part of its attempt
+            return call(*args, **kwargs)
         retry_safe = idempotent and backend.retry_safe_now()
         return guard.run(call, args, kwargs, policy=policy, retry_safe=retry_safe)
 

@@ -42,7 +42,8 @@ class MongoDBConfig(StoreConfig):
             self.url,
             serverSelectionTimeoutMS=self.server_selection_timeout_ms,
             connectTimeoutMS=self.server_selection_timeout_ms,
-            socketTimeoutMS=self.resilience.timeout.total_seconds() * 1000,
+            # one deadline for the whole operation (pymongo's socket timeout is per read)
+            timeoutMS=self.resilience.timeout.total_seconds() * 1000,
             retryReads=False,  # the resilience policy retries, and counts
             retryWrites=False,
         )
@@ -60,8 +61,14 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         from bson.errors import BSONError
         from pymongo import errors
 
-        unavailable = (errors.ConnectionFailure, errors.ServerSelectionTimeoutError)
-        timeouts = (errors.NetworkTimeout, errors.ExecutionTimeout)
+        unavailable = (errors.ConnectionFailure,)
+        # No server found, no reply, or the operation's deadline passed (timeoutMS) in time.
+        timeouts = (
+            errors.ServerSelectionTimeoutError,
+            errors.NetworkTimeout,
+            errors.ExecutionTimeout,
+            errors.WaitQueueTimeoutError,
+        )
         return classified(self.label, unavailable, (errors.PyMongoError, BSONError), timeouts)
 
     def handle(self, pattern: DocumentPattern) -> DocumentCollection:

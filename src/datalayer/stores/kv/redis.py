@@ -7,6 +7,7 @@ the value, so a key never exists without its expiry.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import Field
 from datalayer.categories.kv import KeyValuePattern, KVBackend, KVNamespace
 from datalayer.errors import redact
 from datalayer.stores.base import Store, StoreConfig, classified, require_driver
+from datalayer.stores.shared.deadlines import release, watch_socket
 
 
 class RedisConfig(StoreConfig):
@@ -34,15 +36,39 @@ class RedisConfig(StoreConfig):
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        client = redis.Redis.from_url(
+        pool_class, connection_class = bounded_classes(self.url.startswith("rediss:"))
+        pool = pool_class.from_url(
             self.url,
+            connection_class=connection_class,
             socket_timeout=self.resilience.timeout.total_seconds(),
-            retry=Retry(NoBackoff(), 0),  # the resilience policy retries, and counts
             socket_connect_timeout=self.connect_timeout,
             max_connections=self.max_connections,
             health_check_interval=30,
         )
+        # The resilience policy retries, and counts: none of redis-py's own.
+        client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         return RedisStore(name, self, client)
+
+
+@cache
+def bounded_classes(tls: bool) -> tuple[Any, Any]:
+    """A pool and connection class whose commands the calling attempt bounds as a whole:
+    redis-py's socket timeout is per read, so a server trickling a reply never times out."""
+    import redis
+
+    base = redis.SSLConnection if tls else redis.Connection
+
+    class BoundedConnection(base):  # type: ignore[valid-type, misc]
+        def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+            watch_socket(id(self), lambda: None if self._sock is None else self._sock.fileno())
+            super().send_packed_command(*args, **kwargs)
+
+    class BoundedPool(redis.ConnectionPool):
+        def release(self, connection: Any) -> None:
+            release(id(connection))
+            super().release(connection)
+
+    return BoundedPool, BoundedConnection
 
 
 class RedisStore(Store[KeyValuePattern, KVNamespace]):

@@ -5,11 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import socket
 import threading
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +17,7 @@ from sqlalchemy.engine import Connection
 from datalayer.errors import redact
 from datalayer.resilience import current_attempt
 from datalayer.stores.base import StoreConfig, require_driver
+from datalayer.stores.shared.deadlines import release, watch_socket
 from datalayer.stores.shared.paths import migrations_folder
 from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
 from datalayer.stores.sql.engine import SQLStore, SQLTable, classify, ping_when_idle
@@ -55,19 +53,8 @@ class PostgresConfig(StoreConfig):
 
 def watch(conn: Any) -> None:
     """Bound the calling attempt's wait on this psycopg connection: libpq waits on a frozen
-    server forever (the kernel still acknowledges), so when time is up the watchdog shuts the
-    socket down, and the blocked call fails at once with a dead connection."""
-    attempt = current_attempt()
-    if attempt is not None:
-        attempt.on_expiry(id(conn), partial(_shut, conn))
-
-
-def _shut(conn: Any) -> None:
-    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    finally:
-        sock.close()
+    server forever (the kernel still acknowledges), so the watchdog shuts its socket."""
+    watch_socket(id(conn), lambda: None if conn.closed else conn.pgconn.socket)
 
 
 def connect_timeout(configured: int) -> int:
@@ -106,9 +93,7 @@ def bound_by_attempts(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "checkin")
     def _returned(dbapi_connection: Any, _record: Any) -> None:
-        attempt = current_attempt()
-        if attempt is not None:
-            attempt.release(id(dbapi_connection))
+        release(id(dbapi_connection))
 
 
 class PostgresStore(SQLStore):
