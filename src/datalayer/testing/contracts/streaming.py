@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,61 @@ class StreamingContract(Contract):
         assert sorted(m.value["seq"] for m in got["a"] + got["b"]) == list(range(40))
         assert {m.partition for m in got["a"]} <= split["a"]
         assert {m.partition for m in got["b"]} <= split["b"]
+
+    def test_members_joining_and_leaving_handle_each_message_exactly_once(
+        self, dl: DataLayer
+    ) -> None:
+        """Churn while a producer publishes: members join one after another and each leaves
+        cleanly after a share of the messages; every message is handled once, none twice."""
+        stream = dl.stream("events")
+        total, churners = 600, 4
+        gap = 2 * self.idle  # between joins: a few of the store's rebalances
+        handled: list[str] = []
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def produce() -> None:
+            # Bursts: members fetch big batches, so a rebalance finds messages in hand.
+            batches = [range(n, min(n + 40, total)) for n in range(0, total, 40)]
+            pause = gap * (churners + 1) / len(batches)
+            for batch in batches:
+                stream.publish_many([event(n, f"dev-{n % 16}") for n in batch])
+                time.sleep(pause)
+
+        def member(delay: float, share: int | None) -> None:
+            time.sleep(delay)
+            for message in stream.consume(
+                "churn", max_messages=share, idle_timeout=max(3 * self.idle, 2.0)
+            ):
+                time.sleep(0.003)  # the handler's work, during which a rebalance may start
+                with lock:
+                    handled.append(message.value["event_id"])
+                message.ack()
+
+        def guarded(target: Any, *args: Any) -> threading.Thread:
+            def run() -> None:
+                try:
+                    target(*args)
+                except BaseException as exc:  # reported by the assertion below
+                    failures.append(exc)
+
+            return threading.Thread(target=run, daemon=True)
+
+        threads = [guarded(produce), guarded(member, 0.0, None)]
+        threads += [guarded(member, k * gap, total // 8) for k in range(1, churners + 1)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, 50 - (time.monotonic() - started)))
+        assert not any(t.is_alive() for t in threads), "a member or the producer never finished"
+        assert not failures, failures
+        # Whatever the members left (none left the group with messages in hand) comes now.
+        handled += [m.value["event_id"] for m in self.drain(dl, "churn")]
+        counts = Counter(handled)
+        twice = sorted(i for i, c in counts.items() if c > 1)
+        assert not twice, f"{len(twice)} messages handled more than once, e.g. {twice[:5]}"
+        assert set(counts) == {f"e{n}" for n in range(total)}, "messages were lost"
 
     def test_a_stopped_consumer_s_unacked_messages_go_to_another_member(
         self, dl: DataLayer
