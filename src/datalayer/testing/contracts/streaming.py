@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 
 import datalayer
 from datalayer import DataLayer, DataLayerError, NotApplied, PayloadValidationError
@@ -33,6 +35,28 @@ EVENTS = {
     "schema": "datalayer.testing.contracts.schemas:Event",
     "dead_letter": "events.dlq",
     "max_attempts": 3,
+}
+
+
+class Calibration(BaseModel):
+    offset: float
+
+
+class Reading(BaseModel):
+    """An event with floats at the top, optional, in a list and in a nested model."""
+
+    sensor: str
+    value: float
+    peak: float | None = None
+    samples: list[float] = Field(default_factory=list)
+    calibration: Calibration | None = None
+
+
+READINGS = {
+    "topic": "readings",
+    "partitions": 2,
+    "key": "sensor",
+    "schema": "datalayer.testing.contracts.streaming:Reading",
 }
 
 
@@ -445,6 +469,41 @@ class StreamingContract(Contract):
             with pytest.raises(PayloadValidationError):
                 stream.publish_many([{"x": 1}, bad])
         assert stream.end_offsets() == before
+
+    def test_nan_and_infinities_in_float_fields_are_refused_naming_the_field(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        """JSON has no NaN or infinity (the serializer would write null): every publishing path
+        refuses them, whether the event is a dict, text pydantic reads as a float, or a model
+        instance, and names the field (and the event's index in a batch)."""
+        stream = open_layer({"readings": READINGS}).stream("readings")
+        ok = {"sensor": "s1", "value": 1.5}
+        before = stream.end_offsets()
+        for number in (float("nan"), float("inf"), float("-inf"), "NaN", "-Infinity"):
+            for field, bad in (
+                ("value", {**ok, "value": number}),
+                ("peak", {**ok, "peak": number}),
+                ("samples.1", {**ok, "samples": [0.5, number]}),
+                ("calibration.offset", {**ok, "calibration": {"offset": number}}),
+            ):
+                one, second = rf"\({re.escape(field)}: ", rf"\(\[1\]\.{re.escape(field)}: "
+                with pytest.raises(PayloadValidationError, match=one):
+                    stream.publish(bad)
+                with pytest.raises(PayloadValidationError, match=one):
+                    stream.publish(Reading.model_validate(bad))
+                with pytest.raises(PayloadValidationError, match=second):
+                    stream.publish_many([ok, bad])
+                with pytest.raises(PayloadValidationError, match=second):
+                    stream.publish_many([Reading(**ok), Reading.model_validate(bad)])
+                with pytest.raises(PayloadValidationError, match=second), stream.publisher() as p:
+                    p.publish_many([ok, bad])
+        assert stream.end_offsets() == before
+        good = {**ok, "peak": -0.0, "samples": [1e308, -2.5e-308], "calibration": {"offset": 0.1}}
+        stream.publish(good)
+        [message] = stream.consume(
+            None, start="earliest", idle_timeout=self.idle_for(datalayer_store)
+        )
+        assert message.value == good
 
     def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
         self, dl: DataLayer, datalayer_store: dict[str, Any]
