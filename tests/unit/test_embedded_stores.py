@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import datalayer
@@ -44,3 +45,26 @@ def test_document_indexes_from_the_registry_are_created(tmp_path: Path) -> None:
     }
     assert "DESC" in indexes["ix_incidents_opened_at"]
     assert "ix_incidents_service_id" in plan
+
+
+def test_a_log_member_taken_for_dead_hands_out_nothing_its_successor_has(tmp_path: Path) -> None:
+    """A member that missed its session timeout lost its partition's lease: its commit is
+    refused, and the rest of the batch it fetched is not handed out (its successor has it)."""
+    store = {"type": "embedded-log", "path": "events.db", "session_timeout": "1s"}
+    pattern = {"category": "streaming", "store": "events", "topic": "events", "partitions": 1}
+    registry = write_registry(tmp_path, {"local": {"events": store}}, {"events": pattern})
+    with datalayer.open(registry, "local") as dl:
+        dl.apply()
+        stream = dl.stream("events")
+        stream.publish_many([{"n": n} for n in range(3)])
+        slow = stream.consume("g", idle_timeout=0.5)
+        first = next(slow)
+        time.sleep(1.5)
+        successor = []
+        for message in stream.consume("g", idle_timeout=0.5):
+            successor.append(message.value["n"])
+            message.ack()
+        first.ack()
+        late = [m.value["n"] for m in slow]
+    assert successor == [0, 1, 2]
+    assert late == []

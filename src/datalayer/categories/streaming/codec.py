@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -44,17 +45,27 @@ class EventCodec:
         # A key field declared ``str`` is text once validated: no per-event check is needed.
         declared = self._schema.model_fields.get(field) if field and self._schema else None
         self._key_is_text = declared is not None and declared.annotation is str
+        # Validation lets NaN and infinities through and the serializer writes them as null:
+        # checked after validation, only on the fields that can hold a float (often none).
+        self._finite = finite_check(self._schema) if self._schema is not None else None
 
     def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
         """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
         if self._to_json is not None and self._schema is not None:
             value: Any = validate_model(self._name, self._schema, event)
+            if self._finite is not None:
+                found = self._finite.one(value)
+                if found is not None:
+                    self._refuse_non_finite(*found)
             body = self._to_json(value)
         else:
             value = validate_payload(self._name, None, event)
             try:
                 body = _JSON.encode(value).encode()
             except (TypeError, ValueError) as exc:  # NaN, infinity, or no JSON form at all
+                found = non_finite(value, "")
+                if found is not None:
+                    self._refuse_non_finite(*found)
                 raise PayloadValidationError(self._name, [("", str(exc))]) from exc
         if key is None and self._key_path:
             key = self._key_text(self._key_value(value))
@@ -72,11 +83,12 @@ class EventCodec:
         """
         batch = events if isinstance(events, list) else list(events)
         if self._batch is None or self._to_json is None:
-            records = [self.encode(event) for event in batch]
+            records = [self._encode_at(i, event) for i, event in enumerate(batch)]
             return [r.key for r in records], [r.value for r in records]
         keys: list[str | None] = []
         values: list[bytes] = []
         dicts = self._dicts
+        finite = self._finite
         for start in range(0, len(batch), _SLICE):
             part = batch[start : start + _SLICE]
             if dicts is not None and type(part[0]) is dict:
@@ -85,6 +97,8 @@ class EventCodec:
                 except ValidationError:
                     pass  # the model path below names the first bad event
                 else:
+                    if finite is not None:
+                        self._check_finite(start, rows, finite)
                     values += map(dicts.to_json, rows)
                     keys += self._keys(rows, self._key_item)
                     continue
@@ -92,6 +106,8 @@ class EventCodec:
                 models = self._batch.validate_python(part)
             except ValidationError:
                 models = [self._validate_at(start + i, event) for i, event in enumerate(part)]
+            if finite is not None:
+                self._check_finite(start, models, finite)
             values += map(self._to_json, models)
             keys += self._keys(models, self._key_field)
         return keys, values
@@ -118,6 +134,27 @@ class EventCodec:
             return found
         return [self._key_text(k) for k in found]
 
+    def _check_finite(self, start: int, events: list[Any], finite: FiniteCheck) -> None:
+        """Refuse the batch if an event of this slice (``start``: the batch index of its first
+        event) holds NaN or an infinity, naming the event and the field."""
+        found = finite.first(events)
+        if found is not None:
+            index, field, number = found
+            self._refuse_non_finite(f"[{start + index}].{field}", number)
+
+    def _refuse_non_finite(self, field: str, number: float) -> None:
+        raise PayloadValidationError(
+            self._name, [(field, f"{number} is not a finite number: JSON cannot hold it")]
+        )
+
+    def _encode_at(self, index: int, event: Any) -> OutgoingRecord:
+        """``encode`` for event ``index`` of a batch: a problem names the index too."""
+        try:
+            return self.encode(event)
+        except PayloadValidationError as exc:
+            problems = [(f"[{index}].{f}" if f else f"[{index}]", m) for f, m in exc.problems]
+            raise PayloadValidationError(self._name, problems) from exc
+
     def _validate_at(self, index: int, event: Any) -> BaseModel:
         assert self._schema is not None
         try:
@@ -139,6 +176,173 @@ class EventCodec:
         if isinstance(value, str):
             return value
         return _JSON.encode(_TO_JSON.dump_python(value, mode="json")).strip('"')
+
+
+def non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The first NaN or infinity in ``value`` (dicts, models, sequences), with its path."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if value is None or isinstance(value, str | int):
+        return None
+    if isinstance(value, Mapping | BaseModel):
+        items = value.items() if isinstance(value, Mapping) else iter(value)
+        for key, child in items:
+            found = non_finite(child, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):
+        for i, child in enumerate(value):
+            found = non_finite(child, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
+
+
+class FiniteCheck:
+    """Finds NaN and infinities in validated events (all dicts or all models) of one schema,
+    looking only at the fields that can hold a float.
+
+    A field declared ``float`` (or ``float | None``) is checked a slice at a time: the sum of
+    its values is finite unless one of them is not (or the sum overflowed, in which case each
+    value is looked at). Other fields that can hold a float are walked event by event.
+    """
+
+    def __init__(self, flat: list[str], deep: list[str], whole: bool = False) -> None:
+        self.flat = flat
+        self.deep = deep
+        self.whole = whole
+        self._items = [(name, itemgetter(name), attrgetter(name)) for name in flat]
+
+    def one(self, event: Any) -> tuple[str, float] | None:
+        """(field path, number) of the first NaN or infinity in one validated event."""
+        if self.whole:
+            return non_finite(event, "")
+        dicts = type(event) is dict
+        for name, item, attr in self._items:
+            value = item(event) if dicts else attr(event)
+            if type(value) is float:
+                if not math.isfinite(value):
+                    return name, value
+            elif value is not None:
+                hit = non_finite(value, name)
+                if hit is not None:
+                    return hit
+        for name in self.deep:
+            hit = non_finite(event.get(name) if dicts else getattr(event, name, None), name)
+            if hit is not None:
+                return hit
+        return None
+
+    def first(self, events: list[Any]) -> tuple[int, str, float] | None:
+        """(index, field path, number) of the first event holding NaN or an infinity."""
+        if not events:
+            return None
+        if self.whole:
+            return self._walk(events, lambda event: non_finite(event, ""), len(events))
+        dicts = type(events[0]) is dict
+        found: tuple[int, str, float] | None = None
+        for name, item, attr in self._items:
+            read = item if dicts else attr
+            try:
+                if math.isfinite(sum(filter(None, map(read, events)))):
+                    continue
+            except TypeError:  # not a float after all (a model built without validation)
+                pass
+            values = map(read, events[: len(events) if found is None else found[0]])
+            for i, value in enumerate(values):
+                hit = non_finite(value, name)
+                if hit is not None:
+                    found = (i, *hit)
+                    break
+        if self.deep:
+
+            def walk(event: Any) -> tuple[str, float] | None:
+                for name in self.deep:
+                    value = event.get(name) if dicts else getattr(event, name, None)
+                    hit = non_finite(value, name)
+                    if hit is not None:
+                        return hit
+                return None
+
+            found = self._walk(events, walk, len(events) if found is None else found[0]) or found
+        return found
+
+    @staticmethod
+    def _walk(
+        events: list[Any], check: Callable[[Any], tuple[str, float] | None], stop: int
+    ) -> tuple[int, str, float] | None:
+        for i, event in enumerate(events[:stop]):
+            hit = check(event)
+            if hit is not None:
+                return i, *hit
+        return None
+
+
+def finite_check(schema: type[BaseModel]) -> FiniteCheck | None:
+    """The ``FiniteCheck`` of ``schema``, or ``None`` when no field can hold a float (at any
+    depth, or through ``Any``, extra fields or user code)."""
+    core: Any = schema.__pydantic_core_schema__
+    fields = core.get("schema", {}).get("fields") if core.get("type") == "model" else None
+    config = core.get("config") or {}
+    if fields is None or config.get("extra_fields_behavior") == "allow":
+        return FiniteCheck([], [], whole=True)  # a shape not read here: check it all
+    flat: list[str] = []
+    deep: list[str] = []
+    for name, field in fields.items():
+        if _is_float(field["schema"]):
+            flat.append(name)
+        elif _may_hold_float(field):
+            deep.append(name)
+    computed = core["schema"].get("computed_fields") or []
+    deep += [c["property_name"] for c in computed if _may_hold_float(c)]
+    return FiniteCheck(flat, deep) if flat or deep else None
+
+
+def _is_float(node: Any) -> bool:
+    """Whether a field's schema is plain ``float``, maybe optional or with a default."""
+    while node.get("type") in ("default", "nullable") and "serialization" not in node:
+        if node.get("type") == "default" and not isinstance(node.get("default"), float | None):
+            return False
+        node = node["schema"]
+    return node.get("type") == "float" and "serialization" not in node
+
+
+#: Core schema types whose values may be, or hold, a float the schema does not spell out.
+_FLOATING = {"float", "any", "json", "complex", "definition-ref", "definitions", "is-instance"}
+#: Container types whose items are ``Any`` when their item schema is left out.
+_ITEMS = {
+    "list": "items_schema",
+    "set": "items_schema",
+    "frozenset": "items_schema",
+    "generator": "items_schema",
+    "tuple": "items_schema",
+    "dict": "values_schema",
+}
+
+
+def _may_hold_float(node: Any) -> bool:
+    """Whether a core schema can validate or serialize to a float anywhere inside it: a float
+    or ``Any`` field, a container without item types, a float literal, extra fields, or user
+    code (validators and serializers may return anything)."""
+    if isinstance(node, list | tuple):
+        return any(_may_hold_float(child) for child in node)
+    if not isinstance(node, dict):
+        return False
+    kind = node.get("type")
+    if isinstance(kind, str):
+        if kind in _FLOATING or kind.startswith("function") or "serialization" in node:
+            return True
+        if kind in _ITEMS and _ITEMS[kind] not in node:
+            return True
+        if kind == "literal" and any(isinstance(v, float) for v in node.get("expected", ())):
+            return True
+        if kind == "enum" and node.get("sub_type") == "float":
+            return True
+        if kind == "model" and (node.get("config") or {}).get("extra_fields_behavior") == "allow":
+            return True
+        if isinstance(node.get("default"), float):
+            return True
+    return any(_may_hold_float(v) for k, v in node.items() if k not in ("metadata", "default"))
 
 
 def loose_decode(record: Record) -> Any:

@@ -93,6 +93,7 @@ class ConsumerLoop:
         self.stats = stats if stats is not None else ProcessStats()
         self.opened = self.last = 0.0
         self.assigned = False
+        self.tracker: OffsetTracker | None = None
 
     def __iter__(self) -> Iterator[Message]:
         self.opened = self.last = time.monotonic()
@@ -102,7 +103,7 @@ class ConsumerLoop:
         consumer = self.backend.open_consumer(
             self.topic, self.group, partial(start_position, options.start), self._assignment
         )
-        tracker = OffsetTracker(
+        self.tracker = tracker = OffsetTracker(
             consumer,
             commits=self.group is not None,
             max_attempts=self.max_attempts,
@@ -151,6 +152,9 @@ class ConsumerLoop:
 
     def _assignment(self, partitions: set[int]) -> None:
         self.last, self.assigned = time.monotonic(), True
+        if self.tracker is not None:
+            # At once: a partition revoked and given back within one poll is a new start.
+            self.tracker.forget_revoked(partitions)
         if self.options.on_assignment is not None:
             self.options.on_assignment(partitions)
 

@@ -51,8 +51,11 @@ class OffsetTracker:
         self.rewound.clear()
         self.forget_revoked()
 
-    def forget_revoked(self) -> None:
-        assigned = self.consumer.assignment()
+    def forget_revoked(self, assigned: set[int] | None = None) -> None:
+        """Drop what is known of partitions no longer held (``assigned``: the ones held now):
+        a late ack of one of their messages then commits nothing."""
+        if assigned is None:
+            assigned = self.consumer.assignment()
         for p in [p for p in self.pending if p not in assigned]:
             self.pending.pop(p, None)
             self.high.pop(p, None)
@@ -71,14 +74,20 @@ class OffsetTracker:
         return self.attempts.get((record.partition, record.offset), 0) + 1
 
     def ack(self, record: Record) -> None:
+        """Commit up to the first unacknowledged message of the partition. A message handed
+        out before its partition was revoked commits nothing: the partition's new owner reads
+        from the last commit, and a late commit must not move it (Kafka would move it back)."""
         p = record.partition
-        pending = self.pending.get(p, set())
+        pending = self.pending.get(p)
+        if pending is None or record.offset not in pending:
+            return
         pending.discard(record.offset)
         self.attempts.pop((p, record.offset), None)
         target = min(pending) if pending else self.high.get(p, record.offset + 1)
         if self.commits and target > self.committed.get(p, -1) and p in self.consumer.assignment():
             self.consumer.commit(p, target)
-            self.committed[p] = target
+            if p in self.consumer.assignment():  # not lost while committing
+                self.committed[p] = target
 
     def nack(self, record: Record, attempt: int, error: BaseException | str) -> None:
         if attempt >= self.max_attempts:

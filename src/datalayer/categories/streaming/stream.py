@@ -3,12 +3,17 @@
 Guarantees every implementation keeps:
 - ``publish`` validates the payload against the schema first (nothing is sent on failure) and
   returns only once the store has durably accepted the message; ``publish_many`` validates
-  every event before sending any.
+  every event before sending any. NaN and infinities, which JSON cannot hold, are refused
+  (``PayloadValidationError`` naming the field), never published as null.
 - ``publisher()`` trades the wait per call for throughput: each batch is still validated whole
   before any of it is sent, and ``flush()`` (or leaving its ``with`` block) waits for every
   message and raises if any was not delivered.
 - Messages with the same key go to the same partition and are read in publish order.
 - Consumers in one group share the topic's partitions; each message is handled by one member.
+  A partition changes hands only once its owner has stopped reading it with every
+  acknowledgement committed, so members joining and leaving never make a message be handled
+  twice; a message handed out and not acknowledged by the owner's next poll (or by a member
+  that died) is delivered again.
 - Delivery is at-least-once: an offset is committed only once every earlier message of its
   partition was acknowledged, so a message not acknowledged (the consumer stopped or crashed)
   is delivered again to the group.

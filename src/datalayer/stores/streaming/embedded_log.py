@@ -1,14 +1,23 @@
 """``embedded-log``: the streaming contract on an SQLite file, shared safely by processes.
 
 Topics have partitions with gap-free offsets; consumer groups keep committed offsets and a
-member table with heartbeats, from which every member derives the same partition assignment
-(partition ``p`` goes to the ``p % n``-th live member). A member that stops heartbeating for
-``session_timeout`` loses its partitions, and their uncommitted messages go to the others.
+member table with heartbeats, from which every member derives the same wanted assignment
+(partition ``p`` goes to the ``p % n``-th live member).
+
+A partition is handled by one member at a time, by construction: a member reads and commits a
+partition only while it holds its row in ``owners`` (its lease). It claims a wanted partition
+only once no live member holds it, and gives one up only at a poll, when every message it
+acknowledged is committed (each acknowledgement commits before it returns). So a member that
+joins or leaves never makes another handle a message twice. A member that stops heartbeating
+(polling or committing) for ``session_timeout`` is taken for dead: its leases go to the others,
+which read from its last commit (its unacknowledged messages are delivered again), and its own
+commits are refused from then on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,11 +39,14 @@ from datalayer.categories.streaming import (
     StreamingPattern,
 )
 from datalayer.categories.streaming.backend import partition_of, refuse_oversized
+from datalayer.categories.streaming.start import StartPosition
 from datalayer.errors import DataLayerError, NotApplied
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
 from datalayer.validators import Duration
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS topics (
@@ -53,6 +65,9 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS members (
         grp TEXT NOT NULL, topic TEXT NOT NULL, member TEXT NOT NULL, heartbeat REAL NOT NULL,
         PRIMARY KEY (grp, topic, member)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS owners (
+        grp TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, member TEXT NOT NULL,
+        PRIMARY KEY (grp, topic, partition)) WITHOUT ROWID""",
 ]
 
 
@@ -240,48 +255,94 @@ class EmbeddedConsumer(ConsumerHandle):
         self.member = uuid.uuid4().hex
         self.positions: dict[int, int] = {}
         self.assigned: set[int] = set()
+        self.started: set[int] = set()
         self.session = store.config.session_timeout.total_seconds()
         self.refresh_every = min(0.5, self.session / 4)
         self.last_refresh = 0.0
 
     def refresh(self) -> None:
-        """Heartbeat, then derive this member's partitions from the live members."""
-        if self.group is None:
-            assigned = set(range(self.partitions))
-        else:
-            now = time.time()
-            with self.db.write() as conn:
-                conn.execute(
-                    "INSERT INTO members(grp, topic, member, heartbeat) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(grp, topic, member) DO UPDATE SET heartbeat = excluded.heartbeat",
-                    (self.group, self.topic, self.member, now),
-                )
-                conn.execute(
-                    "DELETE FROM members WHERE grp = ? AND topic = ? AND heartbeat < ?",
-                    (self.group, self.topic, now - self.session),
-                )
-                members = [
-                    m
-                    for (m,) in conn.execute(
-                        "SELECT member FROM members WHERE grp = ? AND topic = ? ORDER BY member",
-                        (self.group, self.topic),
-                    )
-                ]
-            index = members.index(self.member)
-            assigned = {p for p in range(self.partitions) if p % len(members) == index}
+        """Heartbeat and rebalance: partitions given up or lost are dropped, claimed ones start
+        where the contract says (the first time this consumer gets them) or at the commit."""
+        assigned = set(range(self.partitions)) if self.group is None else self.rebalance()
         for p in self.assigned - assigned:
             self.positions.pop(p, None)
         for p in sorted(assigned - self.assigned):
             self.positions[p] = self.initial_position(p)
+            self.started.add(p)
         changed = assigned != self.assigned
         self.assigned = assigned
         if changed:
             self.on_assignment(set(assigned))
         self.last_refresh = time.monotonic()
 
+    def rebalance(self) -> set[int]:
+        """One write transaction: heartbeat, forget members past their session (and their
+        leases), give up held partitions another member now wants, claim wanted partitions no
+        live member holds. Returns the partitions this member holds."""
+        assert self.group is not None
+        now = time.time()
+        me = (self.group, self.topic, self.member)
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO members(grp, topic, member, heartbeat) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(grp, topic, member) DO UPDATE SET heartbeat = excluded.heartbeat",
+                (*me, now),
+            )
+            conn.execute(
+                "DELETE FROM members WHERE grp = ? AND topic = ? AND heartbeat < ?",
+                (self.group, self.topic, now - self.session),
+            )
+            conn.execute(
+                "DELETE FROM owners WHERE grp = ?1 AND topic = ?2 AND member NOT IN "
+                "(SELECT member FROM members WHERE grp = ?1 AND topic = ?2)",
+                (self.group, self.topic),
+            )
+            members = [
+                m
+                for (m,) in conn.execute(
+                    "SELECT member FROM members WHERE grp = ? AND topic = ? ORDER BY member",
+                    (self.group, self.topic),
+                )
+            ]
+            owners = dict(
+                conn.execute(
+                    "SELECT partition, member FROM owners WHERE grp = ? AND topic = ?",
+                    (self.group, self.topic),
+                ).fetchall()
+            )
+            index = members.index(self.member)
+            wanted = {p for p in range(self.partitions) if p % len(members) == index}
+            held = {p for p, m in owners.items() if m == self.member}
+            released = held - wanted
+            claimed = {p for p in wanted if p not in owners}
+            conn.executemany(
+                "DELETE FROM owners WHERE grp = ? AND topic = ? AND member = ? AND partition = ?",
+                [(*me, p) for p in released],
+            )
+            conn.executemany(
+                "INSERT INTO owners(grp, topic, member, partition) VALUES (?, ?, ?, ?)",
+                [(*me, p) for p in claimed],
+            )
+        lost = self.assigned - held
+        if lost:
+            self.warn_lost(lost)
+        return (held - released) | claimed
+
+    def warn_lost(self, partitions: set[int]) -> None:
+        log.warning(
+            "%s: partitions %s of '%s' went to another member of group '%s': this one missed "
+            "its session timeout; its unacknowledged messages are delivered again there",
+            self.store.label,
+            sorted(partitions),
+            self.topic,
+            self.group,
+        )
+
     def initial_position(self, partition: int) -> int:
         """The contract's start position for ``partition`` as an offset in this file."""
         position = self.start(partition)
+        if partition in self.started:
+            position = StartPosition("committed")
         with self.db.read() as conn:
             first, end = conn.execute(
                 "SELECT (SELECT min(offset) FROM messages WHERE topic = ?1 AND partition = ?2), "
@@ -347,15 +408,30 @@ class EmbeddedConsumer(ConsumerHandle):
         return out
 
     def commit(self, partition: int, offset: int) -> None:
+        """Commit while holding the partition's lease (and count it as a heartbeat); a member
+        whose lease was taken loses the partition instead."""
         if self.group is None:
             return
         with self.db.write() as conn:
-            conn.execute(
-                "INSERT INTO offsets(grp, topic, partition, committed) VALUES (?, ?, ?, ?) "
+            accepted = conn.execute(
+                "INSERT INTO offsets(grp, topic, partition, committed) SELECT ?1, ?2, ?3, ?4 "
+                "WHERE EXISTS (SELECT 1 FROM owners WHERE grp = ?1 AND topic = ?2 "
+                "AND partition = ?3 AND member = ?5) "
                 "ON CONFLICT(grp, topic, partition) DO UPDATE "
                 "SET committed = max(committed, excluded.committed)",
-                (self.group, self.topic, partition, offset),
-            )
+                (self.group, self.topic, partition, offset, self.member),
+            ).rowcount
+            if accepted:
+                conn.execute(
+                    "UPDATE members SET heartbeat = max(heartbeat, ?) "
+                    "WHERE grp = ? AND topic = ? AND member = ?",
+                    (time.time(), self.group, self.topic, self.member),
+                )
+        if not accepted and partition in self.assigned:
+            self.warn_lost({partition})
+            self.assigned.discard(partition)
+            self.positions.pop(partition, None)
+            self.on_assignment(set(self.assigned))
 
     def seek(self, partition: int, offset: int) -> None:
         if partition in self.assigned:
@@ -365,9 +441,9 @@ class EmbeddedConsumer(ConsumerHandle):
         return set(self.assigned)
 
     def close(self) -> None:
+        """Leave the group: its leases are free at once (what was acknowledged is committed)."""
         if self.group is not None:
+            me = (self.group, self.topic, self.member)
             with self.db.write() as conn:
-                conn.execute(
-                    "DELETE FROM members WHERE grp = ? AND topic = ? AND member = ?",
-                    (self.group, self.topic, self.member),
-                )
+                conn.execute("DELETE FROM owners WHERE grp = ? AND topic = ? AND member = ?", me)
+                conn.execute("DELETE FROM members WHERE grp = ? AND topic = ? AND member = ?", me)

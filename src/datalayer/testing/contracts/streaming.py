@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 
 import datalayer
 from datalayer import DataLayer, DataLayerError, NotApplied, PayloadValidationError
@@ -32,6 +35,28 @@ EVENTS = {
     "schema": "datalayer.testing.contracts.schemas:Event",
     "dead_letter": "events.dlq",
     "max_attempts": 3,
+}
+
+
+class Calibration(BaseModel):
+    offset: float
+
+
+class Reading(BaseModel):
+    """An event with floats at the top, optional, in a list and in a nested model."""
+
+    sensor: str
+    value: float
+    peak: float | None = None
+    samples: list[float] = Field(default_factory=list)
+    calibration: Calibration | None = None
+
+
+READINGS = {
+    "topic": "readings",
+    "partitions": 2,
+    "key": "sensor",
+    "schema": "datalayer.testing.contracts.streaming:Reading",
 }
 
 
@@ -272,6 +297,61 @@ class StreamingContract(Contract):
         assert {m.partition for m in got["a"]} <= split["a"]
         assert {m.partition for m in got["b"]} <= split["b"]
 
+    def test_members_joining_and_leaving_handle_each_message_exactly_once(
+        self, dl: DataLayer
+    ) -> None:
+        """Churn while a producer publishes: members join one after another and each leaves
+        cleanly after a share of the messages; every message is handled once, none twice."""
+        stream = dl.stream("events")
+        total, churners = 600, 4
+        gap = 2 * self.idle  # between joins: a few of the store's rebalances
+        handled: list[str] = []
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+
+        def produce() -> None:
+            # Bursts: members fetch big batches, so a rebalance finds messages in hand.
+            batches = [range(n, min(n + 40, total)) for n in range(0, total, 40)]
+            pause = gap * (churners + 1) / len(batches)
+            for batch in batches:
+                stream.publish_many([event(n, f"dev-{n % 16}") for n in batch])
+                time.sleep(pause)
+
+        def member(delay: float, share: int | None) -> None:
+            time.sleep(delay)
+            for message in stream.consume(
+                "churn", max_messages=share, idle_timeout=max(3 * self.idle, 2.0)
+            ):
+                time.sleep(0.003)  # the handler's work, during which a rebalance may start
+                with lock:
+                    handled.append(message.value["event_id"])
+                message.ack()
+
+        def guarded(target: Any, *args: Any) -> threading.Thread:
+            def run() -> None:
+                try:
+                    target(*args)
+                except BaseException as exc:  # reported by the assertion below
+                    failures.append(exc)
+
+            return threading.Thread(target=run, daemon=True)
+
+        threads = [guarded(produce), guarded(member, 0.0, None)]
+        threads += [guarded(member, k * gap, total // 8) for k in range(1, churners + 1)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, 50 - (time.monotonic() - started)))
+        assert not any(t.is_alive() for t in threads), "a member or the producer never finished"
+        assert not failures, failures
+        # Whatever the members left (none left the group with messages in hand) comes now.
+        handled += [m.value["event_id"] for m in self.drain(dl, "churn")]
+        counts = Counter(handled)
+        twice = sorted(i for i, c in counts.items() if c > 1)
+        assert not twice, f"{len(twice)} messages handled more than once, e.g. {twice[:5]}"
+        assert set(counts) == {f"e{n}" for n in range(total)}, "messages were lost"
+
     def test_a_stopped_consumer_s_unacked_messages_go_to_another_member(
         self, dl: DataLayer
     ) -> None:
@@ -389,6 +469,41 @@ class StreamingContract(Contract):
             with pytest.raises(PayloadValidationError):
                 stream.publish_many([{"x": 1}, bad])
         assert stream.end_offsets() == before
+
+    def test_nan_and_infinities_in_float_fields_are_refused_naming_the_field(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        """JSON has no NaN or infinity (the serializer would write null): every publishing path
+        refuses them, whether the event is a dict, text pydantic reads as a float, or a model
+        instance, and names the field (and the event's index in a batch)."""
+        stream = open_layer({"readings": READINGS}).stream("readings")
+        ok = {"sensor": "s1", "value": 1.5}
+        before = stream.end_offsets()
+        for number in (float("nan"), float("inf"), float("-inf"), "NaN", "-Infinity"):
+            for field, bad in (
+                ("value", {**ok, "value": number}),
+                ("peak", {**ok, "peak": number}),
+                ("samples.1", {**ok, "samples": [0.5, number]}),
+                ("calibration.offset", {**ok, "calibration": {"offset": number}}),
+            ):
+                one, second = rf"\({re.escape(field)}: ", rf"\(\[1\]\.{re.escape(field)}: "
+                with pytest.raises(PayloadValidationError, match=one):
+                    stream.publish(bad)
+                with pytest.raises(PayloadValidationError, match=one):
+                    stream.publish(Reading.model_validate(bad))
+                with pytest.raises(PayloadValidationError, match=second):
+                    stream.publish_many([ok, bad])
+                with pytest.raises(PayloadValidationError, match=second):
+                    stream.publish_many([Reading(**ok), Reading.model_validate(bad)])
+                with pytest.raises(PayloadValidationError, match=second), stream.publisher() as p:
+                    p.publish_many([ok, bad])
+        assert stream.end_offsets() == before
+        good = {**ok, "peak": -0.0, "samples": [1e308, -2.5e-308], "calibration": {"offset": 0.1}}
+        stream.publish(good)
+        [message] = stream.consume(
+            None, start="earliest", idle_timeout=self.idle_for(datalayer_store)
+        )
+        assert message.value == good
 
     def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
         self, dl: DataLayer, datalayer_store: dict[str, Any]
