@@ -19,7 +19,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from datalayer.errors import DataLayerError
+from datalayer.errors import DataLayerError, StoreLabel
 from datalayer.stores.sql.types import UTCDateTime
 
 ENV_PY = '''"""Alembic environment: the target metadata comes from the registry (see datalayer.migrations)."""
@@ -109,7 +109,9 @@ def run_env() -> None:
 class Migrations:
     """Alembic operations on one SQL store, with its registry tables as target metadata."""
 
-    def __init__(self, folder: Path, engine: sa.Engine, metadata: sa.MetaData, label: str) -> None:
+    def __init__(
+        self, folder: Path, engine: sa.Engine, metadata: sa.MetaData, label: StoreLabel
+    ) -> None:
         self.folder = folder
         self.engine = engine
         self.metadata = metadata
@@ -120,7 +122,8 @@ class Migrations:
         if not has_environment(self.folder):
             raise DataLayerError(
                 f"{self.label}: no migrations environment at {self.folder} "
-                "(create one with 'datalayer migrations init')"
+                "(create one with 'datalayer migrations init')",
+                store=self.label.name,
             )
         config = Config()
         config.set_main_option("script_location", str(self.folder))
@@ -167,7 +170,9 @@ class Migrations:
                 return None
             script = command.revision(config, message=message, autogenerate=True)
         if script is None or isinstance(script, list):
-            raise DataLayerError(f"{self.label}: alembic produced no single revision")
+            raise DataLayerError(
+                f"{self.label}: alembic produced no single revision", store=self.label.name
+            )
         return Path(script.path)
 
     def history(self) -> list[tuple[str, str | None, str]]:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from datalayer.errors import DataLayerError, MissingDriver, StoreUnavailable, redact
+from datalayer.errors import DataLayerError, MissingDriver, StoreLabel, StoreUnavailable, redact
 from datalayer.patterns import PatternConfig
 
 
@@ -48,8 +48,11 @@ class Store(ABC, Generic[PatternT, HandleT]):
         self.config = config
 
     @property
-    def label(self) -> str:
-        return f"store '{self.name}' ({self.config.type} at {self.config.target()})"
+    def label(self) -> StoreLabel:
+        """How errors name this store; the errors raised with it keep ``name`` as ``.store``."""
+        return StoreLabel(
+            f"store '{self.name}' ({self.config.type} at {self.config.target()})", self.name
+        )
 
     @abstractmethod
     def handle(self, pattern: PatternT) -> HandleT:
@@ -72,7 +75,9 @@ ErrorClasses = tuple[type[BaseException], ...]
 
 
 @contextmanager
-def classified(label: str, unavailable: ErrorClasses, failed: ErrorClasses) -> Iterator[None]:
+def classified(
+    label: StoreLabel, unavailable: ErrorClasses, failed: ErrorClasses
+) -> Iterator[None]:
     """A driver's errors as datalayer's, naming the store: ``unavailable`` ones (the store did
     not answer: retrying later may work) as ``StoreUnavailable``, other ``failed`` ones as
     ``DataLayerError``; the driver's error stays the cause, and no password is printed."""
@@ -81,9 +86,9 @@ def classified(label: str, unavailable: ErrorClasses, failed: ErrorClasses) -> I
     except DataLayerError:
         raise
     except unavailable as exc:
-        raise StoreUnavailable(f"{label} is unavailable: {exc}") from exc
+        raise StoreUnavailable(f"{label} is unavailable: {exc}", store=label.name) from exc
     except failed as exc:
-        raise DataLayerError(f"{label}: {exc}") from exc
+        raise DataLayerError(f"{label}: {exc}", store=label.name) from exc
 
 
 def require_driver(module: str, extra: str, store_type: str) -> ModuleType:

@@ -20,7 +20,7 @@ from datalayer.categories.document import (
     DocumentPattern,
     DocumentUpdate,
 )
-from datalayer.errors import redact
+from datalayer.errors import NotApplied, redact
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig, classified, require_driver
 
@@ -53,6 +53,7 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         super().__init__(name, config)
         self.client = client
         self.db = client[config.database]
+        self._applied: set[str] = set()
 
     def errors(self) -> AbstractContextManager[None]:
         """pymongo's errors as datalayer's, naming this store."""
@@ -75,6 +76,7 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
                     done.append(f"collection '{pattern.collection}' created")
                 else:
                     done.append(f"collection '{pattern.collection}' exists")
+                self._applied.add(pattern.collection)
                 collection = self.db[pattern.collection]
                 for spec in pattern.indexes:
                     field = spec.lstrip("-")
@@ -86,6 +88,20 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
     def ping(self) -> None:
         with self.errors():
             self.client.admin.command("ping")
+
+    def check_applied(self, collection: str) -> None:
+        """Raise ``NotApplied`` for a collection ``apply`` never created (MongoDB would create
+        it on the first write, without its indexes); asked once per collection."""
+        if collection in self._applied:
+            return
+        with self.errors():
+            found = self.db.list_collection_names(filter={"name": collection})
+        if not found:
+            raise NotApplied(
+                f"{self.label}: collection '{collection}' does not exist; run 'datalayer apply'",
+                store=self.name,
+            )
+        self._applied.add(collection)
 
     def close(self) -> None:
         self.client.close()
@@ -102,18 +118,22 @@ def mongo_filter(conditions: list[Condition]) -> dict[str, Any]:
 class MongoCollection(DocumentBackend):
     def __init__(self, collection: str, store: MongoDBStore) -> None:
         self.store = store
+        self.name = collection
         self.collection = store.db[collection]
 
     def write(self, key: str, doc: dict[str, Any]) -> None:
+        self.store.check_applied(self.name)
         with self.store.errors():
             self.collection.replace_one({"_id": key}, {"_id": key, **doc}, upsert=True)
 
     def get(self, key: str) -> dict[str, Any] | None:
+        self.store.check_applied(self.name)
         with self.store.errors():
             found = self.collection.find_one({"_id": key}, projection={"_id": False})
         return None if found is None else dict(found)
 
     def delete(self, key: str) -> bool:
+        self.store.check_applied(self.name)
         with self.store.errors():
             return bool(self.collection.delete_one({"_id": key}).deleted_count)
 
@@ -141,6 +161,7 @@ class MongoCollection(DocumentBackend):
     def find(
         self, conditions: list[Condition], sort: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]:
+        self.store.check_applied(self.name)
         order = [(k.field, -1 if k.descending else 1) for k in sort] + [("_id", 1)]
         with self.store.errors():
             cursor = self.collection.find(
@@ -151,6 +172,7 @@ class MongoCollection(DocumentBackend):
             return [dict(doc) for doc in cursor]
 
     def count(self, conditions: list[Condition]) -> int:
+        self.store.check_applied(self.name)
         with self.store.errors():
             return int(self.collection.count_documents(mongo_filter(conditions)))
 

@@ -23,7 +23,7 @@ from datalayer.categories.transactional import (
     TransactionalPattern,
     TransactionalTable,
 )
-from datalayer.errors import Conflict, DataLayerError, NotApplied, StoreUnavailable
+from datalayer.errors import Conflict, DataLayerError, NotApplied, StoreLabel, StoreUnavailable
 from datalayer.migrations import Migrations, has_environment
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
@@ -81,23 +81,27 @@ _NOT_APPLIED = {"42P01"}  # undefined table
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, shutdown or restart
 
 
-def classify(label: str, orig: BaseException, *, invalidated: bool = False) -> DataLayerError:
+def classify(
+    label: StoreLabel, orig: BaseException, *, invalidated: bool = False
+) -> DataLayerError:
     """One driver error (psycopg or sqlite3) as the datalayer error that says what to do.
 
     The message is the driver's own primary text: never the statement, never its values."""
     state = getattr(orig, "sqlstate", None) or ""
     message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
     if state in _CONFLICT:
-        return Conflict(f"{label}: the transaction was rolled back, run it again: {message}")
+        return Conflict(
+            f"{label}: the transaction was rolled back, run it again: {message}", store=label.name
+        )
     if state in _NOT_APPLIED or message.startswith("no such table"):
-        return NotApplied(f"{label}: {message}; run 'datalayer apply'")
+        return NotApplied(f"{label}: {message}; run 'datalayer apply'", store=label.name)
     if (
         invalidated
         or state.startswith(_UNAVAILABLE_CLASSES)
         or (not state and isinstance(orig, _operational_errors()))
     ):
-        return StoreUnavailable(f"{label} is unavailable: {message}")
-    return DataLayerError(f"{label}: {message}")
+        return StoreUnavailable(f"{label} is unavailable: {message}", store=label.name)
+    return DataLayerError(f"{label}: {message}", store=label.name)
 
 
 def _operational_errors() -> tuple[type[BaseException], ...]:
@@ -240,7 +244,7 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             orig = exc.orig if exc.orig is not None else exc
             raise classify(self.label, orig, invalidated=exc.connection_invalidated) from exc
         except SQLAlchemyError as exc:
-            raise DataLayerError(f"{self.label}: {exc}") from exc
+            raise DataLayerError(f"{self.label}: {exc}", store=self.name) from exc
 
 
 class SQLTable(TransactionalBackend):
@@ -269,7 +273,10 @@ class SQLTable(TransactionalBackend):
             elif dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
             else:
-                raise DataLayerError(f"{self.store.label}: upsert is not implemented for {dialect}")
+                raise DataLayerError(
+                    f"{self.store.label}: upsert is not implemented for {dialect}",
+                    store=self.store.name,
+                )
             stmt = insert(self.table)
             if self._value_columns:
                 stmt = stmt.on_conflict_do_update(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from datalayer import DataLayer, PayloadValidationError, QueryError
+from datalayer import DataLayer, NotApplied, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -199,8 +199,9 @@ class DocumentContract(Contract):
         free.put({"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}})
         assert free.get("big") == {"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}}
         for bad in (2**63, float("nan"), float("inf"), float("-inf")):
-            with pytest.raises(PayloadValidationError):
+            with pytest.raises(PayloadValidationError) as caught:
                 free.put({"id": "bad", "nested": {"list": [1, bad]}})
+            assert caught.value.store is None  # refused before the store was asked
             with pytest.raises(PayloadValidationError):
                 free.update("big", set={"n": bad})
         assert free.get("bad") is None
@@ -212,13 +213,16 @@ class DocumentContract(Contract):
         for call in (
             lambda: free.find(sort=7),  # type: ignore[arg-type]
             lambda: free.find(limit=2**63),
+            lambda: free.find(limit=10**30),
             lambda: free.find({"n": 10**30}),
             lambda: free.count({"n": {"$in": [1, 2**64]}}),
             lambda: free.find({"n": float("inf")}),
             lambda: free.find({"n": {"$in": list(range(10_001))}}),
+            lambda: free.find({"n": {"$in": list(range(70_001))}}),
         ):
-            with pytest.raises(QueryError):
+            with pytest.raises(QueryError) as caught:
                 call()
+            assert caught.value.store is None  # refused before the store was asked
         assert free.find({"n": 1}, limit=2**63 - 1) == [{"id": "a", "n": 1}]
 
     def test_update_of_a_field_outside_the_schema_is_refused(self, dl: DataLayer) -> None:
@@ -278,3 +282,17 @@ class DocumentContract(Contract):
         assert free.find({"v": "'; DROP TABLE x; --"}) == [
             {"id": "plain", "v": "'; DROP TABLE x; --"}
         ]
+
+    def test_a_collection_never_applied_says_to_apply(self, open_layer: OpenLayer) -> None:
+        notes = open_layer({"notes": NOTES}, apply=False).documents("notes")
+        for call in (
+            lambda: notes.put(note(1)),
+            lambda: notes.get("n01"),
+            lambda: notes.find({"author": "ann"}, sort="-score", limit=5),
+            lambda: notes.count(),
+            lambda: notes.update("n01", set={"score": 2}),
+            lambda: notes.delete("n01"),
+        ):
+            with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
+                call()
+            assert caught.value.store == "main"

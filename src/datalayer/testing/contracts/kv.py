@@ -97,9 +97,16 @@ class KeyValueContract(Contract):
 
     def test_values_json_cannot_hold_are_refused(self, dl: DataLayer) -> None:
         cache = dl.kv("cache")
-        for bad in (float("nan"), float("inf"), {"x": [float("-inf")]}, object(), {1j: 1}):
-            with pytest.raises(PayloadValidationError):
+        for bad in (
+            float("nan"),
+            float("inf"),
+            {"x": [float("-inf")]},
+            object(),
+            {1j: 1},
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
                 cache.set("bad", bad)
+            assert caught.value.store is None  # refused before the store was asked
         assert cache.get("bad") is None
 
     def test_a_value_another_program_wrote_is_a_clear_error(self, dl: DataLayer) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from datalayer import DataLayer, DataLayerError, PayloadValidationError, QueryError
+from datalayer import DataLayer, DataLayerError, NotApplied, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -204,22 +204,33 @@ class TransactionalContract(Contract):
         items.put(item(1, quantity=2**63 - 1))
         assert items.get("i001")["quantity"] == 2**63 - 1  # type: ignore[index]
         for bad in (2**63, -(2**63) - 1, 10**30):
-            with pytest.raises(PayloadValidationError, match="quantity"):
+            with pytest.raises(PayloadValidationError, match="quantity") as caught:
                 items.put_many([item(2), item(3, quantity=bad)])
+            assert caught.value.store is None  # refused before the store was asked
         assert items.count() == 1
+        ledger = dl.transactional("ledger")
+        for nan in (float("nan"), float("inf")):
+            with pytest.raises(PayloadValidationError, match="amount") as caught:
+                ledger.put({"account_id": "a", "entry_no": 1, "amount": nan})
+            assert caught.value.store is None
+        assert ledger.count() == 0
 
     def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
         items.put(item(1))
+        many = [f"i{n:06d}" for n in range(70_001)]
         for call in (
             lambda: items.query(order_by=7),  # type: ignore[arg-type]
             lambda: items.query(limit=2**63),
+            lambda: items.query(limit=10**30),
             lambda: items.query({"quantity": 10**30}),
             lambda: items.query({"quantity": {"$in": [1, -(2**64)]}}),
+            lambda: items.query({"item_id": {"$in": many}}),
             lambda: items.count({"price": float("nan")}),
         ):
-            with pytest.raises(QueryError):
+            with pytest.raises(QueryError) as caught:
                 call()
+            assert caught.value.store is None  # refused before the store was asked
         assert items.query({"quantity": 2**63 - 1}, limit=2**63 - 1) == []
 
     def test_concurrent_put_many_on_shared_keys_never_deadlock(self, dl: DataLayer) -> None:
@@ -244,3 +255,16 @@ class TransactionalContract(Contract):
             thread.join(timeout=120)
         assert not failures, failures
         assert items.count() == 150
+
+    def test_a_table_never_applied_says_to_apply(self, open_layer: OpenLayer) -> None:
+        items = open_layer({"items": ITEMS}, apply=False).transactional("items")
+        for call in (
+            lambda: items.put(item(1)),
+            lambda: items.get("i001"),
+            lambda: items.query({"name": "item 1"}, order_by="price", limit=5),
+            lambda: items.count(),
+            lambda: items.delete("i001"),
+        ):
+            with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
+                call()
+            assert caught.value.store == "main"
