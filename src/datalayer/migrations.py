@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from datalayer.errors import DataLayerError, StoreLabel
-from datalayer.stores.sql.types import UTCDateTime
+from datalayer.stores.sql.types import ExactDecimal, UTCDateTime
 
 ENV_PY = '''"""Alembic environment: the target metadata comes from the registry (see datalayer.migrations)."""
 
@@ -74,6 +74,10 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     """Write datalayer's column types as plain SQLAlchemy types, so revisions import nothing else."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, ExactDecimal):
+        if autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite":
+            return "sa.String()"  # ordered_text: SQLite's NUMERIC would store a float
+        return f"sa.Numeric({obj.precision}, {obj.scale})" if obj.precision else "sa.Numeric()"
     return False
 
 

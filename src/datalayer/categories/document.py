@@ -9,6 +9,8 @@ Guarantees every implementation keeps:
 - Values are stored in one form on every store: JSON values, with datetimes as the UTC instant
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
   and sorts compare instants whatever offset or precision a datetime was written with.
+- Decimals are kept exactly as their text (``"12.50"``, pydantic's JSON form); as text would
+  not compare as numbers, a filter on a decimal value is refused with ``QueryError``.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
   and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
@@ -23,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -255,6 +258,8 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
         return out
     if isinstance(value, list | tuple):
         return [stored_document(pattern, child, f"{path}.{i}") for i, child in enumerate(value)]
+    if isinstance(value, Decimal) and not value.is_finite():  # pydantic would write "NaN"
+        raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
     try:
         stored = stored_value(value)
     except PydanticSerializationError as exc:
@@ -272,6 +277,11 @@ def stored_form(value: Any) -> Any:
     """A filter value as documents store it (``stored_value``: datetimes as UTC text)."""
     if isinstance(value, dict | list):
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    if isinstance(value, Decimal):
+        raise QueryError(
+            f"documents keep a decimal as its exact text ({str(value)!r}), which compares as "
+            "text, not as a number: filter on that text if it is what you mean"
+        )
     if isinstance(value, str) and "\x00" in value:
         raise QueryError("a filter value may not contain NUL (no document holds one)")
     return stored_value(value)

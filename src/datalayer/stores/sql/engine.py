@@ -36,7 +36,7 @@ def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Tabl
     assert schema is not None, "the loader resolves transactional schemas"
     columns = []
     for name, field in schema.model_fields.items():
-        sql_type, nullable = column_type(field.annotation)
+        sql_type, nullable = column_type(field.annotation, field.metadata)
         is_key = name in pattern.key
         columns.append(
             sa.Column(
@@ -244,6 +244,9 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             orig = exc.orig if exc.orig is not None else exc
             raise classify(self.label, orig, invalidated=exc.connection_invalidated) from exc
         except SQLAlchemyError as exc:
+            refused = getattr(exc, "orig", None)
+            if isinstance(refused, DataLayerError):  # a column type refused a value to bind
+                raise refused from refused.__cause__
             raise DataLayerError(f"{self.label}: {exc}", store=self.name) from exc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -17,6 +18,11 @@ NOTES = {
     "indexes": ["author", "-score"],
 }
 FREE = {"collection": "free", "key": "id"}
+AMOUNTS = {
+    "collection": "amounts",
+    "key": "amount_id",
+    "schema": "datalayer.testing.contracts.schemas:Amount",
+}
 
 
 def note(i: int, **overrides: object) -> dict[str, object]:
@@ -43,7 +49,7 @@ class DocumentContract(Contract):
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
-        return open_layer({"notes": NOTES, "free": FREE})
+        return open_layer({"notes": NOTES, "free": FREE, "amounts": AMOUNTS})
 
     def test_put_get_delete(self, dl: DataLayer) -> None:
         notes = dl.documents("notes")
@@ -198,7 +204,7 @@ class DocumentContract(Contract):
         free = dl.documents("free")
         free.put({"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}})
         assert free.get("big") == {"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}}
-        for bad in (2**63, float("nan"), float("inf"), float("-inf")):
+        for bad in (2**63, float("nan"), float("inf"), float("-inf"), Decimal("NaN")):
             with pytest.raises(PayloadValidationError) as caught:
                 free.put({"id": "bad", "nested": {"list": [1, bad]}})
             assert caught.value.store is None  # refused before the store was asked
@@ -296,3 +302,35 @@ class DocumentContract(Contract):
             with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
                 call()
             assert caught.value.store == "main"
+
+    def test_decimals_are_kept_as_their_exact_text(self, dl: DataLayer) -> None:
+        free, amounts = dl.documents("free"), dl.documents("amounts")
+        values = [
+            Decimal("12345678901234567890.123456789"),
+            Decimal("0.1"),
+            Decimal("-0." + "0" * 30 + "7"),
+            Decimal("3." + "1415926535" * 6),
+            Decimal("1.50"),
+        ]
+        free.put({"id": "d", "values": values, "one": Decimal("0.1")})
+        assert free.get("d") == {"id": "d", "values": [str(v) for v in values], "one": "0.1"}
+        assert free.find({"one": "0.1"}) == [free.get("d")]
+        for where in (
+            {"one": Decimal("0.1")},
+            {"one": {"$gt": Decimal("0")}},
+            {"one": {"$in": ["0.1", Decimal("0.1")]}},
+        ):
+            with pytest.raises(QueryError, match="exact text"):
+                free.find(where)
+        amounts.put({"amount_id": "a", "value": values[0], "price": "1.5", "rate": values[1]})
+        assert amounts.get("a") == {
+            "amount_id": "a",
+            "value": "12345678901234567890.123456789",
+            "price": "1.5",
+            "rate": "0.1",
+        }
+        with pytest.raises(PayloadValidationError, match="price: "):
+            amounts.put({"amount_id": "b", "value": 1, "price": Decimal("1.234")})
+        with pytest.raises(PayloadValidationError, match="value: "):
+            amounts.update("a", set={"value": Decimal("Infinity")})
+        assert amounts.count() == 1

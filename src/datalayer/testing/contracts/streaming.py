@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +386,7 @@ class StreamingContract(Contract):
     ) -> None:
         stream = open_layer({"raw": {"topic": "raw", "partitions": 2}}).stream("raw")
         before = stream.end_offsets()
-        for bad in ({"x": float("inf")}, {"x": [float("nan")]}, {"x": object()}):
+        for bad in ({"x": float("inf")}, {"x": [float("nan")]}, {"x": object()}, {"x": Decimal(1)}):
             with pytest.raises(PayloadValidationError) as caught:
                 stream.publish(bad)
             assert caught.value.store is None  # refused before the store was asked

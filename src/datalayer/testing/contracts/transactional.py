@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -21,6 +22,21 @@ LEDGER = {
     "table": "ledger",
     "key": ["account_id", "entry_no"],
     "schema": "datalayer.testing.contracts.schemas:Ledger",
+}
+AMOUNTS = {
+    "table": "amounts",
+    "key": "amount_id",
+    "schema": "datalayer.testing.contracts.schemas:Amount",
+}
+#: Decimals no float holds, by row key.
+EXACT = {
+    "big": Decimal("12345678901234567890.123456789"),
+    "tenth": Decimal("0.1"),
+    "negative": Decimal("-98765.4321"),
+    "tiny": Decimal("-0." + "0" * 30 + "7"),
+    "places": Decimal("3." + "1415926535" * 6),
+    "huge": Decimal("9" * 60),
+    "zero": Decimal("0"),
 }
 
 
@@ -45,7 +61,7 @@ class TransactionalContract(Contract):
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
-        return open_layer({"items": ITEMS, "ledger": LEDGER})
+        return open_layer({"items": ITEMS, "ledger": LEDGER, "amounts": AMOUNTS})
 
     def test_put_then_get_round_trips_every_type(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
@@ -268,3 +284,57 @@ class TransactionalContract(Contract):
             with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
                 call()
             assert caught.value.store == "main"
+
+    def test_decimals_keep_every_digit(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        amounts.put_many([{"amount_id": key, "value": value} for key, value in EXACT.items()])
+        for key, value in EXACT.items():
+            row = amounts.get(key)
+            assert row is not None and isinstance(row["value"], Decimal)
+            assert row["value"] == value, key
+        rate = Decimal("0." + "1234567890" * 2)
+        amounts.put({"amount_id": "declared", "value": "-0.5", "price": "1.5", "rate": rate})
+        row = amounts.get("declared")
+        assert row is not None
+        assert (str(row["price"]), row["rate"], row["value"]) == ("1.50", rate, Decimal("-0.5"))
+
+    def test_decimals_compare_and_sort_as_numbers(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        amounts.put_many([{"amount_id": key, "value": value} for key, value in EXACT.items()])
+
+        def ids(where: dict[str, object] | None = None, order: str = "value") -> list[object]:
+            return [row["amount_id"] for row in amounts.query(where, order_by=order)]
+
+        assert ids() == sorted(EXACT, key=EXACT.__getitem__)
+        assert ids(order="-value") == sorted(EXACT, key=EXACT.__getitem__, reverse=True)
+        assert ids({"value": {"$gt": Decimal("0.1")}}) == ["places", "big", "huge"]
+        assert ids({"value": {"$gte": Decimal("0.10"), "$lt": 4}}) == ["tenth", "places"]
+        assert ids({"value": Decimal("0.10")}) == ["tenth"]
+        assert ids({"value": {"$in": [Decimal("-98765.43210"), Decimal("0E-5")]}}) == [
+            "negative",
+            "zero",
+        ]
+        assert ids({"value": {"$lt": 0}}, "-value") == ["tiny", "negative"]
+        assert amounts.count({"value": EXACT["big"]}) == 1
+        assert amounts.count({"value": EXACT["big"] + Decimal("1E-9")}) == 0
+
+    def test_decimals_past_what_is_declared_are_refused(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        for field, bad in (
+            ("price", Decimal("1.234")),  # three places, two declared
+            ("price", Decimal("12345678901.5")),  # eleven digits before the point, ten fit
+            ("rate", Decimal("0." + "1" * 21)),
+            ("value", Decimal("NaN")),
+            ("value", Decimal("-Infinity")),
+            ("value", Decimal("1E+200000")),  # past what PostgreSQL's NUMERIC keeps
+            ("value", Decimal("1E-20000")),
+        ):
+            with pytest.raises(PayloadValidationError, match=f"{field}: ") as caught:
+                amounts.put_many(
+                    [{"amount_id": "ok", "value": 1}, {"amount_id": "bad", "value": 1, field: bad}]
+                )
+            assert caught.value.store is None
+        assert amounts.count() == 0
+        for value in (Decimal("NaN"), Decimal("1E+200000")):
+            with pytest.raises(QueryError):
+                amounts.query({"value": {"$gt": value}})
