@@ -225,6 +225,7 @@ class DocumentContract(Contract):
             lambda: free.find({"n": float("inf")}),
             lambda: free.find({"n": {"$in": list(range(10_001))}}),
             lambda: free.find({"n": {"$in": list(range(70_001))}}),
+            lambda: free.find({"n": object()}),
         ):
             with pytest.raises(QueryError) as caught:
                 call()
@@ -252,13 +253,20 @@ class DocumentContract(Contract):
             "half": "2026-03-01T06:30:00.5Z",
             "seven": "2026-03-01T07:00:00+00:00",
             "naive": "2026-03-01T06:00:00",  # read as UTC
+            "early": "0999-06-01T00:00:00+00:00",  # a year of three digits still sorts first
         }
         for name, when in written.items():
             notes.put(note(0, note_id=name, created_at=when))
             free.put({"id": name, "at": datetime.fromisoformat(when.replace("Z", "+00:00"))})
         after = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
         for docs, key, field in ((notes, "note_id", "created_at"), (free, "id", "at")):
-            assert [d[key] for d in docs.find(sort=field)] == ["naive", "ist", "half", "seven"]
+            assert [d[key] for d in docs.find(sort=field)] == [
+                "early",
+                "naive",
+                "ist",
+                "half",
+                "seven",
+            ]
             assert [d[key] for d in docs.find({field: {"$gt": after}}, sort=field)] == [
                 "half",
                 "seven",
