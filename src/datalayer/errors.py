@@ -34,11 +34,29 @@ def redact(text: str) -> str:
     return _KEY_SECRET.sub(r"\g<key>***", text)
 
 
-class DataLayerError(Exception):
-    """Root of every error raised by datalayer."""
+class StoreLabel(str):
+    """A store as messages name it (``store 'x' (postgres at ...)``) that also knows its bare
+    name ``x``, so an error raised with it keeps that name as ``.store``."""
 
-    def __init__(self, message: str) -> None:
+    name: str
+
+    def __new__(cls, text: str, name: str) -> StoreLabel:
+        label = super().__new__(cls, text)
+        label.name = name
+        return label
+
+
+class DataLayerError(Exception):
+    """Root of every error raised by datalayer.
+
+    ``store`` is the name of the store that raised it (as the profile names it); None when the
+    error was found before any store was asked: a payload that fails its schema, a filter
+    outside the language, an unknown pattern.
+    """
+
+    def __init__(self, message: str, *, store: str | None = None) -> None:
         super().__init__(redact(message))
+        self.store = store
 
     @property
     def message(self) -> str:

@@ -19,8 +19,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from datalayer.errors import DataLayerError
-from datalayer.stores.sql.types import UTCDateTime
+from datalayer.errors import DataLayerError, StoreLabel
+from datalayer.stores.sql.types import ExactDecimal, UTCDateTime
 
 ENV_PY = '''"""Alembic environment: the target metadata comes from the registry (see datalayer.migrations)."""
 
@@ -74,6 +74,10 @@ def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fa
     """Write datalayer's column types as plain SQLAlchemy types, so revisions import nothing else."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, ExactDecimal):
+        if autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite":
+            return "sa.String()"  # ordered_text: SQLite's NUMERIC would store a float
+        return f"sa.Numeric({obj.precision}, {obj.scale})" if obj.precision else "sa.Numeric()"
     return False
 
 
@@ -109,7 +113,9 @@ def run_env() -> None:
 class Migrations:
     """Alembic operations on one SQL store, with its registry tables as target metadata."""
 
-    def __init__(self, folder: Path, engine: sa.Engine, metadata: sa.MetaData, label: str) -> None:
+    def __init__(
+        self, folder: Path, engine: sa.Engine, metadata: sa.MetaData, label: StoreLabel
+    ) -> None:
         self.folder = folder
         self.engine = engine
         self.metadata = metadata
@@ -120,7 +126,8 @@ class Migrations:
         if not has_environment(self.folder):
             raise DataLayerError(
                 f"{self.label}: no migrations environment at {self.folder} "
-                "(create one with 'datalayer migrations init')"
+                "(create one with 'datalayer migrations init')",
+                store=self.label.name,
             )
         config = Config()
         config.set_main_option("script_location", str(self.folder))
@@ -167,7 +174,9 @@ class Migrations:
                 return None
             script = command.revision(config, message=message, autogenerate=True)
         if script is None or isinstance(script, list):
-            raise DataLayerError(f"{self.label}: alembic produced no single revision")
+            raise DataLayerError(
+                f"{self.label}: alembic produced no single revision", store=self.label.name
+            )
         return Path(script.path)
 
     def history(self) -> list[tuple[str, str | None, str]]:

@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaValidator, core_schema
 
 from datalayer.errors import PayloadValidationError
+from datalayer.query import decimal_problem
 from datalayer.resilience import PatternResilience
 from datalayer.validators import Name
 
@@ -184,7 +186,8 @@ _INT64 = range(-(2**63), 2**63)
 
 def check_storable(pattern: str, value: Any, path: str = "") -> None:
     """Refuse what some store would change or fail on: integers past 64 bits, NaN and
-    infinities (JSON has no such number; SQLite reads NaN back as NULL)."""
+    infinities (JSON has no such number; SQLite reads NaN back as NULL), decimals past
+    PostgreSQL's NUMERIC."""
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -193,6 +196,9 @@ def check_storable(pattern: str, value: Any, path: str = "") -> None:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
+    elif isinstance(value, Decimal):
+        if problem := decimal_problem(value):
+            raise PayloadValidationError(pattern, [(path, problem)])
     elif isinstance(value, Mapping | BaseModel):
         items = value.items() if isinstance(value, Mapping) else iter(value)
         for key, child in items:

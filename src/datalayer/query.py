@@ -10,6 +10,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from datalayer.errors import QueryError
@@ -21,6 +22,22 @@ OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
 MAX_IN = 10_000
 #: The integers every store holds exactly (64-bit signed: SQLite, PostgreSQL BIGINT, BSON).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: The digits every store keeps before and after a decimal's point (PostgreSQL's NUMERIC).
+DECIMAL_DIGITS_BEFORE, DECIMAL_DIGITS_AFTER = 131_072, 16_383
+
+
+def decimal_problem(value: Decimal) -> str | None:
+    """Why some store would not keep a decimal exactly (NaN, infinities, too many digits)."""
+    if not value.is_finite():
+        return f"{value} cannot be stored"
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if (value and value.adjusted() >= DECIMAL_DIGITS_BEFORE) or exponent < -DECIMAL_DIGITS_AFTER:
+        return (
+            f"decimal with more than {DECIMAL_DIGITS_BEFORE:,} digits before the point or "
+            f"{DECIMAL_DIGITS_AFTER:,} after it"
+        )
+    return None
 
 
 def _check_value(field: str, value: Any) -> Any:
@@ -30,6 +47,8 @@ def _check_value(field: str, value: Any) -> Any:
             raise QueryError(f"field '{field}': {value} is outside the 64-bit integer range")
     elif isinstance(value, float) and not math.isfinite(value):
         raise QueryError(f"field '{field}': {value} is not a number a filter can compare")
+    elif isinstance(value, Decimal) and (problem := decimal_problem(value)):
+        raise QueryError(f"field '{field}': a filter cannot compare a {problem}")
     return value
 
 

@@ -307,7 +307,8 @@ class Guard:
             self.rejected += 1
             raise CircuitOpen(
                 f"{self.label}: circuit open after {self.breaker.failures} failed calls in a "
-                f"row; next try in {wait:.1f}s"
+                f"row; next try in {wait:.1f}s",
+                store=self.name,
             )
         try:
             with self.bounded(timeout) as attempt:
@@ -338,7 +339,8 @@ class Guard:
                     waited = time.monotonic() - attempt.started
                     raise StoreTimeout(
                         f"{self.label} did not answer within {waited:.1f}s "
-                        f"(resilience.timeout {attempt.timeout:g}s)"
+                        f"(resilience.timeout {attempt.timeout:g}s)",
+                        store=self.name,
                     ) from exc
             raise
         finally:

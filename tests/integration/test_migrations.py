@@ -170,3 +170,35 @@ def test_the_shipped_revisions_build_the_example_tables(
         "created_at",
     ]
     assert "account_id" in columns(url, "accounts")
+
+
+SCHEMA_DECIMALS = """
+from decimal import Decimal
+from pydantic import BaseModel, Field
+
+class Team(BaseModel):
+    team_id: str
+    budget: Decimal = Field(max_digits=12, decimal_places=2)
+    ratio: Decimal
+"""
+
+
+def test_a_revision_keeps_decimals_exact(project: tuple[Path, str]) -> None:
+    """NUMERIC(p, s) as declared on PostgreSQL, ordered text on SQLite (its NUMERIC is a
+    float); once applied, the registry and the database agree."""
+    folder, url = project
+    module = (folder / "module_name").read_text()
+    (folder / f"{module}.py").write_text(textwrap.dedent(SCHEMA_DECIMALS))
+    assert (
+        CliRunner().invoke(app, ["migrations", "init", str(folder / "migrations")]).exit_code == 0
+    )
+    cli(folder, "migrations", "new", "-m", "decimals")
+    [revision] = list((folder / "migrations" / "versions").glob("*_decimals.py"))
+    text = revision.read_text()
+    if url.startswith("sqlite"):
+        assert "sa.Column('budget', sa.String()" in text and "Numeric" not in text
+    else:
+        assert "sa.Column('budget', sa.Numeric(12, 2)" in text
+        assert "sa.Column('ratio', sa.Numeric()" in text
+    cli(folder, "apply")
+    assert "no changes" in cli(folder, "migrations", "new", "-m", "nothing")

@@ -14,7 +14,10 @@ Guarantees every implementation keeps:
   on MongoDB a change another writer makes in between is added to, not checked again.
 - Values are stored in one form on every store: JSON values, with datetimes as the UTC instant
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
-  and sorts compare instants whatever offset or precision a datetime was written with.
+  and sorts compare instants whatever offset or precision a datetime was written with. On
+  MongoDB a BSON date another program wrote reads, filters and sorts as that text too.
+- Decimals are kept exactly as their text (``"12.50"``, pydantic's JSON form); as text would
+  not compare as numbers, a filter on a decimal value is refused with ``QueryError``.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
   and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
@@ -29,6 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any, ClassVar, Literal
 
@@ -276,8 +280,8 @@ def utc_text(value: datetime) -> str:
     """A datetime as documents store it: the UTC instant with microseconds, ending in ``Z``
     (a naive one is read as UTC). Every such text has one length, so comparing and sorting
     the texts compares the instants, whatever offset or precision they were written with."""
-    at = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    at = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+    return at.isoformat(timespec="microseconds") + "Z"  # strftime's %Y drops a year's zeros
 
 
 def stored_value(value: Any) -> Any:
@@ -305,9 +309,11 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
         return out
     if isinstance(value, list | tuple):
         return [stored_document(pattern, child, f"{path}.{i}") for i, child in enumerate(value)]
+    if isinstance(value, Decimal) and not value.is_finite():  # pydantic would write "NaN"
+        raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
     try:
         stored = stored_value(value)
-    except PydanticSerializationError as exc:
+    except (PydanticSerializationError, OverflowError) as exc:  # OverflowError: year 1 in UTC-5
         raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
         return stored_document(pattern, stored, path)
@@ -322,6 +328,14 @@ def stored_form(value: Any) -> Any:
     """A filter value as documents store it (``stored_value``: datetimes as UTC text)."""
     if isinstance(value, dict | list):
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    if isinstance(value, Decimal):
+        raise QueryError(
+            f"documents keep a decimal as its exact text ({str(value)!r}), which compares as "
+            "text, not as a number: filter on that text if it is what you mean"
+        )
     if isinstance(value, str) and "\x00" in value:
         raise QueryError("a filter value may not contain NUL (no document holds one)")
-    return stored_value(value)
+    try:
+        return stored_value(value)
+    except (PydanticSerializationError, OverflowError) as exc:
+        raise QueryError(f"a filter cannot compare {value!r}: {exc}") from exc

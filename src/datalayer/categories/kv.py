@@ -3,8 +3,9 @@
 Guarantees every implementation keeps:
 - Keys live under the pattern's own prefix, so two patterns never see each other's keys.
 - ``set`` validates the value against the schema first; nothing is written when it fails. Values
-  are JSON: NaN, infinities and what JSON cannot hold are refused; a value another program wrote
-  that is not JSON reads as a ``DataLayerError`` naming the key.
+  are JSON: NaN, infinities and what JSON cannot hold (a ``Decimal`` with no schema) are refused;
+  a schema's decimals are kept as their exact text. A value another program wrote that is not
+  JSON reads as a ``DataLayerError`` naming the key.
 - A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
   pattern with ``require_ttl`` rejects a write that has neither.
 - ``mget`` returns values in the order of the keys asked, ``None`` for missing ones.

@@ -5,6 +5,9 @@ Guarantees every implementation keeps:
 - Every row is validated against the pattern's schema before anything is written; a row that
   fails raises ``PayloadValidationError`` naming the field, and nothing of the call is written.
   So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity.
+- A ``Decimal`` field keeps every digit, never through a float: the digits its schema declares
+  (``max_digits``, ``decimal_places``; more are refused by validation, naming the field), or
+  any number of them when it declares none. Filters and sorts on it compare numbers.
 - Inside ``transaction()`` every operation on any pattern of the same store shares one database
   transaction: it commits when the block ends and rolls back entirely if the block raises.
 - Read-modify-write is safe with ``get(key, for_update=True)`` inside ``transaction()``: no

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from datalayer.errors import (
     DataLayerError,
     MissingDriver,
+    StoreLabel,
     StoreTimeout,
     StoreUnavailable,
     redact,
@@ -57,8 +58,11 @@ class Store(ABC, Generic[PatternT, HandleT]):
         self.guard = Guard(self.label, name, config.resilience)
 
     @property
-    def label(self) -> str:
-        return f"store '{self.name}' ({self.config.type} at {self.config.target()})"
+    def label(self) -> StoreLabel:
+        """How errors name this store; the errors raised with it keep ``name`` as ``.store``."""
+        return StoreLabel(
+            f"store '{self.name}' ({self.config.type} at {self.config.target()})", self.name
+        )
 
     @abstractmethod
     def handle(self, pattern: PatternT) -> HandleT:
@@ -82,7 +86,7 @@ ErrorClasses = tuple[type[BaseException], ...]
 
 @contextmanager
 def classified(
-    label: str, unavailable: ErrorClasses, failed: ErrorClasses, timeouts: ErrorClasses = ()
+    label: StoreLabel, unavailable: ErrorClasses, failed: ErrorClasses, timeouts: ErrorClasses = ()
 ) -> Iterator[None]:
     """A driver's errors as datalayer's, naming the store: ``timeouts`` as ``StoreTimeout``,
     ``unavailable`` ones (the store did not answer: retrying later may work) as
@@ -93,11 +97,11 @@ def classified(
     except DataLayerError:
         raise
     except timeouts as exc:
-        raise StoreTimeout(f"{label} did not answer in time: {exc}") from exc
+        raise StoreTimeout(f"{label} did not answer in time: {exc}", store=label.name) from exc
     except unavailable as exc:
-        raise StoreUnavailable(f"{label} is unavailable: {exc}") from exc
+        raise StoreUnavailable(f"{label} is unavailable: {exc}", store=label.name) from exc
     except failed as exc:
-        raise DataLayerError(f"{label}: {exc}") from exc
+        raise DataLayerError(f"{label}: {exc}", store=label.name) from exc
 
 
 def require_driver(module: str, extra: str, store_type: str) -> ModuleType:

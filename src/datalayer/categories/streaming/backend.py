@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import ClassVar, NamedTuple
 
 from datalayer.categories.streaming.start import StartPosition
-from datalayer.errors import DataLayerError
+from datalayer.errors import DataLayerError, StoreLabel
 from datalayer.resilience import GuardedOperations
 
 #: Called with a consumer's partitions each time its share of the group changes.
@@ -160,11 +160,12 @@ def partition_of(key: str | None, count: int) -> int:
     return zlib.crc32(key.encode()) % count
 
 
-def refuse_oversized(label: str, topic: str, values: Sequence[bytes], limit: int) -> None:
+def refuse_oversized(label: StoreLabel, topic: str, values: Sequence[bytes], limit: int) -> None:
     """Refuse the whole batch when one message is over ``limit`` bytes: nothing is sent."""
     if values and max(map(len, values)) > limit:
         size = max(map(len, values))
         raise DataLayerError(
             f"{label}: message of {size} bytes exceeds "
-            f"max_message_bytes={limit} for topic '{topic}'; nothing was published"
+            f"max_message_bytes={limit} for topic '{topic}'; nothing was published",
+            store=label.name,
         )

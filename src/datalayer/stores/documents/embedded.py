@@ -45,25 +45,18 @@ class EmbeddedDocumentsStore(Store[DocumentPattern, DocumentCollection]):
     def __init__(self, name: str, config: EmbeddedDocumentsConfig, path: Path) -> None:
         super().__init__(name, config)
         self.db = SQLiteFile(path, self.label, config.busy_timeout)
-        self._ready: set[str] = set()
 
     def handle(self, pattern: DocumentPattern) -> DocumentCollection:
         return DocumentCollection(pattern, EmbeddedCollection(pattern.collection, self))
 
-    def ensure_table(self, collection: str) -> str:
-        table = f"doc_{collection}"
-        if collection not in self._ready:
+    def apply(self, patterns: list[DocumentPattern]) -> list[str]:
+        done = []
+        for pattern in patterns:
+            table = table_of(pattern.collection)
             with self.db.write() as conn:
                 conn.execute(
                     f'CREATE TABLE IF NOT EXISTS "{table}" (id TEXT PRIMARY KEY, body TEXT NOT NULL)'
                 )
-            self._ready.add(collection)
-        return table
-
-    def apply(self, patterns: list[DocumentPattern]) -> list[str]:
-        done = []
-        for pattern in patterns:
-            table = self.ensure_table(pattern.collection)
             done.append(f"collection '{pattern.collection}' ready")
             with self.db.write() as conn:
                 for spec in pattern.indexes:
@@ -84,6 +77,12 @@ class EmbeddedDocumentsStore(Store[DocumentPattern, DocumentCollection]):
         self.db.close()
 
 
+def table_of(collection: str) -> str:
+    """The table holding a collection; ``apply`` creates it, and until then every call on the
+    collection is ``NotApplied``."""
+    return f"doc_{collection}"
+
+
 def json_path_expr(field: str) -> str:
     """``json_extract(body, '$.a.b')`` for a field path already checked by the query parser."""
     return f"json_extract(body, '$.{field}')"
@@ -92,7 +91,7 @@ def json_path_expr(field: str) -> str:
 class EmbeddedCollection(DocumentBackend):
     def __init__(self, collection: str, store: EmbeddedDocumentsStore) -> None:
         self.store = store
-        self.table = store.ensure_table(collection)
+        self.table = table_of(collection)
 
     def write(self, key: str, doc: dict[str, Any]) -> None:
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)

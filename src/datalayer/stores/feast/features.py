@@ -89,7 +89,8 @@ class FeastFeatures(FeatureBackend):
             view_name, _, feature = reference.partition(":")
             if not feature:
                 raise QueryError(
-                    f"pattern '{self.pattern.name}': '{reference}' is not 'view:feature'"
+                    f"pattern '{self.pattern.name}': '{reference}' is not 'view:feature'",
+                    store=self.store.name,
                 )
             with self.store.errors():
                 view = self.fs.get_feature_view(view_name)
@@ -97,7 +98,8 @@ class FeastFeatures(FeatureBackend):
             if feature not in names:
                 raise QueryError(
                     f"pattern '{self.pattern.name}': feature '{feature}' is not in view "
-                    f"'{view_name}'; its features: {', '.join(names)}"
+                    f"'{view_name}'; its features: {', '.join(names)}",
+                    store=self.store.name,
                 )
 
     def views(self) -> dict[str, Any]:
@@ -159,13 +161,15 @@ class FeastFeatures(FeatureBackend):
             if len(pushable) != 1:
                 raise QueryError(
                     f"pattern '{self.pattern.name}': name the view to push to; "
-                    f"views with a push source: {', '.join(pushable) or 'none'}"
+                    f"views with a push source: {', '.join(pushable) or 'none'}",
+                    store=self.store.name,
                 )
             view = next(iter(pushable))
         if view not in pushable:
             raise NotFound(
                 f"pattern '{self.pattern.name}': view '{view}' has no push source; "
-                f"views with one: {', '.join(pushable) or 'none'}"
+                f"views with one: {', '.join(pushable) or 'none'}",
+                store=self.store.name,
             )
         feature_view = pushable[view]
         frame = pd.DataFrame(rows if not isinstance(rows, pd.DataFrame) else rows.copy())
@@ -173,7 +177,8 @@ class FeastFeatures(FeatureBackend):
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise QueryError(
-                f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}"
+                f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}",
+                store=self.store.name,
             )
         source = feature_view.stream_source.batch_source
         stamp = datetime.now(UTC)

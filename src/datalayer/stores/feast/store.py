@@ -62,7 +62,7 @@ class FeastConfig(StoreConfig):
         yaml_file = repo / f"feature_store.{self.profile}.yaml"
         if not yaml_file.is_file():
             raise DataLayerError(
-                f"store '{name}': no {yaml_file} for Feast profile '{self.profile}'"
+                f"store '{name}': no {yaml_file} for Feast profile '{self.profile}'", store=name
             )
         return FeastStore(name, self, repo, yaml_file)
 
@@ -122,27 +122,35 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
 
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
-        """Feast's errors as datalayer errors naming the missing view, feature or column."""
+        """Feast's errors as datalayer errors naming the missing view, feature or column; any
+        datalayer error raised within (reading parquet files, say) names this store too."""
         from feast import errors as feast_errors
 
         try:
             yield
-        except DataLayerError:
+        except DataLayerError as exc:
+            if exc.store is None:
+                exc.store = self.name
             raise
         except (
             feast_errors.FeatureViewNotFoundException,
             feast_errors.FeatureServiceNotFoundException,
             feast_errors.PushSourceNotFoundException,
         ) as exc:
-            raise NotFound(f"{self.label}: {exc}") from exc
+            raise NotFound(f"{self.label}: {exc}", store=self.name) from exc
         except feast_errors.EntityTimestampInferenceException as exc:
             raise QueryError(
-                f"{self.label}: the entity DataFrame needs an '{TIMESTAMP}' column"
+                f"{self.label}: the entity DataFrame needs an '{TIMESTAMP}' column",
+                store=self.name,
             ) from exc
         except KeyError as exc:
-            raise QueryError(f"{self.label}: {exc.args[0] if exc.args else exc}") from exc
+            raise QueryError(
+                f"{self.label}: {exc.args[0] if exc.args else exc}", store=self.name
+            ) from exc
         except OSError as exc:
-            raise StoreUnavailable(f"{self.label} is unavailable: {redact(str(exc))}") from exc
+            raise StoreUnavailable(
+                f"{self.label} is unavailable: {redact(str(exc))}", store=self.name
+            ) from exc
 
     def handle(self, pattern: FeaturePattern) -> FeatureView:
         return FeatureView(pattern, FeastFeatures(pattern, self))
@@ -205,7 +213,9 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"{self.label}: online store unavailable: {exc}") from exc
+            raise StoreUnavailable(
+                f"{self.label}: online store unavailable: {exc}", store=self.name
+            ) from exc
 
     def ping(self) -> None:
         with self.errors():

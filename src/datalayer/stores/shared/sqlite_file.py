@@ -9,14 +9,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
+from datalayer.errors import NotApplied, StoreLabel, StoreUnavailable
 from datalayer.stores.base import classified
 
 
 class SQLiteFile:
-    def __init__(self, path: Path, label: str, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, label: StoreLabel, busy_timeout: float = 30.0) -> None:
         self.path = path
         self.label = label
         self.busy_timeout = busy_timeout
@@ -36,8 +37,21 @@ class SQLiteFile:
             self._conn = conn
         return self._conn
 
-    def errors(self) -> AbstractContextManager[None]:
-        return classified(self.label, (sqlite3.OperationalError,), (sqlite3.DatabaseError,))
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """SQLite's errors as datalayer's: a missing table (a collection never applied) is
+        ``NotApplied``, other operational errors (a locked file) ``StoreUnavailable``."""
+        try:
+            with classified(self.label, (sqlite3.OperationalError,), (sqlite3.DatabaseError,)):
+                yield
+        except StoreUnavailable as exc:
+            if isinstance(exc.orig, sqlite3.OperationalError) and str(exc.orig).startswith(
+                "no such table"
+            ):
+                raise NotApplied(
+                    f"{self.label}: {exc.orig}; run 'datalayer apply'", store=self.label.name
+                ) from exc.orig
+            raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

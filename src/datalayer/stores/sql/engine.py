@@ -23,7 +23,14 @@ from datalayer.categories.transactional import (
     TransactionalPattern,
     TransactionalTable,
 )
-from datalayer.errors import Conflict, DataLayerError, NotApplied, QueryError, StoreUnavailable
+from datalayer.errors import (
+    Conflict,
+    DataLayerError,
+    NotApplied,
+    QueryError,
+    StoreLabel,
+    StoreUnavailable,
+)
 from datalayer.migrations import Migrations, has_environment
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
@@ -36,7 +43,7 @@ def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Tabl
     assert schema is not None, "the loader resolves transactional schemas"
     columns = []
     for name, field in schema.model_fields.items():
-        sql_type, nullable = column_type(field.annotation)
+        sql_type, nullable = column_type(field.annotation, field.metadata)
         is_key = name in pattern.key
         columns.append(
             sa.Column(
@@ -81,23 +88,27 @@ _NOT_APPLIED = {"42P01"}  # undefined table
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, shutdown or restart
 
 
-def classify(label: str, orig: BaseException, *, invalidated: bool = False) -> DataLayerError:
+def classify(
+    label: StoreLabel, orig: BaseException, *, invalidated: bool = False
+) -> DataLayerError:
     """One driver error (psycopg or sqlite3) as the datalayer error that says what to do.
 
     The message is the driver's own primary text: never the statement, never its values."""
     state = getattr(orig, "sqlstate", None) or ""
     message = getattr(getattr(orig, "diag", None), "message_primary", None) or str(orig)
     if state in _CONFLICT:
-        return Conflict(f"{label}: the transaction was rolled back, run it again: {message}")
+        return Conflict(
+            f"{label}: the transaction was rolled back, run it again: {message}", store=label.name
+        )
     if state in _NOT_APPLIED or message.startswith("no such table"):
-        return NotApplied(f"{label}: {message}; run 'datalayer apply'")
+        return NotApplied(f"{label}: {message}; run 'datalayer apply'", store=label.name)
     if (
         invalidated
         or state.startswith(_UNAVAILABLE_CLASSES)
         or (not state and isinstance(orig, _operational_errors()))
     ):
-        return StoreUnavailable(f"{label} is unavailable: {message}")
-    return DataLayerError(f"{label}: {message}")
+        return StoreUnavailable(f"{label} is unavailable: {message}", store=label.name)
+    return DataLayerError(f"{label}: {message}", store=label.name)
 
 
 def _operational_errors() -> tuple[type[BaseException], ...]:
@@ -237,7 +248,8 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             except StoreUnavailable as exc:
                 raise type(exc)(
                     f"{exc.message}; the COMMIT was sent but never confirmed, so the "
-                    "transaction may or may not have been applied"
+                    "transaction may or may not have been applied",
+                    store=exc.store,
                 ) from exc.__cause__
         finally:
             self._current.reset(token)
@@ -280,7 +292,10 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             orig = exc.orig if exc.orig is not None else exc
             raise classify(self.label, orig, invalidated=exc.connection_invalidated) from exc
         except SQLAlchemyError as exc:
-            raise DataLayerError(f"{self.label}: {exc}") from exc
+            refused = getattr(exc, "orig", None)
+            if isinstance(refused, DataLayerError):  # a column type refused a value to bind
+                raise refused from refused.__cause__
+            raise DataLayerError(f"{self.label}: {exc}", store=self.name) from exc
 
 
 class SQLTable(TransactionalBackend):
@@ -313,7 +328,10 @@ class SQLTable(TransactionalBackend):
             elif dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
             else:
-                raise DataLayerError(f"{self.store.label}: upsert is not implemented for {dialect}")
+                raise DataLayerError(
+                    f"{self.store.label}: upsert is not implemented for {dialect}",
+                    store=self.store.name,
+                )
             stmt = insert(self.table)
             if self._value_columns:
                 stmt = stmt.on_conflict_do_update(

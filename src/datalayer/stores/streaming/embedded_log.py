@@ -118,7 +118,8 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
             if row is not None and row[0] > partitions:
                 raise DataLayerError(
                     f"{self.label}: topic '{topic}' has {row[0]} partitions; "
-                    f"it cannot shrink to {partitions}"
+                    f"it cannot shrink to {partitions}",
+                    store=self.name,
                 )
             conn.execute(
                 "INSERT INTO topics(name, partitions, retention_s) VALUES (?, ?, ?) "
@@ -146,7 +147,8 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
                 ).fetchone()
             if row is None:
                 raise NotApplied(
-                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
+                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'",
+                    store=self.name,
                 )
             self._partition_counts[topic] = int(row[0])
         return self._partition_counts[topic]

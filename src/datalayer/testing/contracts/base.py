@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -13,8 +13,12 @@ import datalayer
 from datalayer import DataLayer
 from datalayer.testing.registry import write_registry
 
-#: Opens (and applies) a registry whose patterns, given by name, all live on the store under test.
-OpenLayer = Callable[[dict[str, Any]], DataLayer]
+
+class OpenLayer(Protocol):
+    """Opens a registry whose patterns, given by name, all live on the store under test, and
+    applies it unless ``apply`` is false (to see what a store says of what was never applied)."""
+
+    def __call__(self, patterns: dict[str, Any], *, apply: bool = True) -> DataLayer: ...
 
 
 def unique_targets(name: str, category: str, spec: dict[str, Any], suffix: str) -> dict[str, Any]:
@@ -39,7 +43,7 @@ class Contract:
         opened: list[DataLayer] = []
         suffix = uuid.uuid4().hex[:8]
 
-        def open_with(patterns: dict[str, Any]) -> DataLayer:
+        def open_with(patterns: dict[str, Any], *, apply: bool = True) -> DataLayer:
             entries = {
                 name: {
                     "store": "main",
@@ -50,8 +54,9 @@ class Contract:
             }
             file = write_registry(tmp_path, {"test": {"main": datalayer_store}}, entries)
             dl = datalayer.open(file, profile="test")
-            dl.apply()
             opened.append(dl)
+            if apply:
+                dl.apply()
             return dl
 
         yield open_with

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
-from datalayer import DataLayer, PayloadValidationError, QueryError
+from datalayer import DataLayer, NotApplied, PayloadValidationError, QueryError
 from datalayer.testing.contracts.base import Contract, OpenLayer
 from datalayer.testing.contracts.concurrency import run_together
 
@@ -18,6 +19,11 @@ NOTES = {
     "indexes": ["author", "-score"],
 }
 FREE = {"collection": "free", "key": "id"}
+AMOUNTS = {
+    "collection": "amounts",
+    "key": "amount_id",
+    "schema": "datalayer.testing.contracts.schemas:Amount",
+}
 
 
 def note(i: int, **overrides: object) -> dict[str, object]:
@@ -52,7 +58,7 @@ class DocumentContract(Contract):
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
-        return open_layer({"notes": NOTES, "free": FREE})
+        return open_layer({"notes": NOTES, "free": FREE, "amounts": AMOUNTS})
 
     def test_put_get_delete(self, dl: DataLayer) -> None:
         notes = dl.documents("notes")
@@ -207,9 +213,10 @@ class DocumentContract(Contract):
         free = dl.documents("free")
         free.put({"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}})
         assert free.get("big") == {"id": "big", "n": 2**63 - 1, "nested": {"list": [-(2**63)]}}
-        for bad in (2**63, float("nan"), float("inf"), float("-inf")):
-            with pytest.raises(PayloadValidationError):
+        for bad in (2**63, float("nan"), float("inf"), float("-inf"), Decimal("NaN")):
+            with pytest.raises(PayloadValidationError) as caught:
                 free.put({"id": "bad", "nested": {"list": [1, bad]}})
+            assert caught.value.store is None  # refused before the store was asked
             with pytest.raises(PayloadValidationError):
                 free.update("big", set={"n": bad})
         assert free.get("bad") is None
@@ -221,13 +228,17 @@ class DocumentContract(Contract):
         for call in (
             lambda: free.find(sort=7),  # type: ignore[arg-type]
             lambda: free.find(limit=2**63),
+            lambda: free.find(limit=10**30),
             lambda: free.find({"n": 10**30}),
             lambda: free.count({"n": {"$in": [1, 2**64]}}),
             lambda: free.find({"n": float("inf")}),
             lambda: free.find({"n": {"$in": list(range(10_001))}}),
+            lambda: free.find({"n": {"$in": list(range(70_001))}}),
+            lambda: free.find({"n": object()}),
         ):
-            with pytest.raises(QueryError):
+            with pytest.raises(QueryError) as caught:
                 call()
+            assert caught.value.store is None  # refused before the store was asked
         assert free.find({"n": 1}, limit=2**63 - 1) == [{"id": "a", "n": 1}]
 
     def test_update_of_a_field_outside_the_schema_is_refused(self, dl: DataLayer) -> None:
@@ -251,13 +262,20 @@ class DocumentContract(Contract):
             "half": "2026-03-01T06:30:00.5Z",
             "seven": "2026-03-01T07:00:00+00:00",
             "naive": "2026-03-01T06:00:00",  # read as UTC
+            "early": "0999-06-01T00:00:00+00:00",  # a year of three digits still sorts first
         }
         for name, when in written.items():
             notes.put(note(0, note_id=name, created_at=when))
             free.put({"id": name, "at": datetime.fromisoformat(when.replace("Z", "+00:00"))})
         after = datetime(2026, 3, 1, 6, 30, tzinfo=UTC)
         for docs, key, field in ((notes, "note_id", "created_at"), (free, "id", "at")):
-            assert [d[key] for d in docs.find(sort=field)] == ["naive", "ist", "half", "seven"]
+            assert [d[key] for d in docs.find(sort=field)] == [
+                "early",
+                "naive",
+                "ist",
+                "half",
+                "seven",
+            ]
             assert [d[key] for d in docs.find({field: {"$gt": after}}, sort=field)] == [
                 "half",
                 "seven",
@@ -338,3 +356,49 @@ class DocumentContract(Contract):
         run_together(dl, add_one_by_inc, "notes", "counter", self.increments)
         counter = dl.documents("notes").get("counter")
         assert counter is not None and counter["score"] == 12 * self.increments
+
+    def test_a_collection_never_applied_says_to_apply(self, open_layer: OpenLayer) -> None:
+        notes = open_layer({"notes": NOTES}, apply=False).documents("notes")
+        for call in (
+            lambda: notes.put(note(1)),
+            lambda: notes.get("n01"),
+            lambda: notes.find({"author": "ann"}, sort="-score", limit=5),
+            lambda: notes.count(),
+            lambda: notes.update("n01", set={"score": 2}),
+            lambda: notes.delete("n01"),
+        ):
+            with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
+                call()
+            assert caught.value.store == "main"
+
+    def test_decimals_are_kept_as_their_exact_text(self, dl: DataLayer) -> None:
+        free, amounts = dl.documents("free"), dl.documents("amounts")
+        values = [
+            Decimal("12345678901234567890.123456789"),
+            Decimal("0.1"),
+            Decimal("-0." + "0" * 30 + "7"),
+            Decimal("3." + "1415926535" * 6),
+            Decimal("1.50"),
+        ]
+        free.put({"id": "d", "values": values, "one": Decimal("0.1")})
+        assert free.get("d") == {"id": "d", "values": [str(v) for v in values], "one": "0.1"}
+        assert free.find({"one": "0.1"}) == [free.get("d")]
+        for where in (
+            {"one": Decimal("0.1")},
+            {"one": {"$gt": Decimal("0")}},
+            {"one": {"$in": ["0.1", Decimal("0.1")]}},
+        ):
+            with pytest.raises(QueryError, match="exact text"):
+                free.find(where)
+        amounts.put({"amount_id": "a", "value": values[0], "price": "1.5", "rate": values[1]})
+        assert amounts.get("a") == {
+            "amount_id": "a",
+            "value": "12345678901234567890.123456789",
+            "price": "1.5",
+            "rate": "0.1",
+        }
+        with pytest.raises(PayloadValidationError, match="price: "):
+            amounts.put({"amount_id": "b", "value": 1, "price": Decimal("1.234")})
+        with pytest.raises(PayloadValidationError, match="value: "):
+            amounts.update("a", set={"value": Decimal("Infinity")})
+        assert amounts.count() == 1

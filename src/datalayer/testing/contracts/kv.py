@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -15,6 +16,7 @@ PATTERNS = {
     "strict": {"require_ttl": True},
     "cache": {},
     "other": {},
+    "amounts": {"schema": "datalayer.testing.contracts.schemas:Amount"},
 }
 
 
@@ -106,10 +108,40 @@ class KeyValueContract(Contract):
 
     def test_values_json_cannot_hold_are_refused(self, dl: DataLayer) -> None:
         cache = dl.kv("cache")
-        for bad in (float("nan"), float("inf"), {"x": [float("-inf")]}, object(), {1j: 1}):
-            with pytest.raises(PayloadValidationError):
+        for bad in (
+            float("nan"),
+            float("inf"),
+            {"x": [float("-inf")]},
+            object(),
+            {1j: 1},
+            Decimal("0.1"),  # JSON has no decimals: a schema says how to write one
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
                 cache.set("bad", bad)
+            assert caught.value.store is None  # refused before the store was asked
         assert cache.get("bad") is None
+
+    def test_integers_past_64_bits_are_kept_exactly(self, dl: DataLayer) -> None:
+        cache = dl.kv("cache")
+        value = {"n": 10**30, "m": -(2**70), "list": [2**63, 2**64 + 1]}
+        cache.set("big", value)
+        assert cache.get("big") == value
+
+    def test_a_schema_s_decimals_keep_every_digit(self, dl: DataLayer) -> None:
+        from datalayer.testing.contracts.schemas import Amount
+
+        amounts = dl.kv("amounts")
+        exact = Decimal("12345678901234567890.123456789")
+        rate = Decimal("-0." + "0" * 18 + "7")
+        amounts.set("a", {"amount_id": "a", "value": exact, "price": "1.5", "rate": rate})
+        stored = amounts.get("a")
+        assert stored["value"] == "12345678901234567890.123456789"  # exact text, as JSON has
+        assert Amount.model_validate(stored) == Amount(
+            amount_id="a", value=exact, price=Decimal("1.5"), rate=rate
+        )
+        with pytest.raises(PayloadValidationError, match="price: "):
+            amounts.set("b", {"amount_id": "b", "value": 1, "price": Decimal("0.001")})
+        assert amounts.get("b") is None
 
     def test_a_value_another_program_wrote_is_a_clear_error(self, dl: DataLayer) -> None:
         cache = dl.kv("cache")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,3 +46,13 @@ class Note(BaseModel):
 class Window(BaseModel):
     incident_id: str
     hits: int = Field(ge=0)
+
+
+class Amount(BaseModel):
+    """Decimals three ways: with no declared precision, declared by ``Field``, and by
+    ``Annotated`` metadata (what ``condecimal`` builds)."""
+
+    amount_id: str
+    value: Decimal
+    price: Decimal = Field(default=Decimal("0.00"), max_digits=12, decimal_places=2)
+    rate: Annotated[Decimal, Field(max_digits=30, decimal_places=20)] | None = None

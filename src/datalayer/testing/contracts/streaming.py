@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -451,8 +452,10 @@ class StreamingContract(Contract):
         ):
             publisher.publish_many([event(n, f"dev-{n}") for n in range(1, 6)])
         assert not isinstance(raised.value, PayloadValidationError)
-        with pytest.raises(DataLayerError):
+        assert raised.value.store == "main"
+        with pytest.raises(DataLayerError) as raised:
             stream.publish_many([event(6, "dev-a")])
+        assert raised.value.store == "main"
         assert stream.end_offsets() == before
         assert [
             m.value["seq"] for m in self.drain(dl, None, start="earliest") if m.key != "probe"
@@ -463,9 +466,10 @@ class StreamingContract(Contract):
     ) -> None:
         stream = open_layer({"raw": {"topic": "raw", "partitions": 2}}).stream("raw")
         before = stream.end_offsets()
-        for bad in ({"x": float("inf")}, {"x": [float("nan")]}, {"x": object()}):
-            with pytest.raises(PayloadValidationError):
+        for bad in ({"x": float("inf")}, {"x": [float("nan")]}, {"x": object()}, {"x": Decimal(1)}):
+            with pytest.raises(PayloadValidationError) as caught:
                 stream.publish(bad)
+            assert caught.value.store is None  # refused before the store was asked
             with pytest.raises(PayloadValidationError):
                 stream.publish_many([{"x": 1}, bad])
         assert stream.end_offsets() == before
@@ -543,5 +547,6 @@ class StreamingContract(Contract):
                 lambda: stream.end_offsets(),
                 lambda: list(stream.consume("g", max_messages=1, idle_timeout=1.0)),
             ):
-                with pytest.raises(NotApplied, match="run 'datalayer apply'"):
+                with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
                     call()
+                assert caught.value.store == "main"

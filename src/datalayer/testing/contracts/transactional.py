@@ -5,10 +5,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
-from datalayer import Conflict, DataLayer, DataLayerError, PayloadValidationError, QueryError
+from datalayer import (
+    Conflict,
+    DataLayer,
+    DataLayerError,
+    NotApplied,
+    PayloadValidationError,
+    QueryError,
+)
 from datalayer.testing.contracts.base import Contract, OpenLayer
 from datalayer.testing.contracts.concurrency import run_together
 
@@ -23,6 +31,21 @@ LEDGER = {
     "table": "ledger",
     "key": ["account_id", "entry_no"],
     "schema": "datalayer.testing.contracts.schemas:Ledger",
+}
+AMOUNTS = {
+    "table": "amounts",
+    "key": "amount_id",
+    "schema": "datalayer.testing.contracts.schemas:Amount",
+}
+#: Decimals no float holds, by row key.
+EXACT = {
+    "big": Decimal("12345678901234567890.123456789"),
+    "tenth": Decimal("0.1"),
+    "negative": Decimal("-98765.4321"),
+    "tiny": Decimal("-0." + "0" * 30 + "7"),
+    "places": Decimal("3." + "1415926535" * 6),
+    "huge": Decimal("9" * 60),
+    "zero": Decimal("0"),
 }
 
 
@@ -60,7 +83,7 @@ class TransactionalContract(Contract):
 
     @pytest.fixture
     def dl(self, open_layer: OpenLayer) -> DataLayer:
-        return open_layer({"items": ITEMS, "ledger": LEDGER})
+        return open_layer({"items": ITEMS, "ledger": LEDGER, "amounts": AMOUNTS})
 
     def test_put_then_get_round_trips_every_type(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
@@ -219,22 +242,33 @@ class TransactionalContract(Contract):
         items.put(item(1, quantity=2**63 - 1))
         assert items.get("i001")["quantity"] == 2**63 - 1  # type: ignore[index]
         for bad in (2**63, -(2**63) - 1, 10**30):
-            with pytest.raises(PayloadValidationError, match="quantity"):
+            with pytest.raises(PayloadValidationError, match="quantity") as caught:
                 items.put_many([item(2), item(3, quantity=bad)])
+            assert caught.value.store is None  # refused before the store was asked
         assert items.count() == 1
+        ledger = dl.transactional("ledger")
+        for nan in (float("nan"), float("inf")):
+            with pytest.raises(PayloadValidationError, match="amount") as caught:
+                ledger.put({"account_id": "a", "entry_no": 1, "amount": nan})
+            assert caught.value.store is None
+        assert ledger.count() == 0
 
     def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
         items.put(item(1))
+        many = [f"i{n:06d}" for n in range(70_001)]
         for call in (
             lambda: items.query(order_by=7),  # type: ignore[arg-type]
             lambda: items.query(limit=2**63),
+            lambda: items.query(limit=10**30),
             lambda: items.query({"quantity": 10**30}),
             lambda: items.query({"quantity": {"$in": [1, -(2**64)]}}),
+            lambda: items.query({"item_id": {"$in": many}}),
             lambda: items.count({"price": float("nan")}),
         ):
-            with pytest.raises(QueryError):
+            with pytest.raises(QueryError) as caught:
                 call()
+            assert caught.value.store is None  # refused before the store was asked
         assert items.query({"quantity": 2**63 - 1}, limit=2**63 - 1) == []
 
     def test_concurrent_put_many_on_shared_keys_never_deadlock(self, dl: DataLayer) -> None:
@@ -315,3 +349,70 @@ class TransactionalContract(Contract):
         assert committed >= 1
         quantities = [r["quantity"] for r in items.query(order_by="item_id")]
         assert quantities == [committed, committed]
+
+    def test_a_table_never_applied_says_to_apply(self, open_layer: OpenLayer) -> None:
+        items = open_layer({"items": ITEMS}, apply=False).transactional("items")
+        for call in (
+            lambda: items.put(item(1)),
+            lambda: items.get("i001"),
+            lambda: items.query({"name": "item 1"}, order_by="price", limit=5),
+            lambda: items.count(),
+            lambda: items.delete("i001"),
+        ):
+            with pytest.raises(NotApplied, match="run 'datalayer apply'") as caught:
+                call()
+            assert caught.value.store == "main"
+
+    def test_decimals_keep_every_digit(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        amounts.put_many([{"amount_id": key, "value": value} for key, value in EXACT.items()])
+        for key, value in EXACT.items():
+            row = amounts.get(key)
+            assert row is not None and isinstance(row["value"], Decimal)
+            assert row["value"] == value, key
+        rate = Decimal("0." + "1234567890" * 2)
+        amounts.put({"amount_id": "declared", "value": "-0.5", "price": "1.5", "rate": rate})
+        row = amounts.get("declared")
+        assert row is not None
+        assert (str(row["price"]), row["rate"], row["value"]) == ("1.50", rate, Decimal("-0.5"))
+
+    def test_decimals_compare_and_sort_as_numbers(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        amounts.put_many([{"amount_id": key, "value": value} for key, value in EXACT.items()])
+
+        def ids(where: dict[str, object] | None = None, order: str = "value") -> list[object]:
+            return [row["amount_id"] for row in amounts.query(where, order_by=order)]
+
+        assert ids() == sorted(EXACT, key=EXACT.__getitem__)
+        assert ids(order="-value") == sorted(EXACT, key=EXACT.__getitem__, reverse=True)
+        assert ids({"value": {"$gt": Decimal("0.1")}}) == ["places", "big", "huge"]
+        assert ids({"value": {"$gte": Decimal("0.10"), "$lt": 4}}) == ["tenth", "places"]
+        assert ids({"value": Decimal("0.10")}) == ["tenth"]
+        assert ids({"value": {"$in": [Decimal("-98765.43210"), Decimal("0E-5")]}}) == [
+            "negative",
+            "zero",
+        ]
+        assert ids({"value": {"$lt": 0}}, "-value") == ["tiny", "negative"]
+        assert amounts.count({"value": EXACT["big"]}) == 1
+        assert amounts.count({"value": EXACT["big"] + Decimal("1E-9")}) == 0
+
+    def test_decimals_past_what_is_declared_are_refused(self, dl: DataLayer) -> None:
+        amounts = dl.transactional("amounts")
+        for field, bad in (
+            ("price", Decimal("1.234")),  # three places, two declared
+            ("price", Decimal("12345678901.5")),  # eleven digits before the point, ten fit
+            ("rate", Decimal("0." + "1" * 21)),
+            ("value", Decimal("NaN")),
+            ("value", Decimal("-Infinity")),
+            ("value", Decimal("1E+200000")),  # past what PostgreSQL's NUMERIC keeps
+            ("value", Decimal("1E-20000")),
+        ):
+            with pytest.raises(PayloadValidationError, match=f"{field}: ") as caught:
+                amounts.put_many(
+                    [{"amount_id": "ok", "value": 1}, {"amount_id": "bad", "value": 1, field: bad}]
+                )
+            assert caught.value.store is None
+        assert amounts.count() == 0
+        for value in (Decimal("NaN"), Decimal("1E+200000")):
+            with pytest.raises(QueryError):
+                amounts.query({"value": {"$gt": value}})

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from datalayer.categories.streaming import StreamingPattern
-from datalayer.errors import DataLayerError, NotApplied, StoreUnavailable
+from datalayer.errors import DataLayerError, NotApplied, StoreLabel, StoreUnavailable
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.validators import Duration
 
@@ -77,7 +77,7 @@ class KafkaConfig(StoreConfig):
 
 
 @contextmanager
-def kafka_errors(label: str) -> Iterator[None]:
+def kafka_errors(label: StoreLabel) -> Iterator[None]:
     """Kafka errors as datalayer errors naming the store (``label``)."""
     from confluent_kafka import KafkaError, KafkaException
 
@@ -87,14 +87,14 @@ def kafka_errors(label: str) -> Iterator[None]:
         error = exc.args[0] if exc.args else None
         code = error.name() if isinstance(error, KafkaError) else ""
         if code in UNAVAILABLE:
-            raise StoreUnavailable(f"{label} is unavailable: {error}") from exc
-        raise DataLayerError(f"{label}: {error or exc}") from exc
+            raise StoreUnavailable(f"{label} is unavailable: {error}", store=label.name) from exc
+        raise DataLayerError(f"{label}: {error or exc}", store=label.name) from exc
 
 
 class TopicAdmin:
     """Topics of one cluster: creates and grows them, and knows their partition counts."""
 
-    def __init__(self, label: str, config: KafkaConfig) -> None:
+    def __init__(self, label: StoreLabel, config: KafkaConfig) -> None:
         from confluent_kafka.admin import AdminClient
 
         self.label = label
@@ -111,7 +111,8 @@ class TopicAdmin:
             described = metadata.topics.get(topic)
             if described is None or described.error is not None or not described.partitions:
                 raise NotApplied(
-                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'"
+                    f"{self.label}: topic '{topic}' does not exist; run 'datalayer apply'",
+                    store=self.label.name,
                 )
             self._partitions[topic] = len(described.partitions)
         return self._partitions[topic]
@@ -159,7 +160,8 @@ class TopicAdmin:
         if current > pattern.partitions:
             raise DataLayerError(
                 f"{self.label}: topic '{topic}' has {current} partitions; "
-                f"it cannot shrink to {pattern.partitions}"
+                f"it cannot shrink to {pattern.partitions}",
+                store=self.label.name,
             )
         resource = ConfigResource(
             ConfigResource.Type.TOPIC,
@@ -188,5 +190,6 @@ class TopicAdmin:
                 return
             time.sleep(0.1)
         raise StoreUnavailable(
-            f"{self.label}: topic '{topic}' did not get {count} partitions in time"
+            f"{self.label}: topic '{topic}' did not get {count} partitions in time",
+            store=self.label.name,
         )

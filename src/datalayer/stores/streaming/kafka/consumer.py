@@ -12,6 +12,7 @@ from datalayer.categories.streaming import (
     Record,
     StartPositions,
 )
+from datalayer.errors import StoreLabel
 from datalayer.stores.streaming.kafka.config import KafkaConfig, kafka_errors
 
 
@@ -20,7 +21,7 @@ class KafkaConsumer(ConsumerHandle):
 
     def __init__(
         self,
-        label: str,
+        label: StoreLabel,
         config: KafkaConfig,
         topic: str,
         group: str | None,
@@ -140,7 +141,9 @@ class KafkaConsumer(ConsumerHandle):
         self.consumer.close()
 
 
-def end_offsets(label: str, config: KafkaConfig, topic: str, partitions: int) -> dict[int, int]:
+def end_offsets(
+    label: StoreLabel, config: KafkaConfig, topic: str, partitions: int
+) -> dict[int, int]:
     """The high watermark of each partition of ``topic``, read by a throwaway consumer."""
     from confluent_kafka import Consumer, TopicPartition
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from datalayer.categories.streaming import Delivery, OutgoingRecord, PublishQueue
 from datalayer.categories.streaming.backend import partition_of, refuse_oversized
-from datalayer.errors import DataLayerError, StoreUnavailable
+from datalayer.errors import DataLayerError, StoreLabel, StoreUnavailable
 from datalayer.stores.streaming.kafka.config import UNAVAILABLE, KafkaConfig, kafka_errors
 
 #: Seconds between a publisher's polls for failed deliveries while it queues messages.
@@ -26,7 +26,9 @@ Report = Callable[[Any, Any], None]
 class KafkaProducer:
     """The store's librdkafka producers, shared by its patterns (thread-safe in librdkafka)."""
 
-    def __init__(self, label: str, config: KafkaConfig, partitions: Callable[[str], int]) -> None:
+    def __init__(
+        self, label: StoreLabel, config: KafkaConfig, partitions: Callable[[str], int]
+    ) -> None:
         self.label = label
         self.config = config
         self.partitions = partitions
@@ -173,7 +175,10 @@ class KafkaProducer:
         code = error.name() if hasattr(error, "name") else "_TIMED_OUT"
         kind = StoreUnavailable if code in UNAVAILABLE else DataLayerError
         count = len(failures) + unconfirmed
-        return kind(f"{self.label}: publishing to '{topic}' failed for {count} message(s): {error}")
+        return kind(
+            f"{self.label}: publishing to '{topic}' failed for {count} message(s): {error}",
+            store=self.label.name,
+        )
 
     def close(self) -> None:
         for producer in (self._confirming, self._publishing):
