@@ -66,7 +66,7 @@ class SortKey:
 
 
 def _check_field(field: str) -> str:
-    if not isinstance(field, str) or not _FIELD_PATH.match(field):
+    if not isinstance(field, str) or not _FIELD_PATH.fullmatch(field):
         raise QueryError(f"'{field}' is not a valid field path (letters, digits, '_', dots)")
     return field
 
@@ -124,7 +124,7 @@ def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
         if not isinstance(item, str) or not item:
             raise QueryError(f"a sort key must be a field name, optionally with '-', got {item!r}")
         descending = item.startswith("-")
-        keys.append(SortKey(_check_field(item.lstrip("-")), descending))
+        keys.append(SortKey(_check_field(item.removeprefix("-")), descending))
     return keys
 
 

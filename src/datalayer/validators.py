@@ -20,7 +20,7 @@ _LONGEST = 100 * 365.25 * 86400
 
 def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):  # ``$`` alone would let a trailing newline through
             raise ValueError(f"'{value}' is not a safe {what} (allowed: {pattern.pattern})")
         return value
 
@@ -59,6 +59,18 @@ Name = Annotated[str, _matching(_NAME, "name")]
 FieldPath = Annotated[str, _matching(_FIELD_PATH, "field path")]
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8: no lone surrogate (``"\\ud800"``, or what
+    ``surrogateescape`` decoding leaves), which no store, driver or JSON encoder takes."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_duration(value: Any) -> timedelta:
     """Accept ``30s``, ``5m``, ``1h``, ``2d``, ``500ms``, a number of seconds or a timedelta."""
     if isinstance(value, timedelta):
@@ -67,7 +79,7 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"not a duration: {value!r}")
     elif isinstance(value, int | float):
         seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         seconds = float(m["num"]) * _UNITS[m["unit"] or "s"]
     else:
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h, 2d)")

@@ -199,6 +199,44 @@ def test_system_objects_are_refused(
     assert "is reserved for" in err.message or "is not a safe topic name" in err.message
 
 
+@pytest.mark.parametrize(
+    ("pattern", "attribute"),
+    [
+        (table("items\n"), "table"),
+        ({"category": "document", "store": "docs", "collection": "notes\n", "key": "id"},
+         "collection"),
+        ({"category": "document", "store": "docs", "collection": "n", "key": "id\n"}, "key"),
+        ({"category": "document", "store": "docs", "collection": "n", "key": "id",
+          "indexes": ["--a"]}, "indexes"),
+        ({"category": "streaming", "store": "events", "topic": "alerts\n"}, "topic"),
+        ({"category": "streaming", "store": "events", "topic": "t", "key": "k\n"}, "key"),
+    ],
+)  # fmt: skip
+def test_a_trailing_newline_is_not_part_of_a_safe_name(
+    tmp_path: Path, pattern: dict[str, Any], attribute: str
+) -> None:
+    """A regex's ``$`` matches before a final newline: names are checked whole."""
+    err = refused(with_patterns(tmp_path, {"p": pattern}))
+    assert err.path.startswith(f"patterns.p.{attribute}")
+
+
+def test_a_pattern_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    err = refused(with_patterns(tmp_path, {"cache\n": {"category": "key-value", "store": "cache"}}))
+    assert "is not a safe name" in err.message
+
+
+def test_text_that_is_not_unicode_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A lone surrogate escape (``"\\ud800"``) is valid YAML, but no store or encoder takes it;
+    pydantic would raise UnicodeEncodeError reporting it."""
+    file = tmp_path / "datalayer.yaml"
+    file.write_text(
+        'version: 1\nprofiles: {local: {}}\npatterns:\n  "a\\ud800": {category: key-value}\n'
+    )
+    err = refused(file)
+    assert "not valid Unicode" in err.message
+    assert err.line == 4
+
+
 # -- what the CLI prints is what the registry says ---------------------------------------------
 
 

@@ -80,7 +80,7 @@ class DocumentPattern(PatternConfig):
         from datalayer.validators import _FIELD_PATH
 
         for spec in value:
-            if not _FIELD_PATH.match(spec.lstrip("-")):
+            if not _FIELD_PATH.fullmatch(spec.removeprefix("-")):
                 raise ValueError(f"'{spec}' is not a field path, optionally prefixed with '-'")
         return value
 
