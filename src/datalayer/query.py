@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from datalayer.errors import QueryError
-from datalayer.validators import _FIELD_PATH
+from datalayer.validators import _FIELD_PATH, text_problem
 
 #: Operators every store of the transactional and document categories supports.
 OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
@@ -40,9 +40,13 @@ def decimal_problem(value: Decimal) -> str | None:
     return None
 
 
-def _check_value(field: str, value: Any) -> Any:
-    """A filter value every store can compare: no integer past 64 bits, no NaN or infinity."""
-    if isinstance(value, int) and not isinstance(value, bool):
+def check_value(field: str, value: Any) -> Any:
+    """A filter or key value every store can compare: no integer past 64 bits, no NaN or
+    infinity, no text some store cannot hold (NUL, a lone surrogate)."""
+    if isinstance(value, str):
+        if problem := text_problem(value):
+            raise QueryError(f"field '{field}': {problem}, so no stored value equals it")
+    elif isinstance(value, int) and not isinstance(value, bool):
         if not INT64_MIN <= value <= INT64_MAX:
             raise QueryError(f"field '{field}': {value} is outside the 64-bit integer range")
     elif isinstance(value, float) and not math.isfinite(value):
@@ -99,8 +103,8 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                             f"'$in' on field '{field}' has {len(value):,} values; "
                             f"at most {MAX_IN:,} (query in batches)"
                         )
-                    value = [_check_value(field, v) for v in value]
-                conditions.append(Condition(field, op, _check_value(field, value)))
+                    value = [check_value(field, v) for v in value]
+                conditions.append(Condition(field, op, check_value(field, value)))
         elif isinstance(spec, Mapping):
             raise QueryError(
                 f"field '{field}': a filter compares values, not objects; "
@@ -108,7 +112,7 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                 f"({', '.join(OPERATORS)})"
             )
         else:
-            conditions.append(Condition(field, "$eq", _check_value(field, spec)))
+            conditions.append(Condition(field, "$eq", check_value(field, spec)))
     return conditions
 
 

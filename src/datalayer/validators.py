@@ -71,6 +71,17 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+def text_problem(text: str) -> str | None:
+    """Why some store would not keep ``text`` as it is: NUL (PostgreSQL's text refuses it,
+    SQLite's JSON functions end a text there) or a lone surrogate (no UTF-8 form); None when
+    every store keeps it."""
+    if "\x00" in text:
+        return "text may not contain NUL"
+    if not is_utf8(text):
+        return "text is not valid Unicode (it holds a lone surrogate)"
+    return None
+
+
 def parse_duration(value: Any) -> timedelta:
     """Accept ``30s``, ``5m``, ``1h``, ``2d``, ``500ms``, a number of seconds or a timedelta."""
     if isinstance(value, timedelta):

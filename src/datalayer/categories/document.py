@@ -16,6 +16,9 @@ Guarantees every implementation keeps:
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
   and sorts compare instants whatever offset or precision a datetime was written with. On
   MongoDB a BSON date another program wrote reads, filters and sorts as that text too.
+- Text is kept as it is, but for what some store cannot hold: NUL (SQLite's JSON functions end
+  a text there) and lone surrogates (no UTF-8 form), refused in values, keys, field names and
+  filters.
 - Decimals are kept exactly as their text (``"12.50"``, pydantic's JSON form); as text would
   not compare as numbers, a filter on a decimal value is refused with ``QueryError``.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
@@ -58,7 +61,7 @@ from datalayer.query import (
     parse_sort,
 )
 from datalayer.resilience import GuardedOperations
-from datalayer.validators import CollectionName, SqlIdentifier
+from datalayer.validators import CollectionName, SqlIdentifier, is_utf8, text_problem
 
 #: The largest document, as JSON text, every store takes (MongoDB refuses BSON past 16 MiB).
 MAX_DOCUMENT_BYTES = 15 * 2**20
@@ -157,10 +160,18 @@ class DocumentCollection:
         return key
 
     def get(self, key: Any) -> dict[str, Any] | None:
-        return self.backend.get(str(key))
+        return self.backend.get(self.key_text(key))
 
     def delete(self, key: Any) -> bool:
-        return self.backend.delete(str(key))
+        return self.backend.delete(self.key_text(key))
+
+    def key_text(self, key: Any) -> str:
+        """A key as documents are stored under it (its text); one no document can have, with
+        NUL or a lone surrogate, is a ``QueryError``."""
+        text = str(key)
+        if problem := text_problem(text):
+            raise QueryError(f"pattern '{self.pattern.name}': key {key!r}: {problem}")
+        return text
 
     def update(
         self,
@@ -193,7 +204,7 @@ class DocumentCollection:
         update = DocumentUpdate(
             dict(set or {}), list(unset or []), dict(push or {}), dict(inc or {})
         )
-        return self.backend.update(str(key), update, partial(self.merged, update=update))
+        return self.backend.update(self.key_text(key), update, partial(self.merged, update=update))
 
     def find(
         self,
@@ -294,6 +305,9 @@ def stored_value(value: Any) -> Any:
     return _JSON_VALUE.dump_python(value, mode="json")
 
 
+_FORBIDDEN_NAME = "field names may not start with '$' or contain '.', NUL or a lone surrogate"
+
+
 def stored_document(pattern: str, value: Any, path: str = "") -> Any:
     """A document in stored form, checked in the same walk: field names MongoDB accepts (no
     leading ``$``, no ``.`` or NUL) and values every store keeps (``check_storable``)."""
@@ -301,9 +315,16 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
         out = {}
         for name, child in value.items():
             here = f"{path}.{name}" if path else str(name)
-            if not isinstance(name, str) or name.startswith("$") or "." in name or "\x00" in name:
+            if (
+                not isinstance(name, str)
+                or name.startswith("$")
+                or "." in name
+                or text_problem(name) is not None
+            ):
+                shown = name if isinstance(name, str) and is_utf8(name) else repr(name)
                 raise PayloadValidationError(
-                    pattern, [(here, "field names may not start with '$' or contain '.' or NUL")]
+                    pattern,
+                    [(f"{path}.{shown}" if path else shown, _FORBIDDEN_NAME)],
                 )
             out[name] = stored_document(pattern, child, here)
         return out
@@ -317,10 +338,7 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
         raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
         return stored_document(pattern, stored, path)
-    check_storable(pattern, stored, path)
-    if isinstance(stored, str) and "\x00" in stored:
-        # SQLite's JSON functions end a text at NUL: it would read back, and match, cut short.
-        raise PayloadValidationError(pattern, [(path, "text may not contain NUL")])
+    check_storable(pattern, stored, path)  # NUL and lone surrogates too
     return stored
 
 
@@ -333,8 +351,6 @@ def stored_form(value: Any) -> Any:
             f"documents keep a decimal as its exact text ({str(value)!r}), which compares as "
             "text, not as a number: filter on that text if it is what you mean"
         )
-    if isinstance(value, str) and "\x00" in value:
-        raise QueryError("a filter value may not contain NUL (no document holds one)")
     try:
         return stored_value(value)
     except (PydanticSerializationError, OverflowError) as exc:

@@ -3,7 +3,8 @@
 Guarantees every implementation keeps:
 - Keys live under the pattern's own prefix, so two patterns never see each other's keys.
 - ``set`` validates the value against the schema first; nothing is written when it fails. Values
-  are JSON: NaN, infinities and what JSON cannot hold (a ``Decimal`` with no schema) are refused;
+  are UTF-8 JSON: NaN, infinities, text with a lone surrogate and what JSON cannot hold (a
+  ``Decimal`` with no schema) are refused;
   a schema's decimals are kept as their exact text. A value another program wrote that is not
   JSON reads as a ``DataLayerError`` naming the key.
 - A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
@@ -30,7 +31,7 @@ from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
 from datalayer.patterns import PatternConfig, Target
 from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
-from datalayer.validators import Duration, parse_duration
+from datalayer.validators import Duration, is_utf8, parse_duration
 
 
 class KeyValuePattern(PatternConfig):
@@ -144,9 +145,10 @@ class KVNamespace:
         return self.backend.ttl(self.full_key(key))
 
     def full_key(self, key: str) -> str:
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key or not is_utf8(key):
             raise QueryError(
-                f"pattern '{self.pattern.name}': a key must be a non-empty string, got {key!r}"
+                f"pattern '{self.pattern.name}': a key must be a non-empty string of valid "
+                f"Unicode (no lone surrogate), got {key!r}"
             )
         return self.pattern.key_prefix + key
 
@@ -157,9 +159,9 @@ class KVNamespace:
             value = self.pattern.validate_payload(value)
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            return text.encode()  # a lone surrogate has no UTF-8 form: UnicodeEncodeError
         except (TypeError, ValueError) as exc:
             raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
-        return text.encode()
 
     def ttl_for(self, ttl: Any) -> float | None:
         if ttl is not None:

@@ -4,7 +4,8 @@ Guarantees every implementation keeps:
 - ``put`` is an upsert by primary key; ``put_many`` writes all rows or none.
 - Every row is validated against the pattern's schema before anything is written; a row that
   fails raises ``PayloadValidationError`` naming the field, and nothing of the call is written.
-  So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity.
+  So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity,
+  text with NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 form), in any field.
 - A ``Decimal`` field keeps every digit, never through a float: the digits its schema declares
   (``max_digits``, ``decimal_places``; more are refused by validation, naming the field), or
   any number of them when it declares none. Filters and sorts on it compare numbers.
@@ -34,7 +35,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from datalayer.errors import QueryError
 from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
-from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
+from datalayer.query import (
+    Condition,
+    SortKey,
+    check_limit,
+    check_value,
+    parse_filter,
+    parse_sort,
+)
 from datalayer.resilience import GuardedOperations
 from datalayer.validators import SqlIdentifier, TableName
 
@@ -188,17 +196,19 @@ class TransactionalTable:
             )
 
     def key_values(self, key: Key) -> dict[str, Any]:
-        """Normalise a key argument to ``{column: value}``."""
+        """Normalise a key argument to ``{column: value}``; a value no row can hold (an integer
+        past 64 bits, text with NUL or a lone surrogate) is a ``QueryError``."""
         columns = self.pattern.key
         if isinstance(key, Mapping):
             missing = [c for c in columns if c not in key]
             if missing:
                 raise QueryError(f"pattern '{self.pattern.name}': key is missing {missing}")
-            return {c: key[c] for c in columns}
-        values = tuple(key) if isinstance(key, tuple | list) else (key,)
+            values = tuple(key[c] for c in columns)
+        else:
+            values = tuple(key) if isinstance(key, tuple | list) else (key,)
         if len(values) != len(columns):
             raise QueryError(
                 f"pattern '{self.pattern.name}': key needs {len(columns)} value(s) "
                 f"for {columns}, got {len(values)}"
             )
-        return dict(zip(columns, values, strict=True))
+        return {c: check_value(c, v) for c, v in zip(columns, values, strict=True)}

@@ -9,6 +9,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
@@ -57,7 +58,7 @@ class EventCodec:
                 found = self._finite.one(value)
                 if found is not None:
                     self._refuse_non_finite(*found)
-            body = self._to_json(value)
+            body = self._serialized(self._to_json, [value], 0)[0]
         else:
             value = validate_payload(self._name, None, event)
             try:
@@ -99,7 +100,7 @@ class EventCodec:
                 else:
                     if finite is not None:
                         self._check_finite(start, rows, finite)
-                    values += map(dicts.to_json, rows)
+                    values += self._serialized(dicts.to_json, rows, start)
                     keys += self._keys(rows, self._key_item)
                     continue
             try:
@@ -108,7 +109,7 @@ class EventCodec:
                 models = [self._validate_at(start + i, event) for i, event in enumerate(part)]
             if finite is not None:
                 self._check_finite(start, models, finite)
-            values += map(self._to_json, models)
+            values += self._serialized(self._to_json, models, start)
             keys += self._keys(models, self._key_field)
         return keys, values
 
@@ -133,6 +134,22 @@ class EventCodec:
         if set(map(type, found)) == {str}:
             return found
         return [self._key_text(k) for k in found]
+
+    def _serialized(
+        self, to_json: Callable[[Any], bytes], events: list[Any], start: int
+    ) -> list[bytes]:
+        """Each event's JSON; one the serializer cannot write (text with a lone surrogate has
+        no UTF-8 form) is refused, naming its index in the batch (``start``: its first)."""
+        try:
+            return list(map(to_json, events))
+        except PydanticSerializationError:
+            for i, event in enumerate(events):
+                try:
+                    to_json(event)
+                except PydanticSerializationError as exc:
+                    where = f"[{start + i}]" if len(events) > 1 or start else ""
+                    raise PayloadValidationError(self._name, [(where, str(exc))]) from exc
+            raise
 
     def _check_finite(self, start: int, events: list[Any], finite: FiniteCheck) -> None:
         """Refuse the batch if an event of this slice (``start``: the batch index of its first

@@ -4,7 +4,8 @@ Guarantees every implementation keeps:
 - ``publish`` validates the payload against the schema first (nothing is sent on failure) and
   returns only once the store has durably accepted the message; ``publish_many`` validates
   every event before sending any. NaN and infinities, which JSON cannot hold, are refused
-  (``PayloadValidationError`` naming the field), never published as null.
+  (``PayloadValidationError`` naming the field), never published as null; so is text with a
+  lone surrogate, which has no UTF-8 form.
 - ``publisher()`` trades the wait per call for throughput: each batch is still validated whole
   before any of it is sent, and ``flush()`` (or leaving its ``with`` block) waits for every
   message and raises if any was not delivered.

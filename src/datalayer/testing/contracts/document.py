@@ -306,6 +306,29 @@ class DocumentContract(Contract):
             {"id": "plain", "v": "'; DROP TABLE x; --"}
         ]
 
+    def test_text_with_a_lone_surrogate_is_refused_everywhere(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused in values, field names, keys, updates
+        and filters, with nothing written (the drivers raised UnicodeEncodeError)."""
+        free, notes = dl.documents("free"), dl.documents("notes")
+        free.put({"id": "plain", "v": 1})
+        for bad in ({"id": "s", "v": "a\ud800"}, {"id": "s", "n": {"\udfff": 1}}, {"id": "\ud800"}):
+            with pytest.raises(PayloadValidationError, match="surrogate"):
+                free.put(bad)
+        with pytest.raises(PayloadValidationError, match="author"):
+            notes.put(note(1, author="\udc80"))
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            free.update("plain", set={"v": ["\ud800"]})
+        for call in (
+            lambda: free.get("\ud800"),
+            lambda: free.delete("\ud800"),
+            lambda: free.update("\ud800", set={"v": 2}),
+            lambda: free.find({"v": "\ud800"}),
+            lambda: free.count({"v": {"$in": ["x", "\udfff"]}}),
+        ):
+            with pytest.raises(QueryError, match="surrogate"):
+                call()
+        assert free.find() == [{"id": "plain", "v": 1}] and notes.count() == 0
+
     def test_inc_adds_to_numbers(self, dl: DataLayer) -> None:
         notes, free = dl.documents("notes"), dl.documents("free")
         notes.put(note(1))

@@ -197,3 +197,26 @@ class KeyValueContract(Contract):
         """8 threads and 4 processes increment one key, which none of them created."""
         run_together(dl, add_one_by_incr, "cache", "counter", self.increments)
         assert dl.kv("cache").get("counter") == 12 * self.increments
+
+    def test_text_with_a_lone_surrogate_is_refused(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused in keys and values (the drivers raised
+        UnicodeEncodeError), with nothing written."""
+        cache, windows = dl.kv("cache"), dl.kv("windows")
+        for call in (
+            lambda: cache.set("\ud800", 1),
+            lambda: cache.get("a\udfff"),
+            lambda: cache.mget(["ok", "\udc80"]),
+            lambda: cache.delete("\ud800"),
+            lambda: cache.incr("\ud800"),
+        ):
+            with pytest.raises(QueryError, match="surrogate"):
+                call()
+        for call in (
+            lambda: cache.set("k", "\ud800"),
+            lambda: cache.set("k", {"nested": ["\udfff"]}),
+            lambda: windows.set("w", {"incident_id": "\ud800", "hits": 1}),
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
+                call()
+            assert caught.value.store is None
+        assert cache.get("k") is None and windows.get("w") is None

@@ -509,6 +509,22 @@ class StreamingContract(Contract):
         )
         assert message.value == good
 
+    def test_text_with_a_lone_surrogate_is_refused(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused before anything is sent, on every
+        publishing path (pydantic's serializer raised its own error)."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        bad = event(1, payload="a\ud800")
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            stream.publish(bad)
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            stream.publish(Event.model_validate(event(1, device="\udfff")))
+        with pytest.raises(PayloadValidationError, match=r"\(\[1\]: "):
+            stream.publish_many([event(0), bad])
+        with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+            publisher.publish_many([event(0), bad])
+        assert stream.end_offsets() == before
+
     def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
         self, dl: DataLayer, datalayer_store: dict[str, Any]
     ) -> None:

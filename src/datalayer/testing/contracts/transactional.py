@@ -416,3 +416,34 @@ class TransactionalContract(Contract):
         for value in (Decimal("NaN"), Decimal("1E+200000")):
             with pytest.raises(QueryError):
                 amounts.query({"value": {"$gt": value}})
+
+    def test_text_no_store_keeps_is_refused_everywhere(self, dl: DataLayer) -> None:
+        """NUL (PostgreSQL's text refuses it) and lone surrogates (no UTF-8 form) are refused
+        on every store, in rows, keys and filters; so is a key integer past 64 bits (SQLite's
+        driver raised OverflowError)."""
+        items, ledger = dl.transactional("items"), dl.transactional("ledger")
+        items.put(item(1))
+        for bad in (
+            item(2, name="a\x00b"),
+            item(2, item_id="\ud800"),
+            item(2, name="x\udfff"),
+            item(2, attributes={"k": "\x00"}),
+            item(2, attributes={"\ud800": "v"}),
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
+                items.put(bad)
+            assert caught.value.store is None  # refused before the store was asked
+        with pytest.raises(PayloadValidationError):
+            items.put_many([item(3), item(4, name="\ud800")])
+        for call in (
+            lambda: items.get("\ud800"),
+            lambda: items.get("a\x00"),
+            lambda: items.delete("\udfff"),
+            lambda: items.query({"name": "\ud800"}),
+            lambda: items.count({"name": {"$in": ["a\x00b"]}}),
+            lambda: ledger.get(("a", 2**63)),
+            lambda: ledger.delete({"account_id": "a", "entry_no": -(2**64)}),
+        ):
+            with pytest.raises(QueryError):
+                call()
+        assert [r["item_id"] for r in items.query()] == ["i001"]
