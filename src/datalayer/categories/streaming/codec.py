@@ -15,6 +15,7 @@ from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
 from datalayer.errors import PayloadValidationError
 from datalayer.patterns import DictCodec, dict_codec, validate_model, validate_payload
+from datalayer.validators import is_utf8
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: Events validated per pydantic call by ``EventCodec.encode_many``.
@@ -50,8 +51,13 @@ class EventCodec:
         # checked after validation, only on the fields that can hold a float (often none).
         self._finite = finite_check(self._schema) if self._schema is not None else None
 
-    def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
-        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
+    def encode(
+        self, event: Any, key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> OutgoingRecord:
+        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key;
+        a ``key`` or ``headers`` given are checked to be text (``check_extras``)."""
+        if key is not None or headers is not None:
+            headers = self.check_extras(key, headers)
         if self._to_json is not None and self._schema is not None:
             value: Any = validate_model(self._name, self._schema, event)
             if self._finite is not None:
@@ -70,7 +76,27 @@ class EventCodec:
                 raise PayloadValidationError(self._name, [("", str(exc))]) from exc
         if key is None and self._key_path:
             key = self._key_text(self._key_value(value))
-        return OutgoingRecord(key=key, value=body)
+        return OutgoingRecord(key=key, value=body, headers=dict(headers or {}))
+
+    def check_extras(self, key: Any, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Refuse a partition key or headers that are not text every store carries as it is:
+        strings of valid Unicode (drivers raised AttributeError or TypeError on others, and
+        librdkafka crashed the process on a header name with a lone surrogate), header names
+        without NUL (librdkafka ends a name there)."""
+        problems = []
+        if key is not None and not (isinstance(key, str) and is_utf8(key)):
+            problems.append(("key", f"a partition key is text of valid Unicode, got {key!r}"))
+        if headers is not None and not isinstance(headers, Mapping):
+            problems.append(("headers", f"headers are a mapping of text to text, got {headers!r}"))
+        elif headers:
+            for name, text in headers.items():
+                if not (isinstance(name, str) and is_utf8(name)) or "\x00" in name:
+                    problems.append(("headers", f"a header name is text without NUL, got {name!r}"))
+                elif not (isinstance(text, str) and is_utf8(text)):
+                    problems.append((f"headers.{name}", f"a header value is text, got {text!r}"))
+        if problems:
+            raise PayloadValidationError(self._name, problems)
+        return headers
 
     def encode_many(self, events: Iterable[Any]) -> tuple[list[str | None], list[bytes]]:
         """Partition keys and bodies of a batch; an invalid event raises before any is sent.

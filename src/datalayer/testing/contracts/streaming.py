@@ -525,6 +525,37 @@ class StreamingContract(Contract):
             publisher.publish_many([event(0), bad])
         assert stream.end_offsets() == before
 
+    def test_keys_and_headers_are_text_read_back_exactly(self, dl: DataLayer) -> None:
+        """A partition key and headers are text of valid Unicode, NUL and all (Kafka cut a
+        header value at NUL); anything else, and a header name with NUL, is refused before
+        anything is sent (drivers raised AttributeError or TypeError, and librdkafka crashed
+        the process on a header name holding a lone surrogate)."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        for key, headers in (
+            (5, None),
+            (b"k", None),
+            ("\ud800", None),
+            (None, {"h": 5}),
+            (None, {"h": None}),
+            (None, {"h": b"v"}),
+            (None, {b"h": "v"}),
+            (None, {"\ud800": "v"}),
+            (None, {"h": "\udfff"}),
+            (None, {"a\x00b": "v"}),
+            (None, "h=v"),
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
+                stream.publish(event(1), key=key, headers=headers)  # type: ignore[arg-type]
+            assert caught.value.store is None
+            with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+                publisher.publish(event(1), key=key, headers=headers)  # type: ignore[arg-type]
+        assert stream.end_offsets() == before
+        headers = {"x-\u00e9\u202e": "a\x00b \U0001f600", "": "", "h": "'; DROP TABLE x; --"}
+        stream.publish(event(1), key="k\x00\u200b", headers=headers)
+        [message] = self.drain(dl, None, start="earliest")
+        assert (message.key, message.headers) == ("k\x00\u200b", headers)
+
     def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
         self, dl: DataLayer, datalayer_store: dict[str, Any]
     ) -> None:
