@@ -3,7 +3,8 @@
 Guarantees every implementation keeps:
 - ``put`` upserts the whole document by its key field; with a schema it is validated first and
   nothing is written when it fails. An integer past 64 bits, NaN or infinity anywhere in it is
-  refused the same way, so every store keeps what it was given.
+  refused the same way, so every store keeps what it was given; so is a document nesting
+  objects and lists deeper than 100 levels (MongoDB's limit).
 - ``update`` applies ``set`` (dotted paths), ``unset``, ``push`` (append to a list) and ``inc``
   (add to a number) atomically; with a schema the updated document is validated before it is
   written. ``inc`` is the safe read-modify-write of a counter: the store adds to the value it
@@ -65,6 +66,8 @@ from datalayer.validators import CollectionName, SqlIdentifier, is_utf8, text_pr
 
 #: The largest document, as JSON text, every store takes (MongoDB refuses BSON past 16 MiB).
 MAX_DOCUMENT_BYTES = 15 * 2**20
+#: The deepest nesting of objects and lists, the document itself included (MongoDB's limit).
+MAX_DOCUMENT_DEPTH = 100
 
 
 class DocumentPattern(PatternConfig):
@@ -308,9 +311,14 @@ def stored_value(value: Any) -> Any:
 _FORBIDDEN_NAME = "field names may not start with '$' or contain '.', NUL or a lone surrogate"
 
 
-def stored_document(pattern: str, value: Any, path: str = "") -> Any:
+def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) -> Any:
     """A document in stored form, checked in the same walk: field names MongoDB accepts (no
-    leading ``$``, no ``.`` or NUL) and values every store keeps (``check_storable``)."""
+    leading ``$``, no ``.`` or NUL), values every store keeps (``check_storable``) and at most
+    ``MAX_DOCUMENT_DEPTH`` levels of objects and lists (``depth``: this value's level)."""
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_DOCUMENT_DEPTH:
+        raise PayloadValidationError(
+            pattern, [(path, f"nests deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists")]
+        )
     if isinstance(value, Mapping):
         out = {}
         for name, child in value.items():
@@ -326,10 +334,13 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
                     pattern,
                     [(f"{path}.{shown}" if path else shown, _FORBIDDEN_NAME)],
                 )
-            out[name] = stored_document(pattern, child, here)
+            out[name] = stored_document(pattern, child, here, depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [stored_document(pattern, child, f"{path}.{i}") for i, child in enumerate(value)]
+        return [
+            stored_document(pattern, child, f"{path}.{i}", depth + 1)
+            for i, child in enumerate(value)
+        ]
     if isinstance(value, Decimal) and not value.is_finite():  # pydantic would write "NaN"
         raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
     try:
@@ -337,7 +348,7 @@ def stored_document(pattern: str, value: Any, path: str = "") -> Any:
     except (PydanticSerializationError, OverflowError) as exc:  # OverflowError: year 1 in UTC-5
         raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
-        return stored_document(pattern, stored, path)
+        return stored_document(pattern, stored, path, depth)
     check_storable(pattern, stored, path)  # NUL and lone surrogates too
     return stored
 

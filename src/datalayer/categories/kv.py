@@ -134,7 +134,7 @@ class KVNamespace:
         """A stored value; one another program wrote that is not JSON is a clear error."""
         try:
             return json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DataLayerError(
                 f"pattern '{self.pattern.name}': the value at key {key!r} is not JSON "
                 "(written by something other than datalayer?)"
@@ -160,7 +160,7 @@ class KVNamespace:
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             return text.encode()  # a lone surrogate has no UTF-8 form: UnicodeEncodeError
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: ~1,000 deep
             raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
 
     def ttl_for(self, ttl: Any) -> float | None:

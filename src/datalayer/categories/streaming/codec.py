@@ -69,6 +69,10 @@ class EventCodec:
             value = validate_payload(self._name, None, event)
             try:
                 body = _JSON.encode(value).encode()
+            except RecursionError as exc:
+                raise PayloadValidationError(
+                    self._name, [("", "nests too deep for the JSON encoder (about 1,000 levels)")]
+                ) from exc
             except (TypeError, ValueError) as exc:  # NaN, infinity, or no JSON form at all
                 found = non_finite(value, "")
                 if found is not None:
@@ -143,7 +147,7 @@ class EventCodec:
         """The record's payload, validated against the schema."""
         try:
             payload = json.loads(record.value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested ~1,000 deep
             raise PayloadValidationError(self._name, [("", f"not JSON: {exc}")]) from exc
         return validate_payload(self._name, self._schema, payload)
 

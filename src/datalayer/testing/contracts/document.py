@@ -306,6 +306,30 @@ class DocumentContract(Contract):
             {"id": "plain", "v": "'; DROP TABLE x; --"}
         ]
 
+    def test_nesting_past_100_levels_is_refused(self, dl: DataLayer) -> None:
+        """MongoDB refuses documents nesting deeper than 100 levels (and Python's recursion
+        ended the walk of 1,000): every store refuses them the same way, whole."""
+        free, notes = dl.documents("free"), dl.documents("notes")
+
+        def nested(depth: int, *, as_list: bool = False) -> object:
+            value: object = "leaf"
+            for _ in range(depth):
+                value = [value] if as_list else {"a": value}
+            return value
+
+        kept = {"id": "deep", "v": nested(99)}  # the document and 99 levels below it
+        free.put(kept)
+        assert free.get("deep") == kept
+        for depth in (100, 150, 5000):
+            for as_list in (False, True):
+                with pytest.raises(PayloadValidationError, match="deeper than 100 levels"):
+                    free.put({"id": "deeper", "v": nested(depth, as_list=as_list)})
+        with pytest.raises(PayloadValidationError, match="deeper than 100 levels"):
+            free.update("deep", set={"w": nested(150)})
+        with pytest.raises(PayloadValidationError):
+            notes.put(note(1, meta={"m": nested(5000)}))
+        assert free.count() == 1 and free.get("deep") == kept and notes.count() == 0
+
     def test_text_with_a_lone_surrogate_is_refused_everywhere(self, dl: DataLayer) -> None:
         """A lone surrogate has no UTF-8 form: refused in values, field names, keys, updates
         and filters, with nothing written (the drivers raised UnicodeEncodeError)."""

@@ -220,3 +220,18 @@ class KeyValueContract(Contract):
                 call()
             assert caught.value.store is None
         assert cache.get("k") is None and windows.get("w") is None
+
+    def test_values_nested_past_the_json_encoder_are_refused(self, dl: DataLayer) -> None:
+        """Python's JSON encoder gives up near 1,000 levels (RecursionError): refused, nothing
+        written; 500 levels are kept."""
+        cache = dl.kv("cache")
+        deep: object = "leaf"
+        for _ in range(500):
+            deep = {"a": deep}
+        cache.set("deep", deep)
+        assert cache.get("deep") == deep
+        for _ in range(4500):
+            deep = [deep]
+        with pytest.raises(PayloadValidationError):
+            cache.set("deeper", deep)
+        assert cache.get("deeper") is None

@@ -525,6 +525,19 @@ class StreamingContract(Contract):
             publisher.publish_many([event(0), bad])
         assert stream.end_offsets() == before
 
+    def test_events_nested_past_the_json_encoder_are_refused(self, open_layer: OpenLayer) -> None:
+        """Python's JSON encoder gives up near 1,000 levels (RecursionError): refused before
+        anything is sent, alone or in a batch."""
+        stream = open_layer({"free": {"topic": "free"}}).stream("free")
+        deep: object = "leaf"
+        for _ in range(5000):
+            deep = {"a": deep}
+        with pytest.raises(PayloadValidationError, match="too deep"):
+            stream.publish({"v": deep})
+        with pytest.raises(PayloadValidationError, match="too deep"):
+            stream.publish_many([{"v": 1}, {"v": deep}])
+        assert stream.end_offsets() == {0: 0}
+
     def test_keys_and_headers_are_text_read_back_exactly(self, dl: DataLayer) -> None:
         """A partition key and headers are text of valid Unicode, NUL and all (Kafka cut a
         header value at NUL); anything else, and a header name with NUL, is refused before
