@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -187,7 +188,8 @@ _INT64 = range(-(2**63), 2**63)
 def check_storable(pattern: str, value: Any, path: str = "") -> None:
     """Refuse what some store would change or fail on: integers past 64 bits, NaN and
     infinities (JSON has no such number; SQLite reads NaN back as NULL), decimals past
-    PostgreSQL's NUMERIC, text with NUL or a lone surrogate (in values and in mapping keys)."""
+    PostgreSQL's NUMERIC, text with NUL or a lone surrogate (in values and in mapping keys),
+    aware datetimes whose UTC instant is out of Python's range."""
     if isinstance(value, str):
         if problem := text_problem(value):
             raise PayloadValidationError(pattern, [(path, problem)])
@@ -203,6 +205,13 @@ def check_storable(pattern: str, value: Any, path: str = "") -> None:
     elif isinstance(value, Decimal):
         if problem := decimal_problem(value):
             raise PayloadValidationError(pattern, [(path, problem)])
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        try:  # stores keep the UTC instant: year 1 at +05:30 has none Python can hold
+            value.astimezone(UTC)
+        except OverflowError as exc:
+            raise PayloadValidationError(
+                pattern, [(path, f"{value.isoformat()} has no UTC instant Python can hold")]
+            ) from exc
     elif isinstance(value, Mapping | BaseModel):
         items = value.items() if isinstance(value, Mapping) else iter(value)
         for key, child in items:

@@ -18,6 +18,7 @@ from datalayer.validators import _FIELD_PATH, text_problem
 
 #: Operators every store of the transactional and document categories supports.
 OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
+_RANGE = ("$gt", "$gte", "$lt", "$lte")
 #: The most values one ``$in`` may list: every store takes this many bound values at once.
 MAX_IN = 10_000
 #: The integers every store holds exactly (64-bit signed: SQLite, PostgreSQL BIGINT, BSON).
@@ -97,6 +98,11 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                     raise QueryError(f"'$in' on field '{field}' needs a list, got {value!r}")
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
+                if op in _RANGE and (value is None or isinstance(value, bool)):
+                    raise QueryError(
+                        f"'{op}' on field '{field}' orders values: {value!r} has no order "
+                        "(stores disagreed: SQLite read true as 1, MongoDB ordered no bool)"
+                    )
                 if op == "$in":
                     if len(value) > MAX_IN:
                         raise QueryError(

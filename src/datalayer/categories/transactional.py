@@ -19,12 +19,21 @@ Guarantees every implementation keeps:
   read. A deadlock between such transactions raises ``Conflict``; nothing of the loser is kept.
 - ``query`` takes the shared filter language (equality, ``$in``, ``$gt/$gte/$lt/$lte``,
   ``$exists``) on columns, an order (``"-col"`` descends) and a limit, all as bound parameters.
+  A filter or key value compares only with a column of its kind (text, numbers, true/false,
+  datetimes, dates; a JSON column with None and ``$exists`` only), else ``QueryError`` on every
+  store (SQLite used to convert ``0`` to ``'0'``, PostgreSQL to fail).
 - Reads return plain dicts of column values; a missing key reads as ``None``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import decimal
+import enum
+import types
+import typing
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -133,6 +142,7 @@ class TransactionalTable:
         assert schema is not None, "the loader resolves transactional schemas"
         self.schema: type[BaseModel] = schema
         self.columns = list(schema.model_fields)
+        self.kinds = {name: filter_kind(f.annotation) for name, f in schema.model_fields.items()}
 
     def get(self, key: Key, *, for_update: bool = False) -> dict[str, Any] | None:
         """One row by key, ``None`` if missing. ``for_update=True``, inside ``transaction()``
@@ -186,7 +196,29 @@ class TransactionalTable:
         conditions = parse_filter(where)
         for condition in conditions:
             self.check_column(condition.field)
+            if condition.op != "$exists":
+                values = condition.value if condition.op == "$in" else [condition.value]
+                for value in values:
+                    self.check_kind(condition.field, value)
         return conditions
+
+    def check_kind(self, column: str, value: Any) -> None:
+        """Refuse a filter or key value its column never holds (text for a number, a number
+        for text...): the stores disagreed on them (SQLite converts, PostgreSQL fails), and
+        a JSON column compares only with None and ``$exists``."""
+        kind = self.kinds.get(column)
+        if value is None or kind is None or _is_kind(value, kind):
+            return
+        if isinstance(value, datetime.datetime) and not _in_utc_range(value):
+            raise QueryError(
+                f"pattern '{self.pattern.name}': column '{column}': {value.isoformat()} has no "
+                "UTC instant Python can hold"
+            )
+        holds = _KIND_TEXT[kind]
+        raise QueryError(
+            f"pattern '{self.pattern.name}': column '{column}' holds {holds}; "
+            f"a filter or key cannot compare it with a {type(value).__name__}"
+        )
 
     def check_column(self, name: str) -> None:
         if name not in self.columns:
@@ -211,4 +243,82 @@ class TransactionalTable:
                 f"pattern '{self.pattern.name}': key needs {len(columns)} value(s) "
                 f"for {columns}, got {len(values)}"
             )
-        return {c: check_value(c, v) for c, v in zip(columns, values, strict=True)}
+        for column, value in zip(columns, values, strict=True):
+            check_value(column, value)
+            if value is None:
+                raise QueryError(f"pattern '{self.pattern.name}': key column '{column}' is None")
+            self.check_kind(column, value)
+        return dict(zip(columns, values, strict=True))
+
+
+#: What a column of each filter kind holds, as errors say it.
+_KIND_TEXT = {
+    "text": "text",
+    "number": "numbers",
+    "bool": "true or false",
+    "datetime": "datetimes",
+    "date": "dates",
+    "json": "objects or lists (filter it with None or $exists only)",
+}
+
+
+def filter_kind(annotation: Any) -> str | None:
+    """What a column of this annotation compares with in a filter (a key of ``_KIND_TEXT``),
+    as ``stores/sql/types.column_type`` stores it; None for types not checked (UUIDs, enums)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return filter_kind(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return filter_kind(args[0]) if len(args) == 1 else "json"
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        if all(isinstance(v, str) for v in values):
+            return "text"
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return "number"
+        return None
+    if not isinstance(annotation, type):
+        return "json" if origin in (dict, list, tuple, set, frozenset) else None
+    if issubclass(annotation, enum.Enum | uuid.UUID):
+        return None
+    for python_type, kind in _SIMPLE_KINDS:
+        if issubclass(annotation, python_type):
+            return kind
+    return "json"
+
+
+_SIMPLE_KINDS: list[tuple[type, str]] = [
+    (bool, "bool"),
+    (int, "number"),
+    (float, "number"),
+    (decimal.Decimal, "number"),
+    (datetime.datetime, "datetime"),
+    (datetime.date, "date"),
+    (str, "text"),
+]
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "number":
+        return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "datetime":
+        return isinstance(value, datetime.datetime) and _in_utc_range(value)
+    if kind == "date":
+        return isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
+    return False  # json: only None
+
+
+def _in_utc_range(value: datetime.datetime) -> bool:
+    """Whether an aware datetime has a UTC instant Python can hold (year 1 at +05:30 has not)."""
+    if value.tzinfo is None:
+        return True
+    try:
+        value.astimezone(datetime.UTC)
+    except OverflowError:
+        return False
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -61,6 +61,10 @@ def item(i: int, **overrides: object) -> dict[str, object]:
     }
     row.update(overrides)
     return row
+
+
+def ids(rows: list[dict[str, object]]) -> list[object]:
+    return [r["item_id"] for r in rows]
 
 
 def add_one_at_a_time(dl: DataLayer, pattern: str, key: str, times: int) -> None:
@@ -146,9 +150,6 @@ class TransactionalContract(Contract):
         items = dl.transactional("items")
         items.put_many([item(i) for i in range(10)])
         items.put(item(10, discontinued_at=T0))
-
-        def ids(rows: list[dict[str, object]]) -> list[object]:
-            return [r["item_id"] for r in rows]
 
         assert ids(items.query({"tier": "a"}, order_by="item_id")) == [
             "i000",
@@ -447,3 +448,42 @@ class TransactionalContract(Contract):
             with pytest.raises(QueryError):
                 call()
         assert [r["item_id"] for r in items.query()] == ["i001"]
+
+    def test_a_value_of_another_kind_than_its_column_is_refused(self, dl: DataLayer) -> None:
+        """Filters and keys compare a column with values of its kind only: SQLite converted
+        (``get(0)`` found the row ``'0'``) where PostgreSQL failed with a generic error or
+        SQLAlchemy raised ArgumentError (a range on None or a bool); now ``QueryError`` on
+        every store, before it is asked. None still matches NULL, in ``$in`` too."""
+        items, ledger = dl.transactional("items"), dl.transactional("ledger")
+        items.put_many([item(0, item_id="0"), item(1, discontinued_at=T0)])
+        ledger.put({"account_id": "a", "entry_no": 1, "amount": 1.0})
+        east = timezone(timedelta(hours=5, minutes=30))
+        for call in (
+            lambda: items.get(0),
+            lambda: items.delete(0),
+            lambda: ledger.get(("a", "1")),
+            lambda: ledger.get(("a", None)),
+            lambda: items.query({"name": 5}),
+            lambda: items.query({"price": "1"}),
+            lambda: items.query({"quantity": {"$in": [1, "2"]}}),
+            lambda: items.query({"active": 1}),
+            lambda: items.query({"created_at": "2026-03-01T12:00:00Z"}),
+            lambda: items.query({"created_at": {"$lt": datetime(1, 1, 1, tzinfo=east)}}),
+            lambda: items.query({"attributes": "x"}),
+            lambda: items.query({"attributes": {"$in": [[1]]}}),
+            lambda: items.query({"price": {"$gt": None}}),
+            lambda: items.query({"active": {"$lt": True}}),
+            lambda: items.count({"name": {"$gte": False}}),
+        ):
+            with pytest.raises(QueryError) as caught:
+                call()
+            assert caught.value.store is None
+        with pytest.raises(PayloadValidationError, match="created_at"):
+            items.put(item(2, created_at=datetime(1, 1, 1, tzinfo=east)))
+        assert ids(items.query({"discontinued_at": None})) == ["0"]
+        assert ids(items.query({"discontinued_at": {"$in": [None, T0]}}, order_by="item_id")) == [
+            "0",
+            "i001",
+        ]
+        assert ids(items.query({"attributes": {"$exists": True}, "price": 1})) == ["i001"]
+        assert items.get("0") is not None and ledger.get(("a", 1)) is not None
