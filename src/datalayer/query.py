@@ -212,8 +212,18 @@ def _walk(doc: dict[str, Any], path: str, *, create: bool) -> tuple[Any, str]:
 
 
 def check_update(set: Any, unset: Any, push: Any, inc: Any = None) -> None:
-    """Reject an empty update or one that touches the same path twice."""
+    """Reject an update of the wrong shape (``set``, ``push`` and ``inc`` map field paths to
+    values, ``unset`` lists field paths), an empty one, or one touching a path twice."""
+    for name, given in (("set", set), ("push", push), ("inc", inc)):
+        if given is not None and not isinstance(given, Mapping):
+            raise QueryError(
+                f"'{name}' of an update maps field paths to values, got {type(given).__name__}"
+            )
+    if unset is not None and (isinstance(unset, str | bytes) or not isinstance(unset, Sequence)):
+        raise QueryError(f"'unset' of an update lists field paths, got {type(unset).__name__}")
     paths = [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]
+    for path in paths:
+        _check_field(path)
     if not paths:
         raise QueryError("an update needs at least one of set, unset, push or inc")
     if len(paths) != len(set_ := {*paths}) or any(

@@ -220,6 +220,12 @@ def test_a_trailing_newline_is_not_part_of_a_safe_name(
     assert err.path.startswith(f"patterns.p.{attribute}")
 
 
+def test_mongodb_s_own_key_is_no_key_field(tmp_path: Path) -> None:
+    pattern = {"category": "document", "store": "docs", "collection": "n", "key": "_id"}
+    err = refused(with_patterns(tmp_path, {"p": pattern}))
+    assert err.path == "patterns.p.key" and "MongoDB's own key" in err.message
+
+
 def test_a_pattern_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
     err = refused(with_patterns(tmp_path, {"cache\n": {"category": "key-value", "store": "cache"}}))
     assert "is not a safe name" in err.message

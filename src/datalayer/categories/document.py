@@ -25,7 +25,10 @@ Guarantees every implementation keeps:
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
   and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
-  field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL.
+  field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL;
+  ``_id`` is MongoDB's own key: no document field, filter, sort or update may name it.
+- A document's key is the text of its key field's stored form; an object, a list or None is
+  refused as a key.
 - Indexes declared in the registry are created by ``apply``.
 """
 
@@ -41,7 +44,6 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
-from pydantic_core import PydanticSerializationError
 
 from datalayer.errors import PayloadValidationError, QueryError
 from datalayer.patterns import (
@@ -79,6 +81,13 @@ class DocumentPattern(PatternConfig):
     collection: CollectionName
     key: SqlIdentifier
     indexes: list[str] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _not_mongo_id(cls, value: str) -> str:
+        if value == "_id":
+            raise ValueError("'_id' is MongoDB's own key; name the key field something else")
+        return value
 
     @field_validator("indexes")
     @classmethod
@@ -158,7 +167,7 @@ class DocumentCollection:
     def put(self, doc: Any) -> str:
         """Insert or replace a document; returns its key."""
         body = self.prepare(doc)
-        key = str(body[self.pattern.key])
+        key = self.key_text(body[self.pattern.key], refuse=PayloadValidationError)
         self.backend.write(key, body)
         return key
 
@@ -168,13 +177,26 @@ class DocumentCollection:
     def delete(self, key: Any) -> bool:
         return self.backend.delete(self.key_text(key))
 
-    def key_text(self, key: Any) -> str:
-        """A key as documents are stored under it (its text); one no document can have, with
-        NUL or a lone surrogate, is a ``QueryError``."""
-        text = str(key)
-        if problem := text_problem(text):
-            raise QueryError(f"pattern '{self.pattern.name}': key {key!r}: {problem}")
-        return text
+    def key_text(self, key: Any, refuse: type[Exception] = QueryError) -> str:
+        """A key as documents are stored under it: the text of its stored form (so a datetime
+        or bytes key finds the document it named). One no document can have (an object or a
+        list, text with NUL or a lone surrogate) is refused (``QueryError``, or
+        ``PayloadValidationError`` when ``put`` finds it in a document)."""
+        problem = None
+        if isinstance(key, Mapping | list | tuple | set | frozenset) or key is None:
+            problem = f"a key is text or a number, not {type(key).__name__}"
+        else:
+            try:
+                stored = stored_value(key)
+            except (ValueError, OverflowError) as exc:
+                stored, problem = None, str(exc)
+            text = stored if isinstance(stored, str) else str(stored)
+            problem = problem or text_problem(text)
+        if problem is None:
+            return text
+        if refuse is PayloadValidationError:
+            raise PayloadValidationError(self.pattern.name, [(self.pattern.key, problem)])
+        raise QueryError(f"pattern '{self.pattern.name}': key {key!r}: {problem}")
 
     def update(
         self,
@@ -195,9 +217,9 @@ class DocumentCollection:
             if refused:
                 raise QueryError(f"pattern '{self.pattern.name}': cannot inc '{path}': {refused}")
         for path in [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]:
-            if path.split(".")[0] == self.pattern.key:
+            if path.split(".")[0] in (self.pattern.key, "_id"):
                 raise PayloadValidationError(
-                    self.pattern.name, [(path, "the key cannot be updated")]
+                    self.pattern.name, [(path, "the key (or MongoDB's _id) cannot be updated")]
                 )
             if schema is not None and not schema_has_field(schema, path):
                 raise PayloadValidationError(
@@ -216,7 +238,10 @@ class DocumentCollection:
         sort: str | Sequence[str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        return self.backend.find(self.conditions(where), parse_sort(sort), check_limit(limit))
+        order = parse_sort(sort)
+        for key in order:
+            _not_reserved(key.field)
+        return self.backend.find(self.conditions(where), order, check_limit(limit))
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         return self.backend.count(self.conditions(where))
@@ -229,6 +254,7 @@ class DocumentCollection:
             if c.op == "$in"
             else Condition(c.field, c.op, stored_form(c.value))
             for c in parse_filter(where)
+            if _not_reserved(c.field)
         ]
 
     def prepare(self, doc: Any) -> dict[str, Any]:
@@ -265,6 +291,16 @@ class DocumentCollection:
                 current, set=update.set, unset=update.unset, push=update.push, inc=update.inc
             )
         )
+
+
+def _not_reserved(path: str) -> bool:
+    """Refuse a filter or sort on ``_id``: MongoDB's own key, which no document holds."""
+    if path.split(".")[0] == "_id":
+        raise QueryError(
+            f"'{path}': '_id' is MongoDB's own key, not a document field; "
+            "filter on the pattern's key field"
+        )
+    return True
 
 
 def increment_refusal(schema: type[BaseModel], path: str, amount: int | float) -> str | None:
@@ -308,7 +344,10 @@ def stored_value(value: Any) -> Any:
     return _JSON_VALUE.dump_python(value, mode="json")
 
 
-_FORBIDDEN_NAME = "field names may not start with '$' or contain '.', NUL or a lone surrogate"
+_FORBIDDEN_NAME = (
+    "field names may not start with '$' or contain '.', NUL or a lone surrogate "
+    "('_id' is MongoDB's own key)"
+)
 
 
 def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) -> Any:
@@ -328,6 +367,7 @@ def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) ->
                 or name.startswith("$")
                 or "." in name
                 or text_problem(name) is not None
+                or (name == "_id" and not path)
             ):
                 shown = name if isinstance(name, str) and is_utf8(name) else repr(name)
                 raise PayloadValidationError(
@@ -345,7 +385,7 @@ def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) ->
         raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
     try:
         stored = stored_value(value)
-    except (PydanticSerializationError, OverflowError) as exc:  # OverflowError: year 1 in UTC-5
+    except (ValueError, OverflowError) as exc:  # year 1 in UTC-5; bytes that are not UTF-8
         raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
         return stored_document(pattern, stored, path, depth)
@@ -364,5 +404,5 @@ def stored_form(value: Any) -> Any:
         )
     try:
         return stored_value(value)
-    except (PydanticSerializationError, OverflowError) as exc:
+    except (ValueError, OverflowError) as exc:  # PydanticSerializationError is a ValueError
         raise QueryError(f"a filter cannot compare {value!r}: {exc}") from exc

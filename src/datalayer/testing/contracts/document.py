@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -329,6 +330,63 @@ class DocumentContract(Contract):
         with pytest.raises(PayloadValidationError):
             notes.put(note(1, meta={"m": nested(5000)}))
         assert free.count() == 1 and free.get("deep") == kept and notes.count() == 0
+
+    def test_mongodb_s_id_is_no_field(self, dl: DataLayer) -> None:
+        """``_id`` is MongoDB's own key: a document field of that name clashed with it there
+        (a generic error) and was kept on the embedded store; a filter on it matched the key on
+        MongoDB only. Now refused everywhere; ``_id`` below the top level is an ordinary name."""
+        free = dl.documents("free")
+        free.put({"id": "k", "n": {"_id": 1}})
+        assert free.get("k") == {"id": "k", "n": {"_id": 1}}
+        with pytest.raises(PayloadValidationError, match="_id"):
+            free.put({"id": "other", "_id": "k"})
+        for update in ({"set": {"_id": "x"}}, {"unset": ["_id"]}, {"set": {"_id.a": 1}}):
+            with pytest.raises(PayloadValidationError, match="_id"):
+                free.update("k", **update)
+        with pytest.raises(QueryError, match="_id"):
+            free.find({"_id": "k"})
+        with pytest.raises(QueryError, match="_id"):
+            free.find(sort="-_id")
+        assert free.find() == [{"id": "k", "n": {"_id": 1}}]
+
+    def test_an_update_of_the_wrong_shape_changes_nothing(self, dl: DataLayer) -> None:
+        """``set``, ``push`` and ``inc`` map paths to values and ``unset`` lists paths: text
+        given instead raised ValueError or AttributeError, and ``unset="ab"`` removed the
+        fields ``a`` and ``b``."""
+        free = dl.documents("free")
+        doc = {"id": "k", "a": 1, "b": 2, "v": [1]}
+        free.put(doc)
+        updates: list[dict[str, Any]] = [
+            {"set": "a"},
+            {"set": [("a", 2)]},
+            {"unset": "ab"},
+            {"unset": {"a": 1}},
+            {"push": "v"},
+            {"inc": "a"},
+            {"set": {5: 1}},
+            {"unset": [None]},
+        ]
+        for update in updates:
+            with pytest.raises(QueryError):
+                free.update("k", **update)
+        assert free.get("k") == doc
+
+    def test_a_key_is_text_or_a_number(self, dl: DataLayer) -> None:
+        """A document's key is the text of its stored form: an object or a list is refused
+        (it was kept under its Python repr), and a datetime or bytes key finds its document."""
+        free = dl.documents("free")
+        for key in ({"a": 1}, ["a"], ("a",)):
+            with pytest.raises(PayloadValidationError, match="id"):
+                free.put({"id": key})
+            with pytest.raises(QueryError):
+                free.get(key)
+        at = datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+        assert free.put({"id": at, "v": 1}) == "2026-03-01T06:30:00.000000Z"
+        assert free.get(at) == {"id": "2026-03-01T06:30:00.000000Z", "v": 1}
+        assert free.put({"id": b"raw", "v": 2}) == "raw" and free.get(b"raw") is not None
+        with pytest.raises(PayloadValidationError):
+            free.put({"id": "k", "v": b"\xff\x00"})  # bytes no UTF-8 text holds
+        assert free.count() == 2
 
     def test_text_with_a_lone_surrogate_is_refused_everywhere(self, dl: DataLayer) -> None:
         """A lone surrogate has no UTF-8 form: refused in values, field names, keys, updates
