@@ -23,7 +23,9 @@ Guarantees every implementation keeps:
 - Decimals are kept exactly as their text (``"12.50"``, pydantic's JSON form); as text would
   not compare as numbers, a filter on a decimal value is refused with ``QueryError``.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
-  and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
+  and ``$exists`` on dotted paths, ANDed; a value compares only with values of its type (as
+  MongoDB does: a bool is no number, an object no text; None matches null or missing, in
+  ``$in`` too); any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
   field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL;
   ``_id`` is MongoDB's own key: no document field, filter, sort or update may name it.
@@ -403,6 +405,9 @@ def stored_form(value: Any) -> Any:
             "text, not as a number: filter on that text if it is what you mean"
         )
     try:
-        return stored_value(value)
+        stored = stored_value(value)
     except (ValueError, OverflowError) as exc:  # PydanticSerializationError is a ValueError
         raise QueryError(f"a filter cannot compare {value!r}: {exc}") from exc
+    if isinstance(stored, dict | list):  # a set, a dataclass...
+        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    return stored

@@ -331,6 +331,35 @@ class DocumentContract(Contract):
             notes.put(note(1, meta={"m": nested(5000)}))
         assert free.count() == 1 and free.get("deep") == kept and notes.count() == 0
 
+    def test_a_value_matches_values_of_its_type_only(self, dl: DataLayer) -> None:
+        """As MongoDB compares: a bool is no number, an object no text, a range never crosses
+        types; None matches null or missing, in ``$in`` too. The embedded store matched
+        ``true`` with 1, objects with their JSON text, and numbers with any text range."""
+        free = dl.documents("free")
+        values: dict[str, object] = {
+            "one": 1, "one-float": 1.0, "true": True, "false": False, "zero": 0, "text-1": "1",
+            "text-a": "a", "object": {"w": 1}, "null": None,
+        }  # fmt: skip
+        for key, value in values.items():
+            free.put({"id": key, "v": value})
+        free.put({"id": "missing"})
+
+        def ids(where: dict[str, object]) -> list[object]:
+            return sorted(d["id"] for d in free.find(where))
+
+        assert ids({"v": 1}) == ["one", "one-float"]
+        assert ids({"v": True}) == ["true"]
+        assert ids({"v": 0}) == ["zero"] and ids({"v": False}) == ["false"]
+        assert ids({"v": '{"w":1}'}) == [] and ids({"v": '{"w": 1}'}) == []
+        assert ids({"v": {"$gt": ""}}) == ["text-1", "text-a"]
+        assert ids({"v": {"$gte": 0, "$lt": 5}}) == ["one", "one-float", "zero"]
+        assert ids({"v": {"$lt": "~"}}) == ["text-1", "text-a"]
+        assert ids({"v": {"$in": ["1", True, None]}}) == ["missing", "null", "text-1", "true"]
+        assert ids({"v": {"$in": [0, "a"]}}) == ["text-a", "zero"]
+        assert free.count({"v": None}) == 2 and free.count({"v": {"$exists": True}}) == 9
+        with pytest.raises(QueryError):
+            free.find({"v": {1, 2}})  # a set is no scalar
+
     def test_mongodb_s_id_is_no_field(self, dl: DataLayer) -> None:
         """``_id`` is MongoDB's own key: a document field of that name clashed with it there
         (a generic error) and was kept on the embedded store; a filter on it matched the key on
