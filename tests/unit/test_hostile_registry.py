@@ -220,6 +220,14 @@ def test_a_trailing_newline_is_not_part_of_a_safe_name(
     assert err.path.startswith(f"patterns.p.{attribute}")
 
 
+@pytest.mark.parametrize("setting", ["partitions", "max_attempts", "replication_factor"])
+@pytest.mark.parametrize("value", [True, "2", 2.0])
+def test_a_count_is_an_integer(tmp_path: Path, setting: str, value: Any) -> None:
+    """YAML's ``true`` is no partition count (pydantic would read it as 1), nor is text."""
+    pattern = {"category": "streaming", "store": "events", "topic": "t", setting: value}
+    assert refused(with_patterns(tmp_path, {"p": pattern})).path == f"patterns.p.{setting}"
+
+
 def test_mongodb_s_own_key_is_no_key_field(tmp_path: Path) -> None:
     pattern = {"category": "document", "store": "docs", "collection": "n", "key": "_id"}
     err = refused(with_patterns(tmp_path, {"p": pattern}))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
@@ -97,7 +97,13 @@ class KVNamespace:
     def get(self, key: str) -> Any:
         return self.mget([key])[0]
 
-    def mget(self, keys: Sequence[str]) -> list[Any]:
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        if isinstance(keys, str | bytes | Mapping) or not isinstance(keys, Iterable):
+            raise QueryError(  # a str would be read as one key per character
+                f"pattern '{self.pattern.name}': mget takes a list of keys, "
+                f"got {type(keys).__name__}"
+            )
+        keys = list(keys)
         full = [self.full_key(k) for k in keys]
         raw = self.backend.get_many(full) if full else []
         return [

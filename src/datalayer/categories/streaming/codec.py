@@ -112,6 +112,10 @@ class EventCodec:
         schema allows (``DictCodec``: same checks, same bytes). A slice that fails is checked
         one event at a time to name the first bad one (and to accept instances of other models).
         """
+        if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+            raise PayloadValidationError(  # a dict would be read as its keys, one event each
+                self._name, [("", f"expected a list of events, got {type(events).__name__}")]
+            )
         batch = events if isinstance(events, list) else list(events)
         if self._batch is None or self._to_json is None:
             records = [self._encode_at(i, event) for i, event in enumerate(batch)]

@@ -235,3 +235,13 @@ class KeyValueContract(Contract):
         with pytest.raises(PayloadValidationError):
             cache.set("deeper", deep)
         assert cache.get("deeper") is None
+
+    def test_mget_takes_a_list_of_keys(self, dl: DataLayer) -> None:
+        """Text would be read as one key per character and a dict as its keys; None or a
+        number raised TypeError."""
+        cache = dl.kv("cache")
+        cache.set("a", 1)
+        for keys in ("abc", b"ab", {"a": 1}, None, 3):
+            with pytest.raises(QueryError, match="list of keys"):
+                cache.mget(keys)  # type: ignore[arg-type]
+        assert cache.mget(("a", "b")) == [1, None] and cache.mget(iter(["a"])) == [1]

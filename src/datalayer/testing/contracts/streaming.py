@@ -538,6 +538,18 @@ class StreamingContract(Contract):
             stream.publish_many([{"v": 1}, {"v": deep}])
         assert stream.end_offsets() == {0: 0}
 
+    def test_publish_many_takes_a_list_of_events(self, dl: DataLayer) -> None:
+        """A dict would be published as its keys, one event each; None or a number raised
+        TypeError."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        for events in (event(1), None, 5, "abc", b"{}"):
+            with pytest.raises(PayloadValidationError, match="list of events"):
+                stream.publish_many(events)  # type: ignore[arg-type]
+            with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+                publisher.publish_many(events)  # type: ignore[arg-type]
+        assert stream.end_offsets() == before
+
     def test_keys_and_headers_are_text_read_back_exactly(self, dl: DataLayer) -> None:
         """A partition key and headers are text of valid Unicode, NUL and all (Kafka cut a
         header value at NUL); anything else, and a header name with NUL, is refused before
