@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from datalayer.errors import QueryError
+from datalayer.errors import QueryError, shown
 from datalayer.validators import _FIELD_PATH, text_problem
 
 #: Operators every store of the transactional and document categories supports.
@@ -72,7 +72,7 @@ class SortKey:
 
 def _check_field(field: str) -> str:
     if not isinstance(field, str) or not _FIELD_PATH.fullmatch(field):
-        raise QueryError(f"'{field}' is not a valid field path (letters, digits, '_', dots)")
+        raise QueryError(f"{shown(field)} is not a valid field path (letters, digits, '_', dots)")
     return field
 
 
@@ -81,7 +81,7 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
     if where is None:
         return []
     if not isinstance(where, Mapping):
-        raise QueryError(f"a filter must be a mapping of field to condition, got {where!r}")
+        raise QueryError(f"a filter must be a mapping of field to condition, got {shown(where)}")
     conditions: list[Condition] = []
     for field, spec in where.items():
         _check_field(field)
@@ -89,18 +89,18 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
             for op, value in spec.items():
                 if op not in OPERATORS:
                     raise QueryError(
-                        f"operator '{op}' on field '{field}' is not supported; "
+                        f"operator {shown(op)} on field '{field}' is not supported; "
                         f"supported: {', '.join(OPERATORS)}"
                     )
                 if op == "$in" and (
                     isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
                 ):
-                    raise QueryError(f"'$in' on field '{field}' needs a list, got {value!r}")
+                    raise QueryError(f"'$in' on field '{field}' needs a list, got {shown(value)}")
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
                 if op in _RANGE and (value is None or isinstance(value, bool)):
                     raise QueryError(
-                        f"'{op}' on field '{field}' orders values: {value!r} has no order "
+                        f"'{op}' on field '{field}' orders values: {shown(value)} has no order "
                         "(stores disagreed: SQLite read true as 1, MongoDB ordered no bool)"
                     )
                 if op == "$in":
@@ -127,12 +127,14 @@ def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
     if sort is None:
         return []
     if not isinstance(sort, str | Sequence):
-        raise QueryError(f"a sort is a field name or a list of them, got {sort!r}")
+        raise QueryError(f"a sort is a field name or a list of them, got {shown(sort)}")
     items = [sort] if isinstance(sort, str) else list(sort)
     keys = []
     for item in items:
         if not isinstance(item, str) or not item:
-            raise QueryError(f"a sort key must be a field name, optionally with '-', got {item!r}")
+            raise QueryError(
+                f"a sort key must be a field name, optionally with '-', got {shown(item)}"
+            )
         descending = item.startswith("-")
         keys.append(SortKey(_check_field(item.removeprefix("-")), descending))
     return keys
@@ -142,7 +144,7 @@ def check_limit(limit: int | None) -> int | None:
     if limit is not None and (
         not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INT64_MAX
     ):
-        raise QueryError(f"limit must be a positive 64-bit integer or None, got {limit!r}")
+        raise QueryError(f"limit must be a positive 64-bit integer or None, got {shown(limit)}")
     return limit
 
 
@@ -191,7 +193,7 @@ def check_increments(inc: Mapping[str, Any]) -> None:
     for path, amount in inc.items():
         _check_field(path)
         if not is_number(amount) or (isinstance(amount, float) and not math.isfinite(amount)):
-            raise QueryError(f"inc of '{path}' must be a finite number, got {amount!r}")
+            raise QueryError(f"inc of '{path}' must be a finite number, got {shown(amount)}")
         if isinstance(amount, int) and not INT64_MIN <= amount <= INT64_MAX:
             raise QueryError(f"inc of '{path}': {amount} is outside the 64-bit integer range")
 

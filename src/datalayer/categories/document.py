@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
-from datalayer.errors import PayloadValidationError, QueryError
+from datalayer.errors import PayloadValidationError, QueryError, shown
 from datalayer.patterns import (
     PatternConfig,
     Target,
@@ -198,7 +198,7 @@ class DocumentCollection:
             return text
         if refuse is PayloadValidationError:
             raise PayloadValidationError(self.pattern.name, [(self.pattern.key, problem)])
-        raise QueryError(f"pattern '{self.pattern.name}': key {key!r}: {problem}")
+        raise QueryError(f"pattern '{self.pattern.name}': key {shown(key)}: {problem}")
 
     def update(
         self,
@@ -320,9 +320,9 @@ def increment_refusal(schema: type[BaseModel], path: str, amount: int | float) -
     if current is float or (current is int and isinstance(amount, int)):
         return None
     if current is int:
-        return f"it holds integers: inc by an integer, not {amount!r}"
-    shown = getattr(current, "__name__", None) or str(current)
-    return f"only int and float fields can be incremented, it is {shown}"
+        return f"it holds integers: inc by an integer, not {shown(amount)}"
+    kind = getattr(current, "__name__", None) or str(current)
+    return f"only int and float fields can be incremented, it is {kind}"
 
 
 _JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
@@ -371,10 +371,10 @@ def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) ->
                 or text_problem(name) is not None
                 or (name == "_id" and not path)
             ):
-                shown = name if isinstance(name, str) and is_utf8(name) else repr(name)
+                label = name if isinstance(name, str) and is_utf8(name) else repr(name)
                 raise PayloadValidationError(
                     pattern,
-                    [(f"{path}.{shown}" if path else shown, _FORBIDDEN_NAME)],
+                    [(f"{path}.{label}" if path else label, _FORBIDDEN_NAME)],
                 )
             out[name] = stored_document(pattern, child, here, depth + 1)
         return out
@@ -407,7 +407,7 @@ def stored_form(value: Any) -> Any:
     try:
         stored = stored_value(value)
     except (ValueError, OverflowError) as exc:  # PydanticSerializationError is a ValueError
-        raise QueryError(f"a filter cannot compare {value!r}: {exc}") from exc
+        raise QueryError(f"a filter cannot compare {shown(value)}: {exc}") from exc
     if isinstance(stored, dict | list):  # a set, a dataclass...
         raise QueryError("filters compare scalar values only; match nested fields by dotted path")
     return stored

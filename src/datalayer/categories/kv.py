@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
+from datalayer.errors import DataLayerError, PayloadValidationError, QueryError, shown
 from datalayer.patterns import PatternConfig, Target
 from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
@@ -124,7 +124,9 @@ class KVNamespace:
                 f"(its values are {self.pattern.schema_cls.__name__} objects, not integers)"
             )
         if not isinstance(by, int) or isinstance(by, bool) or not INT64_MIN <= by <= INT64_MAX:
-            raise QueryError(f"pattern '{self.pattern.name}': incr by a 64-bit integer, got {by!r}")
+            raise QueryError(
+                f"pattern '{self.pattern.name}': incr by a 64-bit integer, got {shown(by)}"
+            )
         full = self.full_key(key)
         ttl_seconds = self.ttl_for(ttl)
         try:
@@ -133,7 +135,7 @@ class KVNamespace:
             raise
         except ValueError as exc:
             raise QueryError(
-                f"pattern '{self.pattern.name}': cannot incr key {key!r}: {exc}; nothing changed"
+                f"pattern '{self.pattern.name}': cannot incr key {shown(key)}: {exc}; nothing changed"
             ) from exc
 
     def decode(self, key: str, raw: bytes) -> Any:
@@ -142,7 +144,7 @@ class KVNamespace:
             return json.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise DataLayerError(
-                f"pattern '{self.pattern.name}': the value at key {key!r} is not JSON "
+                f"pattern '{self.pattern.name}': the value at key {shown(key)} is not JSON "
                 "(written by something other than datalayer?)"
             ) from exc
 
@@ -154,7 +156,7 @@ class KVNamespace:
         if not isinstance(key, str) or not key or not is_utf8(key):
             raise QueryError(
                 f"pattern '{self.pattern.name}': a key must be a non-empty string of valid "
-                f"Unicode (no lone surrogate), got {key!r}"
+                f"Unicode (no lone surrogate), got {shown(key)}"
             )
         return self.pattern.key_prefix + key
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 
 from pydantic import BaseModel, Field, field_validator
 
-from datalayer.errors import QueryError
+from datalayer.errors import QueryError, shown
 from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
 from datalayer.query import (
     Condition,
@@ -223,7 +223,7 @@ class TransactionalTable:
     def check_column(self, name: str) -> None:
         if name not in self.columns:
             raise QueryError(
-                f"pattern '{self.pattern.name}': no column '{name}'; "
+                f"pattern '{self.pattern.name}': no column {shown(name)}; "
                 f"columns: {', '.join(self.columns)}"
             )
 

@@ -13,7 +13,7 @@ from pydantic_core import PydanticSerializationError
 
 from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
-from datalayer.errors import PayloadValidationError
+from datalayer.errors import PayloadValidationError, shown
 from datalayer.patterns import DictCodec, dict_codec, validate_model, validate_payload
 from datalayer.validators import is_utf8
 
@@ -89,15 +89,21 @@ class EventCodec:
         without NUL (librdkafka ends a name there)."""
         problems = []
         if key is not None and not (isinstance(key, str) and is_utf8(key)):
-            problems.append(("key", f"a partition key is text of valid Unicode, got {key!r}"))
+            problems.append(("key", f"a partition key is text of valid Unicode, got {shown(key)}"))
         if headers is not None and not isinstance(headers, Mapping):
-            problems.append(("headers", f"headers are a mapping of text to text, got {headers!r}"))
+            problems.append(
+                ("headers", f"headers are a mapping of text to text, got {shown(headers)}")
+            )
         elif headers:
             for name, text in headers.items():
                 if not (isinstance(name, str) and is_utf8(name)) or "\x00" in name:
-                    problems.append(("headers", f"a header name is text without NUL, got {name!r}"))
+                    problems.append(
+                        ("headers", f"a header name is text without NUL, got {shown(name)}")
+                    )
                 elif not (isinstance(text, str) and is_utf8(text)):
-                    problems.append((f"headers.{name}", f"a header value is text, got {text!r}"))
+                    problems.append(
+                        (f"headers.{name}", f"a header value is text, got {shown(text)}")
+                    )
         if problems:
             raise PayloadValidationError(self._name, problems)
         return headers
