@@ -360,6 +360,21 @@ class DocumentContract(Contract):
         with pytest.raises(QueryError):
             free.find({"v": {1, 2}})  # a set is no scalar
 
+    def test_field_names_that_would_poison_a_collection_are_refused(self, dl: DataLayer) -> None:
+        """FerretDB writes a field name holding a backslash, a double quote or a control
+        character unescaped in its JSON, and from then on every find and count of the
+        collection fails: one document stopped them all. Refused on every store."""
+        free = dl.documents("free")
+        free.put({"id": "ok", "v": "\\'\"\x01 values are fine"})
+        for name in ("a\\b", "\\'", '"', "a\x01", "\n", "x\\"):
+            for doc in ({"id": "bad", name: 1}, {"id": "bad", "n": {name: 1}}):
+                with pytest.raises(PayloadValidationError, match="backslash"):
+                    free.put(doc)
+            with pytest.raises(PayloadValidationError):
+                free.update("ok", set={"n": {name: 1}})
+        assert free.count() == 1
+        assert free.find() == [{"id": "ok", "v": "\\'\"\x01 values are fine"}]
+
     def test_mongodb_s_id_is_no_field(self, dl: DataLayer) -> None:
         """``_id`` is MongoDB's own key: a document field of that name clashed with it there
         (a generic error) and was kept on the embedded store; a filter on it matched the key on
