@@ -163,7 +163,7 @@ class Attempt:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.started = time.monotonic()
-        self._cuts: dict[int, Callable[[], None]] = {}
+        self._cuts: dict[int, Callable[[], None]] | None = None
         self._alarm: Alarm | None = None
 
     def left(self) -> float:
@@ -177,7 +177,9 @@ class Attempt:
     def on_expiry(self, key: int, cut: Callable[[], None]) -> None:
         """Run ``cut`` if the attempt outlives its timeout (keyed, so a connection used by
         several statements is registered once)."""
-        if key in self._cuts:
+        if self._cuts is None:
+            self._cuts = {}
+        elif key in self._cuts:
             return
         self._cuts[key] = cut
         if self._alarm is None:
@@ -185,10 +187,11 @@ class Attempt:
 
     def release(self, key: int) -> None:
         """Forget a connection handed back (to a pool): it is no longer this attempt's."""
-        self._cuts.pop(key, None)
+        if self._cuts is not None:
+            self._cuts.pop(key, None)
 
     def _expire(self) -> None:
-        for cut in list(self._cuts.values()):
+        for cut in list((self._cuts or {}).values()):
             cut()
 
     def finish(self) -> None:
@@ -302,20 +305,12 @@ class Guard:
     @contextmanager
     def attempt(self, timeout: float | None = None) -> Iterator[Attempt]:
         """One attempt through the breaker, bounded; a timeout surfaces as ``StoreTimeout``."""
-        wait = self.breaker.admit()
-        if wait is not None:
-            self.rejected += 1
-            raise CircuitOpen(
-                f"{self.label}: circuit open after {self.breaker.failures} failed calls in a "
-                f"row; next try in {wait:.1f}s",
-                store=self.name,
-            )
+        self._admit()
         try:
             with self.bounded(timeout) as attempt:
                 yield attempt
         except StoreUnavailable:
-            self.failures += 1
-            self.breaker.failed()
+            self._failed()
             raise
         except BaseException:
             self.breaker.succeeded()  # the store answered (with an error of the caller's)
@@ -333,16 +328,7 @@ class Guard:
         try:
             yield attempt
         except StoreUnavailable as exc:
-            if attempt.expired or isinstance(exc, StoreTimeout):
-                self.timeouts += 1
-                if not isinstance(exc, StoreTimeout):
-                    waited = time.monotonic() - attempt.started
-                    raise StoreTimeout(
-                        f"{self.label} did not answer within {waited:.1f}s "
-                        f"(resilience.timeout {attempt.timeout:g}s)",
-                        store=self.name,
-                    ) from exc
-            raise
+            raise self._timed_out(attempt, exc) from exc.__cause__
         finally:
             attempt.finish()
             _ATTEMPT.reset(token)
@@ -356,23 +342,67 @@ class Guard:
         policy: RetryConfig,
         retry_safe: bool,
     ) -> T:
+        """``call`` through the breaker, each attempt bounded, retried when ``retry_safe``.
+
+        The hot path of every guarded call, so written out rather than built from the
+        context managers above (which cost several microseconds more)."""
         self.calls += 1
-        tries = policy.retries + 1 if retry_safe else 1
+        left = policy.retries if retry_safe else 0
         delay = policy.backoff.total_seconds()
-        cap = policy.max_backoff.total_seconds()
-        for left in range(tries - 1, -1, -1):
+        while True:
+            self._admit()
+            attempt = Attempt(self.timeout)
+            token = _ATTEMPT.set(attempt)
             try:
-                with self.attempt():
-                    return call(*args, **kwargs)
-            except CircuitOpen:
-                raise
-            except StoreUnavailable:
+                result = call(*args, **kwargs)
+            except StoreUnavailable as exc:
+                self._failed()
                 if not left:
-                    raise
+                    raise self._timed_out(attempt, exc) from exc.__cause__
+            except BaseException:
+                self.breaker.succeeded()  # the store answered (with an error of the caller's)
+                raise
+            else:
+                self.breaker.succeeded()
+                return result
+            finally:
+                attempt.finish()
+                _ATTEMPT.reset(token)
+            left -= 1
             self.retries += 1
-            time.sleep(random.uniform(0, min(delay, cap)))
+            time.sleep(random.uniform(0, min(delay, policy.max_backoff.total_seconds())))
             delay *= 2
-        raise AssertionError("unreachable")
+
+    def _admit(self) -> None:
+        wait = self.breaker.admit()
+        if wait is not None:
+            self.rejected += 1
+            raise CircuitOpen(
+                f"{self.label}: circuit open after {self.breaker.failures} failed calls in a "
+                f"row; next try in {wait:.1f}s",
+                store=self.name,
+            )
+
+    def _failed(self) -> None:
+        self.failures += 1
+        self.breaker.failed()
+
+    def _timed_out(self, attempt: Attempt, exc: StoreUnavailable) -> StoreUnavailable:
+        """``exc`` as a ``StoreTimeout`` when the attempt ran out of time (counted), else as is."""
+        if isinstance(exc, StoreTimeout):
+            self.timeouts += 1
+            return exc
+        if not attempt.expired:
+            return exc
+        self.timeouts += 1
+        waited = time.monotonic() - attempt.started
+        timeout = StoreTimeout(
+            f"{self.label} did not answer within {waited:.1f}s "
+            f"(resilience.timeout {attempt.timeout:g}s)",
+            store=self.name,
+        )
+        timeout.__cause__ = exc.__cause__ or exc
+        return timeout
 
 
 class GuardedOperations:
