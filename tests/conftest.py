@@ -107,6 +107,7 @@ SLOW = (
     "tests/integration/test_stream_processes.py::test_killed_consumer_s_unacked_messages_go_to_the_group",
     "tests/integration/test_stream_processes.py::test_publisher_in_another_process[kafka]",
     "tests/integration/test_toxiproxy.py::test_kafka_behind_the_proxy_advertises_it_and_feels_its_faults",
+    "tests/integration/test_interop.py::test_a_message_kcat_produces_that_is_not_json_is_dead_lettered",
     *(
         f"tests/contract/test_streaming.py::TestStreaming::{test}"
         for test in (

@@ -13,7 +13,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
 from datalayer.errors import PayloadValidationError
-from datalayer.patterns import DictCodec, dict_codec, validate_model, validate_payload
+from datalayer.patterns import (
+    DictCodec,
+    dict_codec,
+    loads_json,
+    validate_model,
+    validate_payload,
+)
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: Events validated per pydantic call by ``EventCodec.encode_many``.
@@ -115,7 +121,7 @@ class EventCodec:
     def decode(self, record: Record) -> Any:
         """The record's payload, validated against the schema."""
         try:
-            payload = json.loads(record.value)
+            payload = loads_json(record.value)
         except ValueError as exc:
             raise PayloadValidationError(self._name, [("", f"not JSON: {exc}")]) from exc
         return validate_payload(self._name, self._schema, payload)
@@ -348,6 +354,6 @@ def _may_hold_float(node: Any) -> bool:
 def loose_decode(record: Record) -> Any:
     """The record's payload as JSON when it is JSON, else its bytes (dead letters)."""
     try:
-        return json.loads(record.value)
+        return loads_json(record.value)
     except ValueError:
         return record.value
