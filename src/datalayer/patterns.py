@@ -9,6 +9,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -204,8 +205,14 @@ _INT64 = range(-(2**63), 2**63)
 def check_storable(pattern: str, value: Any, path: str = "") -> None:
     """Refuse what some store would change or fail on: integers past 64 bits, NaN and
     infinities (JSON has no such number; SQLite reads NaN back as NULL), decimals past
-    PostgreSQL's NUMERIC."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    PostgreSQL's NUMERIC, text holding NUL."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PayloadValidationError(
+                pattern, [(path, "text holding NUL (\\x00), which PostgreSQL cannot store")]
+            )
+        return
+    if isinstance(value, bool) or value is None:
         return
     if isinstance(value, int):
         if value not in _INT64:
@@ -216,6 +223,13 @@ def check_storable(pattern: str, value: Any, path: str = "") -> None:
     elif isinstance(value, Decimal):
         if problem := decimal_problem(value):
             raise PayloadValidationError(pattern, [(path, problem)])
+    elif isinstance(value, datetime):
+        if value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                problem = f"{value.isoformat()} is outside the range of datetimes in UTC"
+                raise PayloadValidationError(pattern, [(path, problem)]) from None
     elif isinstance(value, Mapping | BaseModel):
         items = value.items() if isinstance(value, Mapping) else iter(value)
         for key, child in items:

@@ -28,9 +28,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 
 from datalayer.errors import QueryError
 from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
@@ -125,6 +125,7 @@ class TransactionalTable:
         assert schema is not None, "the loader resolves transactional schemas"
         self.schema: type[BaseModel] = schema
         self.columns = list(schema.model_fields)
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
 
     def get(self, key: Key, *, for_update: bool = False) -> dict[str, Any] | None:
         """One row by key, ``None`` if missing. ``for_update=True``, inside ``transaction()``
@@ -175,10 +176,35 @@ class TransactionalTable:
         return self.backend.transaction()
 
     def conditions(self, where: Mapping[str, Any] | None) -> list[Condition]:
-        conditions = parse_filter(where)
-        for condition in conditions:
+        """Parsed filter conditions, each value checked against (and coerced to) its column's
+        type, so every store compares the same values (SQLite would compare ``"abc"`` with a
+        number and match nothing; PostgreSQL would fail with the value in its message)."""
+        typed = []
+        for condition in parse_filter(where):
             self.check_column(condition.field)
-        return conditions
+            typed.append(self.typed(condition))
+        return typed
+
+    def typed(self, condition: Condition) -> Condition:
+        if condition.op == "$exists":
+            return condition
+        adapter = self._adapters.get(condition.field)
+        if adapter is None:
+            annotation = self.schema.model_fields[condition.field].annotation
+            adapter = TypeAdapter(Optional[annotation])  # noqa: UP045 - a runtime type
+            self._adapters[condition.field] = adapter
+        try:
+            if condition.op == "$in":
+                value: Any = [adapter.validate_python(v) for v in condition.value]
+            else:
+                value = adapter.validate_python(condition.value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+            raise QueryError(
+                f"pattern '{self.pattern.name}': filter on '{condition.field}' "
+                f"({condition.op}): {problem}"
+            ) from None
+        return Condition(condition.field, condition.op, value)
 
     def check_column(self, name: str) -> None:
         if name not in self.columns:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -252,6 +252,38 @@ class TransactionalContract(Contract):
                 ledger.put({"account_id": "a", "entry_no": 1, "amount": nan})
             assert caught.value.store is None
         assert ledger.count() == 0
+
+    def test_text_with_nul_and_datetimes_outside_utc_are_refused(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        far_past = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+        for bad, field in (
+            (item(1, name="a\x00b"), "name"),
+            (item(1, created_at=far_past), "created_at"),
+        ):
+            with pytest.raises(PayloadValidationError, match=field):
+                items.put(bad)
+        assert items.count() == 0
+
+    def test_filter_values_are_checked_against_their_column(self, dl: DataLayer) -> None:
+        """Every store answers the same: a value of the wrong type is a QueryError naming the
+        column (never a driver error quoting it, never an empty result), and a value pydantic
+        can read as the column's type (an ISO date) is compared as that type."""
+        items = dl.transactional("items")
+        items.put(item(1))
+        for where in (
+            {"price": "abc"},
+            {"created_at": "not a date"},
+            {"quantity": {"$in": [1, "two"]}},
+            {"name": {"$gt": 5}},
+            {"tier": "z"},
+        ):
+            with pytest.raises(QueryError, match=f"filter on '{next(iter(where))}'") as caught:
+                items.query(where)
+            assert "SELECT" not in str(caught.value)
+        created = item(1)["created_at"]
+        assert isinstance(created, datetime)
+        assert len(items.query({"created_at": {"$lte": created.isoformat()}})) == 1
+        assert len(items.query({"price": {"$gte": "0.5"}})) == 1
 
     def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
