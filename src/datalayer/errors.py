@@ -6,6 +6,7 @@ The driver's own exception is kept as ``__cause__``; messages never carry a URL'
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Sequence
 
 #: A URL's ``user:password@``. The password ends at the last ``@`` of its word that is followed
@@ -34,6 +35,32 @@ def redact(text: str) -> str:
     return _KEY_SECRET.sub(r"\g<key>***", text)
 
 
+#: The longest message an error keeps: one quoting a mebibyte of input would flood every log.
+MAX_MESSAGE = 2_000
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 80
+_SHOWN.maxlevel = 3
+
+
+def shown(value: object) -> str:
+    """A value as a message quotes it: its repr (escapes keep it printable), cut short."""
+    return _SHOWN.repr(value)
+
+
+def _bounded(message: str) -> str:
+    """``message`` with what no terminal or log encoder takes (a lone surrogate) escaped, cut
+    to ``MAX_MESSAGE`` characters."""
+    if not message.isascii():
+        try:
+            message.encode()
+        except UnicodeEncodeError:
+            message = message.encode(errors="backslashreplace").decode()
+    if len(message) > MAX_MESSAGE:
+        half, cut = MAX_MESSAGE // 2, len(message) - MAX_MESSAGE
+        message = f"{message[:half]}... ({cut:,} characters cut) ...{message[-half:]}"
+    return message
+
+
 class StoreLabel(str):
     """A store as messages name it (``store 'x' (postgres at ...)``) that also knows its bare
     name ``x``, so an error raised with it keeps that name as ``.store``."""
@@ -55,7 +82,7 @@ class DataLayerError(Exception):
     """
 
     def __init__(self, message: str, *, store: str | None = None) -> None:
-        super().__init__(redact(message))
+        super().__init__(_bounded(redact(message)))
         self.store = store
 
     @property

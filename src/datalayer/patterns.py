@@ -21,7 +21,7 @@ from pydantic_core import PydanticSerializationError, SchemaSerializer, SchemaVa
 from datalayer.errors import PayloadValidationError
 from datalayer.query import decimal_problem
 from datalayer.resilience import PatternResilience
-from datalayer.validators import Name
+from datalayer.validators import Name, is_utf8, text_problem
 
 
 class Target(NamedTuple):
@@ -205,12 +205,11 @@ _INT64 = range(-(2**63), 2**63)
 def check_storable(pattern: str, value: Any, path: str = "") -> None:
     """Refuse what some store would change or fail on: integers past 64 bits, NaN and
     infinities (JSON has no such number; SQLite reads NaN back as NULL), decimals past
-    PostgreSQL's NUMERIC, text holding NUL."""
+    PostgreSQL's NUMERIC, text with NUL or a lone surrogate (in values and in mapping keys),
+    aware datetimes whose UTC instant is out of Python's range."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise PayloadValidationError(
-                pattern, [(path, "text holding NUL (\\x00), which PostgreSQL cannot store")]
-            )
+        if problem := text_problem(value):
+            raise PayloadValidationError(pattern, [(path, problem)])
         return
     if isinstance(value, bool) or value is None:
         return
@@ -223,17 +222,22 @@ def check_storable(pattern: str, value: Any, path: str = "") -> None:
     elif isinstance(value, Decimal):
         if problem := decimal_problem(value):
             raise PayloadValidationError(pattern, [(path, problem)])
-    elif isinstance(value, datetime):
-        if value.tzinfo is not None:
-            try:
-                value.astimezone(UTC)
-            except OverflowError:
-                problem = f"{value.isoformat()} is outside the range of datetimes in UTC"
-                raise PayloadValidationError(pattern, [(path, problem)]) from None
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        try:  # stores keep the UTC instant: year 1 at +05:30 has none Python can hold
+            value.astimezone(UTC)
+        except OverflowError as exc:
+            raise PayloadValidationError(
+                pattern, [(path, f"{value.isoformat()} has no UTC instant Python can hold")]
+            ) from exc
     elif isinstance(value, Mapping | BaseModel):
         items = value.items() if isinstance(value, Mapping) else iter(value)
         for key, child in items:
-            check_storable(pattern, child, f"{path}.{key}" if path else str(key))
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and (problem := text_problem(key)):
+                shown = key if is_utf8(key) else repr(key)
+                where = f"{path}.{shown}" if path else shown
+                raise PayloadValidationError(pattern, [(where, f"field name: {problem}")])
+            check_storable(pattern, child, here)
     elif isinstance(value, list | tuple):
         for i, child in enumerate(value):
             check_storable(pattern, child, f"{path}.{i}" if path else str(i))

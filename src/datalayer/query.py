@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from datalayer.errors import QueryError
-from datalayer.validators import _FIELD_PATH
+from datalayer.errors import QueryError, shown
+from datalayer.validators import _FIELD_PATH, text_problem
 
 #: Operators every store of the transactional and document categories supports.
 OPERATORS = ("$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$exists")
+_RANGE = ("$gt", "$gte", "$lt", "$lte")
 #: The most values one ``$in`` may list: every store takes this many bound values at once.
 MAX_IN = 10_000
 #: The integers every store holds exactly (64-bit signed: SQLite, PostgreSQL BIGINT, BSON).
@@ -40,9 +41,13 @@ def decimal_problem(value: Decimal) -> str | None:
     return None
 
 
-def _check_value(field: str, value: Any) -> Any:
-    """A filter value every store can compare: no integer past 64 bits, no NaN or infinity."""
-    if isinstance(value, int) and not isinstance(value, bool):
+def check_value(field: str, value: Any) -> Any:
+    """A filter or key value every store can compare: no integer past 64 bits, no NaN or
+    infinity, no text some store cannot hold (NUL, a lone surrogate)."""
+    if isinstance(value, str):
+        if problem := text_problem(value):
+            raise QueryError(f"field '{field}': {problem}, so no stored value equals it")
+    elif isinstance(value, int) and not isinstance(value, bool):
         if not INT64_MIN <= value <= INT64_MAX:
             raise QueryError(f"field '{field}': {value} is outside the 64-bit integer range")
     elif isinstance(value, float) and not math.isfinite(value):
@@ -66,8 +71,8 @@ class SortKey:
 
 
 def _check_field(field: str) -> str:
-    if not isinstance(field, str) or not _FIELD_PATH.match(field):
-        raise QueryError(f"'{field}' is not a valid field path (letters, digits, '_', dots)")
+    if not isinstance(field, str) or not _FIELD_PATH.fullmatch(field):
+        raise QueryError(f"{shown(field)} is not a valid field path (letters, digits, '_', dots)")
     return field
 
 
@@ -76,7 +81,7 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
     if where is None:
         return []
     if not isinstance(where, Mapping):
-        raise QueryError(f"a filter must be a mapping of field to condition, got {where!r}")
+        raise QueryError(f"a filter must be a mapping of field to condition, got {shown(where)}")
     conditions: list[Condition] = []
     for field, spec in where.items():
         _check_field(field)
@@ -84,23 +89,28 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
             for op, value in spec.items():
                 if op not in OPERATORS:
                     raise QueryError(
-                        f"operator '{op}' on field '{field}' is not supported; "
+                        f"operator {shown(op)} on field '{field}' is not supported; "
                         f"supported: {', '.join(OPERATORS)}"
                     )
                 if op == "$in" and (
                     isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
                 ):
-                    raise QueryError(f"'$in' on field '{field}' needs a list, got {value!r}")
+                    raise QueryError(f"'$in' on field '{field}' needs a list, got {shown(value)}")
                 if op == "$exists" and not isinstance(value, bool):
                     raise QueryError(f"'$exists' on field '{field}' needs true or false")
+                if op in _RANGE and (value is None or isinstance(value, bool)):
+                    raise QueryError(
+                        f"'{op}' on field '{field}' orders values: {shown(value)} has no order "
+                        "(stores disagreed: SQLite read true as 1, MongoDB ordered no bool)"
+                    )
                 if op == "$in":
                     if len(value) > MAX_IN:
                         raise QueryError(
                             f"'$in' on field '{field}' has {len(value):,} values; "
                             f"at most {MAX_IN:,} (query in batches)"
                         )
-                    value = [_check_value(field, v) for v in value]
-                conditions.append(Condition(field, op, _check_value(field, value)))
+                    value = [check_value(field, v) for v in value]
+                conditions.append(Condition(field, op, check_value(field, value)))
         elif isinstance(spec, Mapping):
             raise QueryError(
                 f"field '{field}': a filter compares values, not objects; "
@@ -108,7 +118,7 @@ def parse_filter(where: Mapping[str, Any] | None) -> list[Condition]:
                 f"({', '.join(OPERATORS)})"
             )
         else:
-            conditions.append(Condition(field, "$eq", _check_value(field, spec)))
+            conditions.append(Condition(field, "$eq", check_value(field, spec)))
     return conditions
 
 
@@ -117,14 +127,16 @@ def parse_sort(sort: str | Sequence[str] | None) -> list[SortKey]:
     if sort is None:
         return []
     if not isinstance(sort, str | Sequence):
-        raise QueryError(f"a sort is a field name or a list of them, got {sort!r}")
+        raise QueryError(f"a sort is a field name or a list of them, got {shown(sort)}")
     items = [sort] if isinstance(sort, str) else list(sort)
     keys = []
     for item in items:
         if not isinstance(item, str) or not item:
-            raise QueryError(f"a sort key must be a field name, optionally with '-', got {item!r}")
+            raise QueryError(
+                f"a sort key must be a field name, optionally with '-', got {shown(item)}"
+            )
         descending = item.startswith("-")
-        keys.append(SortKey(_check_field(item.lstrip("-")), descending))
+        keys.append(SortKey(_check_field(item.removeprefix("-")), descending))
     return keys
 
 
@@ -132,7 +144,7 @@ def check_limit(limit: int | None) -> int | None:
     if limit is not None and (
         not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= INT64_MAX
     ):
-        raise QueryError(f"limit must be a positive 64-bit integer or None, got {limit!r}")
+        raise QueryError(f"limit must be a positive 64-bit integer or None, got {shown(limit)}")
     return limit
 
 
@@ -181,7 +193,7 @@ def check_increments(inc: Mapping[str, Any]) -> None:
     for path, amount in inc.items():
         _check_field(path)
         if not is_number(amount) or (isinstance(amount, float) and not math.isfinite(amount)):
-            raise QueryError(f"inc of '{path}' must be a finite number, got {amount!r}")
+            raise QueryError(f"inc of '{path}' must be a finite number, got {shown(amount)}")
         if isinstance(amount, int) and not INT64_MIN <= amount <= INT64_MAX:
             raise QueryError(f"inc of '{path}': {amount} is outside the 64-bit integer range")
 
@@ -202,8 +214,18 @@ def _walk(doc: dict[str, Any], path: str, *, create: bool) -> tuple[Any, str]:
 
 
 def check_update(set: Any, unset: Any, push: Any, inc: Any = None) -> None:
-    """Reject an empty update or one that touches the same path twice."""
+    """Reject an update of the wrong shape (``set``, ``push`` and ``inc`` map field paths to
+    values, ``unset`` lists field paths), an empty one, or one touching a path twice."""
+    for name, given in (("set", set), ("push", push), ("inc", inc)):
+        if given is not None and not isinstance(given, Mapping):
+            raise QueryError(
+                f"'{name}' of an update maps field paths to values, got {type(given).__name__}"
+            )
+    if unset is not None and (isinstance(unset, str | bytes) or not isinstance(unset, Sequence)):
+        raise QueryError(f"'unset' of an update lists field paths, got {type(unset).__name__}")
     paths = [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]
+    for path in paths:
+        _check_field(path)
     if not paths:
         raise QueryError("an update needs at least one of set, unset, push or inc")
     if len(paths) != len(set_ := {*paths}) or any(

@@ -199,6 +199,58 @@ def test_system_objects_are_refused(
     assert "is reserved for" in err.message or "is not a safe topic name" in err.message
 
 
+@pytest.mark.parametrize(
+    ("pattern", "attribute"),
+    [
+        (table("items\n"), "table"),
+        ({"category": "document", "store": "docs", "collection": "notes\n", "key": "id"},
+         "collection"),
+        ({"category": "document", "store": "docs", "collection": "n", "key": "id\n"}, "key"),
+        ({"category": "document", "store": "docs", "collection": "n", "key": "id",
+          "indexes": ["--a"]}, "indexes"),
+        ({"category": "streaming", "store": "events", "topic": "alerts\n"}, "topic"),
+        ({"category": "streaming", "store": "events", "topic": "t", "key": "k\n"}, "key"),
+    ],
+)  # fmt: skip
+def test_a_trailing_newline_is_not_part_of_a_safe_name(
+    tmp_path: Path, pattern: dict[str, Any], attribute: str
+) -> None:
+    """A regex's ``$`` matches before a final newline: names are checked whole."""
+    err = refused(with_patterns(tmp_path, {"p": pattern}))
+    assert err.path.startswith(f"patterns.p.{attribute}")
+
+
+@pytest.mark.parametrize("setting", ["partitions", "max_attempts", "replication_factor"])
+@pytest.mark.parametrize("value", [True, "2", 2.0])
+def test_a_count_is_an_integer(tmp_path: Path, setting: str, value: Any) -> None:
+    """YAML's ``true`` is no partition count (pydantic would read it as 1), nor is text."""
+    pattern = {"category": "streaming", "store": "events", "topic": "t", setting: value}
+    assert refused(with_patterns(tmp_path, {"p": pattern})).path == f"patterns.p.{setting}"
+
+
+def test_mongodb_s_own_key_is_no_key_field(tmp_path: Path) -> None:
+    pattern = {"category": "document", "store": "docs", "collection": "n", "key": "_id"}
+    err = refused(with_patterns(tmp_path, {"p": pattern}))
+    assert err.path == "patterns.p.key" and "MongoDB's own key" in err.message
+
+
+def test_a_pattern_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    err = refused(with_patterns(tmp_path, {"cache\n": {"category": "key-value", "store": "cache"}}))
+    assert "is not a safe name" in err.message
+
+
+def test_text_that_is_not_unicode_is_refused_with_its_line(tmp_path: Path) -> None:
+    """A lone surrogate escape (``"\\ud800"``) is valid YAML, but no store or encoder takes it;
+    pydantic would raise UnicodeEncodeError reporting it."""
+    file = tmp_path / "datalayer.yaml"
+    file.write_text(
+        'version: 1\nprofiles: {local: {}}\npatterns:\n  "a\\ud800": {category: key-value}\n'
+    )
+    err = refused(file)
+    assert "not valid Unicode" in err.message
+    assert err.line == 4
+
+
 # -- what the CLI prints is what the registry says ---------------------------------------------
 
 

@@ -3,7 +3,8 @@
 Guarantees every implementation keeps:
 - ``put`` upserts the whole document by its key field; with a schema it is validated first and
   nothing is written when it fails. An integer past 64 bits, NaN or infinity anywhere in it is
-  refused the same way, so every store keeps what it was given.
+  refused the same way, so every store keeps what it was given; so is a document nesting
+  objects and lists deeper than 100 levels (MongoDB's limit).
 - ``update`` applies ``set`` (dotted paths), ``unset``, ``push`` (append to a list) and ``inc``
   (add to a number) atomically; with a schema the updated document is validated before it is
   written. ``inc`` is the safe read-modify-write of a counter: the store adds to the value it
@@ -16,12 +17,20 @@ Guarantees every implementation keeps:
   to the microsecond (``2026-03-01T06:30:00.000000Z``; a naive one is read as UTC), so filters
   and sorts compare instants whatever offset or precision a datetime was written with. On
   MongoDB a BSON date another program wrote reads, filters and sorts as that text too.
+- Text is kept as it is, but for what some store cannot hold: NUL (SQLite's JSON functions end
+  a text there) and lone surrogates (no UTF-8 form), refused in values, keys, field names and
+  filters.
 - Decimals are kept exactly as their text (``"12.50"``, pydantic's JSON form); as text would
   not compare as numbers, a filter on a decimal value is refused with ``QueryError``.
 - ``find`` takes the same filter language everywhere: equality, ``$in``, ``$gt/$gte/$lt/$lte``
-  and ``$exists`` on dotted paths, ANDed; any other operator is rejected with ``QueryError``
+  and ``$exists`` on dotted paths, ANDed; a value compares only with values of its type (as
+  MongoDB does: a bool is no number, an object no text; None matches null or missing, in
+  ``$in`` too); any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
-  field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL.
+  field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL;
+  ``_id`` is MongoDB's own key: no document field, filter, sort or update may name it.
+- A document's key is the text of its key field's stored form; an object, a list or None is
+  refused as a key.
 - Indexes declared in the registry are created by ``apply``.
 """
 
@@ -37,9 +46,8 @@ from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, field_validator
-from pydantic_core import PydanticSerializationError
 
-from datalayer.errors import PayloadValidationError, QueryError
+from datalayer.errors import PayloadValidationError, QueryError, shown
 from datalayer.patterns import (
     PatternConfig,
     Target,
@@ -58,10 +66,12 @@ from datalayer.query import (
     parse_sort,
 )
 from datalayer.resilience import GuardedOperations
-from datalayer.validators import CollectionName, SqlIdentifier
+from datalayer.validators import CollectionName, SqlIdentifier, is_utf8, text_problem
 
 #: The largest document, as JSON text, every store takes (MongoDB refuses BSON past 16 MiB).
 MAX_DOCUMENT_BYTES = 15 * 2**20
+#: The deepest nesting of objects and lists, the document itself included (MongoDB's limit).
+MAX_DOCUMENT_DEPTH = 100
 
 
 class DocumentPattern(PatternConfig):
@@ -74,13 +84,20 @@ class DocumentPattern(PatternConfig):
     key: SqlIdentifier
     indexes: list[str] = Field(default_factory=list)
 
+    @field_validator("key")
+    @classmethod
+    def _not_mongo_id(cls, value: str) -> str:
+        if value == "_id":
+            raise ValueError("'_id' is MongoDB's own key; name the key field something else")
+        return value
+
     @field_validator("indexes")
     @classmethod
     def _valid_indexes(cls, value: list[str]) -> list[str]:
         from datalayer.validators import _FIELD_PATH
 
         for spec in value:
-            if not _FIELD_PATH.match(spec.lstrip("-")):
+            if not _FIELD_PATH.fullmatch(spec.removeprefix("-")):
                 raise ValueError(f"'{spec}' is not a field path, optionally prefixed with '-'")
         return value
 
@@ -152,15 +169,36 @@ class DocumentCollection:
     def put(self, doc: Any) -> str:
         """Insert or replace a document; returns its key."""
         body = self.prepare(doc)
-        key = str(body[self.pattern.key])
+        key = self.key_text(body[self.pattern.key], refuse=PayloadValidationError)
         self.backend.write(key, body)
         return key
 
     def get(self, key: Any) -> dict[str, Any] | None:
-        return self.backend.get(str(key))
+        return self.backend.get(self.key_text(key))
 
     def delete(self, key: Any) -> bool:
-        return self.backend.delete(str(key))
+        return self.backend.delete(self.key_text(key))
+
+    def key_text(self, key: Any, refuse: type[Exception] = QueryError) -> str:
+        """A key as documents are stored under it: the text of its stored form (so a datetime
+        or bytes key finds the document it named). One no document can have (an object or a
+        list, text with NUL or a lone surrogate) is refused (``QueryError``, or
+        ``PayloadValidationError`` when ``put`` finds it in a document)."""
+        problem = None
+        if isinstance(key, Mapping | list | tuple | set | frozenset) or key is None:
+            problem = f"a key is text or a number, not {type(key).__name__}"
+        else:
+            try:
+                stored = stored_value(key)
+            except (ValueError, OverflowError) as exc:
+                stored, problem = None, str(exc)
+            text = stored if isinstance(stored, str) else str(stored)
+            problem = problem or text_problem(text)
+        if problem is None:
+            return text
+        if refuse is PayloadValidationError:
+            raise PayloadValidationError(self.pattern.name, [(self.pattern.key, problem)])
+        raise QueryError(f"pattern '{self.pattern.name}': key {shown(key)}: {problem}")
 
     def update(
         self,
@@ -181,9 +219,9 @@ class DocumentCollection:
             if refused:
                 raise QueryError(f"pattern '{self.pattern.name}': cannot inc '{path}': {refused}")
         for path in [*(set or {}), *(unset or []), *(push or {}), *(inc or {})]:
-            if path.split(".")[0] == self.pattern.key:
+            if path.split(".")[0] in (self.pattern.key, "_id"):
                 raise PayloadValidationError(
-                    self.pattern.name, [(path, "the key cannot be updated")]
+                    self.pattern.name, [(path, "the key (or MongoDB's _id) cannot be updated")]
                 )
             if schema is not None and not schema_has_field(schema, path):
                 raise PayloadValidationError(
@@ -193,7 +231,7 @@ class DocumentCollection:
         update = DocumentUpdate(
             dict(set or {}), list(unset or []), dict(push or {}), dict(inc or {})
         )
-        return self.backend.update(str(key), update, partial(self.merged, update=update))
+        return self.backend.update(self.key_text(key), update, partial(self.merged, update=update))
 
     def find(
         self,
@@ -202,7 +240,10 @@ class DocumentCollection:
         sort: str | Sequence[str] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        return self.backend.find(self.conditions(where), parse_sort(sort), check_limit(limit))
+        order = parse_sort(sort)
+        for key in order:
+            _not_reserved(key.field)
+        return self.backend.find(self.conditions(where), order, check_limit(limit))
 
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         return self.backend.count(self.conditions(where))
@@ -215,6 +256,7 @@ class DocumentCollection:
             if c.op == "$in"
             else Condition(c.field, c.op, stored_form(c.value))
             for c in parse_filter(where)
+            if _not_reserved(c.field)
         ]
 
     def prepare(self, doc: Any) -> dict[str, Any]:
@@ -253,6 +295,16 @@ class DocumentCollection:
         )
 
 
+def _not_reserved(path: str) -> bool:
+    """Refuse a filter or sort on ``_id``: MongoDB's own key, which no document holds."""
+    if path.split(".")[0] == "_id":
+        raise QueryError(
+            f"'{path}': '_id' is MongoDB's own key, not a document field; "
+            "filter on the pattern's key field"
+        )
+    return True
+
+
 def increment_refusal(schema: type[BaseModel], path: str, amount: int | float) -> str | None:
     """Why ``inc`` may not add ``amount`` at ``path`` of ``schema``; None when it may. Only an
     ``int`` field (by an integer) or a ``float`` field; inside a free-form dict the value found
@@ -268,9 +320,9 @@ def increment_refusal(schema: type[BaseModel], path: str, amount: int | float) -
     if current is float or (current is int and isinstance(amount, int)):
         return None
     if current is int:
-        return f"it holds integers: inc by an integer, not {amount!r}"
-    shown = getattr(current, "__name__", None) or str(current)
-    return f"only int and float fields can be incremented, it is {shown}"
+        return f"it holds integers: inc by an integer, not {shown(amount)}"
+    kind = getattr(current, "__name__", None) or str(current)
+    return f"only int and float fields can be incremented, it is {kind}"
 
 
 _JSON_VALUE: TypeAdapter[Any] = TypeAdapter(Any)
@@ -294,33 +346,52 @@ def stored_value(value: Any) -> Any:
     return _JSON_VALUE.dump_python(value, mode="json")
 
 
-def stored_document(pattern: str, value: Any, path: str = "") -> Any:
+_FORBIDDEN_NAME = (
+    "field names may not start with '$' or contain '.', NUL or a lone surrogate "
+    "('_id' is MongoDB's own key)"
+)
+
+
+def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) -> Any:
     """A document in stored form, checked in the same walk: field names MongoDB accepts (no
-    leading ``$``, no ``.`` or NUL) and values every store keeps (``check_storable``)."""
+    leading ``$``, no ``.`` or NUL), values every store keeps (``check_storable``) and at most
+    ``MAX_DOCUMENT_DEPTH`` levels of objects and lists (``depth``: this value's level)."""
+    if isinstance(value, Mapping | list | tuple) and depth > MAX_DOCUMENT_DEPTH:
+        raise PayloadValidationError(
+            pattern, [(path, f"nests deeper than {MAX_DOCUMENT_DEPTH} levels of objects and lists")]
+        )
     if isinstance(value, Mapping):
         out = {}
         for name, child in value.items():
             here = f"{path}.{name}" if path else str(name)
-            if not isinstance(name, str) or name.startswith("$") or "." in name or "\x00" in name:
+            if (
+                not isinstance(name, str)
+                or name.startswith("$")
+                or "." in name
+                or text_problem(name) is not None
+                or (name == "_id" and not path)
+            ):
+                label = name if isinstance(name, str) and is_utf8(name) else repr(name)
                 raise PayloadValidationError(
-                    pattern, [(here, "field names may not start with '$' or contain '.' or NUL")]
+                    pattern,
+                    [(f"{path}.{label}" if path else label, _FORBIDDEN_NAME)],
                 )
-            out[name] = stored_document(pattern, child, here)
+            out[name] = stored_document(pattern, child, here, depth + 1)
         return out
     if isinstance(value, list | tuple):
-        return [stored_document(pattern, child, f"{path}.{i}") for i, child in enumerate(value)]
+        return [
+            stored_document(pattern, child, f"{path}.{i}", depth + 1)
+            for i, child in enumerate(value)
+        ]
     if isinstance(value, Decimal) and not value.is_finite():  # pydantic would write "NaN"
         raise PayloadValidationError(pattern, [(path, f"{value} cannot be stored")])
     try:
         stored = stored_value(value)
-    except (PydanticSerializationError, OverflowError) as exc:  # OverflowError: year 1 in UTC-5
+    except (ValueError, OverflowError) as exc:  # year 1 in UTC-5; bytes that are not UTF-8
         raise PayloadValidationError(pattern, [(path, str(exc))]) from exc
     if isinstance(stored, Mapping | list):  # e.g. a dataclass, written as an object
-        return stored_document(pattern, stored, path)
-    check_storable(pattern, stored, path)
-    if isinstance(stored, str) and "\x00" in stored:
-        # SQLite's JSON functions end a text at NUL: it would read back, and match, cut short.
-        raise PayloadValidationError(pattern, [(path, "text may not contain NUL")])
+        return stored_document(pattern, stored, path, depth)
+    check_storable(pattern, stored, path)  # NUL and lone surrogates too
     return stored
 
 
@@ -333,9 +404,10 @@ def stored_form(value: Any) -> Any:
             f"documents keep a decimal as its exact text ({str(value)!r}), which compares as "
             "text, not as a number: filter on that text if it is what you mean"
         )
-    if isinstance(value, str) and "\x00" in value:
-        raise QueryError("a filter value may not contain NUL (no document holds one)")
     try:
-        return stored_value(value)
-    except (PydanticSerializationError, OverflowError) as exc:
-        raise QueryError(f"a filter cannot compare {value!r}: {exc}") from exc
+        stored = stored_value(value)
+    except (ValueError, OverflowError) as exc:  # PydanticSerializationError is a ValueError
+        raise QueryError(f"a filter cannot compare {shown(value)}: {exc}") from exc
+    if isinstance(stored, dict | list):  # a set, a dataclass...
+        raise QueryError("filters compare scalar values only; match nested fields by dotted path")
+    return stored

@@ -3,7 +3,8 @@
 Guarantees every implementation keeps:
 - Keys live under the pattern's own prefix, so two patterns never see each other's keys.
 - ``set`` validates the value against the schema first; nothing is written when it fails. Values
-  are JSON: NaN, infinities and what JSON cannot hold (a ``Decimal`` with no schema) are refused;
+  are UTF-8 JSON: NaN, infinities, text with a lone surrogate and what JSON cannot hold (a
+  ``Decimal`` with no schema) are refused;
   a schema's decimals are kept as their exact text. A value another program wrote that is not
   JSON (``NaN`` and ``Infinity`` included) reads as a ``DataLayerError`` naming the key.
 - A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
@@ -20,17 +21,17 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from datalayer.errors import DataLayerError, PayloadValidationError, QueryError
+from datalayer.errors import DataLayerError, PayloadValidationError, QueryError, shown
 from datalayer.patterns import PatternConfig, Target, loads_json
 from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
-from datalayer.validators import Duration, parse_duration
+from datalayer.validators import Duration, is_utf8, parse_duration
 
 
 class KeyValuePattern(PatternConfig):
@@ -96,7 +97,13 @@ class KVNamespace:
     def get(self, key: str) -> Any:
         return self.mget([key])[0]
 
-    def mget(self, keys: Sequence[str]) -> list[Any]:
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        if isinstance(keys, str | bytes | Mapping) or not isinstance(keys, Iterable):
+            raise QueryError(  # a str would be read as one key per character
+                f"pattern '{self.pattern.name}': mget takes a list of keys, "
+                f"got {type(keys).__name__}"
+            )
+        keys = list(keys)
         full = [self.full_key(k) for k in keys]
         raw = self.backend.get_many(full) if full else []
         return [
@@ -117,7 +124,9 @@ class KVNamespace:
                 f"(its values are {self.pattern.schema_cls.__name__} objects, not integers)"
             )
         if not isinstance(by, int) or isinstance(by, bool) or not INT64_MIN <= by <= INT64_MAX:
-            raise QueryError(f"pattern '{self.pattern.name}': incr by a 64-bit integer, got {by!r}")
+            raise QueryError(
+                f"pattern '{self.pattern.name}': incr by a 64-bit integer, got {shown(by)}"
+            )
         full = self.full_key(key)
         ttl_seconds = self.ttl_for(ttl)
         try:
@@ -126,16 +135,16 @@ class KVNamespace:
             raise
         except ValueError as exc:
             raise QueryError(
-                f"pattern '{self.pattern.name}': cannot incr key {key!r}: {exc}; nothing changed"
+                f"pattern '{self.pattern.name}': cannot incr key {shown(key)}: {exc}; nothing changed"
             ) from exc
 
     def decode(self, key: str, raw: bytes) -> Any:
         """A stored value; one another program wrote that is not JSON is a clear error."""
         try:
             return loads_json(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DataLayerError(
-                f"pattern '{self.pattern.name}': the value at key {key!r} is not JSON "
+                f"pattern '{self.pattern.name}': the value at key {shown(key)} is not JSON "
                 "(written by something other than datalayer?)"
             ) from exc
 
@@ -144,9 +153,10 @@ class KVNamespace:
         return self.backend.ttl(self.full_key(key))
 
     def full_key(self, key: str) -> str:
-        if not isinstance(key, str) or not key:
+        if not isinstance(key, str) or not key or not is_utf8(key):
             raise QueryError(
-                f"pattern '{self.pattern.name}': a key must be a non-empty string, got {key!r}"
+                f"pattern '{self.pattern.name}': a key must be a non-empty string of valid "
+                f"Unicode (no lone surrogate), got {shown(key)}"
             )
         return self.pattern.key_prefix + key
 
@@ -157,9 +167,9 @@ class KVNamespace:
             value = self.pattern.validate_payload(value)
         try:
             text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            return text.encode()  # a lone surrogate has no UTF-8 form: UnicodeEncodeError
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: ~1,000 deep
             raise PayloadValidationError(self.pattern.name, [("", str(exc))]) from exc
-        return text.encode()
 
     def ttl_for(self, ttl: Any) -> float | None:
         if ttl is not None:

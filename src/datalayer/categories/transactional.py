@@ -4,7 +4,8 @@ Guarantees every implementation keeps:
 - ``put`` is an upsert by primary key; ``put_many`` writes all rows or none.
 - Every row is validated against the pattern's schema before anything is written; a row that
   fails raises ``PayloadValidationError`` naming the field, and nothing of the call is written.
-  So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity.
+  So does a value some store would not keep exactly: an integer past 64 bits, NaN, infinity,
+  text with NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 form), in any field.
 - A ``Decimal`` field keeps every digit, never through a float: the digits its schema declares
   (``max_digits``, ``decimal_places``; more are refused by validation, naming the field), or
   any number of them when it declares none. Filters and sorts on it compare numbers.
@@ -18,23 +19,39 @@ Guarantees every implementation keeps:
   read. A deadlock between such transactions raises ``Conflict``; nothing of the loser is kept.
 - ``query`` takes the shared filter language (equality, ``$in``, ``$gt/$gte/$lt/$lte``,
   ``$exists``) on columns, an order (``"-col"`` descends) and a limit, all as bound parameters.
+  A filter or key value compares only with a column of its kind (text, numbers, true/false,
+  datetimes, dates; a JSON column with None and ``$exists`` only), else ``QueryError`` on every
+  store (SQLite used to convert ``0`` to ``'0'``, PostgreSQL to fail).
 - Reads return plain dicts of column values; a missing key reads as ``None``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import decimal
+import enum
+import types
+import typing
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from datalayer.errors import QueryError
+from datalayer.errors import QueryError, shown
 from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
-from datalayer.query import Condition, SortKey, check_limit, parse_filter, parse_sort
+from datalayer.query import (
+    Condition,
+    SortKey,
+    check_limit,
+    check_value,
+    parse_filter,
+    parse_sort,
+)
 from datalayer.resilience import GuardedOperations
 from datalayer.validators import SqlIdentifier, TableName
 
@@ -125,7 +142,7 @@ class TransactionalTable:
         assert schema is not None, "the loader resolves transactional schemas"
         self.schema: type[BaseModel] = schema
         self.columns = list(schema.model_fields)
-        self._adapters: dict[str, TypeAdapter[Any]] = {}
+        self.kinds = {name: filter_kind(f.annotation) for name, f in schema.model_fields.items()}
 
     def get(self, key: Key, *, for_update: bool = False) -> dict[str, Any] | None:
         """One row by key, ``None`` if missing. ``for_update=True``, inside ``transaction()``
@@ -176,55 +193,132 @@ class TransactionalTable:
         return self.backend.transaction()
 
     def conditions(self, where: Mapping[str, Any] | None) -> list[Condition]:
-        """Parsed filter conditions, each value checked against (and coerced to) its column's
-        type, so every store compares the same values (SQLite would compare ``"abc"`` with a
-        number and match nothing; PostgreSQL would fail with the value in its message)."""
-        typed = []
-        for condition in parse_filter(where):
+        conditions = parse_filter(where)
+        for condition in conditions:
             self.check_column(condition.field)
-            typed.append(self.typed(condition))
-        return typed
+            if condition.op != "$exists":
+                values = condition.value if condition.op == "$in" else [condition.value]
+                for value in values:
+                    self.check_kind(condition.field, value)
+        return conditions
 
-    def typed(self, condition: Condition) -> Condition:
-        if condition.op == "$exists":
-            return condition
-        adapter = self._adapters.get(condition.field)
-        if adapter is None:
-            annotation = self.schema.model_fields[condition.field].annotation
-            adapter = TypeAdapter(Optional[annotation])  # noqa: UP045 - a runtime type
-            self._adapters[condition.field] = adapter
-        try:
-            if condition.op == "$in":
-                value: Any = [adapter.validate_python(v) for v in condition.value]
-            else:
-                value = adapter.validate_python(condition.value)
-        except ValidationError as exc:
-            problem = exc.errors()[0]["msg"]
+    def check_kind(self, column: str, value: Any) -> None:
+        """Refuse a filter or key value its column never holds (text for a number, a number
+        for text...): the stores disagreed on them (SQLite converts, PostgreSQL fails), and
+        a JSON column compares only with None and ``$exists``."""
+        kind = self.kinds.get(column)
+        if value is None or kind is None or _is_kind(value, kind):
+            return
+        if isinstance(value, datetime.datetime) and not _in_utc_range(value):
             raise QueryError(
-                f"pattern '{self.pattern.name}': filter on '{condition.field}' "
-                f"({condition.op}): {problem}"
-            ) from None
-        return Condition(condition.field, condition.op, value)
+                f"pattern '{self.pattern.name}': column '{column}': {value.isoformat()} has no "
+                "UTC instant Python can hold"
+            )
+        holds = _KIND_TEXT[kind]
+        raise QueryError(
+            f"pattern '{self.pattern.name}': column '{column}' holds {holds}; "
+            f"a filter or key cannot compare it with a {type(value).__name__}"
+        )
 
     def check_column(self, name: str) -> None:
         if name not in self.columns:
             raise QueryError(
-                f"pattern '{self.pattern.name}': no column '{name}'; "
+                f"pattern '{self.pattern.name}': no column {shown(name)}; "
                 f"columns: {', '.join(self.columns)}"
             )
 
     def key_values(self, key: Key) -> dict[str, Any]:
-        """Normalise a key argument to ``{column: value}``."""
+        """Normalise a key argument to ``{column: value}``; a value no row can hold (an integer
+        past 64 bits, text with NUL or a lone surrogate) is a ``QueryError``."""
         columns = self.pattern.key
         if isinstance(key, Mapping):
             missing = [c for c in columns if c not in key]
             if missing:
                 raise QueryError(f"pattern '{self.pattern.name}': key is missing {missing}")
-            return {c: key[c] for c in columns}
-        values = tuple(key) if isinstance(key, tuple | list) else (key,)
+            values = tuple(key[c] for c in columns)
+        else:
+            values = tuple(key) if isinstance(key, tuple | list) else (key,)
         if len(values) != len(columns):
             raise QueryError(
                 f"pattern '{self.pattern.name}': key needs {len(columns)} value(s) "
                 f"for {columns}, got {len(values)}"
             )
+        for column, value in zip(columns, values, strict=True):
+            check_value(column, value)
+            if value is None:
+                raise QueryError(f"pattern '{self.pattern.name}': key column '{column}' is None")
+            self.check_kind(column, value)
         return dict(zip(columns, values, strict=True))
+
+
+#: What a column of each filter kind holds, as errors say it.
+_KIND_TEXT = {
+    "text": "text",
+    "number": "numbers",
+    "bool": "true or false",
+    "datetime": "datetimes",
+    "date": "dates",
+    "json": "objects or lists (filter it with None or $exists only)",
+}
+
+
+def filter_kind(annotation: Any) -> str | None:
+    """What a column of this annotation compares with in a filter (a key of ``_KIND_TEXT``),
+    as ``stores/sql/types.column_type`` stores it; None for types not checked (UUIDs, enums)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return filter_kind(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return filter_kind(args[0]) if len(args) == 1 else "json"
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        if all(isinstance(v, str) for v in values):
+            return "text"
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            return "number"
+        return None
+    if not isinstance(annotation, type):
+        return "json" if origin in (dict, list, tuple, set, frozenset) else None
+    if issubclass(annotation, enum.Enum | uuid.UUID):
+        return None
+    for python_type, kind in _SIMPLE_KINDS:
+        if issubclass(annotation, python_type):
+            return kind
+    return "json"
+
+
+_SIMPLE_KINDS: list[tuple[type, str]] = [
+    (bool, "bool"),
+    (int, "number"),
+    (float, "number"),
+    (decimal.Decimal, "number"),
+    (datetime.datetime, "datetime"),
+    (datetime.date, "date"),
+    (str, "text"),
+]
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "number":
+        return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "datetime":
+        return isinstance(value, datetime.datetime) and _in_utc_range(value)
+    if kind == "date":
+        return isinstance(value, datetime.date) and not isinstance(value, datetime.datetime)
+    return False  # json: only None
+
+
+def _in_utc_range(value: datetime.datetime) -> bool:
+    """Whether an aware datetime has a UTC instant Python can hold (year 1 at +05:30 has not)."""
+    if value.tzinfo is None:
+        return True
+    try:
+        value.astimezone(datetime.UTC)
+    except OverflowError:
+        return False
+    return True

@@ -23,7 +23,7 @@ from datalayer.config.store_types import load_store_type, serves, store_types
 from datalayer.errors import ConfigError, MissingDriver, did_you_mean
 from datalayer.patterns import PatternConfig, import_schema, schema_has_field
 from datalayer.stores.base import StoreConfig
-from datalayer.validators import Name
+from datalayer.validators import Name, is_utf8
 
 DEFAULT_CONFIG = "datalayer.yaml"
 DEFAULT_PROFILE = "local"
@@ -164,18 +164,22 @@ class _Loader:
         return data
 
     def check_size(self, root: yaml.Node) -> None:
-        """Refuse a document whose aliases expand past ``MAX_NODES`` values (an alias bomb) or
-        that nests deeper than ``MAX_DEPTH``, before anything walks it."""
+        """Refuse a document whose aliases expand past ``MAX_NODES`` values (an alias bomb),
+        that nests deeper than ``MAX_DEPTH`` or that holds a lone surrogate (``"\\ud800"``,
+        which pydantic cannot even report), before anything walks it."""
         seen = 0
         stack: list[tuple[yaml.Node, int]] = [(root, 1)]
         while stack:
             node, depth = stack.pop()
             seen += 1
-            if seen > MAX_NODES or depth > MAX_DEPTH:
+            text = node.value if isinstance(node, yaml.ScalarNode) else ""
+            if seen > MAX_NODES or depth > MAX_DEPTH or not is_utf8(text):
                 problem = (
                     f"expands to more than {MAX_NODES:,} values (aliases repeated inside aliases?)"
                     if seen > MAX_NODES
                     else f"nests deeper than {MAX_DEPTH} levels"
+                    if depth > MAX_DEPTH
+                    else "holds text that is not valid Unicode (a lone surrogate escape)"
                 )
                 mark = node.start_mark
                 raise ConfigError(

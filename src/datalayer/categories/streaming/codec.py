@@ -9,10 +9,11 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
-from datalayer.errors import PayloadValidationError
+from datalayer.errors import PayloadValidationError, shown
 from datalayer.patterns import (
     DictCodec,
     dict_codec,
@@ -20,6 +21,7 @@ from datalayer.patterns import (
     validate_model,
     validate_payload,
 )
+from datalayer.validators import is_utf8
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: Events validated per pydantic call by ``EventCodec.encode_many``.
@@ -55,19 +57,28 @@ class EventCodec:
         # checked after validation, only on the fields that can hold a float (often none).
         self._finite = finite_check(self._schema) if self._schema is not None else None
 
-    def encode(self, event: Any, key: str | None = None) -> OutgoingRecord:
-        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key."""
+    def encode(
+        self, event: Any, key: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> OutgoingRecord:
+        """Validate and serialize one event (compact UTF-8 JSON) and find its partition key;
+        a ``key`` or ``headers`` given are checked to be text (``check_extras``)."""
+        if key is not None or headers is not None:
+            headers = self.check_extras(key, headers)
         if self._to_json is not None and self._schema is not None:
             value: Any = validate_model(self._name, self._schema, event)
             if self._finite is not None:
                 found = self._finite.one(value)
                 if found is not None:
                     self._refuse_non_finite(*found)
-            body = self._to_json(value)
+            body = self._serialized(self._to_json, [value], 0)[0]
         else:
             value = validate_payload(self._name, None, event)
             try:
                 body = _JSON.encode(value).encode()
+            except RecursionError as exc:
+                raise PayloadValidationError(
+                    self._name, [("", "nests too deep for the JSON encoder (about 1,000 levels)")]
+                ) from exc
             except (TypeError, ValueError) as exc:  # NaN, infinity, or no JSON form at all
                 found = non_finite(value, "")
                 if found is not None:
@@ -75,7 +86,33 @@ class EventCodec:
                 raise PayloadValidationError(self._name, [("", str(exc))]) from exc
         if key is None and self._key_path:
             key = self._key_text(self._key_value(value))
-        return OutgoingRecord(key=key, value=body)
+        return OutgoingRecord(key=key, value=body, headers=dict(headers or {}))
+
+    def check_extras(self, key: Any, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Refuse a partition key or headers that are not text every store carries as it is:
+        strings of valid Unicode (drivers raised AttributeError or TypeError on others, and
+        librdkafka crashed the process on a header name with a lone surrogate), header names
+        without NUL (librdkafka ends a name there)."""
+        problems = []
+        if key is not None and not (isinstance(key, str) and is_utf8(key)):
+            problems.append(("key", f"a partition key is text of valid Unicode, got {shown(key)}"))
+        if headers is not None and not isinstance(headers, Mapping):
+            problems.append(
+                ("headers", f"headers are a mapping of text to text, got {shown(headers)}")
+            )
+        elif headers:
+            for name, text in headers.items():
+                if not (isinstance(name, str) and is_utf8(name)) or "\x00" in name:
+                    problems.append(
+                        ("headers", f"a header name is text without NUL, got {shown(name)}")
+                    )
+                elif not (isinstance(text, str) and is_utf8(text)):
+                    problems.append(
+                        (f"headers.{name}", f"a header value is text, got {shown(text)}")
+                    )
+        if problems:
+            raise PayloadValidationError(self._name, problems)
+        return headers
 
     def encode_many(self, events: Iterable[Any]) -> tuple[list[str | None], list[bytes]]:
         """Partition keys and bodies of a batch; an invalid event raises before any is sent.
@@ -87,6 +124,10 @@ class EventCodec:
         schema allows (``DictCodec``: same checks, same bytes). A slice that fails is checked
         one event at a time to name the first bad one (and to accept instances of other models).
         """
+        if isinstance(events, str | bytes | Mapping) or not isinstance(events, Iterable):
+            raise PayloadValidationError(  # a dict would be read as its keys, one event each
+                self._name, [("", f"expected a list of events, got {type(events).__name__}")]
+            )
         batch = events if isinstance(events, list) else list(events)
         if self._batch is None or self._to_json is None:
             records = [self._encode_at(i, event) for i, event in enumerate(batch)]
@@ -105,7 +146,7 @@ class EventCodec:
                 else:
                     if finite is not None:
                         self._check_finite(start, rows, finite)
-                    values += map(dicts.to_json, rows)
+                    values += self._serialized(dicts.to_json, rows, start)
                     keys += self._keys(rows, self._key_item)
                     continue
             try:
@@ -114,7 +155,7 @@ class EventCodec:
                 models = [self._validate_at(start + i, event) for i, event in enumerate(part)]
             if finite is not None:
                 self._check_finite(start, models, finite)
-            values += map(self._to_json, models)
+            values += self._serialized(self._to_json, models, start)
             keys += self._keys(models, self._key_field)
         return keys, values
 
@@ -122,7 +163,7 @@ class EventCodec:
         """The record's payload, validated against the schema."""
         try:
             payload = loads_json(record.value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested ~1,000 deep
             raise PayloadValidationError(self._name, [("", f"not JSON: {exc}")]) from exc
         return validate_payload(self._name, self._schema, payload)
 
@@ -139,6 +180,22 @@ class EventCodec:
         if set(map(type, found)) == {str}:
             return found
         return [self._key_text(k) for k in found]
+
+    def _serialized(
+        self, to_json: Callable[[Any], bytes], events: list[Any], start: int
+    ) -> list[bytes]:
+        """Each event's JSON; one the serializer cannot write (text with a lone surrogate has
+        no UTF-8 form) is refused, naming its index in the batch (``start``: its first)."""
+        try:
+            return list(map(to_json, events))
+        except PydanticSerializationError:
+            for i, event in enumerate(events):
+                try:
+                    to_json(event)
+                except PydanticSerializationError as exc:
+                    where = f"[{start + i}]" if len(events) > 1 or start else ""
+                    raise PayloadValidationError(self._name, [(where, str(exc))]) from exc
+            raise
 
     def _check_finite(self, start: int, events: list[Any], finite: FiniteCheck) -> None:
         """Refuse the batch if an event of this slice (``start``: the batch index of its first

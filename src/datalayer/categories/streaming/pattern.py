@@ -18,12 +18,13 @@ class StreamingPattern(PatternConfig):
 
     category: Literal["streaming"]
     topic: TopicName
-    partitions: int = Field(default=1, ge=1, le=10_000)
+    # strict: YAML's ``true`` is no count (pydantic would read it as 1)
+    partitions: int = Field(default=1, ge=1, le=10_000, strict=True)
     key: FieldPath | None = None
     dead_letter: TopicName | None = None
-    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_attempts: int = Field(default=3, ge=1, le=100, strict=True)
     retention: Duration | None = None
-    replication_factor: int = Field(default=1, ge=1, le=10)
+    replication_factor: int = Field(default=1, ge=1, le=10, strict=True)
 
     def referenced_fields(self) -> Iterator[tuple[str, str]]:
         if self.key:

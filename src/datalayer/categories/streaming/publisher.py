@@ -27,8 +27,8 @@ class Publisher:
     def publish(
         self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
     ) -> None:
-        record = self.codec.encode(event, key)
-        self.queue.send([record.key], [record.value], [dict(headers)] if headers else None)
+        record = self.codec.encode(event, key, headers)
+        self.queue.send([record.key], [record.value], [record.headers] if record.headers else None)
         self.pending += 1
 
     def publish_many(self, events: Iterable[Any]) -> int:

@@ -4,11 +4,14 @@ Guarantees every implementation keeps:
 - ``publish`` validates the payload against the schema first (nothing is sent on failure) and
   returns only once the store has durably accepted the message; ``publish_many`` validates
   every event before sending any. NaN and infinities, which JSON cannot hold, are refused
-  (``PayloadValidationError`` naming the field), never published as null.
+  (``PayloadValidationError`` naming the field), never published as null; so is text with a
+  lone surrogate, which has no UTF-8 form.
 - ``publisher()`` trades the wait per call for throughput: each batch is still validated whole
   before any of it is sent, and ``flush()`` (or leaving its ``with`` block) waits for every
   message and raises if any was not delivered.
-- Messages with the same key go to the same partition and are read in publish order.
+- Messages with the same key go to the same partition and are read in publish order. A
+  ``key`` and ``headers`` given to ``publish`` are text (names and values of valid Unicode,
+  names without NUL) and read back exactly; anything else is refused like an invalid payload.
 - Consumers in one group share the topic's partitions; each message is handled by one member.
   A partition changes hands only once its owner has stopped reading it with every
   acknowledgement committed, so members joining and leaving never make a message be handled
@@ -88,9 +91,7 @@ class Stream:
     def publish(
         self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
     ) -> Delivery:
-        record = self.codec.encode(event, key)
-        if headers:
-            record = OutgoingRecord(record.key, record.value, dict(headers))
+        record = self.codec.encode(event, key, headers)
         return self.store.produce(self.pattern.topic, [record])[0]
 
     def publish_many(self, events: Iterable[Any]) -> list[Delivery]:

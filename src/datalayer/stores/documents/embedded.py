@@ -25,6 +25,36 @@ from datalayer.stores.shared.paths import resolve_path
 from datalayer.stores.shared.sqlite_file import SQLiteFile
 
 _COMPARE = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+#: JSON types (as ``json_type`` names them) a filter value matches, as SQL lists.
+_NUMBER, _TEXT, _NULL, _TRUE, _FALSE = (
+    "('integer', 'real')",
+    "('text')",
+    "('null')",
+    "('true')",
+    "('false')",
+)
+#: Conditions on values with one JSON form: no parameter, the type says it all.
+_NO_PARAMETER: dict[str, Callable[[str, str], str]] = {
+    _NULL: lambda expr, _kind: f"{expr} IS NULL",  # null, or missing
+    _TRUE: lambda _expr, kind: f"{kind} = 'true'",
+    _FALSE: lambda _expr, kind: f"{kind} = 'false'",
+}
+
+
+def _json_types(value: Any) -> str:
+    """The JSON types a filter value (already in stored form) can equal."""
+    if value is None:
+        return _NULL
+    if isinstance(value, bool):
+        return _TRUE if value else _FALSE
+    return _NUMBER if isinstance(value, int | float) else _TEXT
+
+
+def _by_type(values: list[Any]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    for value in values:
+        groups.setdefault(_json_types(value), []).append(value)
+    return groups
 
 
 class EmbeddedDocumentsConfig(StoreConfig):
@@ -127,25 +157,37 @@ class EmbeddedCollection(DocumentBackend):
         return True
 
     def _where(self, conditions: list[Condition]) -> tuple[str, list[Any]]:
+        """Conditions as SQL. ``json_extract`` reads JSON true as 1 and an object as its
+        text, so every comparison also asks for the JSON type of its value, as MongoDB
+        compares values of one type only (a bool is no number, an object no text)."""
         clauses: list[str] = []
         params: list[Any] = []
         for cond in conditions:
             expr = json_path_expr(cond.field)
+            kind = f"json_type(body, '$.{cond.field}')"
             if cond.op == "$exists":
-                clauses.append(
-                    f"json_type(body, '$.{cond.field}') IS {'NOT ' if cond.value else ''}NULL"
-                )
+                clauses.append(f"{kind} IS {'NOT ' if cond.value else ''}NULL")
             elif cond.op == "$in":
-                if not cond.value:
-                    clauses.append("0")
-                    continue
-                clauses.append(f"{expr} IN ({','.join('?' * len(cond.value))})")
-                params.extend(cond.value)
-            elif cond.op == "$eq" and cond.value is None:
-                clauses.append(f"{expr} IS NULL")
+                groups = _by_type(cond.value)
+                either = [
+                    f"({expr} IN ({','.join('?' * len(values))}) AND {kind} IN {types})"
+                    for types, values in groups.items()
+                    if types not in _NO_PARAMETER
+                ]
+                either += [
+                    _NO_PARAMETER[types](expr, kind) for types in groups if types in _NO_PARAMETER
+                ]
+                clauses.append(f"({' OR '.join(either)})" if either else "0")
+                for types, values in groups.items():
+                    if types not in _NO_PARAMETER:
+                        params.extend(values)
             else:
-                clauses.append(f"{expr} {_COMPARE[cond.op]} ?")
-                params.append(cond.value)
+                types = _json_types(cond.value)
+                if types in _NO_PARAMETER and cond.op == "$eq":
+                    clauses.append(_NO_PARAMETER[types](expr, kind))
+                else:
+                    clauses.append(f"{expr} {_COMPARE[cond.op]} ? AND {kind} IN {types}")
+                    params.append(cond.value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def find(

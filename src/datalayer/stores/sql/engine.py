@@ -302,12 +302,12 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             refused = getattr(exc, "orig", None)
             if isinstance(refused, DataLayerError):  # a column type refused a value to bind
                 raise refused from refused.__cause__
-            # A Python error while binding (a bind processor's OverflowError, say): its own
-            # text only, since SQLAlchemy's message carries the statement and its values.
-            cause = refused if isinstance(refused, BaseException) else exc
+            # str(exc) appends the statement and its bound values: name only what failed
+            detail = (
+                refused if isinstance(refused, BaseException) else exc.args[0] if exc.args else ""
+            )
             raise DataLayerError(
-                f"{self.label}: a value could not be sent: {type(cause).__name__}: {cause}",
-                store=self.name,
+                f"{self.label}: {type(refused or exc).__name__}: {detail}", store=self.name
             ) from exc
 
 
@@ -374,8 +374,11 @@ class SQLTable(TransactionalBackend):
         column = self.table.c[cond.field]
         if cond.op == "$eq":
             return column.is_(None) if cond.value is None else column == cond.value
-        if cond.op == "$in":
-            return column.in_(cond.value)
+        if cond.op == "$in":  # None in the list matches NULL, as equality with None does
+            values = [v for v in cond.value if v is not None]
+            if len(values) < len(cond.value):
+                return sa.or_(column.in_(values), column.is_(None))
+            return column.in_(values)
         if cond.op == "$exists":
             return column.is_not(None) if cond.value else column.is_(None)
         compare = {

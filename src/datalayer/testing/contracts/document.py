@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -305,6 +306,139 @@ class DocumentContract(Contract):
         assert free.find({"v": "'; DROP TABLE x; --"}) == [
             {"id": "plain", "v": "'; DROP TABLE x; --"}
         ]
+
+    def test_nesting_past_100_levels_is_refused(self, dl: DataLayer) -> None:
+        """MongoDB refuses documents nesting deeper than 100 levels (and Python's recursion
+        ended the walk of 1,000): every store refuses them the same way, whole."""
+        free, notes = dl.documents("free"), dl.documents("notes")
+
+        def nested(depth: int, *, as_list: bool = False) -> object:
+            value: object = "leaf"
+            for _ in range(depth):
+                value = [value] if as_list else {"a": value}
+            return value
+
+        kept = {"id": "deep", "v": nested(99)}  # the document and 99 levels below it
+        free.put(kept)
+        assert free.get("deep") == kept
+        for depth in (100, 150, 5000):
+            for as_list in (False, True):
+                with pytest.raises(PayloadValidationError, match="deeper than 100 levels"):
+                    free.put({"id": "deeper", "v": nested(depth, as_list=as_list)})
+        with pytest.raises(PayloadValidationError, match="deeper than 100 levels"):
+            free.update("deep", set={"w": nested(150)})
+        with pytest.raises(PayloadValidationError):
+            notes.put(note(1, meta={"m": nested(5000)}))
+        assert free.count() == 1 and free.get("deep") == kept and notes.count() == 0
+
+    def test_a_value_matches_values_of_its_type_only(self, dl: DataLayer) -> None:
+        """As MongoDB compares: a bool is no number, an object no text, a range never crosses
+        types; None matches null or missing, in ``$in`` too. The embedded store matched
+        ``true`` with 1, objects with their JSON text, and numbers with any text range."""
+        free = dl.documents("free")
+        values: dict[str, object] = {
+            "one": 1, "one-float": 1.0, "true": True, "false": False, "zero": 0, "text-1": "1",
+            "text-a": "a", "object": {"w": 1}, "null": None,
+        }  # fmt: skip
+        for key, value in values.items():
+            free.put({"id": key, "v": value})
+        free.put({"id": "missing"})
+
+        def ids(where: dict[str, object]) -> list[object]:
+            return sorted(d["id"] for d in free.find(where))
+
+        assert ids({"v": 1}) == ["one", "one-float"]
+        assert ids({"v": True}) == ["true"]
+        assert ids({"v": 0}) == ["zero"] and ids({"v": False}) == ["false"]
+        assert ids({"v": '{"w":1}'}) == [] and ids({"v": '{"w": 1}'}) == []
+        assert ids({"v": {"$gt": ""}}) == ["text-1", "text-a"]
+        assert ids({"v": {"$gte": 0, "$lt": 5}}) == ["one", "one-float", "zero"]
+        assert ids({"v": {"$lt": "~"}}) == ["text-1", "text-a"]
+        assert ids({"v": {"$in": ["1", True, None]}}) == ["missing", "null", "text-1", "true"]
+        assert ids({"v": {"$in": [0, "a"]}}) == ["text-a", "zero"]
+        assert free.count({"v": None}) == 2 and free.count({"v": {"$exists": True}}) == 9
+        with pytest.raises(QueryError):
+            free.find({"v": {1, 2}})  # a set is no scalar
+
+    def test_mongodb_s_id_is_no_field(self, dl: DataLayer) -> None:
+        """``_id`` is MongoDB's own key: a document field of that name clashed with it there
+        (a generic error) and was kept on the embedded store; a filter on it matched the key on
+        MongoDB only. Now refused everywhere; ``_id`` below the top level is an ordinary name."""
+        free = dl.documents("free")
+        free.put({"id": "k", "n": {"_id": 1}})
+        assert free.get("k") == {"id": "k", "n": {"_id": 1}}
+        with pytest.raises(PayloadValidationError, match="_id"):
+            free.put({"id": "other", "_id": "k"})
+        for update in ({"set": {"_id": "x"}}, {"unset": ["_id"]}, {"set": {"_id.a": 1}}):
+            with pytest.raises(PayloadValidationError, match="_id"):
+                free.update("k", **update)
+        with pytest.raises(QueryError, match="_id"):
+            free.find({"_id": "k"})
+        with pytest.raises(QueryError, match="_id"):
+            free.find(sort="-_id")
+        assert free.find() == [{"id": "k", "n": {"_id": 1}}]
+
+    def test_an_update_of_the_wrong_shape_changes_nothing(self, dl: DataLayer) -> None:
+        """``set``, ``push`` and ``inc`` map paths to values and ``unset`` lists paths: text
+        given instead raised ValueError or AttributeError, and ``unset="ab"`` removed the
+        fields ``a`` and ``b``."""
+        free = dl.documents("free")
+        doc = {"id": "k", "a": 1, "b": 2, "v": [1]}
+        free.put(doc)
+        updates: list[dict[str, Any]] = [
+            {"set": "a"},
+            {"set": [("a", 2)]},
+            {"unset": "ab"},
+            {"unset": {"a": 1}},
+            {"push": "v"},
+            {"inc": "a"},
+            {"set": {5: 1}},
+            {"unset": [None]},
+        ]
+        for update in updates:
+            with pytest.raises(QueryError):
+                free.update("k", **update)
+        assert free.get("k") == doc
+
+    def test_a_key_is_text_or_a_number(self, dl: DataLayer) -> None:
+        """A document's key is the text of its stored form: an object or a list is refused
+        (it was kept under its Python repr), and a datetime or bytes key finds its document."""
+        free = dl.documents("free")
+        for key in ({"a": 1}, ["a"], ("a",)):
+            with pytest.raises(PayloadValidationError, match="id"):
+                free.put({"id": key})
+            with pytest.raises(QueryError):
+                free.get(key)
+        at = datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+        assert free.put({"id": at, "v": 1}) == "2026-03-01T06:30:00.000000Z"
+        assert free.get(at) == {"id": "2026-03-01T06:30:00.000000Z", "v": 1}
+        assert free.put({"id": b"raw", "v": 2}) == "raw" and free.get(b"raw") is not None
+        with pytest.raises(PayloadValidationError):
+            free.put({"id": "k", "v": b"\xff\x00"})  # bytes no UTF-8 text holds
+        assert free.count() == 2
+
+    def test_text_with_a_lone_surrogate_is_refused_everywhere(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused in values, field names, keys, updates
+        and filters, with nothing written (the drivers raised UnicodeEncodeError)."""
+        free, notes = dl.documents("free"), dl.documents("notes")
+        free.put({"id": "plain", "v": 1})
+        for bad in ({"id": "s", "v": "a\ud800"}, {"id": "s", "n": {"\udfff": 1}}, {"id": "\ud800"}):
+            with pytest.raises(PayloadValidationError, match="surrogate"):
+                free.put(bad)
+        with pytest.raises(PayloadValidationError, match="author"):
+            notes.put(note(1, author="\udc80"))
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            free.update("plain", set={"v": ["\ud800"]})
+        for call in (
+            lambda: free.get("\ud800"),
+            lambda: free.delete("\ud800"),
+            lambda: free.update("\ud800", set={"v": 2}),
+            lambda: free.find({"v": "\ud800"}),
+            lambda: free.count({"v": {"$in": ["x", "\udfff"]}}),
+        ):
+            with pytest.raises(QueryError, match="surrogate"):
+                call()
+        assert free.find() == [{"id": "plain", "v": 1}] and notes.count() == 0
 
     def test_inc_adds_to_numbers(self, dl: DataLayer) -> None:
         notes, free = dl.documents("notes"), dl.documents("free")

@@ -202,3 +202,51 @@ class KeyValueContract(Contract):
         """8 threads and 4 processes increment one key, which none of them created."""
         run_together(dl, add_one_by_incr, "cache", "counter", self.increments)
         assert dl.kv("cache").get("counter") == 12 * self.increments
+
+    def test_text_with_a_lone_surrogate_is_refused(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused in keys and values (the drivers raised
+        UnicodeEncodeError), with nothing written."""
+        cache, windows = dl.kv("cache"), dl.kv("windows")
+        for call in (
+            lambda: cache.set("\ud800", 1),
+            lambda: cache.get("a\udfff"),
+            lambda: cache.mget(["ok", "\udc80"]),
+            lambda: cache.delete("\ud800"),
+            lambda: cache.incr("\ud800"),
+        ):
+            with pytest.raises(QueryError, match="surrogate"):
+                call()
+        for call in (
+            lambda: cache.set("k", "\ud800"),
+            lambda: cache.set("k", {"nested": ["\udfff"]}),
+            lambda: windows.set("w", {"incident_id": "\ud800", "hits": 1}),
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
+                call()
+            assert caught.value.store is None
+        assert cache.get("k") is None and windows.get("w") is None
+
+    def test_values_nested_past_the_json_encoder_are_refused(self, dl: DataLayer) -> None:
+        """Python's JSON encoder gives up near 1,000 levels (RecursionError): refused, nothing
+        written; 500 levels are kept."""
+        cache = dl.kv("cache")
+        deep: object = "leaf"
+        for _ in range(500):
+            deep = {"a": deep}
+        cache.set("deep", deep)
+        assert cache.get("deep") == deep
+        for _ in range(4500):
+            deep = [deep]
+        with pytest.raises(PayloadValidationError):
+            cache.set("deeper", deep)
+        assert cache.get("deeper") is None
+
+    def test_mget_takes_a_list_of_keys(self, dl: DataLayer) -> None:
+        """Text would be read as one key per character and a dict as its keys; None or a
+        number raised TypeError."""
+        cache = dl.kv("cache")
+        cache.set("a", 1)
+        for keys in ("abc", b"ab", {"a": 1}, None, 3):
+            with pytest.raises(QueryError, match="list of keys"):
+                cache.mget(keys)  # type: ignore[arg-type]
+        assert cache.mget(("a", "b")) == [1, None] and cache.mget(iter(["a"])) == [1]

@@ -532,6 +532,78 @@ class StreamingContract(Contract):
         assert [d.value for d in dead] == bodies
         assert all("not JSON" in d.headers[HEADER_ERROR] for d in dead)
 
+    def test_text_with_a_lone_surrogate_is_refused(self, dl: DataLayer) -> None:
+        """A lone surrogate has no UTF-8 form: refused before anything is sent, on every
+        publishing path (pydantic's serializer raised its own error)."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        bad = event(1, payload="a\ud800")
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            stream.publish(bad)
+        with pytest.raises(PayloadValidationError, match="surrogate"):
+            stream.publish(Event.model_validate(event(1, device="\udfff")))
+        with pytest.raises(PayloadValidationError, match=r"\(\[1\]: "):
+            stream.publish_many([event(0), bad])
+        with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+            publisher.publish_many([event(0), bad])
+        assert stream.end_offsets() == before
+
+    def test_events_nested_past_the_json_encoder_are_refused(self, open_layer: OpenLayer) -> None:
+        """Python's JSON encoder gives up near 1,000 levels (RecursionError): refused before
+        anything is sent, alone or in a batch."""
+        stream = open_layer({"free": {"topic": "free"}}).stream("free")
+        deep: object = "leaf"
+        for _ in range(5000):
+            deep = {"a": deep}
+        with pytest.raises(PayloadValidationError, match="too deep"):
+            stream.publish({"v": deep})
+        with pytest.raises(PayloadValidationError, match="too deep"):
+            stream.publish_many([{"v": 1}, {"v": deep}])
+        assert stream.end_offsets() == {0: 0}
+
+    def test_publish_many_takes_a_list_of_events(self, dl: DataLayer) -> None:
+        """A dict would be published as its keys, one event each; None or a number raised
+        TypeError."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        for events in (event(1), None, 5, "abc", b"{}"):
+            with pytest.raises(PayloadValidationError, match="list of events"):
+                stream.publish_many(events)  # type: ignore[arg-type]
+            with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+                publisher.publish_many(events)  # type: ignore[arg-type]
+        assert stream.end_offsets() == before
+
+    def test_keys_and_headers_are_text_read_back_exactly(self, dl: DataLayer) -> None:
+        """A partition key and headers are text of valid Unicode, NUL and all (Kafka cut a
+        header value at NUL); anything else, and a header name with NUL, is refused before
+        anything is sent (drivers raised AttributeError or TypeError, and librdkafka crashed
+        the process on a header name holding a lone surrogate)."""
+        stream = dl.stream("events")
+        before = stream.end_offsets()
+        for key, headers in (
+            (5, None),
+            (b"k", None),
+            ("\ud800", None),
+            (None, {"h": 5}),
+            (None, {"h": None}),
+            (None, {"h": b"v"}),
+            (None, {b"h": "v"}),
+            (None, {"\ud800": "v"}),
+            (None, {"h": "\udfff"}),
+            (None, {"a\x00b": "v"}),
+            (None, "h=v"),
+        ):
+            with pytest.raises(PayloadValidationError) as caught:
+                stream.publish(event(1), key=key, headers=headers)  # type: ignore[arg-type]
+            assert caught.value.store is None
+            with pytest.raises(PayloadValidationError), stream.publisher() as publisher:
+                publisher.publish(event(1), key=key, headers=headers)  # type: ignore[arg-type]
+        assert stream.end_offsets() == before
+        headers = {"x-\u00e9\u202e": "a\x00b \U0001f600", "": "", "h": "'; DROP TABLE x; --"}
+        stream.publish(event(1), key="k\x00\u200b", headers=headers)
+        [message] = self.drain(dl, None, start="earliest")
+        assert (message.key, message.headers) == ("k\x00\u200b", headers)
+
     def test_a_message_at_the_size_limit_is_dead_lettered_with_a_long_error(
         self, dl: DataLayer, datalayer_store: dict[str, Any]
     ) -> None:

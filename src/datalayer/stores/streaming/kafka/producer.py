@@ -85,7 +85,7 @@ class KafkaProducer:
             topic,
             [r.key for r in records],
             [r.value for r in records],
-            [list(r.headers.items()) or None for r in records],
+            [_header_list(r.headers) for r in records],
             acks.report,
         )
         return self._confirm(topic, acks, placed)
@@ -108,7 +108,7 @@ class KafkaProducer:
         topic: str,
         keys: list[str | None],
         values: list[bytes],
-        headers: list[list[tuple[str, str]] | None] | None,
+        headers: list[list[tuple[str, bytes]] | None] | None,
         report: Report,
         producer: Any = None,
     ) -> list[int]:
@@ -132,7 +132,7 @@ class KafkaProducer:
         keys: Iterable[str | bytes | None],
         partitions: Iterable[int],
         report: Report,
-        headers: list[list[tuple[str, str]] | None] | None = None,
+        headers: list[list[tuple[str, bytes]] | None] | None = None,
     ) -> None:
         """``produce`` each message on ``producer`` (partition -1: the producer's partitioner
         picks), waiting for room in a full queue. A batch with a message over the store's size
@@ -187,6 +187,12 @@ class KafkaProducer:
         self._confirming = self._publishing = None
 
 
+def _header_list(headers: dict[str, str]) -> list[tuple[str, bytes]] | None:
+    """Headers as confluent-kafka takes them, values as UTF-8 bytes: a ``str`` value goes to
+    librdkafka as a C string, cut at its first NUL."""
+    return [(name, text.encode()) for name, text in headers.items()] or None
+
+
 def _produce_with_headers(producer: Any, *args: Any) -> None:
     *positional, head = args
     producer.produce(*positional, headers=head)
@@ -237,7 +243,7 @@ class KafkaQueue(PublishQueue):
         self._raise_failures(0)
         if headers or "" in keys:
             # librdkafka's partitioner sends an empty key to a random partition, not CRC32's.
-            heads = [list(h.items()) or None for h in headers] if headers else None
+            heads = [_header_list(h) for h in headers] if headers else None
             self.kafka.send(self.topic, keys, values, heads, self._report, self.producer)
         else:
             self.kafka.queue(self.producer, self.topic, values, keys, repeat(-1), self._report)
