@@ -23,8 +23,10 @@ cannot go unnoticed. Fast loops: ``pytest -m "not slow"``,
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
@@ -105,6 +107,7 @@ SLOW = (
     "tests/integration/test_stream_processes.py::test_killed_consumer_s_unacked_messages_go_to_the_group",
     "tests/integration/test_stream_processes.py::test_publisher_in_another_process[kafka]",
     "tests/integration/test_toxiproxy.py::test_kafka_behind_the_proxy_advertises_it_and_feels_its_faults",
+    "tests/integration/test_interop.py::test_a_message_kcat_produces_that_is_not_json_is_dead_lettered",
     *(
         f"tests/contract/test_streaming.py::TestStreaming::{test}"
         for test in (
@@ -314,3 +317,22 @@ def kafka_proxy(toxiproxy: Toxiproxy) -> Iterator[ProxiedKafka]:
     proxied = start_kafka_behind(toxiproxy, new_state_dir(), cache_dir())
     yield proxied
     proxied.server.stop()
+
+
+@pytest.fixture
+def time_to_error(
+    record_property: Callable[[str, object], None],
+) -> Callable[[str, float], AbstractContextManager[None]]:
+    """``with time_to_error("postgres frozen get", bound):`` fails the test when the block takes
+    ``bound`` seconds or more, and records the time as a ``time_to_error <what>`` property of
+    the test (in ``--junitxml``), from which ``python -m tests.reliability`` builds its table."""
+
+    @contextmanager
+    def timed(what: str, bound: float) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        elapsed = time.monotonic() - started
+        record_property(f"time_to_error {what}", f"{elapsed:.3f}")
+        assert elapsed < bound, f"{what}: took {elapsed:.2f}s, more than {bound}s"
+
+    return timed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 import traceback
@@ -182,6 +183,22 @@ def _has_code(node: Any) -> bool:
 
 
 #: The integers every store holds exactly (64-bit signed).
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_not_json)
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Parse what another program may have written, as ``json.loads`` does but refusing
+    ``NaN`` and ``Infinity``: they are not JSON, and no contract lets them in through a write.
+    Raises ``ValueError`` (bad UTF-8 too)."""
+    if isinstance(raw, bytes):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _STRICT_JSON.decode(raw)
+
+
 _INT64 = range(-(2**63), 2**63)
 
 

@@ -14,7 +14,7 @@ import pytest
 import datalayer
 from datalayer import CircuitOpen, ConfigError, QueryError, StoreTimeout, StoreUnavailable
 from datalayer.resilience import (
-    WATCHDOG,
+    Attempt,
     Guard,
     PatternResilience,
     ResilienceConfig,
@@ -149,11 +149,12 @@ def test_a_call_past_its_timeout_is_a_store_timeout_and_its_cuts_run() -> None:
     assert g.stats().timeouts == 1
 
 
-def test_a_cancelled_alarm_never_fires() -> None:
-    fired = threading.Event()
-    alarm = WATCHDOG.arm(0.05, fired.set)
-    assert WATCHDOG.cancel(alarm)
-    assert not fired.wait(0.15)
+def test_a_finished_attempt_is_never_cut() -> None:
+    cut = threading.Event()
+    attempt = Attempt(0.05)
+    attempt.on_expiry(1, cut.set)
+    attempt.finish()
+    assert not cut.wait(0.15)
 
 
 def test_a_pattern_overrides_its_stores_retries() -> None:

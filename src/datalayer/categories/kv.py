@@ -6,7 +6,7 @@ Guarantees every implementation keeps:
   are UTF-8 JSON: NaN, infinities, text with a lone surrogate and what JSON cannot hold (a
   ``Decimal`` with no schema) are refused;
   a schema's decimals are kept as their exact text. A value another program wrote that is not
-  JSON reads as a ``DataLayerError`` naming the key.
+  JSON (``NaN`` and ``Infinity`` included) reads as a ``DataLayerError`` naming the key.
 - A value set with a TTL (the call's, else the pattern's) reads as missing once it expires; a
   pattern with ``require_ttl`` rejects a write that has neither.
 - ``mget`` returns values in the order of the keys asked, ``None`` for missing ones.
@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from datalayer.errors import DataLayerError, PayloadValidationError, QueryError, shown
-from datalayer.patterns import PatternConfig, Target
+from datalayer.patterns import PatternConfig, Target, loads_json
 from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
 from datalayer.validators import Duration, is_utf8, parse_duration
@@ -141,7 +141,7 @@ class KVNamespace:
     def decode(self, key: str, raw: bytes) -> Any:
         """A stored value; one another program wrote that is not JSON is a clear error."""
         try:
-            return json.loads(raw)
+            return loads_json(raw)
         except (ValueError, RecursionError) as exc:
             raise DataLayerError(
                 f"pattern '{self.pattern.name}': the value at key {shown(key)} is not JSON "

@@ -14,7 +14,13 @@ from pydantic_core import PydanticSerializationError
 from datalayer.categories.streaming.backend import OutgoingRecord, Record
 from datalayer.categories.streaming.pattern import StreamingPattern
 from datalayer.errors import PayloadValidationError, shown
-from datalayer.patterns import DictCodec, dict_codec, validate_model, validate_payload
+from datalayer.patterns import (
+    DictCodec,
+    dict_codec,
+    loads_json,
+    validate_model,
+    validate_payload,
+)
 from datalayer.validators import is_utf8
 
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -156,7 +162,7 @@ class EventCodec:
     def decode(self, record: Record) -> Any:
         """The record's payload, validated against the schema."""
         try:
-            payload = json.loads(record.value)
+            payload = loads_json(record.value)
         except (ValueError, RecursionError) as exc:  # RecursionError: nested ~1,000 deep
             raise PayloadValidationError(self._name, [("", f"not JSON: {exc}")]) from exc
         return validate_payload(self._name, self._schema, payload)
@@ -405,6 +411,6 @@ def _may_hold_float(node: Any) -> bool:
 def loose_decode(record: Record) -> Any:
     """The record's payload as JSON when it is JSON, else its bytes (dead letters)."""
     try:
-        return json.loads(record.value)
+        return loads_json(record.value)
     except ValueError:
         return record.value

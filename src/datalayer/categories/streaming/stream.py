@@ -22,7 +22,8 @@ Guarantees every implementation keeps:
   is delivered again to the group.
 - ``nack`` redelivers a message; after ``max_attempts`` it goes to the dead-letter topic with
   the error and attempt count in its headers, and the partition goes on. A message that cannot
-  be decoded or fails the schema on the consumer side goes there at once.
+  be decoded (not JSON; ``NaN`` and ``Infinity`` are not JSON either) or fails the schema on
+  the consumer side goes there at once.
 - Replay starts from ``"earliest"``, ``"latest"``, an offset, per-partition offsets or a
   timestamp; ``"committed"`` (the default) resumes the group, or starts at the earliest offset.
 """

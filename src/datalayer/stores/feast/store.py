@@ -196,8 +196,14 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         with self._lock:
             if self._redis is None:
                 import redis
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
 
-                self._redis = redis.Redis.from_url(self.config.redis_url, socket_timeout=5)
+                self._redis = redis.Redis.from_url(
+                    self.config.redis_url,
+                    socket_timeout=self.config.resilience.timeout.total_seconds(),
+                    retry=Retry(NoBackoff(), 0),  # the resilience policy retries, and counts
+                )
             return self._redis
 
     def fast_redis(self) -> Any:

@@ -86,6 +86,7 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
 _CONFLICT = {"40001", "40P01"}  # serialization failure, deadlock
 _NOT_APPLIED = {"42P01"}  # undefined table
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")  # connection, resources, shutdown or restart
+_DATA_EXCEPTION = "22"  # invalid text for a type, numeric out of range, division by zero
 
 
 def classify(
@@ -102,6 +103,12 @@ def classify(
         )
     if state in _NOT_APPLIED or message.startswith("no such table"):
         return NotApplied(f"{label}: {message}; run 'datalayer apply'", store=label.name)
+    if state.startswith(_DATA_EXCEPTION):  # PostgreSQL's text quotes the offending value
+        return QueryError(
+            f"{label}: the database refused a value (SQLSTATE {state}: "
+            f"{type(orig).__name__}); check each filter value against its column's type",
+            store=label.name,
+        )
     if (
         invalidated
         or state.startswith(_UNAVAILABLE_CLASSES)

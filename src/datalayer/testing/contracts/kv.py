@@ -148,6 +148,11 @@ class KeyValueContract(Contract):
         cache.backend.set(cache.full_key("foreign"), b"\xff\x00 not json", None)
         with pytest.raises(DataLayerError, match="not JSON"):
             cache.get("foreign")
+        # Python's json reads these as floats; they are not JSON, and no write lets them in.
+        for n, text in enumerate((b"NaN", b"[1, Infinity]", b'{"x": -Infinity}')):
+            cache.backend.set(cache.full_key(f"constant{n}"), text, None)
+            with pytest.raises(DataLayerError, match=f"key 'constant{n}' is not JSON"):
+                cache.get(f"constant{n}")
 
     def test_incr_adds_to_integers_and_returns_the_sum(self, dl: DataLayer) -> None:
         cache = dl.kv("cache")

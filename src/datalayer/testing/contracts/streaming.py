@@ -509,6 +509,29 @@ class StreamingContract(Contract):
         )
         assert message.value == good
 
+    def test_a_foreign_message_with_nan_or_infinity_is_dead_lettered(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        """Another program's ``NaN`` or ``Infinity`` (Python's json reads them as floats) is
+        not JSON: the message goes to the dead letters as it came, never to the handler."""
+        pattern = {**READINGS, "dead_letter": "readings.dlq"}
+        stream = open_layer({"readings": pattern}).stream("readings")
+        bodies = [
+            b'{"sensor": "s1", "value": NaN}',
+            b'{"sensor": "s1", "value": 1.5, "peak": Infinity}',
+            b'{"sensor": "s1", "value": 1.5, "samples": [-Infinity]}',
+        ]
+        stream.publish({"sensor": "s1", "value": 1.0})
+        stream.store.produce(stream.pattern.topic, [OutgoingRecord("s1", b) for b in bodies])
+        stream.publish({"sensor": "s1", "value": 2.0})
+        handled: list[float] = []
+        idle = self.idle_for(datalayer_store)
+        stats = stream.process(lambda m: handled.append(m.value["value"]), "g1", idle_timeout=idle)
+        assert handled == [1.0, 2.0] and stats.dead_lettered == len(bodies)
+        dead = list(stream.dead_letters(idle_timeout=idle))
+        assert [d.value for d in dead] == bodies
+        assert all("not JSON" in d.headers[HEADER_ERROR] for d in dead)
+
     def test_text_with_a_lone_surrogate_is_refused(self, dl: DataLayer) -> None:
         """A lone surrogate has no UTF-8 form: refused before anything is sent, on every
         publishing path (pydantic's serializer raised its own error)."""

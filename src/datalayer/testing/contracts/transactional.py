@@ -254,6 +254,17 @@ class TransactionalContract(Contract):
             assert caught.value.store is None
         assert ledger.count() == 0
 
+    def test_text_with_nul_and_datetimes_outside_utc_are_refused(self, dl: DataLayer) -> None:
+        items = dl.transactional("items")
+        far_past = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+        for bad, field in (
+            (item(1, name="a\x00b"), "name"),
+            (item(1, created_at=far_past), "created_at"),
+        ):
+            with pytest.raises(PayloadValidationError, match=field):
+                items.put(bad)
+        assert items.count() == 0
+
     def test_queries_out_of_any_store_s_range_are_query_errors(self, dl: DataLayer) -> None:
         items = dl.transactional("items")
         items.put(item(1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +14,7 @@ from datalayer.categories.streaming import (
     Record,
     StartPositions,
 )
-from datalayer.errors import StoreLabel
+from datalayer.errors import StoreLabel, StoreTimeout
 from datalayer.stores.streaming.kafka.config import KafkaConfig, kafka_errors
 
 
@@ -37,6 +39,7 @@ class KafkaConsumer(ConsumerHandle):
         self.on_assignment = on_assignment
         self.assigned: set[int] = set()
         self.started: set[int] = set()
+        self.timeout = config.resilience.timeout.total_seconds()
         session_ms = int(config.session_timeout.total_seconds() * 1000)
         self.consumer = Consumer(
             config.client_config(
@@ -122,9 +125,15 @@ class KafkaConsumer(ConsumerHandle):
             return
         from confluent_kafka import TopicPartition
 
+        offsets = [TopicPartition(self.topic, partition, offset)]
         with kafka_errors(self.label):
-            self.consumer.commit(
-                offsets=[TopicPartition(self.topic, partition, offset)], asynchronous=False
+            done = within(self.timeout, self.consumer.commit, offsets=offsets, asynchronous=False)
+        if not done:
+            raise StoreTimeout(
+                f"{self.label} did not confirm the commit of {self.topic}[{partition}] up to "
+                f"offset {offset} within {self.timeout:g}s: it may still land; until it does, "
+                "those messages may be delivered again",
+                store=self.label.name,
             )
 
     def seek(self, partition: int, offset: int) -> None:
@@ -138,7 +147,32 @@ class KafkaConsumer(ConsumerHandle):
         return set(self.assigned)
 
     def close(self) -> None:
-        self.consumer.close()
+        """Leave the group; on a broker that does not answer, give up after the timeout (the
+        group then drops this member after its session timeout)."""
+        within(self.timeout, self.consumer.close)
+
+
+def within(timeout: float, call: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    """Run ``call`` for at most ``timeout`` seconds: librdkafka's synchronous commit and close
+    wait on a broker that stopped answering forever. False when it did not finish in time
+    (it goes on in a daemon thread); its exception, if it raised in time, is raised here."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call(*args, **kwargs)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="kafka-bounded", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return False
+    if outcome[0] is not None:
+        raise outcome[0]
+    return True
 
 
 def end_offsets(
