@@ -79,9 +79,10 @@ def figures(report: Path) -> str:
                 times[label.removeprefix("time_to_error ")].append(float(value))
             else:
                 try:
-                    counts[(label, profile(name))] += float(value)
-                except ValueError:
+                    number = float(value)
+                except ValueError:  # a text property (a store, a category): not a count
                     continue
+                counts[(label, profile(name))] += number
     lines = ["| suite | profile | cases | failures |", "|---|---|---|---|"]
     for (suite, prof), (total, failed) in sorted(cases.items()):
         lines.append(f"| `{suite}` | {prof} | {total} | {failed} |")

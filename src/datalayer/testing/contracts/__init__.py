@@ -18,6 +18,10 @@ applies it and runs against it; tables, topics, collections and key prefixes get
 suffix per test, so a shared server is fine. ``StreamingContract`` also asks for
 ``refuse_writes`` (make the store refuse a topic's messages) and may tune ``idle_for``.
 Schemas the suites use are in ``datalayer.testing.contracts.schemas``. Needs pytest.
+
+The adversarial suites (``datalayer.testing.contracts.adversarial``) attack the same contracts
+with hostile input through every surface and count what each attempt did; a store type runs
+them the same way.
 """
 
 from __future__ import annotations
