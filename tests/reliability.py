@@ -28,6 +28,7 @@ SUITES = (
     "tests/integration/test_stream_processes.py",
     "tests/integration/test_sql_errors.py",
     "tests/integration/test_interop.py",
+    "tests/contract/test_adversarial.py",
 )
 
 #: A test's parameter naming a store, and the profile that store belongs to.
@@ -61,11 +62,12 @@ def run(suites: list[str], report: Path, extra: list[str]) -> int:
     return subprocess.call(command)
 
 
-def figures(report: Path) -> str:
+def figures(reports: list[Path]) -> str:
     cases: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     counts: dict[tuple[str, str], float] = defaultdict(float)
     times: dict[str, list[float]] = defaultdict(list)
-    for case in ET.parse(report).getroot().iter("testcase"):
+    every = (case for report in reports for case in ET.parse(report).getroot().iter("testcase"))
+    for case in every:
         module = case.get("classname", "").split(".")
         suite = "/".join(part for part in module if not part[:1].isupper()) + ".py"
         name = case.get("name", "")
@@ -98,15 +100,21 @@ def figures(report: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", type=Path, help="read this junit XML instead of running")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        action="append",
+        help="read this junit XML (repeatable) instead of running the suites",
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args()
     status = 0
-    report = args.report
-    if report is None:
+    reports = args.report
+    if not reports:
         report = Path(tempfile.mkdtemp(prefix="datalayer-reliability-")) / "report.xml"
         status = run(list(SUITES), report, args.pytest_args)
-    print(figures(report))
+        reports = [report]
+    print(figures(reports))
     return status
 
 
