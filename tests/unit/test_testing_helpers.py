@@ -80,3 +80,40 @@ def test_feature_store_yaml_is_yaml_once_its_variables_are_set(
     if offline == "postgres":
         assert config["offline_store"]["port"] == 5432
         assert config["offline_store"]["password"] == "p: w#d"
+
+
+def test_the_adversarial_tally_counts_and_refuses_to_pass_vacuously() -> None:
+    """Each attempt is a round trip, a clean refusal or a violation; a run with a violation,
+    or one that never refused or never kept anything, fails; the figures are recorded."""
+    from datalayer import PayloadValidationError
+    from datalayer.testing.contracts.adversarial import Tally
+
+    recorded: dict[str, object] = {}
+
+    def record(name: str, value: object) -> None:
+        recorded[name] = value
+
+    def refuse() -> None:
+        raise PayloadValidationError("p", [("f", "bad")])
+
+    def crash() -> None:
+        raise KeyError("raw")
+
+    tally = Tally("key-value", "embedded-kv", "values", record)
+    assert tally.attempt("kept", lambda: 1, check=lambda n: None, outcome="round trip")
+    assert not tally.attempt("refused", refuse, outcome="refused")
+    tally.finish()
+    assert recorded["attempts"] == 2 and recorded["refused"] == 1 and recorded["round_trips"] == 1
+    assert recorded["errors"] == "PayloadValidationError=1"
+
+    broken = Tally("key-value", "embedded-kv", "values", record)
+    broken.attempt("raw", crash)
+    broken.attempt("accepted", lambda: None, outcome="refused")
+    broken.attempt("wrote", refuse, unchanged=lambda: crash())
+    assert len(broken.violations) == 3
+    with pytest.raises(AssertionError, match="3 violations in 3 attempts"):
+        broken.finish()
+    only_kept = Tally("key-value", "embedded-kv", "values", record)
+    only_kept.attempt("kept", lambda: 1)
+    with pytest.raises(AssertionError, match="vacuous"):
+        only_kept.finish()

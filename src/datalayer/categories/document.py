@@ -27,7 +27,9 @@ Guarantees every implementation keeps:
   MongoDB does: a bool is no number, an object no text; None matches null or missing, in
   ``$in`` too); any other operator is rejected with ``QueryError``
   (filters are translated, never evaluated). ``sort`` takes ``"field"``/``"-field"``; a missing
-  field sorts before any value. Field names may not start with ``$`` or contain ``.``/NUL;
+  field sorts before any value. Field names may not start with ``$`` or contain ``.``, a
+  backslash, a double quote or a control character (FerretDB writes those unescaped and can
+  then read no document of the collection);
   ``_id`` is MongoDB's own key: no document field, filter, sort or update may name it.
 - A document's key is the text of its key field's stored form; an object, a list or None is
   refused as a key.
@@ -37,6 +39,7 @@ Guarantees every implementation keeps:
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -347,9 +350,13 @@ def stored_value(value: Any) -> Any:
 
 
 _FORBIDDEN_NAME = (
-    "field names may not start with '$' or contain '.', NUL or a lone surrogate "
-    "('_id' is MongoDB's own key)"
+    "field names may not start with '$' or contain '.', a backslash, a double quote, a "
+    "control character or a lone surrogate ('_id' is MongoDB's own key)"
 )
+#: What a field name may not hold: MongoDB's '.', and what FerretDB writes unescaped in its
+#: JSON (a backslash, a double quote, a control character), after which it can read no
+#: document of the collection: one such name would stop every find and count.
+_NAME_BREAKERS = re.compile(r'[.\\"\x00-\x1f]')
 
 
 def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) -> Any:
@@ -367,7 +374,7 @@ def stored_document(pattern: str, value: Any, path: str = "", depth: int = 1) ->
             if (
                 not isinstance(name, str)
                 or name.startswith("$")
-                or "." in name
+                or _NAME_BREAKERS.search(name) is not None
                 or text_problem(name) is not None
                 or (name == "_id" and not path)
             ):

@@ -136,8 +136,10 @@ class ForeignDate(str):
 
 
 def date_codec() -> Any:
-    """pymongo's codec options that read every BSON date as a ``ForeignDate``."""
+    """pymongo's codec options that read every BSON date as a ``ForeignDate``, and a BSON
+    int64 as a plain ``int`` (pymongo's ``Int64`` would leak a driver type into documents)."""
     from bson.codec_options import CodecOptions, TypeDecoder, TypeRegistry
+    from bson.int64 import Int64
 
     class DateAsText(TypeDecoder):
         bson_type = datetime
@@ -145,7 +147,13 @@ def date_codec() -> Any:
         def transform_bson(self, value: datetime) -> ForeignDate:
             return ForeignDate(utc_text(value))
 
-    return CodecOptions(type_registry=TypeRegistry([DateAsText()]))
+    class PlainInt(TypeDecoder):
+        bson_type = Int64
+
+        def transform_bson(self, value: Int64) -> int:
+            return int(value)
+
+    return CodecOptions(type_registry=TypeRegistry([DateAsText(), PlainInt()]))
 
 
 def bson_date(value: Any) -> datetime | None:
@@ -167,9 +175,13 @@ def mongo_filter(conditions: list[Condition]) -> dict[str, Any]:
 
     A datetime (its UTC text) also matches the same instant held as a BSON date, which another
     program may have written: MongoDB compares values of one type only, so each comparison asks
-    for the text or the date."""
+    for the text or the date. A comparison also asks that the field not be an array: MongoDB
+    would match any element (``{"tags": "a"}`` finds ``["a", "b"]``), which the contract's
+    filters, comparing field values, do not (the embedded store never did)."""
     query: dict[str, Any] = {}
     either: list[dict[str, Any]] = []
+    for field in dict.fromkeys(c.field for c in conditions if c.op != "$exists"):
+        either.append({field: {"$not": {"$type": "array"}}})
     for cond in conditions:
         field, op, value = cond.field, cond.op, cond.value
         if op == "$eq" and (date := same_date(value)) is not None:

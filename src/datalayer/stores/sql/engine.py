@@ -376,9 +376,10 @@ class SQLTable(TransactionalBackend):
             return column.is_(None) if cond.value is None else column == cond.value
         if cond.op == "$in":  # None in the list matches NULL, as equality with None does
             values = [v for v in cond.value if v is not None]
-            if len(values) < len(cond.value):
-                return sa.or_(column.in_(values), column.is_(None))
-            return column.in_(values)
+            within = column.in_(values) if values else sa.false()  # an empty IN on a JSON
+            if len(values) < len(cond.value):  # column fails on PostgreSQL
+                return sa.or_(within, column.is_(None))
+            return within
         if cond.op == "$exists":
             return column.is_not(None) if cond.value else column.is_(None)
         compare = {

@@ -360,6 +360,44 @@ class DocumentContract(Contract):
         with pytest.raises(QueryError):
             free.find({"v": {1, 2}})  # a set is no scalar
 
+    def test_field_names_that_would_poison_a_collection_are_refused(self, dl: DataLayer) -> None:
+        """FerretDB writes a field name holding a backslash, a double quote or a control
+        character unescaped in its JSON, and from then on every find and count of the
+        collection fails: one document stopped them all. Refused on every store."""
+        free = dl.documents("free")
+        free.put({"id": "ok", "v": "\\'\"\x01 values are fine"})
+        for name in ("a\\b", "\\'", '"', "a\x01", "\n", "x\\"):
+            for doc in ({"id": "bad", name: 1}, {"id": "bad", "n": {name: 1}}):
+                with pytest.raises(PayloadValidationError, match="backslash"):
+                    free.put(doc)
+            with pytest.raises(PayloadValidationError):
+                free.update("ok", set={"n": {name: 1}})
+        assert free.count() == 1
+        assert free.find() == [{"id": "ok", "v": "\\'\"\x01 values are fine"}]
+
+    def test_a_filter_compares_a_field_not_the_elements_of_a_list(self, dl: DataLayer) -> None:
+        """MongoDB matched ``{"v": 1}`` with ``v: [1, 2]`` (any element); the embedded store
+        compares the field's value. Filters compare field values on every store."""
+        free = dl.documents("free")
+        free.put({"id": "list", "v": [1, 2, None, "a"]})
+        free.put({"id": "one", "v": 1})
+
+        def ids(where: dict[str, object]) -> list[object]:
+            return sorted(d["id"] for d in free.find(where))
+
+        assert ids({"v": 1}) == ["one"] and ids({"v": "a"}) == []
+        assert ids({"v": {"$in": [2, "a"]}}) == [] and ids({"v": {"$gte": 1}}) == ["one"]
+        assert ids({"v": None}) == [] and ids({"v": {"$exists": True}}) == ["list", "one"]
+
+    def test_integers_read_back_as_int(self, dl: DataLayer) -> None:
+        """pymongo reads a BSON int64 as its own ``Int64`` type: documents hold plain ints."""
+        free = dl.documents("free")
+        free.put({"id": "k", "v": 2**62, "n": {"m": [-(2**63)]}})
+        assert free.update("k", inc={"v": 1})
+        [found] = free.find({"v": 2**62 + 1})
+        assert type(found["v"]) is int and type(found["n"]["m"][0]) is int
+        assert found == {"id": "k", "v": 2**62 + 1, "n": {"m": [-(2**63)]}}
+
     def test_mongodb_s_id_is_no_field(self, dl: DataLayer) -> None:
         """``_id`` is MongoDB's own key: a document field of that name clashed with it there
         (a generic error) and was kept on the embedded store; a filter on it matched the key on
