@@ -5,6 +5,7 @@ adversarial and stream suites counted, and the time to error per store and fault
 The figures come from the tests themselves: pytest's ``--junitxml`` report, with the numbers
 the tests record through ``record_property`` (``time_to_error <store> <fault> <call>`` and the
 counts of the adversarial, stream and interop suites). Servers start as for ``scripts/test``.
+``--report`` reads reports already written instead, e.g. ``./scripts/test --junitxml=r.xml``'s.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def figures(reports: list[Path]) -> str:
     for case in every:
         module = case.get("classname", "").split(".")
         suite = "/".join(part for part in module if not part[:1].isupper()) + ".py"
+        if not suite.startswith(SUITES):  # a whole-run report holds the other tests too
+            continue
         name = case.get("name", "")
         key = (suite, profile(name))
         cases[key][0] += 1
@@ -81,9 +84,10 @@ def figures(reports: list[Path]) -> str:
                 times[label.removeprefix("time_to_error ")].append(float(value))
             else:
                 try:
-                    counts[(label, profile(name))] += float(value)
+                    number = float(value)
                 except ValueError:
-                    continue
+                    continue  # a label (the store, the surface), not a count
+                counts[(label, profile(name))] += number
     lines = ["| suite | profile | cases | failures |", "|---|---|---|---|"]
     for (suite, prof), (total, failed) in sorted(cases.items()):
         lines.append(f"| `{suite}` | {prof} | {total} | {failed} |")
