@@ -5,6 +5,7 @@ adversarial and stream suites counted, and the time to error per store and fault
 The figures come from the tests themselves: pytest's ``--junitxml`` report, with the numbers
 the tests record through ``record_property`` (``time_to_error <store> <fault> <call>`` and the
 counts of the adversarial, stream and interop suites). Servers start as for ``scripts/test``.
+``--report`` reads reports already written instead, e.g. ``./scripts/test --junitxml=r.xml``'s.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SUITES = (
     "tests/integration/test_stream_processes.py",
     "tests/integration/test_sql_errors.py",
     "tests/integration/test_interop.py",
+    "tests/contract/test_adversarial.py",
 )
 
 #: A test's parameter naming a store, and the profile that store belongs to.
@@ -61,13 +63,16 @@ def run(suites: list[str], report: Path, extra: list[str]) -> int:
     return subprocess.call(command)
 
 
-def figures(report: Path) -> str:
+def figures(reports: list[Path]) -> str:
     cases: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     counts: dict[tuple[str, str], float] = defaultdict(float)
     times: dict[str, list[float]] = defaultdict(list)
-    for case in ET.parse(report).getroot().iter("testcase"):
+    every = (case for report in reports for case in ET.parse(report).getroot().iter("testcase"))
+    for case in every:
         module = case.get("classname", "").split(".")
         suite = "/".join(part for part in module if not part[:1].isupper()) + ".py"
+        if not suite.startswith(SUITES):  # a whole-run report holds the other tests too
+            continue
         name = case.get("name", "")
         key = (suite, profile(name))
         cases[key][0] += 1
@@ -80,8 +85,8 @@ def figures(report: Path) -> str:
             else:
                 try:
                     number = float(value)
-                except ValueError:  # a text property (a store, a category): not a count
-                    continue
+                except ValueError:
+                    continue  # a label (the store, the surface), not a count
                 counts[(label, profile(name))] += number
     lines = ["| suite | profile | cases | failures |", "|---|---|---|---|"]
     for (suite, prof), (total, failed) in sorted(cases.items()):
@@ -99,15 +104,21 @@ def figures(report: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--report", type=Path, help="read this junit XML instead of running")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        action="append",
+        help="read this junit XML (repeatable) instead of running the suites",
+    )
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args()
     status = 0
-    report = args.report
-    if report is None:
+    reports = args.report
+    if not reports:
         report = Path(tempfile.mkdtemp(prefix="datalayer-reliability-")) / "report.xml"
         status = run(list(SUITES), report, args.pytest_args)
-    print(figures(report))
+        reports = [report]
+    print(figures(reports))
     return status
 
 

@@ -11,6 +11,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,7 @@ def spread(n: int) -> dict[str, object]:
 
 
 def test_member_processes_joining_leaving_and_killed_duplicate_only_unacked_messages(
-    registry: Path, tmp_path: Path
+    registry: Path, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     """Processes join a group one after another while messages arrive, some leave cleanly
     after a share, one is killed: no message is lost, and the only ones handled twice are
@@ -227,6 +228,12 @@ def test_member_processes_joining_leaving_and_killed_duplicate_only_unacked_mess
     }
     counts = Counter(handled + rest)
     twice = {i for i, c in counts.items() if c > 1}
+    record_property("stream messages published", total)
+    record_property(
+        "stream messages lost", total - len(set(counts) & {f"a{n}" for n in range(total)})
+    )
+    record_property("stream duplicates of acknowledged messages", len(twice - in_hand))
+    record_property("stream duplicates of a killed member's unacked messages", len(twice & in_hand))
     assert set(counts) == {f"a{n}" for n in range(total)}, "messages were lost"
     assert twice <= in_hand, f"handled twice though acknowledged: {sorted(twice - in_hand)}"
     assert all(c <= 2 for c in counts.values())
