@@ -69,10 +69,7 @@ def postgres_case(proxied: Proxied, tmp_path: Path, **breaker: Any) -> Case:
     store = {"type": "postgres", "url": proxied.url, "connect_timeout": 2}
     dl = layer(tmp_path, store, pattern, **breaker)
     rows = dl.transactional("it")
-    for start in range(0, 10_000, 1000):  # in chunks, each well within the 1 s timeout
-        rows.put_many(
-            [{"account_id": "a", "entry_no": n, "amount": 1.5} for n in range(start, start + 1000)]
-        )
+    rows.put_many([{"account_id": "a", "entry_no": n, "amount": 1.5} for n in range(2000)])
 
     def in_transaction() -> None:
         with rows.transaction():
@@ -207,8 +204,9 @@ def test_a_cut_bandwidth_times_a_large_read_out(
         with case.proxy.toxic(case.proxy.bandwidth(30)):  # 30 KB/s: 100 kB need 3 s
             elapsed = timed(case.big_read, StoreTimeout)
             record_property(f"time_to_error {case.name} bandwidth read", f"{elapsed:.3f}")
-            with case.proxy.down():  # drop the links still trickling, so the toxic goes at once
-                pass
+            # Let the aborted replies drain: Toxiproxy removes a bandwidth toxic only once its
+            # links are idle, and may take longer than its API timeout on a loaded machine.
+            time.sleep(4)
             assert elapsed < (RETRIES + 1) * ATTEMPT_BOUND + SLACK
         case.big_read()
 
