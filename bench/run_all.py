@@ -29,6 +29,7 @@ BENCHES = {
     "online": "bench_online.py",
     "training": "bench_training.py",
     "publish": "bench_publish.py",
+    "consume": "bench_consume.py",
     "materialize": "bench_materialize.py",
 }
 
@@ -92,6 +93,9 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
         ]:
             if key in ratios:
                 yield f"publish (publisher) / {what}", value(ratios[key]), "(for scale)", ""
+    elif name == "consume":
+        for t in document["targets"]:
+            yield f"consume: {t['what']}", t["value"], t["target"], verdict(t["met"])
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),
