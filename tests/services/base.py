@@ -51,6 +51,18 @@ class LocalServer(ABC):
     def start(self) -> Running:
         """Start the server and return once ``check`` passes."""
 
+    def running(self, url: str) -> Running:
+        """What ``start`` returns for this started process, reachable at ``url``."""
+        assert self.process is not None, f"{self.name} is not running"
+        return Running(
+            self.name,
+            url,
+            "process",
+            [self.process.pid],
+            log=str(self.log),
+            stop_signal=self.stop_signal,
+        )
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """The server's processes stopped by SIGSTOP for the block: its sockets stay open and

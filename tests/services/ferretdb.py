@@ -78,7 +78,7 @@ class FerretDBServer(LocalServer):
 
     def start(self) -> Running:
         if self.process is not None and self.process.poll() is None:
-            return self._running()
+            return self.running(self.url)
         if self.port is None:
             self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,15 +101,11 @@ class FerretDBServer(LocalServer):
             log=self.log,
             process=self.process,
         )
-        return self._running()
+        return self.running(self.url)
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/"
-
-    def _running(self) -> Running:
-        assert self.process is not None
-        return Running(self.name, self.url, "process", [self.process.pid], log=str(self.log))
 
     @staticmethod
     def check(url: str) -> None:

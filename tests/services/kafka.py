@@ -168,13 +168,7 @@ class KafkaServer(LocalServer):
         except BaseException:
             self.stop()
             raise
-        return Running(
-            name=self.name,
-            url=self.bootstrap,
-            mode="process",
-            pids=[self.process.pid],
-            log=str(self.log),
-        )
+        return self.running(self.bootstrap)
 
     def _ready(self, direct: str) -> None:
         """Cheap TCP probe first: ``check`` on a closed port would wait out its whole timeout."""

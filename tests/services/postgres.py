@@ -107,14 +107,7 @@ class PostgresServer(LocalServer):
             process=self.process,
         )
         self._create_database(admin)
-        return Running(
-            self.name,
-            self.url,
-            "process",
-            [self.process.pid],
-            log=str(self.log),
-            stop_signal=self.stop_signal,
-        )
+        return self.running(self.url)
 
     @property
     def url(self) -> str:

@@ -52,7 +52,7 @@ class RedisServer(LocalServer):
             log=self.log,
             process=self.process,
         )
-        return Running(self.name, self.url, "process", [self.process.pid], log=str(self.log))
+        return self.running(self.url)
 
     @property
     def url(self) -> str:

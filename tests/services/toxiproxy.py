@@ -80,7 +80,7 @@ class ToxiproxyServer(LocalServer):
 
     def start(self) -> Running:
         if self.process is not None and self.process.poll() is None:
-            return self._running()
+            return self.running(self.url)
         if self.port is None:
             self.port = free_port()
         self.process = spawn(
@@ -95,15 +95,11 @@ class ToxiproxyServer(LocalServer):
             log=self.log,
             process=self.process,
         )
-        return self._running()
+        return self.running(self.url)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def _running(self) -> Running:
-        assert self.process is not None
-        return Running(self.name, self.url, "process", [self.process.pid], log=str(self.log))
 
     @staticmethod
     def check(url: str) -> None:
