@@ -79,24 +79,32 @@ def utc_text(value: datetime) -> str:
     return at.isoformat(timespec="microseconds") + "Z"
 
 
+def is_plain_scalar(value: Any) -> bool:
+    """True for None, a bool, an int, a float or text that every store keeps as it is;
+    ``Refuse`` for one of those no store keeps; False for any other value."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise Refuse("integer past 64 bits")
+        return True
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Refuse("not finite")
+        return True
+    if isinstance(value, str):
+        if not text_ok(value):
+            raise Refuse("NUL or a lone surrogate")
+        return True
+    return False
+
+
 def document_form(value: Any, *, top: bool = False) -> Any:
     """A field value as the document contract stores it, or ``Refuse``: JSON values with
     datetimes as UTC text; no NaN, infinities, integers past 64 bits, NUL, lone surrogates or
     field names MongoDB or FerretDB refuse (``$``-prefixed, dotted, with a backslash, a double
     quote or a control character, and ``_id`` at the top)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise Refuse("integer past 64 bits")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise Refuse("not finite")
-        return value
-    if isinstance(value, str):
-        if not text_ok(value):
-            raise Refuse("NUL or a lone surrogate")
+    if is_plain_scalar(value):
         return value
     if isinstance(value, datetime):
         return utc_text(value)
@@ -146,19 +154,7 @@ def kind(value: Any) -> str:
 
 def filter_value(value: Any) -> Any:
     """A filter value as the contract takes it, or ``Refuse``/``Either``."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise Refuse("integer past 64 bits")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise Refuse("not finite")
-        return value
-    if isinstance(value, str):
-        if not text_ok(value):
-            raise Refuse("NUL or lone surrogate")
+    if is_plain_scalar(value):
         return value
     if isinstance(value, datetime):
         utc_text(value)  # refuses one without a UTC instant
