@@ -35,6 +35,14 @@ from datalayer.validators import Duration
 T = TypeVar("T")
 
 _LONGEST_TIMEOUT = timedelta(hours=1)
+_SHORTEST_TIMEOUT = timedelta(milliseconds=10)
+
+
+def _a_timeout(value: timedelta) -> timedelta:
+    """Between 10 ms (less would fail every call, the round trip included) and an hour."""
+    if value < _SHORTEST_TIMEOUT:
+        raise ValueError(f"at least 10ms, got {value.total_seconds():g}s")
+    return _at_most_an_hour(value)
 
 
 def _at_most_an_hour(value: timedelta) -> timedelta:
@@ -48,7 +56,8 @@ class BreakerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    failures: int = Field(default=5, ge=0, le=10_000)
+    # strict: YAML's ``true`` or ``"5"`` is no count (pydantic would read them as 1 and 5)
+    failures: int = Field(default=5, ge=0, le=10_000, strict=True)
     cooldown: Duration = timedelta(seconds=5)
 
     _bounded = field_validator("cooldown")(_at_most_an_hour)
@@ -59,7 +68,7 @@ class RetryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=2, ge=0, le=10, strict=True)
     backoff: Duration = timedelta(milliseconds=100)
     max_backoff: Duration = timedelta(seconds=2)
 
@@ -73,7 +82,7 @@ class ResilienceConfig(RetryConfig):
     apply_timeout: Duration = timedelta(minutes=5)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
-    _bounded_timeouts = field_validator("timeout", "apply_timeout")(_at_most_an_hour)
+    _bounded_timeouts = field_validator("timeout", "apply_timeout")(_a_timeout)
 
 
 class PatternResilience(BaseModel):
@@ -81,7 +90,7 @@ class PatternResilience(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retries: int | None = Field(default=None, ge=0, le=10)
+    retries: int | None = Field(default=None, ge=0, le=10, strict=True)
     backoff: Duration | None = None
     max_backoff: Duration | None = None
 
