@@ -164,6 +164,19 @@ def save_state(file: Path, state: dict[str, Running]) -> None:
 
 
 def load_state(file: Path) -> dict[str, Running]:
+    """Servers started by an earlier ``up`` that still run (a process that died, or a state
+    file left by another machine or boot, is forgotten so ``up`` starts it again)."""
     if not file.exists():
         return {}
-    return {n: Running(**r) for n, r in json.loads(file.read_text()).items()}
+    state = {n: Running(**r) for n, r in json.loads(file.read_text()).items()}
+    return {n: r for n, r in state.items() if r.mode != "process" or all(map(_alive, r.pids))}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

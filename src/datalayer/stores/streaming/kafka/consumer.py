@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -179,20 +180,38 @@ def end_offsets(
     label: StoreLabel, config: KafkaConfig, topic: str, partitions: int
 ) -> dict[int, int]:
     """The high watermark of each partition of ``topic``, read by a throwaway consumer."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer
 
     consumer = Consumer(
         config.client_config(**{"group.id": f"datalayer-offsets-{uuid.uuid4().hex}"})
     )
-    timeout = config.request_timeout_ms / 1000
+    deadline = time.monotonic() + config.request_timeout_ms / 1000
     try:
         with kafka_errors(label):
-            return {
-                p: int(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1])
-                for p in range(partitions)
-            }
+            return {p: _high_watermark(consumer, topic, p, deadline) for p in range(partitions)}
     finally:
         consumer.close()
+
+
+#: Errors of a partition whose leadership is still moving (a topic created a moment ago, a
+#: broker restarting): the question is asked again until the deadline rather than failed.
+_LEADER_MOVING = {"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART"}
+
+
+def _high_watermark(consumer: Any, topic: str, partition: int, deadline: float) -> int:
+    from confluent_kafka import KafkaException, TopicPartition
+
+    while True:
+        try:
+            wait = max(deadline - time.monotonic(), 0.1)
+            high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=wait)
+            return int(high[1])
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            moving = getattr(error, "name", lambda: "")() in _LEADER_MOVING
+            if not moving or time.monotonic() + 0.1 > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _text(value: str | bytes | None) -> str | None:
