@@ -96,6 +96,9 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
     elif name == "consume":
         for t in document["targets"]:
             yield f"consume: {t['what']}", t["value"], t["target"], verdict(t["met"])
+        for c in document.get("catch_up", []):
+            yield (f"consume: catch-up of {c['backlog']:,} messages, {c['store']}",
+                   f"{c['catch_up_s']:.1f} s", "(reported)", "")  # fmt: skip
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),

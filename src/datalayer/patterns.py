@@ -132,6 +132,9 @@ class DictCodec:
 
     validate_many: Callable[[list[Any]], list[dict[str, Any]]]
     to_json: Callable[[dict[str, Any]], bytes]
+    #: JSON bytes to the JSON-ready dict, parsed and validated in one pydantic call; ``None``
+    #: unless every field is of a type the Python path reads the same way (``_SAME_FROM_JSON``).
+    from_json: Callable[[bytes], dict[str, Any]] | None = None
 
 
 #: Keys of a model's core schema (and of its fields) that only matter for instances, or that
@@ -166,7 +169,44 @@ def dict_codec(schema: type[BaseModel]) -> DictCodec | None:
         fields[name] = core_schema.typed_dict_field(inner, required=inner["type"] != "default")
     as_dict = core_schema.typed_dict_schema(fields, extra_behavior="ignore", config=config)
     validator = SchemaValidator(core_schema.list_schema(as_dict), config)
-    return DictCodec(validator.validate_python, SchemaSerializer(as_dict, config).to_json)
+    serializer = SchemaSerializer(as_dict, config)
+    from_json: Callable[[bytes], dict[str, Any]] | None = None
+    if all(_same_from_json(field["schema"]) for field in fields.values()):
+        finite = core_schema.CoreConfig(**{**config, "allow_inf_nan": False})
+        one = SchemaValidator(
+            core_schema.typed_dict_schema(fields, extra_behavior="ignore", config=finite), finite
+        ).validate_json
+        if all(_json_native(field["schema"]) for field in fields.values()):
+            from_json = one  # what it validated is already JSON-ready
+        else:
+            to_python = serializer.to_python
+            from_json = lambda raw: to_python(one(raw), mode="json")  # noqa: E731
+
+    return DictCodec(validator.validate_python, serializer.to_json, from_json)
+
+
+#: Core schema types pydantic reads from JSON text exactly as from ``json.loads``'s values
+#: (no ``any``: NaN would get through; no decimals: JSON numbers would not pass a float).
+_SAME_FROM_JSON = {"str", "int", "float", "bool", "none", "datetime", "date", "literal"}
+
+
+def _json_native(node: Any) -> bool:
+    """Whether values of this schema are the same in Python and JSON (no dates)."""
+    kind = node.get("type")
+    if kind in ("default", "nullable"):
+        return _json_native(node["schema"])
+    if kind == "list":
+        return _json_native(node["items_schema"])
+    return kind in {"str", "int", "float", "bool", "none", "literal"}
+
+
+def _same_from_json(node: Any) -> bool:
+    kind = node.get("type")
+    if kind in ("default", "nullable"):
+        return _same_from_json(node["schema"])
+    if kind == "list":
+        return "items_schema" in node and _same_from_json(node["items_schema"])
+    return kind in _SAME_FROM_JSON
 
 
 def _has_code(node: Any) -> bool:

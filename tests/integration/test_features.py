@@ -186,34 +186,53 @@ def test_bad_input_names_what_is_wrong(layer: DataLayer) -> None:
         layer.features("bad_view").online([{"service_id": "svc-01"}])
 
 
-def test_a_published_alert_updates_the_streaming_features(layer: DataLayer) -> None:
+def test_published_alerts_update_the_streaming_features_in_one_push(layer: DataLayer) -> None:
     stream = layer.stream("alerts")
     start = stream.end_offsets()
     now = datetime.now(UTC)
-    stream.publish(
-        {
-            "alert_id": f"al-{uuid.uuid4().hex[:6]}",
-            "service_id": "svc-03",
-            "fingerprint": "cpu_high",
-            "severity": "critical",
-            "message": "cpu",
-            "occurred_at": now,
-        }
+    alerts = [
+        ("svc-03", "warning", now - timedelta(seconds=2)),
+        ("svc-04", "info", now - timedelta(seconds=1)),
+        ("svc-03", "critical", now),
+    ]
+    stream.publish_many(
+        [
+            {
+                "alert_id": f"al-{uuid.uuid4().hex[:6]}",
+                "service_id": service,
+                "fingerprint": "cpu_high",
+                "severity": severity,
+                "message": "cpu",
+                "occurred_at": at,
+            }
+            for service, severity, at in alerts
+        ]
     )
-    stats = stream.process(
-        AlertFeaturePusher(layer),
+    pushes: list[int] = []
+    pusher = AlertFeaturePusher(layer)
+    push = pusher.features.push
+
+    def counted(rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+        pushes.append(len(rows))
+        return push(rows, **kwargs)
+
+    pusher.features.push = counted  # type: ignore[method-assign]
+    stats = stream.process_batch(
+        pusher,
         group=f"features-{uuid.uuid4().hex[:6]}",
         start=start,
-        max_messages=1,
+        max_messages=3,
+        max_wait=5,
         idle_timeout=20,
     )
-    assert stats.handled == 1
+    assert stats.handled == 3
+    assert sum(pushes) == 3 and len(pushes) <= 2  # rows pushed together, not one by one
     online = layer.features("service_features").online(
-        [{"service_id": "svc-03"}],
+        [{"service_id": "svc-03"}, {"service_id": "svc-04"}],
         features=["service_alert_stream:last_severity_rank", "service_alert_stream:alerts_seen"],
     )
-    assert online["service_alert_stream__last_severity_rank"] == [2]
-    assert online["service_alert_stream__alerts_seen"] == [1]
+    assert online["service_alert_stream__last_severity_rank"] == [2, 0]
+    assert online["service_alert_stream__alerts_seen"] == [2, 1]
 
 
 def test_the_features_commands(layer: DataLayer, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -264,3 +265,65 @@ def test_kafka_publish_through_a_faulty_network(
             assert elapsed < (RETRIES + 1) * 1 + SLACK
         stream.publish(event)
         assert sum(stream.end_offsets().values()) in (3, 4)  # a timed-out publish may land
+
+
+#: The commit bound of the reset test's store: what one interrupted consumer may repeat.
+RESET_MAX_UNCOMMITTED = 200
+
+
+def test_a_consumer_group_through_connection_resets_loses_nothing(
+    kafka_proxy: ProxiedKafka, tmp_path: Path, record_property: Record
+) -> None:
+    """A ``process_batch`` consumer reads a backlog through a proxy that resets every broker
+    connection a few times mid-stream. Each time a call fails the consumer is started again,
+    as a service would: no message is lost, and each interruption repeats at most the commit
+    policy's bound of acknowledged messages."""
+    store = {
+        "type": "kafka",
+        "bootstrap_servers": kafka_proxy.url,
+        "request_timeout_ms": 2000,
+        "session_timeout": "6s",
+        "commit": {"max_uncommitted": RESET_MAX_UNCOMMITTED, "interval": "200ms"},
+        "options": {"reconnect.backoff.max.ms": 500},
+    }
+    pattern = {
+        "category": "streaming",
+        "topic": "resets",
+        "partitions": 3,
+        "key": "device",
+        "schema": "datalayer.testing.contracts.schemas:Event",
+    }
+    total = 3000
+    with layer(tmp_path, store, pattern) as dl:
+        stream = dl.stream("it")
+        stream.publish_many(
+            [{"event_id": f"e{n}", "device": f"d{n % 7}", "seq": n} for n in range(total)]
+        )
+        handled: Counter[str] = Counter()
+        resets = 0
+
+        def handler(batch: list[Any]) -> None:
+            nonlocal resets
+            handled.update(m.value["event_id"] for m in batch)
+            time.sleep(0.02)  # a sink's write: the stream takes a few seconds
+            if len(handled) >= (resets + 1) * total // 4 and resets < 3:
+                resets += 1
+                with kafka_proxy.proxy.toxic(kafka_proxy.proxy.reset_peer()):
+                    time.sleep(0.5)
+
+        restarts, deadline = 0, time.monotonic() + 90
+        while len(handled) < total and time.monotonic() < deadline:
+            try:
+                stream.process_batch(handler, "resets", max_batch=100, idle_timeout=5)
+            except StoreUnavailable:  # StoreTimeout too: the consumer is started again
+                restarts += 1
+    lost = total - len(handled)
+    repeated = sum(c - 1 for c in handled.values())
+    record_property("stream reset: messages", total)
+    record_property("stream reset: connection resets", resets)
+    record_property("stream reset: consumer restarts", restarts)
+    record_property("stream reset: messages lost", lost)
+    record_property("stream reset: messages handled twice", repeated)
+    assert resets == 3
+    assert lost == 0, f"{lost} messages lost"
+    assert repeated <= RESET_MAX_UNCOMMITTED * (resets + restarts), repeated

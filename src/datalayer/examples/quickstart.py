@@ -235,7 +235,7 @@ def serve_and_train(
         occurred_at=datetime.now(UTC),
     )
     stream.publish(incoming)
-    stream.process(
+    stream.process_batch(
         AlertFeaturePusher(dl),
         group=f"quickstart-features-{uuid.uuid4().hex[:8]}",
         start=start,

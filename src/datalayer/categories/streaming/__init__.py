@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datalayer.categories.streaming.backend import (
     AssignmentCallback,
+    CommitPolicy,
     ConsumerHandle,
     Delivery,
     OutgoingRecord,
@@ -35,6 +36,7 @@ __all__ = [
     "HEADER_ERROR",
     "HEADER_SOURCE",
     "AssignmentCallback",
+    "CommitPolicy",
     "ConsumeOptions",
     "ConsumerHandle",
     "Delivery",

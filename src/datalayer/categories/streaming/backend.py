@@ -11,18 +11,40 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from datalayer.categories.streaming.start import StartPosition
 from datalayer.errors import DataLayerError, StoreLabel
 from datalayer.resilience import GuardedOperations
+from datalayer.validators import Duration
 
 #: Called with a consumer's partitions each time its share of the group changes.
 AssignmentCallback = Callable[[set[int]], None]
 
 #: Where each partition a consumer is given starts (``StartPosition`` per partition number).
 StartPositions = Callable[[int], StartPosition]
+
+
+class CommitPolicy(BaseModel):
+    """How a streaming store's consumers commit what their handlers acknowledged (``commit:``).
+
+    An acknowledgement costs no round trip: offsets are committed together at each poll and
+    at least every ``interval``, without waiting, and synchronously when partitions are given
+    up and when the consumer closes. A consumer never holds more than ``max_uncommitted``
+    acknowledged messages whose commit the store has not confirmed: the acknowledgement that
+    would pass it waits for the commit. That is the bound on duplicates: a consumer that
+    crashes makes the group handle again at most ``max_uncommitted`` messages it acknowledged
+    (besides those it had not acknowledged). ``max_uncommitted: 0`` commits every
+    acknowledgement before it returns.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_uncommitted: int = Field(default=5000, ge=0, le=1_000_000, strict=True)
+    interval: Duration = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -32,9 +54,9 @@ class OutgoingRecord:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Record:
-    """A message as the store hands it back, before decoding."""
+class Record(NamedTuple):
+    """A message as the store hands it back, before decoding (a tuple: consumers build one
+    per message, tens of thousands a second)."""
 
     topic: str
     partition: int
@@ -60,8 +82,20 @@ class ConsumerHandle(ABC):
     def poll(self, max_records: int, timeout: float) -> list[Record]: ...
 
     @abstractmethod
-    def commit(self, partition: int, offset: int) -> None:
-        """Record ``offset`` (the next one to read) as the group's position in ``partition``."""
+    def commit(self, offsets: Mapping[int, int], *, wait: bool) -> bool:
+        """Record each offset (the next one to read) as the group's position in its partition.
+        Without ``wait`` the store may return before it confirmed them (``confirmed`` tells
+        later). True when the store confirmed them before returning."""
+
+    def heartbeat(self) -> None:
+        """Called between the messages of a batch: a store whose membership needs the
+        consumer's own signs of life gives them here (and may find a partition lost)."""
+        return None
+
+    def confirmed(self) -> Mapping[int, int]:
+        """The highest offset per partition the store confirmed committing, of commits that
+        returned before it did (none for a store whose commits always wait)."""
+        return {}
 
     @abstractmethod
     def seek(self, partition: int, offset: int) -> None: ...
@@ -94,8 +128,11 @@ class StreamBackend(GuardedOperations, ABC):
         "produce": False,  # the producer retries by itself, idempotently
         "produce_values": False,
         "end_offsets": True,
+        "committed_offsets": True,
         "partitions": True,
     }
+    #: How this store's consumers commit (its ``commit:`` setting).
+    commit_policy: CommitPolicy = CommitPolicy()
 
     @abstractmethod
     def produce(self, topic: str, records: Sequence[OutgoingRecord]) -> list[Delivery]:
@@ -116,12 +153,20 @@ class StreamBackend(GuardedOperations, ABC):
         group: str | None,
         start: StartPositions,
         on_assignment: AssignmentCallback,
+        on_release: AssignmentCallback,
     ) -> ConsumerHandle:
-        """A consumer of ``topic``; ``on_assignment`` hears each change of its partitions."""
+        """A consumer of ``topic``; ``on_assignment`` hears each change of its partitions, and
+        ``on_release`` hears partitions about to be given up while they are still held (the
+        last moment to commit them)."""
 
     @abstractmethod
     def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset of each partition: where a consumer starting at 'latest' begins."""
+
+    @abstractmethod
+    def committed_offsets(self, topic: str, group: str) -> dict[int, int]:
+        """The offset ``group`` resumes each partition of ``topic`` from (the next one to
+        read); a partition the group never committed is left out."""
 
     @abstractmethod
     def partitions(self, topic: str) -> int:

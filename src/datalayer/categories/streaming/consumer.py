@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -35,18 +36,39 @@ class ConsumeOptions:
 class Message:
     """One delivered message: ``value`` is the decoded payload; ``ack``/``nack`` settle it."""
 
+    __slots__ = ("_record", "_tracker", "attempt", "settled", "value")
+
     def __init__(self, record: Record, value: Any, attempt: int, tracker: OffsetTracker) -> None:
-        self.topic = record.topic
-        self.partition = record.partition
-        self.offset = record.offset
-        self.key = record.key
         self.value = value
-        self.headers = record.headers
-        self.timestamp = record.timestamp
         self.attempt = attempt
         self._record = record
         self._tracker = tracker
         self.settled = False
+
+    # The record's fields are read through it: most handlers read ``value`` only.
+    @property
+    def topic(self) -> str:
+        return self._record.topic
+
+    @property
+    def partition(self) -> int:
+        return self._record.partition
+
+    @property
+    def offset(self) -> int:
+        return self._record.offset
+
+    @property
+    def key(self) -> str | None:
+        return self._record.key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._record.headers
+
+    @property
+    def timestamp(self) -> datetime:
+        return self._record.timestamp
 
     def ack(self) -> None:
         """The message is handled: its offset may be committed."""
@@ -69,6 +91,7 @@ class ConsumerLoop:
 
     ``decode`` turns a record into the message's value; a ``PayloadValidationError`` from it
     sends the record to the dead letters at once. ``stats`` counts retries and dead letters.
+    Iterating yields messages one by one; ``batches`` yields lists of them.
     """
 
     def __init__(
@@ -94,61 +117,128 @@ class ConsumerLoop:
         self.opened = self.last = 0.0
         self.assigned = False
         self.tracker: OffsetTracker | None = None
+        self.handed_out = 0
 
     def __iter__(self) -> Iterator[Message]:
+        limit = self.options.max_messages
+        message = self._message
+        for tracker, records in self._polls(self.options.batch_size):
+            # Inlined ``tracker.skips``: this loop runs once per message.
+            held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
+            for record in records:
+                heartbeat()
+                if record.partition in rewound or record.partition not in held:
+                    continue
+                found = message(tracker, record)
+                if found is None:
+                    continue
+                yield found
+                self.handed_out += 1
+                if limit is not None and self.handed_out >= limit:
+                    return
+
+    def batches(self, max_batch: int, max_wait: float) -> Iterator[list[Message]]:
+        """Lists of up to ``max_batch`` messages: a list is handed out once it is full, once
+        ``max_wait`` seconds passed since its first message came, or when nothing more came
+        in a poll. Messages of partitions given up meanwhile are left out (the next owner
+        gets them)."""
+        limit = self.options.max_messages
+        batch: list[Message] = []
+        first = 0.0
+        wait = max(max_wait, 0.01)
+        polls = self._polls(max_batch, lambda: len(batch), empty_too=True, longest=wait)
+        for tracker, records in polls:
+            for record in records:
+                if tracker.skips(record):
+                    continue
+                found = self._message(tracker, record)
+                if found is not None:
+                    if not batch:
+                        first = time.monotonic()
+                    batch.append(found)
+            full = len(batch) >= max_batch
+            if limit is not None and self.handed_out + len(batch) >= limit:
+                full = True
+            if batch and (full or not records or time.monotonic() - first >= max_wait):
+                held = [m for m in batch if tracker.holds(m._record)]
+                batch = []
+                if held:
+                    self.handed_out += len(held)
+                    yield held
+                if limit is not None and self.handed_out >= limit:
+                    return
+
+    def _polls(
+        self,
+        size: int,
+        waiting: Callable[[], int] = lambda: 0,
+        *,
+        empty_too: bool = False,
+        longest: float = 0.2,
+    ) -> Iterator[tuple[OffsetTracker, list[Record]]]:
+        """Each poll's records (empty ones too with ``empty_too``), until the options say stop;
+        before each poll, what was acknowledged is committed; on the way out, all of it.
+        ``waiting``: how many messages the caller holds back, not counted as handed out;
+        ``longest``: the longest a poll waits for records."""
         self.opened = self.last = time.monotonic()
         self.assigned = False
+        self.handed_out = 0
         options = self.options
         limit = options.max_messages
         consumer = self.backend.open_consumer(
-            self.topic, self.group, partial(start_position, options.start), self._assignment
+            self.topic,
+            self.group,
+            partial(start_position, options.start),
+            self._assignment,
+            self._release,
         )
         self.tracker = tracker = OffsetTracker(
             consumer,
             commits=self.group is not None,
+            policy=self.backend.commit_policy,
             max_attempts=self.max_attempts,
             dead_letters=self.dead_letters,
             stats=self.stats,
         )
-        yielded = 0
         idle = options.idle_timeout
-        poll_timeout = 0.2 if idle is None else min(0.2, idle)
+        poll_timeout = min(0.2, longest) if idle is None else min(0.2, longest, idle)
         try:
-            while limit is None or yielded < limit:
-                want = (
-                    options.batch_size
-                    if limit is None
-                    else min(options.batch_size, limit - yielded)
-                )
-                records = consumer.poll(want, poll_timeout)
+            while True:
+                want = size - waiting()
+                if limit is not None:
+                    want = min(want, limit - self.handed_out - waiting())
+                tracker.before_poll()
+                records = consumer.poll(max(want, 1), poll_timeout)
                 tracker.new_batch()
-                if not records:
-                    if idle is not None and self._idle(idle):
-                        return
-                    continue
-                self.last = time.monotonic()
-                for record in records:
-                    if tracker.skips(record):
-                        continue
-                    attempt = tracker.delivered(record)
-                    try:
-                        value = self.decode(record)
-                    except PayloadValidationError as exc:
-                        log.warning(
-                            "undecodable message %s/%s@%s: %s",
-                            self.topic,
-                            record.partition,
-                            record.offset,
-                            exc,
-                        )
-                        tracker.reject(record, exc)
-                        continue
-                    yield Message(record, value, attempt, tracker)
-                    yielded += 1
-                    if limit is not None and yielded >= limit:
-                        return
+                if records:
+                    self.last = time.monotonic()
+                elif idle is not None and self._idle(idle) and not waiting():
+                    return
+                if records or empty_too:
+                    yield tracker, records
         finally:
-            consumer.close()
+            try:
+                tracker.close()
+            finally:
+                consumer.close()
+
+    def _message(self, tracker: OffsetTracker, record: Record) -> Message | None:
+        """The message of ``record``, tracked as handed out; None when it cannot be decoded
+        (it went to the dead letters)."""
+        attempt = tracker.delivered(record)
+        try:
+            value = self.decode(record)
+        except PayloadValidationError as exc:
+            log.warning(
+                "undecodable message %s/%s@%s: %s",
+                self.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            tracker.reject(record, exc)
+            return None
+        return Message(record, value, attempt, tracker)
 
     def _assignment(self, partitions: set[int]) -> None:
         self.last, self.assigned = time.monotonic(), True
@@ -157,6 +247,10 @@ class ConsumerLoop:
             self.tracker.forget_revoked(partitions)
         if self.options.on_assignment is not None:
             self.options.on_assignment(partitions)
+
+    def _release(self, partitions: set[int]) -> None:
+        if self.tracker is not None:
+            self.tracker.release(partitions)
 
     def _idle(self, idle_timeout: float) -> bool:
         """Idle once nothing came for ``idle_timeout`` while holding partitions (a group join,
@@ -177,20 +271,76 @@ def handle_each(
 ) -> ProcessStats:
     """Run ``handler`` on each message: retried up to ``max_attempts``, then dead-lettered."""
     for message in messages:
-        while True:
-            try:
-                handler(message)
-            except Exception as exc:
-                if message.attempt >= max_attempts:
-                    stats.errors.append(f"{message!r}: {type(exc).__name__}: {exc}")
-                    message.nack(exc)
-                    break
-                stats.retried += 1
-                message.attempt += 1
-                if retry_backoff:
-                    time.sleep(retry_backoff * message.attempt)
-                continue
-            message.ack()
-            stats.handled += 1
-            break
+        try:
+            handler(message)
+        except Exception as exc:
+            _retry(message, handler, exc, stats, max_attempts, retry_backoff)
+            continue
+        message.ack()
+        stats.handled += 1
     return stats
+
+
+def handle_batches(
+    batches: Iterator[list[Message]],
+    handler: Callable[[list[Message]], object],
+    stats: ProcessStats,
+    *,
+    max_attempts: int,
+    retry_backoff: float,
+) -> ProcessStats:
+    """Run ``handler`` on each list of messages. A list it fails on is handed to it again one
+    message at a time, in order (as ``[message]``), so one bad message is retried up to
+    ``max_attempts`` and dead-lettered alone while the others of its list go through."""
+    for batch in batches:
+        try:
+            handler(batch)
+        except Exception as exc:
+            log.warning(
+                "batch of %d messages failed (%s: %s); handling them one at a time",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            alone = partial(_one, handler)
+            handle_each(
+                iter(batch), alone, stats, max_attempts=max_attempts, retry_backoff=retry_backoff
+            )
+            continue
+        for message in batch:
+            message.ack()
+        stats.handled += len(batch)
+    return stats
+
+
+def _one(handler: Callable[[list[Message]], object], message: Message) -> object:
+    return handler([message])
+
+
+def _retry(
+    message: Message,
+    handler: Callable[[Message], object],
+    error: Exception,
+    stats: ProcessStats,
+    max_attempts: int,
+    retry_backoff: float,
+) -> None:
+    """Hand ``message`` to ``handler`` again after it failed with ``error``, until it goes
+    through (acknowledged) or ``max_attempts`` is reached (dead-lettered)."""
+    while True:
+        if message.attempt >= max_attempts:
+            stats.errors.append(f"{message!r}: {type(error).__name__}: {error}")
+            message.nack(error)
+            return
+        stats.retried += 1
+        message.attempt += 1
+        if retry_backoff:
+            time.sleep(retry_backoff * message.attempt)
+        try:
+            handler(message)
+        except Exception as exc:
+            error = exc
+            continue
+        message.ack()
+        stats.handled += 1
+        return

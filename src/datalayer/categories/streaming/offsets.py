@@ -1,11 +1,17 @@
-"""Offset tracking: acknowledgements become safe commits, failures become seeks."""
+"""Offset tracking: acknowledgements become coalesced commits, failures become seeks."""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
-from datalayer.categories.streaming.backend import ConsumerHandle, Record
+from datalayer.categories.streaming.backend import CommitPolicy, ConsumerHandle, Record
 from datalayer.categories.streaming.dead_letters import DeadLetters
+from datalayer.errors import DataLayerError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -18,12 +24,40 @@ class ProcessStats:
     errors: list[str] = field(default_factory=list)
 
 
+class Partition:
+    """What one consumer knows of one partition it holds.
+
+    ``order`` holds the offsets handed out, oldest first, and ``pending`` those not settled
+    yet, so the commit target (the oldest unsettled offset) is found in constant time per
+    acknowledgement. ``acked`` is that target; ``sent`` the last one committed; ``floor``
+    where the group would resume if this consumer died now (its last confirmed commit, or the
+    first offset it was handed); ``high`` the offset after the last one handed out.
+    """
+
+    __slots__ = ("acked", "floor", "high", "order", "pending", "sent")
+
+    def __init__(self, first: int) -> None:
+        self.pending: set[int] = set()
+        self.order: deque[int] = deque()
+        self.high = self.acked = self.floor = first
+        self.sent = -1
+
+    def rewind(self, offset: int) -> None:
+        """Forget what was handed out from ``offset`` on: it is read again."""
+        self.pending = {o for o in self.pending if o < offset}
+        self.order = deque(o for o in self.order if o < offset)
+        self.high = offset
+
+
 class OffsetTracker:
     """Per-partition bookkeeping of one consumer.
 
     A partition's offset is committed only past messages that are all acknowledged (at-least-
     once); a failed message rewinds its partition to it, until ``max_attempts`` sends it to the
     dead letters. Records of a rewound partition still in the current batch are skipped.
+    Commits follow the store's ``CommitPolicy``: sent without waiting before each poll and once
+    ``interval`` passed, waited for when more than ``max_uncommitted`` acknowledged messages
+    are not confirmed, when partitions are given up and when the consumer closes.
     """
 
     def __init__(
@@ -31,63 +65,170 @@ class OffsetTracker:
         consumer: ConsumerHandle,
         *,
         commits: bool,
+        policy: CommitPolicy,
         max_attempts: int,
         dead_letters: DeadLetters,
         stats: ProcessStats,
     ) -> None:
         self.consumer = consumer
         self.commits = commits
+        self.limit = policy.max_uncommitted
+        self.interval = policy.interval.total_seconds()
         self.max_attempts = max_attempts
         self.dead_letters = dead_letters
         self.stats = stats
-        self.pending: dict[int, set[int]] = {}
-        self.high: dict[int, int] = {}
-        self.committed: dict[int, int] = {}
+        self.partitions: dict[int, Partition] = {}
+        self.unconfirmed = 0
+        self.due: float | None = None
         self.attempts: dict[tuple[int, int], int] = {}
         self.rewound: dict[int, int] = {}
+        self.held: set[int] = set()
+        self.heartbeat = consumer.heartbeat
 
     def new_batch(self) -> None:
-        """A new poll's records: partitions rewound during the last batch are read again."""
+        """A new poll's records: partitions rewound or taken away during the last batch are
+        read again."""
         self.rewound.clear()
         self.forget_revoked()
+        self.rewound.clear()
+        if self.commits:
+            self._count_confirmed()  # commits sent before the poll were confirmed during it
+
+    def before_poll(self) -> None:
+        """Send what was acknowledged since the last poll, without waiting for it."""
+        if self.commits:
+            self.flush(wait=False)
 
     def forget_revoked(self, assigned: set[int] | None = None) -> None:
         """Drop what is known of partitions no longer held (``assigned``: the ones held now):
         a late ack of one of their messages then commits nothing."""
         if assigned is None:
             assigned = self.consumer.assignment()
-        for p in [p for p in self.pending if p not in assigned]:
-            self.pending.pop(p, None)
-            self.high.pop(p, None)
-            self.committed.pop(p, None)
+        gone = (self.held | set(self.partitions)) - assigned
+        self.held.clear()  # in place: the consumer loop holds it
+        self.held.update(assigned)
+        for p in gone:
+            self.partitions.pop(p, None)
+            self.rewound[p] = -1  # what this poll fetched of it is stale, even if given back
+        if gone:
+            self._recount()
+
+    def release(self, partitions: set[int]) -> None:
+        """``partitions`` are about to be given up: commit their acknowledged offsets now, and
+        wait for it, so their next owner starts after every message this one handled."""
+        if not self.commits:
+            return
+        try:
+            self._commit(self._unconfirmed(partitions), wait=True)
+        except DataLayerError as exc:
+            log.warning("commit before giving up partitions %s failed: %s", sorted(partitions), exc)
+
+    def close(self) -> None:
+        """Commit everything acknowledged before the consumer leaves (a failure is logged:
+        those messages are then delivered again, as after a crash)."""
+        if not self.commits:
+            return
+        try:
+            self.flush(wait=True)
+        except DataLayerError as exc:
+            log.warning("commit on close failed: %s", exc)
 
     def skips(self, record: Record) -> bool:
         """Whether ``record`` is stale: its partition was rewound or taken away."""
-        return (
-            record.partition in self.rewound or record.partition not in self.consumer.assignment()
-        )
+        self.heartbeat()  # first: it may find the partition lost
+        return record.partition in self.rewound or record.partition not in self.held
+
+    def holds(self, record: Record) -> bool:
+        """Whether ``record`` was handed out and is still this consumer's to settle."""
+        state = self.partitions.get(record.partition)
+        return state is not None and record.offset in state.pending
 
     def delivered(self, record: Record) -> int:
         """Track ``record`` as handed out; returns its attempt number."""
-        self.pending.setdefault(record.partition, set()).add(record.offset)
-        self.high[record.partition] = max(self.high.get(record.partition, 0), record.offset + 1)
-        return self.attempts.get((record.partition, record.offset), 0) + 1
+        offset = record.offset
+        state = self.partitions.get(record.partition)
+        if state is None:
+            state = self.partitions[record.partition] = Partition(offset)
+        state.pending.add(offset)
+        state.order.append(offset)
+        if offset >= state.high:
+            state.high = offset + 1
+        return self.attempts.get((record.partition, offset), 0) + 1 if self.attempts else 1
 
     def ack(self, record: Record) -> None:
-        """Commit up to the first unacknowledged message of the partition. A message handed
-        out before its partition was revoked commits nothing: the partition's new owner reads
-        from the last commit, and a late commit must not move it (Kafka would move it back)."""
-        p = record.partition
-        pending = self.pending.get(p)
-        if pending is None or record.offset not in pending:
+        """Move the partition's commit target to its first unacknowledged message. A message
+        handed out before its partition was revoked moves nothing: the partition's new owner
+        reads from the last commit, and a late commit must not move it (Kafka would move it
+        back)."""
+        offset = record.offset
+        state = self.partitions.get(record.partition)
+        if state is None or offset not in state.pending:
             return
-        pending.discard(record.offset)
-        self.attempts.pop((p, record.offset), None)
-        target = min(pending) if pending else self.high.get(p, record.offset + 1)
-        if self.commits and target > self.committed.get(p, -1) and p in self.consumer.assignment():
-            self.consumer.commit(p, target)
-            if p in self.consumer.assignment():  # not lost while committing
-                self.committed[p] = target
+        pending = state.pending
+        pending.discard(offset)
+        if self.attempts:
+            self.attempts.pop((record.partition, offset), None)
+        order = state.order
+        while order and order[0] not in pending:
+            order.popleft()
+        target = order[0] if order else state.high
+        moved = target - state.acked
+        if moved <= 0 or not self.commits:
+            return
+        state.acked = target
+        self.unconfirmed += moved
+        if self.unconfirmed > self.limit:
+            self.flush(wait=True)
+        elif self.due is None:
+            self.due = time.monotonic() + self.interval
+        elif time.monotonic() >= self.due:
+            self.flush(wait=False)
+
+    def flush(self, *, wait: bool) -> None:
+        """Commit every partition's target that moved since it was last sent (``wait``: since
+        it was last confirmed, and wait for the store to confirm it)."""
+        self.due = None
+        if wait:
+            moved = self._unconfirmed(self.partitions)
+        else:
+            moved = {p: s.acked for p, s in self.partitions.items() if s.acked > s.sent}
+        if moved:
+            self._commit(moved, wait=wait)
+
+    def _unconfirmed(self, partitions: set[int] | dict[int, Partition]) -> dict[int, int]:
+        found = self.partitions
+        return {
+            p: found[p].acked for p in partitions if p in found and found[p].acked > found[p].floor
+        }
+
+    def _commit(self, offsets: dict[int, int], *, wait: bool) -> None:
+        held = self.consumer.assignment()
+        offsets = {p: t for p, t in offsets.items() if p in held}
+        if not offsets:
+            return
+        confirmed = self.consumer.commit(offsets, wait=wait)
+        for p, target in offsets.items():
+            state = self.partitions.get(p)
+            if state is not None:
+                state.sent = max(state.sent, target)
+                if confirmed:
+                    state.floor = max(state.floor, target)
+        if confirmed:
+            self._recount()
+
+    def _count_confirmed(self) -> None:
+        """Take in the commits the store confirmed since the last poll."""
+        changed = False
+        for p, offset in self.consumer.confirmed().items():
+            state = self.partitions.get(p)
+            if state is not None and offset > state.floor:
+                state.floor = offset
+                changed = True
+        if changed:
+            self._recount()
+
+    def _recount(self) -> None:
+        self.unconfirmed = sum(max(0, s.acked - s.floor) for s in self.partitions.values())
 
     def nack(self, record: Record, attempt: int, error: BaseException | str) -> None:
         if attempt >= self.max_attempts:
@@ -97,8 +238,9 @@ class OffsetTracker:
             return
         p = record.partition
         self.attempts[(p, record.offset)] = attempt
-        self.pending[p] = {o for o in self.pending.get(p, set()) if o < record.offset}
-        self.high[p] = record.offset
+        state = self.partitions.get(p)
+        if state is not None:
+            state.rewind(record.offset)
         self.rewound[p] = record.offset
         self.consumer.seek(p, record.offset)
         self.stats.retried += 1

@@ -20,6 +20,15 @@ Guarantees every implementation keeps:
 - Delivery is at-least-once: an offset is committed only once every earlier message of its
   partition was acknowledged, so a message not acknowledged (the consumer stopped or crashed)
   is delivered again to the group.
+- An acknowledgement costs no round trip: acknowledged offsets are committed together, before
+  each poll and at least every ``commit.interval`` without waiting, and with waiting when
+  partitions are given up and when the consumer closes. A consumer never holds more than the
+  store's ``commit.max_uncommitted`` acknowledged messages whose commit is not confirmed (the
+  acknowledgement that would pass it waits for the commit): a consumer that crashes makes
+  the group handle again at most that many messages it acknowledged; ``0`` commits each
+  acknowledgement before it returns.
+- ``process_batch`` hands its handler lists of messages; a list it fails on is handed again
+  one message at a time, so each is retried and dead-lettered as ``process`` does.
 - ``nack`` redelivers a message; after ``max_attempts`` it goes to the dead-letter topic with
   the error and attempt count in its headers, and the partition goes on. A message that cannot
   be decoded (not JSON; ``NaN`` and ``Infinity`` are not JSON either) or fails the schema on
@@ -46,6 +55,7 @@ from datalayer.categories.streaming.consumer import (
     ConsumeOptions,
     ConsumerLoop,
     Message,
+    handle_batches,
     handle_each,
 )
 from datalayer.categories.streaming.dead_letters import DeadLetters
@@ -87,6 +97,16 @@ class Stream:
     def end_offsets(self, topic: str | None = None) -> dict[int, int]:
         """The next offset of each partition: where a consumer starting at 'latest' begins."""
         return self.store.end_offsets(topic or self.pattern.topic)
+
+    def committed(self, group: str) -> dict[int, int]:
+        """Where ``group`` resumes each partition (the next offset to read); a partition it
+        never committed is left out."""
+        return self.store.committed_offsets(self.pattern.topic, group)
+
+    def lag(self, group: str) -> dict[int, int]:
+        """How many messages of each partition ``group`` has not committed yet."""
+        committed = self.committed(group)
+        return {p: end - committed.get(p, 0) for p, end in self.end_offsets().items()}
 
     def publish(
         self, event: Any, *, key: str | None = None, headers: Mapping[str, str] | None = None
@@ -152,10 +172,51 @@ class Stream:
     ) -> ProcessStats:
         """Run ``handler`` on each message: retried up to ``max_attempts``, then dead-lettered."""
         stats = ProcessStats()
-        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
+        options = ConsumeOptions(
+            start=start, max_messages=max_messages, idle_timeout=idle_timeout, batch_size=500
+        )
         loop = self._loop(self.pattern.topic, group, options, self.codec.decode, stats)
         return handle_each(
             iter(loop),
+            handler,
+            stats,
+            max_attempts=self.pattern.max_attempts,
+            retry_backoff=retry_backoff,
+        )
+
+    def process_batch(
+        self,
+        handler: Callable[[list[Message]], object],
+        group: str,
+        *,
+        max_batch: int = 500,
+        max_wait: float = 1.0,
+        start: StartAt = "committed",
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        retry_backoff: float = 0.0,
+    ) -> ProcessStats:
+        """Run ``handler`` on lists of up to ``max_batch`` messages, for sinks that write in
+        bulk; a list waits at most ``max_wait`` seconds for more after its first message. A
+        list the handler fails on is handed to it again one message at a time, so each is
+        retried up to ``max_attempts`` and dead-lettered alone, as ``process`` does."""
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise DataLayerError(
+                f"process_batch: max_batch must be an integer >= 1, not {max_batch!r}"
+            )
+        if (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, int | float)
+            or not 0 <= max_wait <= 3600
+        ):
+            raise DataLayerError(
+                f"process_batch: max_wait must be seconds between 0 and 3600, not {max_wait!r}"
+            )
+        stats = ProcessStats()
+        options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)
+        loop = self._loop(self.pattern.topic, group, options, self.codec.decode, stats)
+        return handle_batches(
+            loop.batches(max_batch, float(max_wait)),
             handler,
             stats,
             max_attempts=self.pattern.max_attempts,

@@ -6,12 +6,13 @@ member table with heartbeats, from which every member derives the same wanted as
 
 A partition is handled by one member at a time, by construction: a member reads and commits a
 partition only while it holds its row in ``owners`` (its lease). It claims a wanted partition
-only once no live member holds it, and gives one up only at a poll, when every message it
-acknowledged is committed (each acknowledgement commits before it returns). So a member that
-joins or leaves never makes another handle a message twice. A member that stops heartbeating
-(polling or committing) for ``session_timeout`` is taken for dead: its leases go to the others,
-which read from its last commit (its unacknowledged messages are delivered again), and its own
-commits are refused from then on.
+only once no live member holds it, and gives one up only at a poll or a heartbeat, after
+committing every message it acknowledged there (``on_release``). So a member that joins or
+leaves never makes another handle a message twice. A member that stops heartbeating (polling,
+committing, or moving through a batch) for ``session_timeout`` is taken for dead: its leases go
+to the others, which read from its last commit (its unacknowledged messages, and those
+acknowledged since its last commit, are delivered again), and its own commits are refused from
+then on; it finds out at its next heartbeat and hands out nothing more of those partitions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ from pydantic import Field
 
 from datalayer.categories.streaming import (
     AssignmentCallback,
+    CommitPolicy,
     ConsumerHandle,
     Delivery,
     OutgoingRecord,
@@ -80,6 +82,7 @@ class EmbeddedLogConfig(StoreConfig):
     poll_interval: float = Field(default=0.05, gt=0, le=5)
     max_message_bytes: int = Field(default=1_048_576, ge=1024, le=1_000_000_000)
     busy_timeout: float = Field(default=30.0, gt=0, le=3600)
+    commit: CommitPolicy = Field(default_factory=CommitPolicy)
 
     def target(self) -> str:
         return self.path
@@ -93,6 +96,7 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
 
     def __init__(self, name: str, config: EmbeddedLogConfig, path: Path) -> None:
         super().__init__(name, config)
+        self.commit_policy = config.commit
         self.db = SQLiteFile(path, self.label, config.busy_timeout)
         with self.db.write() as conn:
             for statement in _SCHEMA:
@@ -207,14 +211,27 @@ class EmbeddedLogStore(Store[StreamingPattern, Stream], StreamBackend):
                 ).fetchall()
             )
 
+    def committed_offsets(self, topic: str, group: str) -> dict[int, int]:
+        self.partitions(topic)
+        with self.db.read() as conn:
+            return dict(
+                conn.execute(
+                    "SELECT partition, committed FROM offsets WHERE grp = ? AND topic = ?",
+                    (group, topic),
+                ).fetchall()
+            )
+
     def open_consumer(
         self,
         topic: str,
         group: str | None,
         start: StartPositions,
         on_assignment: AssignmentCallback,
+        on_release: AssignmentCallback,
     ) -> EmbeddedConsumer:
-        return EmbeddedConsumer(self, topic, self.partitions(topic), group, start, on_assignment)
+        return EmbeddedConsumer(
+            self, topic, self.partitions(topic), group, start, on_assignment, on_release
+        )
 
     def ping(self) -> None:
         self.db.ping()
@@ -246,8 +263,10 @@ class EmbeddedConsumer(ConsumerHandle):
         group: str | None,
         start: StartPositions,
         on_assignment: AssignmentCallback,
+        on_release: AssignmentCallback,
     ) -> None:
         self.on_assignment = on_assignment
+        self.on_release = on_release
         self.store = store
         self.db = store.db
         self.topic = topic
@@ -265,6 +284,7 @@ class EmbeddedConsumer(ConsumerHandle):
     def refresh(self) -> None:
         """Heartbeat and rebalance: partitions given up or lost are dropped, claimed ones start
         where the contract says (the first time this consumer gets them) or at the commit."""
+        self.last_refresh = time.monotonic()
         assigned = set(range(self.partitions)) if self.group is None else self.rebalance()
         for p in self.assigned - assigned:
             self.positions.pop(p, None)
@@ -275,7 +295,6 @@ class EmbeddedConsumer(ConsumerHandle):
         self.assigned = assigned
         if changed:
             self.on_assignment(set(assigned))
-        self.last_refresh = time.monotonic()
 
     def rebalance(self) -> set[int]:
         """One write transaction: heartbeat, forget members past their session (and their
@@ -318,19 +337,29 @@ class EmbeddedConsumer(ConsumerHandle):
             released = held - wanted
             claimed = {p for p in wanted if p not in owners}
             conn.executemany(
-                "DELETE FROM owners WHERE grp = ? AND topic = ? AND member = ? AND partition = ?",
-                [(*me, p) for p in released],
-            )
-            conn.executemany(
                 "INSERT INTO owners(grp, topic, member, partition) VALUES (?, ?, ?, ?)",
                 [(*me, p) for p in claimed],
             )
         lost = self.assigned - held
         if lost:
-            self.warn_lost(lost)
+            self.lose(lost)
+        if released:
+            self.on_release(released & self.assigned)  # still leased: commit them first
+            with self.db.write() as conn:
+                conn.executemany(
+                    "DELETE FROM owners "
+                    "WHERE grp = ? AND topic = ? AND member = ? AND partition = ?",
+                    [(*me, p) for p in released],
+                )
         return (held - released) | claimed
 
-    def warn_lost(self, partitions: set[int]) -> None:
+    def lose(self, partitions: set[int]) -> None:
+        """Drop partitions whose lease another member took: the messages of them fetched
+        already are not handed out (the next owner has them)."""
+        self.assigned -= partitions
+        for partition in partitions:
+            self.positions.pop(partition, None)
+        self.on_assignment(set(self.assigned))
         log.warning(
             "%s: partitions %s of '%s' went to another member of group '%s': this one missed "
             "its session timeout; its unacknowledged messages are delivered again there",
@@ -409,35 +438,43 @@ class EmbeddedConsumer(ConsumerHandle):
                     self.positions[partition] = rows[-1][0] + 1
         return out
 
-    def commit(self, partition: int, offset: int) -> None:
-        """Commit while holding the partition's lease (and count it as a heartbeat); a member
-        whose lease was taken loses the partition instead."""
+    def commit(self, offsets: Mapping[int, int], *, wait: bool) -> bool:
+        """Commit in one transaction, each partition only while holding its lease (and count
+        it as a heartbeat); a partition whose lease was taken is lost instead."""
         if self.group is None:
-            return
+            return True
+        refused = set()
         with self.db.write() as conn:
-            accepted = conn.execute(
-                "INSERT INTO offsets(grp, topic, partition, committed) SELECT ?1, ?2, ?3, ?4 "
-                "WHERE EXISTS (SELECT 1 FROM owners WHERE grp = ?1 AND topic = ?2 "
-                "AND partition = ?3 AND member = ?5) "
-                "ON CONFLICT(grp, topic, partition) DO UPDATE "
-                "SET committed = max(committed, excluded.committed)",
-                (self.group, self.topic, partition, offset, self.member),
-            ).rowcount
-            if accepted:
+            for partition, offset in offsets.items():
+                accepted = conn.execute(
+                    "INSERT INTO offsets(grp, topic, partition, committed) SELECT ?1, ?2, ?3, ?4 "
+                    "WHERE EXISTS (SELECT 1 FROM owners WHERE grp = ?1 AND topic = ?2 "
+                    "AND partition = ?3 AND member = ?5) "
+                    "ON CONFLICT(grp, topic, partition) DO UPDATE "
+                    "SET committed = max(committed, excluded.committed)",
+                    (self.group, self.topic, partition, offset, self.member),
+                ).rowcount
+                if not accepted:
+                    refused.add(partition)
+            if len(refused) < len(offsets):
                 conn.execute(
                     "UPDATE members SET heartbeat = max(heartbeat, ?) "
                     "WHERE grp = ? AND topic = ? AND member = ?",
                     (time.time(), self.group, self.topic, self.member),
                 )
-        if not accepted and partition in self.assigned:
-            self.warn_lost({partition})
-            self.assigned.discard(partition)
-            self.positions.pop(partition, None)
-            self.on_assignment(set(self.assigned))
+        if refused & self.assigned:
+            self.lose(refused & self.assigned)
+        return True
 
     def seek(self, partition: int, offset: int) -> None:
         if partition in self.assigned:
             self.positions[partition] = offset
+
+    def heartbeat(self) -> None:
+        """A member busy with a batch heartbeats (and finds out whether it lost a lease) here:
+        acknowledgements do not commit one by one."""
+        if self.group is not None and time.monotonic() - self.last_refresh >= self.refresh_every:
+            self.refresh()
 
     def assignment(self) -> set[int]:
         return set(self.assigned)

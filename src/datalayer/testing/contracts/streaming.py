@@ -181,6 +181,102 @@ class StreamingContract(Contract):
         again = self.drain(dl, "g1")
         assert [m.value["seq"] for m in again] == [1, 2, 3]
 
+    def test_acks_commit_together_never_more_than_max_uncommitted_behind(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        """Acknowledgements are committed together, not one round trip each, yet the group's
+        committed offset is never more than ``max_uncommitted`` behind what was acknowledged
+        (the most a crash can make the group handle twice), and closing commits all of it."""
+        self.idle = self.idle_for(datalayer_store)
+        datalayer_store["commit"] = {"max_uncommitted": 3, "interval": "1h"}
+        stream = open_layer({"events": EVENTS}).stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(10)])
+        behind = []
+        consumer = stream.consume("g1", idle_timeout=self.idle, batch_size=100)
+        for acked, message in enumerate(consumer, start=1):
+            message.ack()
+            committed = stream.committed("g1").get(message.partition, 0)
+            behind.append(message.offset + 1 - committed)
+            if acked == 10:
+                break
+        consumer.close()  # type: ignore[attr-defined]
+        assert max(behind) <= 3
+        assert sum(behind) > 0, "every ack was committed on its own"
+        assert sum(stream.lag("g1").values()) == 0
+        assert stream.committed("g1") == {m: o for m, o in stream.end_offsets().items() if o}
+
+    def test_max_uncommitted_zero_commits_each_ack_before_it_returns(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        self.idle = self.idle_for(datalayer_store)
+        datalayer_store["commit"] = {"max_uncommitted": 0}
+        stream = open_layer({"events": EVENTS}).stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(4)])
+        for message in stream.consume("g1", idle_timeout=self.idle):
+            message.ack()
+            assert stream.committed("g1")[message.partition] == message.offset + 1
+
+    def test_a_bad_commit_policy_names_the_setting(
+        self, open_layer: OpenLayer, datalayer_store: dict[str, Any]
+    ) -> None:
+        datalayer_store["commit"] = {"max_uncommitted": -1}
+        with pytest.raises(DataLayerError, match="max_uncommitted"):
+            open_layer({"events": EVENTS})
+
+    def test_process_batch_hands_lists_in_order_each_message_once(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, f"dev-{n % 3}") for n in range(25)])
+        batches: list[list[int]] = []
+        stats = stream.process_batch(
+            lambda batch: batches.append([m.value["seq"] for m in batch]),
+            "g1",
+            max_batch=10,
+            max_wait=0.1,
+            idle_timeout=self.idle,
+        )
+        assert all(0 < len(b) <= 10 for b in batches)
+        seen = [seq for b in batches for seq in b]
+        assert sorted(seen) == list(range(25))
+        for device in range(3):
+            mine = [seq for seq in seen if seq % 3 == device]
+            assert mine == sorted(mine)
+        assert (stats.handled, stats.retried, stats.dead_lettered) == (25, 0, 0)
+        assert stream.process_batch(lambda b: None, "g1", idle_timeout=self.idle).handled == 0
+
+    def test_process_batch_takes_a_failed_list_one_by_one_and_dead_letters_the_bad_one(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(6)])
+        calls: list[list[int]] = []
+        written: list[int] = []
+
+        def handler(batch: list[Message]) -> None:
+            seqs = [m.value["seq"] for m in batch]
+            calls.append(seqs)
+            if 2 in seqs:
+                raise RuntimeError("poison")
+            written.extend(seqs)
+
+        stats = stream.process_batch(handler, "g1", max_batch=6, idle_timeout=self.idle)
+        assert sorted(written) == [0, 1, 3, 4, 5]
+        assert calls.count([2]) in (3, 4)  # max_attempts alone (after [2] failed as a list)
+        assert (stats.handled, stats.dead_lettered) == (5, 1)
+        assert [m.value["seq"] for m in stream.dead_letters()] == [2]
+        assert self.drain(dl, "g1") == []
+
+    def test_process_batch_refuses_bad_arguments_naming_them(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"max_batch": 0}, "max_batch"),
+            ({"max_batch": True}, "max_batch"),
+            ({"max_wait": -1}, "max_wait"),
+            ({"max_wait": float("nan")}, "max_wait"),
+        ]
+        for kwargs, name in cases:
+            with pytest.raises(DataLayerError, match=name):
+                stream.process_batch(lambda b: None, "g1", idle_timeout=self.idle, **kwargs)
+
     def test_nack_redelivers_then_dead_letters_with_headers(self, dl: DataLayer) -> None:
         stream = dl.stream("events")
         stream.publish_many([event(0, "dev-a"), event(1, "dev-a")])

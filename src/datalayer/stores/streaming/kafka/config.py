@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from datalayer.categories.streaming import StreamingPattern
+from datalayer.categories.streaming import CommitPolicy, StreamingPattern
 from datalayer.errors import DataLayerError, NotApplied, StoreLabel, StoreUnavailable
 from datalayer.stores.base import StoreConfig, require_driver
 from datalayer.validators import Duration
@@ -34,6 +34,7 @@ class KafkaConfig(StoreConfig):
     session_timeout: Duration = timedelta(seconds=10)
     max_message_bytes: int = Field(default=1_000_000, ge=1024, le=999_000_000)
     linger_ms: int = Field(default=5, ge=0, le=900_000)
+    commit: CommitPolicy = Field(default_factory=CommitPolicy)
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     @field_validator("options")

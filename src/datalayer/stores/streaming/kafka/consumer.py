@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ from datalayer.categories.streaming import (
 )
 from datalayer.errors import StoreLabel, StoreTimeout
 from datalayer.stores.streaming.kafka.config import KafkaConfig, kafka_errors
+
+log = logging.getLogger(__name__)
 
 
 class KafkaConsumer(ConsumerHandle):
@@ -30,6 +33,7 @@ class KafkaConsumer(ConsumerHandle):
         group: str | None,
         start: StartPositions,
         on_assignment: AssignmentCallback,
+        on_release: AssignmentCallback,
     ) -> None:
         from confluent_kafka import Consumer
 
@@ -38,7 +42,9 @@ class KafkaConsumer(ConsumerHandle):
         self.group = group
         self.start = start
         self.on_assignment = on_assignment
+        self.on_release = on_release
         self.assigned: set[int] = set()
+        self.committed: dict[int, int] = {}
         self.started: set[int] = set()
         self.timeout = config.resilience.timeout.total_seconds()
         session_ms = int(config.session_timeout.total_seconds() * 1000)
@@ -53,6 +59,7 @@ class KafkaConsumer(ConsumerHandle):
                     "heartbeat.interval.ms": max(100, session_ms // 4),
                     "enable.partition.eof": False,
                     "fetch.wait.max.ms": 100,
+                    "on_commit": self._confirmed,
                 }
             )
         )
@@ -69,7 +76,9 @@ class KafkaConsumer(ConsumerHandle):
         self.on_assignment(set(self.assigned))
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
-        self.assigned -= {tp.partition for tp in partitions}
+        revoked = {tp.partition for tp in partitions}
+        self.on_release(revoked & self.assigned)  # still ours: the moment to commit them
+        self.assigned -= revoked
         consumer.unassign()
         self.on_assignment(set(self.assigned))
 
@@ -95,47 +104,82 @@ class KafkaConsumer(ConsumerHandle):
         return position.within(int(low), int(high))
 
     def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """What the client fetched already, up to ``max_records``; when it has nothing, wait
+        up to ``timeout`` for the first record only (``consume`` would wait for them all)."""
+        consume = self.consumer.consume
+        message: Any  # librdkafka's Message: its stubs allow None where a record has none
         with kafka_errors(self.label):
-            messages = self.consumer.consume(num_messages=max_records, timeout=timeout)
-        records = []
+            messages = consume(num_messages=max_records, timeout=0)
+            if not messages:
+                messages = consume(num_messages=1, timeout=timeout)
+                if messages and max_records > 1:
+                    messages += consume(num_messages=max_records - 1, timeout=0)
+        topic, records = self.topic, list[Record]()
+        append = records.append
+        new = tuple.__new__  # Record(...) without NamedTuple's Python-level __new__
+        stamp, when = None, None  # messages of one producer batch share their timestamp
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == error._PARTITION_EOF:
-                    continue
-                with kafka_errors(self.label):
-                    from confluent_kafka import KafkaException
-
-                    raise KafkaException(error)
-            _, stamp = message.timestamp()
-            records.append(
-                Record(
-                    str(message.topic()),
-                    int(message.partition() or 0),
-                    int(message.offset() or 0),
-                    _text(message.key()),
-                    _bytes(message.value()),
-                    {str(k): _text(v) or "" for k, v in _headers(message)},
-                    datetime.fromtimestamp(stamp / 1000, UTC),
+            if message.error() is not None:
+                self._raise(message.error())
+                continue
+            key, value, headers = message.key(), message.value(), message.headers()
+            if (millis := message.timestamp()[1]) != stamp:
+                stamp, when = millis, datetime.fromtimestamp(millis / 1000, UTC)
+            append(
+                new(
+                    Record,
+                    (
+                        topic,
+                        message.partition(),
+                        message.offset(),
+                        None if key is None else key.decode("utf-8", "replace"),
+                        b"" if value is None else value,
+                        {} if not headers else {str(k): _text(v) or "" for k, v in headers},
+                        when,
+                    ),
                 )
             )
         return records
 
-    def commit(self, partition: int, offset: int) -> None:
+    def _raise(self, error: Any) -> None:
+        """A message that carries an error instead of a record (end of partition is none)."""
+        from confluent_kafka import KafkaException
+
+        if error.code() != error._PARTITION_EOF:
+            with kafka_errors(self.label):
+                raise KafkaException(error)
+
+    def commit(self, offsets: Mapping[int, int], *, wait: bool) -> bool:
         if self.group is None:
-            return
+            return True
         from confluent_kafka import TopicPartition
 
-        offsets = [TopicPartition(self.topic, partition, offset)]
+        positions = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         with kafka_errors(self.label):
-            done = within(self.timeout, self.consumer.commit, offsets=offsets, asynchronous=False)
+            if not wait:
+                self.consumer.commit(offsets=positions, asynchronous=True)
+                return False
+            done = within(self.timeout, self.consumer.commit, offsets=positions, asynchronous=False)
         if not done:
+            where = ", ".join(f"{self.topic}[{p}] up to offset {o}" for p, o in offsets.items())
             raise StoreTimeout(
-                f"{self.label} did not confirm the commit of {self.topic}[{partition}] up to "
-                f"offset {offset} within {self.timeout:g}s: it may still land; until it does, "
-                "those messages may be delivered again",
+                f"{self.label} did not confirm the commit of {where} within {self.timeout:g}s: "
+                "it may still land; until it does, those messages may be delivered again",
                 store=self.label.name,
             )
+        return True
+
+    def _confirmed(self, error: Any, partitions: list[Any]) -> None:
+        """librdkafka's report of a commit sent without waiting (called within ``poll``)."""
+        if error is not None:
+            log.warning("%s: a commit of '%s' failed: %s", self.label, self.topic, error)
+            return
+        for tp in partitions:
+            if tp.error is None and tp.topic == self.topic and tp.offset >= 0:
+                self.committed[tp.partition] = max(self.committed.get(tp.partition, 0), tp.offset)
+
+    def confirmed(self) -> Mapping[int, int]:
+        return self.committed
 
     def seek(self, partition: int, offset: int) -> None:
         from confluent_kafka import TopicPartition
@@ -193,6 +237,24 @@ def end_offsets(
         consumer.close()
 
 
+def committed_offsets(
+    label: StoreLabel, config: KafkaConfig, topic: str, group: str, partitions: int
+) -> dict[int, int]:
+    """``group``'s committed offsets, asked by a client that does not join the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(config.client_config(**{"group.id": group}))
+    timeout = config.request_timeout_ms / 1000
+    try:
+        with kafka_errors(label):
+            found = consumer.committed(
+                [TopicPartition(topic, p) for p in range(partitions)], timeout=timeout
+            )
+    finally:
+        consumer.close()
+    return {tp.partition: int(tp.offset) for tp in found if tp.offset >= 0}
+
+
 #: Errors of a partition whose leadership is still moving (a topic created a moment ago, a
 #: broker restarting): the question is asked again until the deadline rather than failed.
 _LEADER_MOVING = {"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART"}
@@ -216,11 +278,3 @@ def _high_watermark(consumer: Any, topic: str, partition: int, deadline: float) 
 
 def _text(value: str | bytes | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _bytes(value: str | bytes | None) -> bytes:
-    return value.encode() if isinstance(value, str) else value or b""
-
-
-def _headers(message: Any) -> list[tuple[str, str | bytes | None]]:
-    return list(message.headers() or [])

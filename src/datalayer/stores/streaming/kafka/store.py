@@ -15,7 +15,11 @@ from datalayer.categories.streaming import (
 )
 from datalayer.stores.base import Store
 from datalayer.stores.streaming.kafka.config import KafkaConfig, TopicAdmin
-from datalayer.stores.streaming.kafka.consumer import KafkaConsumer, end_offsets
+from datalayer.stores.streaming.kafka.consumer import (
+    KafkaConsumer,
+    committed_offsets,
+    end_offsets,
+)
 from datalayer.stores.streaming.kafka.producer import KafkaProducer, KafkaQueue
 
 
@@ -24,6 +28,7 @@ class KafkaStore(Store[StreamingPattern, Stream], StreamBackend):
 
     def __init__(self, name: str, config: KafkaConfig) -> None:
         super().__init__(name, config)
+        self.commit_policy = config.commit
         self.topics = TopicAdmin(self.label, config)
         #: confluent-kafka's admin client, for what the store itself does not offer.
         self.admin = self.topics.client
@@ -61,9 +66,15 @@ class KafkaStore(Store[StreamingPattern, Stream], StreamBackend):
         group: str | None,
         start: StartPositions,
         on_assignment: AssignmentCallback,
+        on_release: AssignmentCallback,
     ) -> KafkaConsumer:
         self.partitions(topic)
-        return KafkaConsumer(self.label, self.config, topic, group, start, on_assignment)
+        return KafkaConsumer(
+            self.label, self.config, topic, group, start, on_assignment, on_release
+        )
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return end_offsets(self.label, self.config, topic, self.partitions(topic))
+
+    def committed_offsets(self, topic: str, group: str) -> dict[int, int]:
+        return committed_offsets(self.label, self.config, topic, group, self.partitions(topic))
