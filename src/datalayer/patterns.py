@@ -135,6 +135,8 @@ class DictCodec:
     #: JSON bytes to the JSON-ready dict, parsed and validated in one pydantic call; ``None``
     #: unless every field is of a type the Python path reads the same way (``_SAME_FROM_JSON``).
     from_json: Callable[[bytes], dict[str, Any]] | None = None
+    #: ``from_json`` for many at once, in one call.
+    many_from_json: Callable[[list[bytes]], list[dict[str, Any]]] | None = None
 
 
 #: Keys of a model's core schema (and of its fields) that only matter for instances, or that
@@ -171,18 +173,23 @@ def dict_codec(schema: type[BaseModel]) -> DictCodec | None:
     validator = SchemaValidator(core_schema.list_schema(as_dict), config)
     serializer = SchemaSerializer(as_dict, config)
     from_json: Callable[[bytes], dict[str, Any]] | None = None
+    many_from_json: Callable[[list[bytes]], list[dict[str, Any]]] | None = None
     if all(_same_from_json(field["schema"]) for field in fields.values()):
         finite = core_schema.CoreConfig(**{**config, "allow_inf_nan": False})
-        one = SchemaValidator(
-            core_schema.typed_dict_schema(fields, extra_behavior="ignore", config=finite), finite
-        ).validate_json
+        parsed = core_schema.typed_dict_schema(fields, extra_behavior="ignore", config=finite)
+        one = SchemaValidator(parsed, finite).validate_json
+        many = SchemaValidator(
+            core_schema.list_schema(core_schema.json_schema(parsed)), finite
+        ).validate_python
         if all(_json_native(field["schema"]) for field in fields.values()):
-            from_json = one  # what it validated is already JSON-ready
+            from_json, many_from_json = one, many  # what they validate is already JSON-ready
         else:
             to_python = serializer.to_python
+            to_pythons = SchemaSerializer(core_schema.list_schema(as_dict), config).to_python
             from_json = lambda raw: to_python(one(raw), mode="json")  # noqa: E731
+            many_from_json = lambda raws: to_pythons(many(raws), mode="json")  # noqa: E731
 
-    return DictCodec(validator.validate_python, serializer.to_json, from_json)
+    return DictCodec(validator.validate_python, serializer.to_json, from_json, many_from_json)
 
 
 #: Core schema types pydantic reads from JSON text exactly as from ``json.loads``'s values

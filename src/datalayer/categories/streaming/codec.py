@@ -48,6 +48,7 @@ class EventCodec:
             self._to_json = self._schema.__pydantic_serializer__.to_json
             self._dicts = dict_codec(self._schema)
         self._from_json = self._dicts.from_json if self._dicts is not None else None
+        self._many_from_json = self._dicts.many_from_json if self._dicts is not None else None
         field = self._key_path[0] if self._key_path and len(self._key_path) == 1 else None
         self._key_field = attrgetter(field) if field and self._schema is not None else None
         self._key_item = itemgetter(field) if field and self._schema is not None else None
@@ -159,6 +160,16 @@ class EventCodec:
             values += self._serialized(self._to_json, models, start)
             keys += self._keys(models, self._key_field)
         return keys, values
+
+    def decode_many(self, records: list[Record]) -> list[Any] | None:
+        """The payloads of ``records`` in one pydantic call, or ``None`` when the schema does
+        not allow it or one of them fails (``decode`` then takes them one at a time)."""
+        if self._many_from_json is None:
+            return None
+        try:
+            return self._many_from_json([record.value for record in records])
+        except ValidationError:
+            return None
 
     def decode(self, record: Record) -> Any:
         """The record's payload, validated against the schema (in one pydantic call where the

@@ -102,6 +102,7 @@ class ConsumerLoop:
         options: ConsumeOptions,
         *,
         decode: Callable[[Record], Any],
+        decode_many: Callable[[list[Record]], list[Any] | None] | None = None,
         dead_letters: DeadLetters,
         max_attempts: int,
         stats: ProcessStats | None = None,
@@ -111,6 +112,7 @@ class ConsumerLoop:
         self.group = group
         self.options = options
         self.decode = decode
+        self.decode_many = decode_many
         self.dead_letters = dead_letters
         self.max_attempts = max_attempts
         self.stats = stats if stats is not None else ProcessStats()
@@ -121,16 +123,19 @@ class ConsumerLoop:
 
     def __iter__(self) -> Iterator[Message]:
         limit = self.options.max_messages
-        message = self._message
+        message, decode_many = self._message, self.decode_many
         for tracker, records in self._polls(self.options.batch_size):
-            # Inlined ``tracker.skips``: this loop runs once per message.
+            # Inlined ``tracker.skips`` and ``_message``: this loop runs once per message.
             held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
-            for record in records:
+            values = decode_many(records) if decode_many is not None else None
+            for i, record in enumerate(records):
                 heartbeat()
                 if record.partition in rewound or record.partition not in held:
                     continue
-                found = message(tracker, record)
-                if found is None:
+                found: Message | None
+                if values is not None:
+                    found = Message(record, values[i], tracker.delivered(record), tracker)
+                elif (found := message(tracker, record)) is None:
                     continue
                 yield found
                 self.handed_out += 1
@@ -148,13 +153,15 @@ class ConsumerLoop:
         wait = max(max_wait, 0.01)
         polls = self._polls(max_batch, lambda: len(batch), empty_too=True, longest=wait)
         for tracker, records in polls:
-            for record in records:
+            if records and not batch:
+                first = time.monotonic()
+            values = self.decode_many(records) if self.decode_many is not None else None
+            for i, record in enumerate(records):
                 if tracker.skips(record):
                     continue
-                found = self._message(tracker, record)
-                if found is not None:
-                    if not batch:
-                        first = time.monotonic()
+                if values is not None:
+                    batch.append(Message(record, values[i], tracker.delivered(record), tracker))
+                elif (found := self._message(tracker, record)) is not None:
                     batch.append(found)
             full = len(batch) >= max_batch
             if limit is not None and self.handed_out + len(batch) >= limit:

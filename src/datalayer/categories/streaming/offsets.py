@@ -55,9 +55,10 @@ class OffsetTracker:
     A partition's offset is committed only past messages that are all acknowledged (at-least-
     once); a failed message rewinds its partition to it, until ``max_attempts`` sends it to the
     dead letters. Records of a rewound partition still in the current batch are skipped.
-    Commits follow the store's ``CommitPolicy``: sent without waiting before each poll and once
-    ``interval`` passed, waited for when more than ``max_uncommitted`` acknowledged messages
-    are not confirmed, when partitions are given up and when the consumer closes.
+    Commits follow the store's ``CommitPolicy``: sent without waiting once ``interval`` passed
+    (or half of ``max_uncommitted`` is not confirmed), waited for when more than
+    ``max_uncommitted`` acknowledged messages are not confirmed, when partitions are given up
+    and when the consumer closes.
     """
 
     def __init__(
@@ -78,7 +79,8 @@ class OffsetTracker:
         self.dead_letters = dead_letters
         self.stats = stats
         self.partitions: dict[int, Partition] = {}
-        self.unconfirmed = 0
+        self.unconfirmed = 0  # acknowledged, commit not confirmed
+        self.unsent = 0  # acknowledged, commit not sent
         self.due: float | None = None
         self.attempts: dict[tuple[int, int], int] = {}
         self.rewound: dict[int, int] = {}
@@ -95,8 +97,10 @@ class OffsetTracker:
             self._count_confirmed()  # commits sent before the poll were confirmed during it
 
     def before_poll(self) -> None:
-        """Send what was acknowledged since the last poll, without waiting for it."""
-        if self.commits:
+        """Send what was acknowledged, without waiting for it, once ``interval`` passed since
+        the first acknowledgement not sent, or once half the bound is not confirmed (so that
+        acknowledgements rarely have to wait for it)."""
+        if self.due is not None and (self.unsent > self.limit // 2 or time.monotonic() >= self.due):
             self.flush(wait=False)
 
     def forget_revoked(self, assigned: set[int] | None = None) -> None:
@@ -177,6 +181,7 @@ class OffsetTracker:
             return
         state.acked = target
         self.unconfirmed += moved
+        self.unsent += moved
         if self.unconfirmed > self.limit:
             self.flush(wait=True)
         elif self.due is None:
@@ -188,6 +193,7 @@ class OffsetTracker:
         """Commit every partition's target that moved since it was last sent (``wait``: since
         it was last confirmed, and wait for the store to confirm it)."""
         self.due = None
+        self.unsent = 0
         if wait:
             moved = self._unconfirmed(self.partitions)
         else:

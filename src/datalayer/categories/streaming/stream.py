@@ -237,6 +237,7 @@ class Stream:
             group,
             options,
             decode=decode,
+            decode_many=self.codec.decode_many if decode == self.codec.decode else None,
             dead_letters=self._dead_letters,
             max_attempts=self.pattern.max_attempts,
             stats=stats,
