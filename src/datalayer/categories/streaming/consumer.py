@@ -149,15 +149,17 @@ class ConsumerLoop:
         gets them)."""
         limit = self.options.max_messages
         batch: list[Message] = []
-        first = 0.0
+        first, losses = 0.0, 0
         wait = max(max_wait, 0.01)
         polls = self._polls(max_batch, lambda: len(batch), empty_too=True, longest=wait)
         for tracker, records in polls:
             if records and not batch:
-                first = time.monotonic()
+                first, losses = time.monotonic(), tracker.losses
             values = self.decode_many(records) if self.decode_many is not None else None
+            held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
             for i, record in enumerate(records):
-                if tracker.skips(record):
+                heartbeat()
+                if record.partition in rewound or record.partition not in held:
                     continue
                 if values is not None:
                     batch.append(Message(record, values[i], tracker.delivered(record), tracker))
@@ -167,11 +169,12 @@ class ConsumerLoop:
             if limit is not None and self.handed_out + len(batch) >= limit:
                 full = True
             if batch and (full or not records or time.monotonic() - first >= max_wait):
-                held = [m for m in batch if tracker.holds(m._record)]
-                batch = []
-                if held:
-                    self.handed_out += len(held)
-                    yield held
+                if tracker.losses != losses:  # partitions went since the list began
+                    batch = [m for m in batch if tracker.holds(m._record)]
+                kept, batch = batch, []
+                if kept:
+                    self.handed_out += len(kept)
+                    yield kept
                 if limit is not None and self.handed_out >= limit:
                     return
 
@@ -314,10 +317,17 @@ def handle_batches(
                 iter(batch), alone, stats, max_attempts=max_attempts, retry_backoff=retry_backoff
             )
             continue
-        for message in batch:
-            message.ack()
+        settle(batch)
         stats.handled += len(batch)
     return stats
+
+
+def settle(messages: list[Message]) -> None:
+    """``ack`` each message (inlined: a batch handler's lists are long)."""
+    for message in messages:
+        if not message.settled:
+            message.settled = True
+            message._tracker.ack(message._record)
 
 
 def _one(handler: Callable[[list[Message]], object], message: Message) -> object:

@@ -85,6 +85,7 @@ class OffsetTracker:
         self.attempts: dict[tuple[int, int], int] = {}
         self.rewound: dict[int, int] = {}
         self.held: set[int] = set()
+        self.losses = 0  # how many times partitions were taken away
         self.heartbeat = consumer.heartbeat
 
     def new_batch(self) -> None:
@@ -115,6 +116,7 @@ class OffsetTracker:
             self.partitions.pop(p, None)
             self.rewound[p] = -1  # what this poll fetched of it is stale, even if given back
         if gone:
+            self.losses += 1
             self._recount()
 
     def release(self, partitions: set[int]) -> None:

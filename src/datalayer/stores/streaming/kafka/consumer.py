@@ -43,6 +43,7 @@ class KafkaConsumer(ConsumerHandle):
         self.start = start
         self.on_assignment = on_assignment
         self.on_release = on_release
+        self.releasing = False
         self.assigned: set[int] = set()
         self.committed: dict[int, int] = {}
         self.started: set[int] = set()
@@ -77,7 +78,11 @@ class KafkaConsumer(ConsumerHandle):
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         revoked = {tp.partition for tp in partitions}
-        self.on_release(revoked & self.assigned)  # still ours: the moment to commit them
+        self.releasing = True
+        try:
+            self.on_release(revoked & self.assigned)  # still ours: the moment to commit them
+        finally:
+            self.releasing = False
         self.assigned -= revoked
         consumer.unassign()
         self.on_assignment(set(self.assigned))
@@ -159,6 +164,11 @@ class KafkaConsumer(ConsumerHandle):
             if not wait:
                 self.consumer.commit(offsets=positions, asynchronous=True)
                 return False
+            if self.releasing:
+                # Within the rebalance callback a commit from another thread never completes;
+                # here librdkafka's request timeout bounds it.
+                self.consumer.commit(offsets=positions, asynchronous=False)
+                return True
             done = within(self.timeout, self.consumer.commit, offsets=positions, asynchronous=False)
         if not done:
             where = ", ".join(f"{self.topic}[{p}] up to offset {o}" for p, o in offsets.items())
