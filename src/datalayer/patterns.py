@@ -134,6 +134,7 @@ class DictCodec:
     to_json: Callable[[dict[str, Any]], bytes]
     #: JSON bytes to the JSON-ready dict, parsed and validated in one pydantic call; ``None``
     #: unless every field is of a type the Python path reads the same way (``_SAME_FROM_JSON``).
+    #: Raises ``ValidationError``, or ``ValueError`` for text that must go the long way.
     from_json: Callable[[bytes], dict[str, Any]] | None = None
     #: ``from_json`` for many at once, in one call.
     many_from_json: Callable[[list[bytes]], list[dict[str, Any]]] | None = None
@@ -181,13 +182,28 @@ def dict_codec(schema: type[BaseModel]) -> DictCodec | None:
         many = SchemaValidator(
             core_schema.list_schema(core_schema.json_schema(parsed)), finite
         ).validate_python
+        ready_one: Callable[[bytes], Any]
+        ready_many: Callable[[list[bytes]], Any]
         if all(_json_native(field["schema"]) for field in fields.values()):
-            from_json, many_from_json = one, many  # what they validate is already JSON-ready
+            ready_one, ready_many = one, many  # what they validate is already JSON-ready
         else:
             to_python = serializer.to_python
             to_pythons = SchemaSerializer(core_schema.list_schema(as_dict), config).to_python
-            from_json = lambda raw: to_python(one(raw), mode="json")  # noqa: E731
-            many_from_json = lambda raws: to_pythons(many(raws), mode="json")  # noqa: E731
+            ready_one = lambda raw: to_python(one(raw), mode="json")  # noqa: E731
+            ready_many = lambda raws: to_pythons(many(raws), mode="json")  # noqa: E731
+
+        # pydantic parses NaN and Infinity even where it then ignores them (an unknown field):
+        # text that may hold them goes the long way, which refuses them anywhere.
+        def from_json(raw: bytes) -> dict[str, Any]:
+            if b"NaN" in raw or b"Infinity" in raw:
+                raise ValueError("may hold NaN or Infinity")
+            return ready_one(raw)  # type: ignore[no-any-return]
+
+        def many_from_json(raws: list[bytes]) -> list[dict[str, Any]]:
+            joined = b"\x00".join(raws)
+            if b"NaN" in joined or b"Infinity" in joined:
+                raise ValueError("may hold NaN or Infinity")
+            return ready_many(raws)  # type: ignore[no-any-return]
 
     return DictCodec(validator.validate_python, serializer.to_json, from_json, many_from_json)
 
@@ -204,6 +220,8 @@ def _json_native(node: Any) -> bool:
         return _json_native(node["schema"])
     if kind == "list":
         return _json_native(node["items_schema"])
+    if kind == "dict":
+        return _json_native(node["values_schema"])
     return kind in {"str", "int", "float", "bool", "none", "literal"}
 
 
@@ -213,6 +231,9 @@ def _same_from_json(node: Any) -> bool:
         return _same_from_json(node["schema"])
     if kind == "list":
         return "items_schema" in node and _same_from_json(node["items_schema"])
+    if kind == "dict":  # JSON object keys are text
+        keys, values = node.get("keys_schema"), node.get("values_schema")
+        return keys == {"type": "str"} and values is not None and _same_from_json(values)
     return kind in _SAME_FROM_JSON
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from datalayer.patterns import dict_codec
+from datalayer.errors import PayloadValidationError
+from datalayer.examples.alerting import Alert
+from datalayer.patterns import dict_codec, loads_json, validate_payload
 from datalayer.testing.contracts.schemas import Event, Item, Ledger, Note
 
 
@@ -82,6 +85,7 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     Ledger: {"account_id": "a", "entry_no": 1, "amount": 9.75},
     Note: {"note_id": "n1", "author": "me", "score": 2, "tags": ["t"]},
     Configured: {"name": "name", "wait": 5, "inner": {"id": 1}, "tags": []},
+    Nested: {"id": 1, "at": "2024-05-01T10:00:00.5+05:30"},
 }
 
 
@@ -223,3 +227,57 @@ class WithNestedValidator(BaseModel):
 )
 def test_models_with_behaviour_beyond_their_fields_get_no_codec(model: type[BaseModel]) -> None:
     assert dict_codec(model) is None
+
+
+def _json_text(payload: dict[str, Any]) -> bytes:
+    """A payload as another program might write it: NaN as JSON's missing ``NaN``."""
+    return json.dumps(
+        payload, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)
+    ).encode()
+
+
+@pytest.mark.parametrize("model", [Event, Ledger, Nested, Item])
+def test_decoding_json_in_one_call_reads_what_the_long_way_reads(model: type[BaseModel]) -> None:
+    """``from_json`` (one message) and ``many_from_json`` (a poll's messages) parse and check
+    in one pydantic call; what they accept must read exactly as ``loads_json`` and the model
+    read it (what they refuse goes the long way, which names the problem)."""
+    codec = dict_codec(model)
+    assert codec is not None and codec.from_json is not None and codec.many_from_json is not None
+    fast_accepted = refused_both = 0
+    texts = [_json_text(p) for p in _payloads(model, 3000, seed=11)]
+    for text in texts:
+        try:
+            slow: Any = validate_payload("p", model, loads_json(text))
+        except (PayloadValidationError, ValueError):
+            slow = None
+        try:
+            fast = codec.from_json(text)
+        except ValueError:  # ValidationError too: the long way decides
+            refused_both += slow is None
+            continue
+        assert fast == slow, text
+        fast_accepted += 1
+    assert fast_accepted >= 30 and refused_both >= 30, (fast_accepted, refused_both)
+    good = [t for t in texts if _accepts(codec.from_json, t)]
+    assert codec.many_from_json(good) == [codec.from_json(t) for t in good]
+    with pytest.raises(ValidationError):
+        codec.many_from_json([*good[:3], b'{"not": "it"}'])
+    with pytest.raises(ValueError, match="NaN"):
+        codec.many_from_json([*good[:3], b'{"unknown": NaN}'])
+
+
+def _accepts(decode: Any, text: bytes) -> bool:
+    try:
+        decode(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_schemas_whose_json_reads_differently_get_no_one_call_decoder() -> None:
+    """Fields outside a short list of types keep the long way: ``object`` (NaN would get
+    through as a float), timedeltas, decimals (a JSON number is read otherwise)."""
+    assert dict_codec(Alert).from_json is not None  # type: ignore[union-attr]
+    for model in (Note, Configured):  # meta: dict[str, object]; wait: timedelta
+        codec = dict_codec(model)
+        assert codec is not None and codec.from_json is None, model

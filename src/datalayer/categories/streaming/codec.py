@@ -168,7 +168,7 @@ class EventCodec:
             return None
         try:
             return self._many_from_json([record.value for record in records])
-        except ValidationError:
+        except ValueError:  # pydantic's ValidationError too
             return None
 
     def decode(self, record: Record) -> Any:
@@ -177,7 +177,7 @@ class EventCodec:
         if self._from_json is not None:
             try:
                 return self._from_json(record.value)
-            except ValidationError:
+            except ValueError:  # pydantic's ValidationError too
                 pass
         try:
             payload = loads_json(record.value)
