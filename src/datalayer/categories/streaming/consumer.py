@@ -14,7 +14,7 @@ from datalayer.categories.streaming.backend import AssignmentCallback, Record, S
 from datalayer.categories.streaming.dead_letters import DeadLetters
 from datalayer.categories.streaming.offsets import OffsetTracker, ProcessStats
 from datalayer.categories.streaming.start import StartAt, start_position
-from datalayer.errors import PayloadValidationError
+from datalayer.errors import DataLayerError, PayloadValidationError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,46 @@ class ConsumeOptions:
     idle_timeout: float | None = None
     batch_size: int = 100
     on_assignment: AssignmentCallback | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what would read forever or not at all by mistake (a negative timeout is
+        librdkafka's "wait forever"), naming the argument."""
+        problems = []
+        if self.max_messages is not None and not is_count(self.max_messages, 0):
+            problems.append(f"max_messages must be an integer >= 0, not {self.max_messages!r}")
+        if self.idle_timeout is not None and not is_seconds(self.idle_timeout):
+            problems.append(
+                f"idle_timeout must be seconds between 0 and {MAX_SECONDS:g}, "
+                f"not {self.idle_timeout!r}"
+            )
+        if not is_count(self.batch_size, 1, MAX_BATCH):
+            problems.append(
+                f"batch_size must be an integer from 1 to {MAX_BATCH:,}, not {self.batch_size!r}"
+            )
+        if problems:
+            raise DataLayerError("; ".join(problems))
+
+
+#: The most records one poll asks for, and the longest an idle or batch wait may be.
+MAX_BATCH = 100_000
+MAX_SECONDS = 86_400.0
+
+
+def is_count(value: object, low: int, high: int | None = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= low
+        and (high is None or value <= high)
+    )
+
+
+def is_seconds(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value <= MAX_SECONDS  # NaN compares false
+    )
 
 
 class Message:
@@ -213,7 +253,7 @@ class ConsumerLoop:
         idle = options.idle_timeout
         poll_timeout = min(0.2, longest) if idle is None else min(0.2, longest, idle)
         try:
-            while True:
+            while limit is None or self.handed_out < limit:
                 want = size - waiting()
                 if limit is not None:
                     want = min(want, limit - self.handed_out - waiting())
@@ -304,7 +344,7 @@ def handle_batches(
     ``max_attempts`` and dead-lettered alone while the others of its list go through."""
     for batch in batches:
         try:
-            handler(batch)
+            handler(list(batch))  # its own list: what it does to it changes no ack
         except Exception as exc:
             log.warning(
                 "batch of %d messages failed (%s: %s); handling them one at a time",
@@ -323,11 +363,14 @@ def handle_batches(
 
 
 def settle(messages: list[Message]) -> None:
-    """``ack`` each message (inlined: a batch handler's lists are long)."""
+    """``ack`` each message, moving the commit targets once for the whole list."""
+    records = []
     for message in messages:
         if not message.settled:
             message.settled = True
-            message._tracker.ack(message._record)
+            records.append(message._record)
+    if records:
+        messages[0]._tracker.ack_all(records)
 
 
 def _one(handler: Callable[[list[Message]], object], message: Message) -> object:

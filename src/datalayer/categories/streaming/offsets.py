@@ -182,6 +182,35 @@ class OffsetTracker:
         if moved <= 0 or not self.commits:
             return
         state.acked = target
+        self._acked(moved)
+
+    def ack_all(self, records: list[Record]) -> None:
+        """``ack`` each of ``records`` (a batch handler's list), moving each partition's
+        commit target once."""
+        touched = []
+        partitions = self.partitions
+        for record in records:
+            state = partitions.get(record.partition)
+            if state is not None and record.offset in state.pending:
+                state.pending.discard(record.offset)
+                touched.append(state)
+        if self.attempts:
+            for record in records:
+                self.attempts.pop((record.partition, record.offset), None)
+        moved = 0
+        for state in set(touched):
+            order, pending = state.order, state.pending
+            while order and order[0] not in pending:
+                order.popleft()
+            target = order[0] if order else state.high
+            if target > state.acked:
+                moved += target - state.acked
+                state.acked = target
+        if moved and self.commits:
+            self._acked(moved)
+
+    def _acked(self, moved: int) -> None:
+        """``moved`` more messages are acknowledged: commit as the policy says."""
         self.unconfirmed += moved
         self.unsent += moved
         if self.unconfirmed > self.limit:

@@ -52,11 +52,15 @@ from datalayer.categories.streaming.backend import (
 )
 from datalayer.categories.streaming.codec import EventCodec, loose_decode
 from datalayer.categories.streaming.consumer import (
+    MAX_BATCH,
+    MAX_SECONDS,
     ConsumeOptions,
     ConsumerLoop,
     Message,
     handle_batches,
     handle_each,
+    is_count,
+    is_seconds,
 )
 from datalayer.categories.streaming.dead_letters import DeadLetters
 from datalayer.categories.streaming.offsets import ProcessStats
@@ -200,17 +204,15 @@ class Stream:
         bulk; a list waits at most ``max_wait`` seconds for more after its first message. A
         list the handler fails on is handed to it again one message at a time, so each is
         retried up to ``max_attempts`` and dead-lettered alone, as ``process`` does."""
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        if not is_count(max_batch, 1, MAX_BATCH):
             raise DataLayerError(
-                f"process_batch: max_batch must be an integer >= 1, not {max_batch!r}"
+                f"process_batch: max_batch must be an integer from 1 to {MAX_BATCH:,}, "
+                f"not {max_batch!r}"
             )
-        if (
-            isinstance(max_wait, bool)
-            or not isinstance(max_wait, int | float)
-            or not 0 <= max_wait <= 3600
-        ):
+        if not is_seconds(max_wait):
             raise DataLayerError(
-                f"process_batch: max_wait must be seconds between 0 and 3600, not {max_wait!r}"
+                f"process_batch: max_wait must be seconds between 0 and {MAX_SECONDS:g}, "
+                f"not {max_wait!r}"
             )
         stats = ProcessStats()
         options = ConsumeOptions(start=start, max_messages=max_messages, idle_timeout=idle_timeout)

@@ -277,6 +277,28 @@ class StreamingContract(Contract):
             with pytest.raises(DataLayerError, match=name):
                 stream.process_batch(lambda b: None, "g1", idle_timeout=self.idle, **kwargs)
 
+    def test_consume_refuses_bad_arguments_naming_them(self, dl: DataLayer) -> None:
+        """A negative timeout is librdkafka's "wait forever": every reading call refuses it,
+        and other values that would read forever or not at all, before reading anything."""
+        stream = dl.stream("events")
+        stream.publish(event(0))
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"idle_timeout": -1}, "idle_timeout"),
+            ({"idle_timeout": float("nan")}, "idle_timeout"),
+            ({"max_messages": -1}, "max_messages"),
+            ({"max_messages": True}, "max_messages"),
+            ({"max_messages": "5"}, "max_messages"),
+            ({"batch_size": 0}, "batch_size"),
+        ]
+        for kwargs, name in cases:
+            with pytest.raises(DataLayerError, match=name):
+                stream.consume("g1", **{"idle_timeout": self.idle, **kwargs})
+            if "batch_size" not in kwargs:
+                with pytest.raises(DataLayerError, match=name):
+                    stream.process(lambda m: None, "g1", **{"idle_timeout": self.idle, **kwargs})
+        assert list(stream.consume("g1", max_messages=0, idle_timeout=self.idle)) == []
+        assert len(self.drain(dl, "g1")) == 1  # nothing was read or committed meanwhile
+
     def test_nack_redelivers_then_dead_letters_with_headers(self, dl: DataLayer) -> None:
         stream = dl.stream("events")
         stream.publish_many([event(0, "dev-a"), event(1, "dev-a")])
