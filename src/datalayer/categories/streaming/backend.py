@@ -56,14 +56,15 @@ class OutgoingRecord:
 
 class Record(NamedTuple):
     """A message as the store hands it back, before decoding (a tuple: consumers build one
-    per message, tens of thousands a second)."""
+    per message, tens of thousands a second). ``headers`` is ``None`` when there are none:
+    a tuple of text and numbers only is one the garbage collector stops scanning."""
 
     topic: str
     partition: int
     offset: int
     key: str | None
     value: bytes
-    headers: dict[str, str]
+    headers: dict[str, str] | None
     timestamp: datetime
 
 

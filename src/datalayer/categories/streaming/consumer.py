@@ -104,7 +104,7 @@ class Message:
 
     @property
     def headers(self) -> dict[str, str]:
-        return self._record.headers
+        return self._record.headers or {}
 
     @property
     def timestamp(self) -> datetime:

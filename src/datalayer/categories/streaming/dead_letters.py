@@ -46,7 +46,7 @@ class DeadLetters:
             )
             return
         headers = {
-            **record.headers,
+            **(record.headers or {}),
             HEADER_ERROR: error_text(error),
             HEADER_ATTEMPTS: str(attempts),
             HEADER_SOURCE: f"{record.topic}/{record.partition}/{record.offset}",

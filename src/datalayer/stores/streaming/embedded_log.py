@@ -413,6 +413,7 @@ class EmbeddedConsumer(ConsumerHandle):
 
     def fetch(self, max_records: int) -> list[Record]:
         out: list[Record] = []
+        new = tuple.__new__  # Record(...) without NamedTuple's Python-level __new__
         with self.db.read() as conn:
             for partition in sorted(self.assigned):
                 if len(out) >= max_records:
@@ -422,16 +423,22 @@ class EmbeddedConsumer(ConsumerHandle):
                     "WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
                     (self.topic, partition, self.positions[partition], max_records - len(out)),
                 ).fetchall()
+                stamp, when = None, None  # messages published together share their time
                 for offset, key, value, headers, ts in rows:
+                    if ts != stamp:
+                        stamp, when = ts, datetime.fromtimestamp(ts, UTC)
                     out.append(
-                        Record(
-                            self.topic,
-                            partition,
-                            offset,
-                            key,
-                            bytes(value),
-                            json.loads(headers),
-                            datetime.fromtimestamp(ts, UTC),
+                        new(
+                            Record,
+                            (
+                                self.topic,
+                                partition,
+                                offset,
+                                key,
+                                bytes(value),
+                                None if headers == "{}" else json.loads(headers) or None,
+                                when,
+                            ),
                         )
                     )
                 if rows:

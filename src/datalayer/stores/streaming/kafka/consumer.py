@@ -139,7 +139,7 @@ class KafkaConsumer(ConsumerHandle):
                         message.offset(),
                         None if key is None else key.decode("utf-8", "replace"),
                         b"" if value is None else value,
-                        {} if not headers else {str(k): _text(v) or "" for k, v in headers},
+                        None if not headers else {str(k): _text(v) or "" for k, v in headers},
                         when,
                     ),
                 )
