@@ -227,7 +227,8 @@ class ConsumerLoop:
         longest: float = 0.2,
     ) -> Iterator[tuple[OffsetTracker, list[Record]]]:
         """Each poll's records (empty ones too with ``empty_too``), until the options say stop;
-        before each poll, what was acknowledged is committed; on the way out, all of it.
+        before each poll, acknowledgements are committed as the store's commit policy says; on
+        the way out, all of them.
         ``waiting``: how many messages the caller holds back, not counted as handed out;
         ``longest``: the longest a poll waits for records."""
         self.opened = self.last = time.monotonic()
