@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,6 +66,16 @@ class Record(NamedTuple):
     value: bytes
     headers: dict[str, str] | None
     timestamp: datetime
+
+
+class Position(Protocol):
+    """Where a message sits: a record, or the message made of it."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 class Delivery(NamedTuple):

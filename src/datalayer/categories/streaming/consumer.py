@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -76,45 +75,59 @@ def is_seconds(value: object) -> bool:
 class Message:
     """One delivered message: ``value`` is the decoded payload; ``ack``/``nack`` settle it."""
 
-    __slots__ = ("_record", "_tracker", "attempt", "settled", "value")
+    __slots__ = (
+        "_headers",
+        "_raw",
+        "_tracker",
+        "attempt",
+        "key",
+        "offset",
+        "partition",
+        "settled",
+        "timestamp",
+        "topic",
+        "value",
+    )
 
     def __init__(self, record: Record, value: Any, attempt: int, tracker: OffsetTracker) -> None:
+        # The record's fields, not the record: a record is a tuple subclass the garbage
+        # collector tracks forever, and a batch would keep hundreds of them alive.
+        (
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self._raw,
+            self._headers,
+            self.timestamp,
+        ) = record
         self.value = value
         self.attempt = attempt
-        self._record = record
         self._tracker = tracker
         self.settled = False
 
-    # The record's fields are read through it: most handlers read ``value`` only.
-    @property
-    def topic(self) -> str:
-        return self._record.topic
-
-    @property
-    def partition(self) -> int:
-        return self._record.partition
-
-    @property
-    def offset(self) -> int:
-        return self._record.offset
-
-    @property
-    def key(self) -> str | None:
-        return self._record.key
-
     @property
     def headers(self) -> dict[str, str]:
-        return self._record.headers or {}
+        return self._headers or {}
 
     @property
-    def timestamp(self) -> datetime:
-        return self._record.timestamp
+    def _record(self) -> Record:
+        """The record again (for the dead letters, which keep its bytes)."""
+        return Record(
+            self.topic,
+            self.partition,
+            self.offset,
+            self.key,
+            self._raw,
+            self._headers,
+            self.timestamp,
+        )
 
     def ack(self) -> None:
         """The message is handled: its offset may be committed."""
         if not self.settled:
             self.settled = True
-            self._tracker.ack(self._record)
+            self._tracker.ack(self)
 
     def nack(self, error: BaseException | str) -> None:
         """Handling failed: deliver again, or dead-letter it once ``max_attempts`` is reached."""
@@ -219,7 +232,7 @@ class ConsumerLoop:
                 full = True
             if batch and (full or not records or time.monotonic() - first >= max_wait):
                 if tracker.losses != losses:  # partitions went since the list began
-                    batch = [m for m in batch if tracker.holds(m._record)]
+                    batch = [m for m in batch if tracker.holds(m)]
                 kept, batch = batch, []
                 if kept:
                     self.handed_out += len(kept)
@@ -374,13 +387,13 @@ def handle_batches(
 
 def settle(messages: list[Message]) -> None:
     """``ack`` each message, moving the commit targets once for the whole list."""
-    records = []
+    settled = []
     for message in messages:
         if not message.settled:
             message.settled = True
-            records.append(message._record)
-    if records:
-        messages[0]._tracker.ack_all(records)
+            settled.append(message)
+    if settled:
+        messages[0]._tracker.ack_all(settled)
 
 
 def _one(handler: Callable[[list[Message]], object], message: Message) -> object:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from datalayer.categories.streaming.backend import CommitPolicy, ConsumerHandle, Record
+from datalayer.categories.streaming.backend import CommitPolicy, ConsumerHandle, Position, Record
 from datalayer.categories.streaming.dead_letters import DeadLetters
 from datalayer.errors import DataLayerError
 
@@ -144,7 +145,7 @@ class OffsetTracker:
         self.heartbeat()  # first: it may find the partition lost
         return record.partition in self.rewound or record.partition not in self.held
 
-    def holds(self, record: Record) -> bool:
+    def holds(self, record: Position) -> bool:
         """Whether ``record`` was handed out and is still this consumer's to settle."""
         state = self.partitions.get(record.partition)
         return state is not None and record.offset in state.pending
@@ -161,7 +162,7 @@ class OffsetTracker:
             state.high = offset + 1
         return self.attempts.get((record.partition, offset), 0) + 1 if self.attempts else 1
 
-    def ack(self, record: Record) -> None:
+    def ack(self, record: Position) -> None:
         """Move the partition's commit target to its first unacknowledged message. A message
         handed out before its partition was revoked moves nothing: the partition's new owner
         reads from the last commit, and a late commit must not move it (Kafka would move it
@@ -184,7 +185,7 @@ class OffsetTracker:
         state.acked = target
         self._acked(moved)
 
-    def ack_all(self, records: list[Record]) -> None:
+    def ack_all(self, records: Sequence[Position]) -> None:
         """``ack`` each of ``records`` (a batch handler's list), moving each partition's
         commit target once."""
         touched = []
