@@ -178,7 +178,8 @@ class ConsumerLoop:
         limit = self.options.max_messages
         message, decode_many = self._message, self.decode_many
         for tracker, records in self._polls(self.options.batch_size):
-            # Inlined ``tracker.skips`` and ``_message``: this loop runs once per message.
+            # A record is stale once its partition was rewound or taken away (the heartbeat
+            # first: it may find a partition lost). Inlined: this loop runs once per message.
             held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
             values = decode_many(records) if decode_many is not None else None
             # Taken off the lists as they go: a record (a tracked tuple) then dies with its

@@ -140,11 +140,6 @@ class OffsetTracker:
         except DataLayerError as exc:
             log.warning("commit on close failed: %s", exc)
 
-    def skips(self, record: Record) -> bool:
-        """Whether ``record`` is stale: its partition was rewound or taken away."""
-        self.heartbeat()  # first: it may find the partition lost
-        return record.partition in self.rewound or record.partition not in self.held
-
     def holds(self, record: Position) -> bool:
         """Whether ``record`` was handed out and is still this consumer's to settle."""
         state = self.partitions.get(record.partition)
