@@ -6,6 +6,7 @@ from datalayer.api import DataLayer, open
 from datalayer.categories.streaming import (
     Delivery,
     Message,
+    MessageBatch,
     ProcessStats,
     Publisher,
     StartAt,
@@ -36,6 +37,7 @@ __all__ = [
     "DataLayerError",
     "Delivery",
     "Message",
+    "MessageBatch",
     "MissingDriver",
     "NotApplied",
     "NotFound",

@@ -5,7 +5,7 @@ after they are published."""
 from __future__ import annotations
 
 from datalayer.api import DataLayer
-from datalayer.categories.streaming import Message
+from datalayer.categories.streaming import MessageBatch
 from datalayer.examples.alerting import SEVERITY_RANK, Alert
 
 
@@ -17,8 +17,8 @@ class AlertFeaturePusher:
         self.features = dl.features(pattern)
         self.seen: dict[str, int] = {}
 
-    def __call__(self, messages: list[Message]) -> None:
-        alerts = [Alert.model_validate(message.value) for message in messages]
+    def __call__(self, batch: MessageBatch) -> None:
+        alerts = [Alert.model_validate(value) for value in batch.values]
         unknown = sorted({a.service_id for a in alerts} - set(self.seen))
         if unknown:
             current = self.features.online(

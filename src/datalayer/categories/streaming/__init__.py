@@ -19,7 +19,7 @@ from datalayer.categories.streaming.backend import (
     StartPositions,
     StreamBackend,
 )
-from datalayer.categories.streaming.consumer import ConsumeOptions, Message
+from datalayer.categories.streaming.consumer import ConsumeOptions, Message, MessageBatch
 from datalayer.categories.streaming.dead_letters import (
     HEADER_ATTEMPTS,
     HEADER_ERROR,
@@ -41,6 +41,7 @@ __all__ = [
     "ConsumerHandle",
     "Delivery",
     "Message",
+    "MessageBatch",
     "OutgoingRecord",
     "ProcessStats",
     "PublishQueue",

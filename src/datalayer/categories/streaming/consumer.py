@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, overload
 
 from datalayer.categories.streaming.backend import AssignmentCallback, Record, StreamBackend
 from datalayer.categories.streaming.dead_letters import DeadLetters
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: How long a consumer may wait to be given partitions before ``idle_timeout`` starts to count.
 JOIN_GRACE = 30.0
+#: What decoding a record gives when the record went to the dead letters instead.
+_UNDECODABLE = object()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +141,80 @@ class Message:
         return f"Message({self.topic}/{self.partition}@{self.offset}, key={self.key!r})"
 
 
+class MessageBatch(Sequence[Message]):
+    """What a ``process_batch`` handler gets: its messages in poll order, and ``values``, their
+    decoded payloads. Message objects are made only when the handler first indexes or iterates
+    the batch, so a sink that writes ``values`` in bulk never pays for them (nor makes the
+    garbage collector rescan hundreds of them per batch)."""
+
+    __slots__ = ("_attempts", "_messages", "_records", "_tracker", "values")
+
+    def __init__(
+        self,
+        records: list[Record],
+        values: list[Any],
+        attempts: list[int],
+        tracker: OffsetTracker,
+        messages: list[Message] | None = None,
+    ) -> None:
+        self._records = records
+        self.values = values
+        self._attempts = attempts
+        self._tracker = tracker
+        self._messages = messages
+
+    @classmethod
+    def of(cls, message: Message) -> MessageBatch:
+        """A batch of one message (a failed batch is handed out again one message at a
+        time): acknowledging it settles that very message."""
+        return cls(
+            [message._record], [message.value], [message.attempt], message._tracker, [message]
+        )
+
+    @property
+    def keys(self) -> list[str | None]:
+        """The messages' keys, in the order of ``values``."""
+        return [record.key for record in self._records]
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages themselves (made once, on first use)."""
+        if self._messages is None:
+            tracker = self._tracker
+            self._messages = [
+                Message(record, value, attempt, tracker)
+                for record, value, attempt in zip(
+                    self._records, self.values, self._attempts, strict=True
+                )
+            ]
+        return self._messages
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+        return self.messages[index]
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.messages)
+
+    def settle(self) -> None:
+        """``ack`` every message not settled yet, moving the commit targets once."""
+        if self._messages is not None:
+            settle(self._messages)
+        elif self._records:
+            self._tracker.ack_all(self._records)
+
+    def __repr__(self) -> str:
+        return f"MessageBatch({len(self)} messages)"
+
+
 class ConsumerLoop:
     """Reads one topic for one group (``None``: without committing) until ``options`` say stop.
 
@@ -205,39 +281,51 @@ class ConsumerLoop:
                 if limit is not None and self.handed_out >= limit:
                     return
 
-    def batches(self, max_batch: int, max_wait: float) -> Iterator[list[Message]]:
-        """Lists of up to ``max_batch`` messages: a list is handed out once it is full, once
+    def batches(self, max_batch: int, max_wait: float) -> Iterator[MessageBatch]:
+        """Batches of up to ``max_batch`` messages: a batch is handed out once it is full, once
         ``max_wait`` seconds passed since its first message came, or when nothing more came
         in a poll. Messages of partitions given up meanwhile are left out (the next owner
         gets them)."""
         limit = self.options.max_messages
-        batch: list[Message] = []
+        records: list[Record] = []
+        values: list[Any] = []
+        attempts: list[int] = []
         first, losses = 0.0, 0
         wait = max(max_wait, 0.01)
-        polls = self._polls(max_batch, lambda: len(batch), empty_too=True, longest=wait)
-        for tracker, records in polls:
-            if records and not batch:
+        polls = self._polls(max_batch, lambda: len(records), empty_too=True, longest=wait)
+        for tracker, polled in polls:
+            if polled and not records:
                 first, losses = time.monotonic(), tracker.losses
-            values = self.decode_many(records) if self.decode_many is not None else None
+            decoded = self.decode_many(polled) if self.decode_many is not None else None
             held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
-            for i, record in enumerate(records):
+            delivered = tracker.delivered
+            for i, record in enumerate(polled):
                 heartbeat()
                 if record.partition in rewound or record.partition not in held:
                     continue
-                if values is not None:
-                    batch.append(Message(record, values[i], tracker.delivered(record), tracker))
-                elif (found := self._message(tracker, record)) is not None:
-                    batch.append(found)
-            full = len(batch) >= max_batch
-            if limit is not None and self.handed_out + len(batch) >= limit:
+                attempt = delivered(record)
+                if decoded is not None:
+                    value = decoded[i]
+                elif (value := self._decoded(tracker, record)) is _UNDECODABLE:
+                    continue
+                records.append(record)
+                values.append(value)
+                attempts.append(attempt)
+            came = bool(polled)
+            del polled, decoded  # each record lives on in the batch only
+            full = len(records) >= max_batch
+            if limit is not None and self.handed_out + len(records) >= limit:
                 full = True
-            if batch and (full or not records or time.monotonic() - first >= max_wait):
-                if tracker.losses != losses:  # partitions went since the list began
-                    batch = [m for m in batch if tracker.holds(m)]
-                kept, batch = batch, []
-                if kept:
-                    self.handed_out += len(kept)
-                    yield kept
+            if records and (full or not came or time.monotonic() - first >= max_wait):
+                if tracker.losses != losses:  # partitions went since the batch began
+                    kept = [i for i, record in enumerate(records) if tracker.holds(record)]
+                    records = [records[i] for i in kept]
+                    values = [values[i] for i in kept]
+                    attempts = [attempts[i] for i in kept]
+                if records:
+                    self.handed_out += len(records)
+                    yield MessageBatch(records, values, attempts, tracker)
+                records, values, attempts = [], [], []
                 if limit is not None and self.handed_out >= limit:
                     return
 
@@ -300,8 +388,14 @@ class ConsumerLoop:
         """The message of ``record``, tracked as handed out; None when it cannot be decoded
         (it went to the dead letters)."""
         attempt = tracker.delivered(record)
+        value = self._decoded(tracker, record)
+        return None if value is _UNDECODABLE else Message(record, value, attempt, tracker)
+
+    def _decoded(self, tracker: OffsetTracker, record: Record) -> Any:
+        """The payload of ``record`` (handed out already), or ``_UNDECODABLE`` once it went to
+        the dead letters."""
         try:
-            value = self.decode(record)
+            return self.decode(record)
         except PayloadValidationError as exc:
             log.warning(
                 "undecodable message %s/%s@%s: %s",
@@ -311,8 +405,7 @@ class ConsumerLoop:
                 exc,
             )
             tracker.reject(record, exc)
-            return None
-        return Message(record, value, attempt, tracker)
+            return _UNDECODABLE
 
     def _assignment(self, partitions: set[int]) -> None:
         self.last, self.assigned = time.monotonic(), True
@@ -350,25 +443,27 @@ def handle_each(
         except Exception as exc:
             _retry(message, handler, exc, stats, max_attempts, retry_backoff)
             continue
-        message.ack()
+        if not message.settled:  # message.ack(), inlined: this runs once per message
+            message.settled = True
+            message._tracker.ack(message)
         stats.handled += 1
     return stats
 
 
 def handle_batches(
-    batches: Iterator[list[Message]],
-    handler: Callable[[list[Message]], object],
+    batches: Iterator[MessageBatch],
+    handler: Callable[[MessageBatch], object],
     stats: ProcessStats,
     *,
     max_attempts: int,
     retry_backoff: float,
 ) -> ProcessStats:
-    """Run ``handler`` on each list of messages. A list it fails on is handed to it again one
-    message at a time, in order (as ``[message]``), so one bad message is retried up to
-    ``max_attempts`` and dead-lettered alone while the others of its list go through."""
+    """Run ``handler`` on each batch. A batch it fails on is handed to it again one message at
+    a time, in order (as a batch of one), so one bad message is retried up to
+    ``max_attempts`` and dead-lettered alone while the others of its batch go through."""
     for batch in batches:
         try:
-            handler(list(batch))  # its own list: what it does to it changes no ack
+            handler(batch)
         except Exception as exc:
             log.warning(
                 "batch of %d messages failed (%s: %s); handling them one at a time",
@@ -378,10 +473,14 @@ def handle_batches(
             )
             alone = partial(_one, handler)
             handle_each(
-                iter(batch), alone, stats, max_attempts=max_attempts, retry_backoff=retry_backoff
+                iter(batch.messages),
+                alone,
+                stats,
+                max_attempts=max_attempts,
+                retry_backoff=retry_backoff,
             )
             continue
-        settle(batch)
+        batch.settle()
         stats.handled += len(batch)
     return stats
 
@@ -397,8 +496,8 @@ def settle(messages: list[Message]) -> None:
         messages[0]._tracker.ack_all(settled)
 
 
-def _one(handler: Callable[[list[Message]], object], message: Message) -> object:
-    return handler([message])
+def _one(handler: Callable[[MessageBatch], object], message: Message) -> object:
+    return handler(MessageBatch.of(message))
 
 
 def _retry(

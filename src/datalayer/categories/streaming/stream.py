@@ -27,8 +27,9 @@ Guarantees every implementation keeps:
   acknowledgement that would pass it waits for the commit): a consumer that crashes makes
   the group handle again at most that many messages it acknowledged; ``0`` commits each
   acknowledgement before it returns.
-- ``process_batch`` hands its handler lists of messages; a list it fails on is handed again
-  one message at a time, so each is retried and dead-lettered as ``process`` does.
+- ``process_batch`` hands its handler batches of messages (with their decoded ``values``); a
+  batch it fails on is handed again one message at a time, so each is retried and
+  dead-lettered as ``process`` does.
 - ``nack`` redelivers a message; after ``max_attempts`` it goes to the dead-letter topic with
   the error and attempt count in its headers, and the partition goes on. A message that cannot
   be decoded (not JSON; ``NaN`` and ``Infinity`` are not JSON either) or fails the schema on
@@ -57,6 +58,7 @@ from datalayer.categories.streaming.consumer import (
     ConsumeOptions,
     ConsumerLoop,
     Message,
+    MessageBatch,
     handle_batches,
     handle_each,
     is_count,
@@ -190,7 +192,7 @@ class Stream:
 
     def process_batch(
         self,
-        handler: Callable[[list[Message]], object],
+        handler: Callable[[MessageBatch], object],
         group: str,
         *,
         max_batch: int = 500,
@@ -200,10 +202,11 @@ class Stream:
         idle_timeout: float | None = None,
         retry_backoff: float = 0.0,
     ) -> ProcessStats:
-        """Run ``handler`` on lists of up to ``max_batch`` messages, for sinks that write in
-        bulk; a list waits at most ``max_wait`` seconds for more after its first message. A
-        list the handler fails on is handed to it again one message at a time, so each is
-        retried up to ``max_attempts`` and dead-lettered alone, as ``process`` does."""
+        """Run ``handler`` on batches of up to ``max_batch`` messages, for sinks that write in
+        bulk (``batch.values`` holds the decoded payloads); a batch waits at most ``max_wait``
+        seconds for more after its first message. A batch the handler fails on is handed to
+        it again one message at a time, so each is retried up to ``max_attempts`` and
+        dead-lettered alone, as ``process`` does."""
         if not is_count(max_batch, 1, MAX_BATCH):
             raise DataLayerError(
                 f"process_batch: max_batch must be an integer from 1 to {MAX_BATCH:,}, "

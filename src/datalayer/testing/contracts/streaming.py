@@ -22,6 +22,7 @@ from datalayer.categories.streaming import (
     HEADER_ERROR,
     HEADER_SOURCE,
     Message,
+    MessageBatch,
     OutgoingRecord,
     Stream,
 )
@@ -243,6 +244,32 @@ class StreamingContract(Contract):
         assert (stats.handled, stats.retried, stats.dead_lettered) == (25, 0, 0)
         assert stream.process_batch(lambda b: None, "g1", idle_timeout=self.idle).handled == 0
 
+    def test_process_batch_values_and_keys_are_its_messages_and_settle_without_them(
+        self, dl: DataLayer
+    ) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, f"dev-{n % 2}") for n in range(12)])
+        seen: list[tuple[list[Any], list[str | None], list[Any], list[str | None]]] = []
+
+        def look(batch: MessageBatch) -> None:
+            seen.append(
+                (list(batch.values), batch.keys, [m.value for m in batch], [m.key for m in batch])
+            )
+
+        stats = stream.process_batch(look, "g1", max_batch=5, max_wait=0.1, idle_timeout=self.idle)
+        assert stats.handled == 12
+        for values, keys, message_values, message_keys in seen:
+            assert (values, keys) == (message_values, message_keys)
+            assert keys == [f"dev-{v['seq'] % 2}" for v in values]
+        # A handler that only reads the values (no message is ever made) settles its batches.
+        stream.publish_many([event(n, "dev-0") for n in range(12, 20)])
+        got: list[int] = []
+        stats = stream.process_batch(
+            lambda batch: got.extend(v["seq"] for v in batch.values), "g1", idle_timeout=self.idle
+        )
+        assert (stats.handled, got) == (8, list(range(12, 20)))
+        assert self.drain(dl, "g1") == []
+
     def test_process_batch_takes_a_failed_list_one_by_one_and_dead_letters_the_bad_one(
         self, dl: DataLayer
     ) -> None:
@@ -251,7 +278,7 @@ class StreamingContract(Contract):
         calls: list[list[int]] = []
         written: list[int] = []
 
-        def handler(batch: list[Message]) -> None:
+        def handler(batch: MessageBatch) -> None:
             seqs = [m.value["seq"] for m in batch]
             calls.append(seqs)
             if 2 in seqs:
