@@ -258,22 +258,28 @@ class ConsumerLoop:
             # first: it may find a partition lost). Inlined: this loop runs once per message.
             held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
             values = decode_many(records) if decode_many is not None else None
+            # Handed out as of the poll: one that is not yet when the loop stops (a limit, a
+            # break) keeps its partition's commit before it, as an unacknowledged one does.
+            attempts = tracker.delivered_all(records)
             # Taken off the lists as they go: a record (a tracked tuple) then dies with its
             # message instead of living through the batch, and the garbage collector has
             # far fewer survivors to promote and rescan.
             records.reverse()
             if values is not None:
                 values.reverse()
+            if attempts is not None:
+                attempts.reverse()
             while records:
                 record = records.pop()
                 value = values.pop() if values is not None else None
+                attempt = attempts.pop() if attempts is not None else 1
                 heartbeat()
                 if record.partition in rewound or record.partition not in held:
                     continue
                 found: Message | None
                 if values is not None:
-                    found = Message(record, value, tracker.delivered(record), tracker)
-                elif (found := message(tracker, record)) is None:
+                    found = Message(record, value, attempt, tracker)
+                elif (found := message(tracker, record, attempt)) is None:
                     continue
                 del record, value
                 yield found
@@ -298,12 +304,12 @@ class ConsumerLoop:
                 first, losses = time.monotonic(), tracker.losses
             decoded = self.decode_many(polled) if self.decode_many is not None else None
             held, rewound, heartbeat = tracker.held, tracker.rewound, tracker.heartbeat
-            delivered = tracker.delivered
+            delivered = tracker.delivered_all(polled)
             for i, record in enumerate(polled):
                 heartbeat()
                 if record.partition in rewound or record.partition not in held:
                     continue
-                attempt = delivered(record)
+                attempt = delivered[i] if delivered is not None else 1
                 if decoded is not None:
                     value = decoded[i]
                 elif (value := self._decoded(tracker, record)) is _UNDECODABLE:
@@ -384,10 +390,9 @@ class ConsumerLoop:
             finally:
                 consumer.close()
 
-    def _message(self, tracker: OffsetTracker, record: Record) -> Message | None:
-        """The message of ``record``, tracked as handed out; None when it cannot be decoded
-        (it went to the dead letters)."""
-        attempt = tracker.delivered(record)
+    def _message(self, tracker: OffsetTracker, record: Record, attempt: int) -> Message | None:
+        """The message of ``record`` (handed out already); None when it cannot be decoded (it
+        went to the dead letters)."""
         value = self._decoded(tracker, record)
         return None if value is _UNDECODABLE else Message(record, value, attempt, tracker)
 

@@ -145,17 +145,29 @@ class OffsetTracker:
         state = self.partitions.get(record.partition)
         return state is not None and record.offset in state.pending
 
-    def delivered(self, record: Record) -> int:
-        """Track ``record`` as handed out; returns its attempt number."""
-        offset = record.offset
-        state = self.partitions.get(record.partition)
-        if state is None:
-            state = self.partitions[record.partition] = Partition(offset)
-        state.pending.add(offset)
-        state.order.append(offset)
-        if offset >= state.high:
-            state.high = offset + 1
-        return self.attempts.get((record.partition, offset), 0) + 1 if self.attempts else 1
+    def delivered_all(self, records: list[Record]) -> list[int] | None:
+        """Track a poll's records of partitions held as handed out (the others are stale):
+        their attempt numbers in order, or None when each is a first attempt."""
+        partitions, held = self.partitions, self.held
+        seen: dict[int, Partition] = {}
+        for record in records:
+            partition, offset = record.partition, record.offset
+            state = seen.get(partition)
+            if state is None:
+                if partition not in held:
+                    continue
+                state = partitions.get(partition)
+                if state is None:
+                    state = partitions[partition] = Partition(offset)
+                seen[partition] = state
+            state.pending.add(offset)
+            state.order.append(offset)
+            if offset >= state.high:
+                state.high = offset + 1
+        if not self.attempts:
+            return None
+        attempts = self.attempts
+        return [attempts.get((r.partition, r.offset), 0) + 1 for r in records]
 
     def ack(self, record: Position) -> None:
         """Move the partition's commit target to its first unacknowledged message. A message
@@ -178,7 +190,11 @@ class OffsetTracker:
         if moved <= 0 or not self.commits:
             return
         state.acked = target
-        self._acked(moved)
+        # _acked(moved), its common path inlined: this runs once per message
+        self.unconfirmed += moved
+        self.unsent += moved
+        if self.unconfirmed > self.limit or self.due is None or time.monotonic() >= self.due:
+            self._acked(0)
 
     def ack_all(self, records: Sequence[Position]) -> None:
         """``ack`` each of ``records`` (a batch handler's list), moving each partition's
@@ -206,7 +222,8 @@ class OffsetTracker:
             self._acked(moved)
 
     def _acked(self, moved: int) -> None:
-        """``moved`` more messages are acknowledged: commit as the policy says."""
+        """``moved`` more messages are acknowledged (``ack`` counts its own before): commit
+        as the policy says."""
         self.unconfirmed += moved
         self.unsent += moved
         if self.unconfirmed > self.limit:
