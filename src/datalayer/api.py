@@ -22,7 +22,7 @@ from datalayer.categories import (
     TransactionalTable,
 )
 from datalayer.config import Registry, load
-from datalayer.errors import DataLayerError, NotFound, StoreUnavailable, did_you_mean
+from datalayer.errors import DataLayerError, NotApplied, NotFound, StoreUnavailable, did_you_mean
 from datalayer.migrations import Migrations
 from datalayer.patterns import PatternConfig
 from datalayer.resilience import GuardStats, guard_backend
@@ -184,32 +184,41 @@ class DataLayer:
         return [self._check(name, timeout) for name in self.registry.stores]
 
     def _check(self, name: str, timeout: float) -> StoreHealth:
+        """Reach one store: its imports first, here and untimed (a timed thread given up on
+        in the middle of an import can abort the interpreter at exit); then one round trip,
+        in a thread given up after ``timeout``."""
         config = self.registry.stores[name]
         outcome: dict[str, Any] = {}
 
         def probe() -> None:
+            started = time.perf_counter()
             try:
-                store = self.store(name)
-                started = time.perf_counter()
                 store.ping()
-                outcome["latency"] = (time.perf_counter() - started) * 1000
+            except NotApplied as exc:  # reached: what is missing is for 'apply' to create
+                outcome["note"] = exc.message
             except BaseException as exc:
                 outcome["error"] = exc
+                return
+            outcome["latency"] = (time.perf_counter() - started) * 1000
 
+        health = partial(StoreHealth, name, config.type, config.target())
+        try:
+            store = self.store(name)
+            store.preload()
+        except DataLayerError as exc:
+            return health("error", None, str(exc))
         thread = threading.Thread(target=probe, name=f"doctor-{name}", daemon=True)
         thread.start()
         thread.join(timeout)
-        connected = self._stores.get(name)
-        circuit = connected.guard.breaker.state if connected is not None else "closed"
-        health = partial(StoreHealth, name, config.type, config.target(), circuit=circuit)
+        circuit = store.guard.breaker.state
         if thread.is_alive():
-            return health("unavailable", None, f"no answer within {timeout:g}s")
+            return health("unavailable", None, f"no answer within {timeout:g}s", circuit=circuit)
         error = outcome.get("error")
         if isinstance(error, StoreUnavailable):
-            return health("unavailable", None, error.message)
+            return health("unavailable", None, error.message, circuit=circuit)
         if error is not None:
-            return health("error", None, str(error))
-        return health("ok", outcome["latency"])
+            return health("error", None, str(error), circuit=circuit)
+        return health("ok", outcome["latency"], outcome.get("note", ""), circuit=circuit)
 
     def resilience(self) -> list[GuardStats]:
         """Each connected store's circuit state and counters: calls, attempts the store did not

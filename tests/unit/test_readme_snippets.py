@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 import datalayer
+from tests.example_project import copy_example
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def snippet_after(heading: str) -> str:
 def test_the_read_modify_write_snippet_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copy(ROOT / "datalayer.yaml", tmp_path)
+    copy_example(tmp_path)
     monkeypatch.chdir(tmp_path)
     with datalayer.open("datalayer.yaml", "local") as dl:  # 'datalayer apply', Feast left out
         for store in ("sql", "docs"):

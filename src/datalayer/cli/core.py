@@ -126,9 +126,13 @@ def doctor(
             escape(item.detail),
         )
     console.print(table)
-    failed = [h.store for h in health if h.status in ("unavailable", "error")]
-    if failed:
-        err_console.print(f"[bold red]error:[/] unreachable: {', '.join(failed)}")
+    problems = [
+        f"{what}: {', '.join(found)}"
+        for what, status in (("unreachable", "unavailable"), ("failing", "error"))
+        if (found := [escape(h.store) for h in health if h.status == status])
+    ]
+    if problems:
+        err_console.print(f"[bold red]error:[/] {'; '.join(problems)}")
         raise typer.Exit(1)
 
 

@@ -265,6 +265,10 @@ class _Loader:
     def store(self, name: str, entry: Any) -> StoreConfig:
         path: YamlPath = ("profiles", self.profile, name)
         config: StoreConfig = self.validated(self.store_type_of(entry, path), entry, path)
+        problem = config.verify(self.file.parent)
+        if problem is not None:
+            key, message = problem
+            raise self.error(message, (*path, key))
         return config
 
     def pattern(self, name: str, entry: Any, stores: dict[str, StoreConfig]) -> PatternConfig:

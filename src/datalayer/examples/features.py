@@ -138,8 +138,8 @@ def load_example_features(
         raise TypeError(f"pattern '{pattern}' is not on a Feast store")
     end = (end or now()).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     frames = feature_frames(end)
-    if store.config.postgres_url:
-        write_postgres(frames, store.config.postgres_url)
+    if store.offline_postgres_url:
+        write_postgres(frames, store.offline_postgres_url)
     else:
         write_parquet(frames, store.repo / "data")
     return end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,11 @@ class StoreConfig(BaseModel):
     def connect(self, name: str, base_dir: Path) -> Store[Any, Any]:
         """Build the store; ``base_dir`` is the registry's folder, for relative paths."""
 
+    def verify(self, base_dir: Path) -> tuple[str, str] | None:
+        """What is wrong with the files this config points at (``validate`` checks it without
+        connecting): ``(key, problem)``, or None when nothing is."""
+        return None
+
 
 PatternT = TypeVar("PatternT", bound=PatternConfig)
 HandleT = TypeVar("HandleT")
@@ -75,6 +81,12 @@ class Store(ABC, Generic[PatternT, HandleT]):
     @abstractmethod
     def ping(self) -> None:
         """One real round trip; raises ``StoreUnavailable`` when the store does not answer."""
+
+    def preload(self) -> None:
+        """Import what reaching the store needs. ``doctor`` calls it in the calling thread,
+        untimed: a timed thread given up on in the middle of an import can abort the
+        interpreter when it exits."""
+        return None
 
     @abstractmethod
     def close(self) -> None:
@@ -109,7 +121,17 @@ def require_driver(module: str, extra: str, store_type: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDriver(
-            f"store type '{store_type}' needs the '{module}' package, which is not installed: "
-            f"pip install 'datalayer[{extra}]'"
-        ) from exc
+        raise MissingDriver(_missing(module, extra, store_type)) from exc
+
+
+def require_installed(module: str, extra: str, store_type: str) -> None:
+    """Like ``require_driver``, for a driver too slow to import before it is used."""
+    if importlib.util.find_spec(module) is None:
+        raise MissingDriver(_missing(module, extra, store_type))
+
+
+def _missing(module: str, extra: str, store_type: str) -> str:
+    return (
+        f"store type '{store_type}' needs the '{module}' package, which is not installed: "
+        f"pip install 'datalayer[{extra}]'"
+    )

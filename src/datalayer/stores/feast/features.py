@@ -52,7 +52,9 @@ class FeastFeatures(FeatureBackend):
         from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
         from datalayer.stores.feast.training_parquet import parquet_sources
 
-        if self.store.fast_paths() and parquet_sources(self.views(), self.references()):
+        if self.store.fast_paths() and parquet_sources(
+            self.views(), self.references(), self.store.repo
+        ):
             return ParquetTrainingSet(self)
         return FeastTrainingSet(self)
 
@@ -207,7 +209,7 @@ class FeastFeatures(FeatureBackend):
             return
         except NotImplementedError:
             table = compat.postgres_table(feature_view.stream_source.batch_source)
-            url = self.store.config.postgres_url
+            url = self.store.offline_postgres_url
             if not (table and url):
                 raise
         frame.to_sql(table, self.store.offline_engine(url), if_exists="append", index=False)

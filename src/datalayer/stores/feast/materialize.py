@@ -100,6 +100,6 @@ class RedisMaterializer(Materializer):
             path = Path(source.path)
             path = path if path.is_absolute() else store.repo / path
             return parquet_latest(view, str(path), start, end)
-        if compat.is_postgres_source(source) and store.config.postgres_url:
-            return postgres_latest(view, libpq_url(store.config.postgres_url), start, end)
+        if compat.is_postgres_source(source) and store.offline_postgres_url:
+            return postgres_latest(view, libpq_url(store.offline_postgres_url), start, end)
         return None

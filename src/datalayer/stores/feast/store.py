@@ -23,14 +23,27 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from datalayer.categories.feature import TIMESTAMP, FeaturePattern, FeatureView
-from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable, redact
-from datalayer.stores.base import Store, StoreConfig, require_driver
+from datalayer.errors import (
+    DataLayerError,
+    NotApplied,
+    NotFound,
+    QueryError,
+    StoreUnavailable,
+    redact,
+)
+from datalayer.stores.base import Store, StoreConfig, require_installed
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import feast_environment, quiet
 from datalayer.stores.feast.features import FeastFeatures
+from datalayer.stores.feast.repo_yaml import (
+    FeastYaml,
+    FeastYamlError,
+    postgres_server,
+    redis_url_server,
+)
 from datalayer.stores.feast.training_parquet import ParquetIndexes
 from datalayer.stores.shared.postgres_urls import sqlalchemy_url
 from datalayer.validators import Name
@@ -38,12 +51,31 @@ from datalayer.validators import Name
 log = logging.getLogger(__name__)
 
 
+#: The variables a Feast yaml may use, and the setting of the store that fills each.
+_FILLED_BY = {
+    "DATALAYER_FEAST_PROJECT": "project",
+    "DATALAYER_FEAST_REDIS": "redis_url",
+    "DATALAYER_FEAST_REGISTRY_URL": "postgres_url",
+    "DATALAYER_FEAST_PG_HOST": "postgres_url",
+    "DATALAYER_FEAST_PG_PORT": "postgres_url",
+    "DATALAYER_FEAST_PG_DATABASE": "postgres_url",
+    "DATALAYER_FEAST_PG_USER": "postgres_url",
+    "DATALAYER_FEAST_PG_PASSWORD": "postgres_url",
+}
+
+
 class FeastConfig(StoreConfig):
-    """A Feast repo folder (relative to the registry) and which of its yaml files to use."""
+    """A Feast repo folder (relative to the registry) and which of its yaml files to use:
+    ``yaml`` when set, else ``feature_store.<profile>.yaml`` when the repo has one, else its
+    plain ``feature_store.yaml``. The online and offline connections are the yaml's own;
+    ``redis_url`` and ``postgres_url`` fill the ``${DATALAYER_FEAST_*}`` variables a yaml may
+    use, and must name the yaml's servers."""
 
     type: Literal["feast"]
     repo: str = "feature_repo"
     profile: Name = "local"
+    #: The Feast yaml, relative to the registry's folder; unset, chosen in the repo as above.
+    yaml: str | None = None
     #: The Feast project; unset, the repo's yaml names it.
     project: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
     postgres_url: str | None = Field(default=None, pattern=r"^postgres(ql)?(\+psycopg)?://")
@@ -52,19 +84,111 @@ class FeastConfig(StoreConfig):
     #: ``auto``: the fast paths where they apply and the self-check passes; ``off``: Feast's.
     fast_paths: Literal["auto", "off"] = "auto"
 
+    @field_validator("redis_url", "postgres_url")
+    @classmethod
+    def _parses(cls, url: str | None) -> str | None:
+        """A URL whose port or database is not one (``host:1:2``) is refused here, not when
+        the yaml's variables are filled from it."""
+        if url is not None:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+            if (
+                url.startswith("redis")
+                and parts.path.strip("/")
+                and not parts.path.strip("/").isdigit()
+            ):
+                raise ValueError(f"the database must be a number, not '{parts.path.strip('/')}'")
+        return url
+
     def target(self) -> str:
-        return f"{self.repo} ({self.profile})"
+        return f"{self.yaml or self.repo} ({self.profile})"
 
     def connect(self, name: str, base_dir: Path) -> FeastStore:
-        require_driver("feast", "feast", self.type)
-        repo = Path(self.repo)
-        repo = repo if repo.is_absolute() else base_dir / repo
-        yaml_file = repo / f"feature_store.{self.profile}.yaml"
+        require_installed("feast", "feast", self.type)  # Feast is imported when first used
+        repo = self.repo_dir(base_dir)
+        yaml_file = self.yaml_file(base_dir)
         if not yaml_file.is_file():
-            raise DataLayerError(
-                f"store '{name}': no {yaml_file} for Feast profile '{self.profile}'", store=name
-            )
-        return FeastStore(name, self, repo, yaml_file)
+            raise DataLayerError(f"store '{name}': {self.missing_yaml(base_dir)}", store=name)
+        try:
+            settings = self.feast_yaml(base_dir)
+        except FeastYamlError as exc:
+            raise DataLayerError(f"store '{name}': {exc}", store=name) from None
+        return FeastStore(name, self, repo, settings)
+
+    def repo_dir(self, base_dir: Path) -> Path:
+        repo = Path(self.repo)
+        return repo if repo.is_absolute() else base_dir / repo
+
+    def yaml_file(self, base_dir: Path) -> Path:
+        if self.yaml:
+            path = Path(self.yaml)
+            return path if path.is_absolute() else base_dir / path
+        repo = self.repo_dir(base_dir)
+        for_profile = repo / f"feature_store.{self.profile}.yaml"
+        return for_profile if for_profile.is_file() else repo / "feature_store.yaml"
+
+    def missing_yaml(self, base_dir: Path) -> str:
+        if self.yaml:
+            return f"no Feast yaml {self.yaml_file(base_dir)}"
+        repo = self.repo_dir(base_dir)
+        return (
+            f"no feature_store.{self.profile}.yaml nor feature_store.yaml in {repo} "
+            f"(Feast profile '{self.profile}')"
+        )
+
+    def feast_yaml(self, base_dir: Path) -> FeastYaml:
+        """The yaml as Feast reads it, with this store's variables."""
+        return FeastYaml.read(self.yaml_file(base_dir), self.environment())
+
+    def verify(self, base_dir: Path) -> tuple[str, str] | None:
+        """The yaml exists and parses, and ``redis_url`` / ``postgres_url`` name the servers
+        it uses (a contradiction would read an empty store and serve ``None``s)."""
+        if not self.yaml_file(base_dir).is_file():
+            return ("yaml" if self.yaml else "repo"), self.missing_yaml(base_dir)
+        try:
+            found = self.feast_yaml(base_dir)
+        except FeastYamlError as exc:
+            return exc.key, str(exc)
+        for variable, key in _FILLED_BY.items():
+            if "${" + variable + "}" in found.text:
+                return key, (
+                    f"{found.file.name} uses ${{{variable}}}, which this store's '{key}' fills; "
+                    f"set '{key}'"
+                )
+        return self._contradiction(found)
+
+    def _contradiction(self, found: FeastYaml) -> tuple[str, str] | None:
+        where = found.file.name
+        if self.redis_url:
+            server = found.redis_server()
+            if server is None:
+                return "redis_url", (
+                    f"redis_url is set but {where}'s online store is '{found.online_type}'"
+                    + (" (a Redis cluster or sentinel)" if found.online_type == "redis" else "")
+                    + ", not one Redis server; remove redis_url or change the online store"
+                )
+            mine = redis_url_server(self.redis_url)
+            if not mine.same_server(server):
+                return "redis_url", (
+                    f"redis_url names {mine.describe()} but {where}'s online store connects to "
+                    f"{server.describe()} (or with another password); make them agree, e.g. "
+                    "connection_string: ${DATALAYER_FEAST_REDIS} in the yaml"
+                )
+        if self.postgres_url:
+            url = found.postgres_url()
+            if url is None:
+                return "postgres_url", (
+                    f"postgres_url is set but {where}'s offline store is "
+                    f"'{found.offline_type}', not PostgreSQL"
+                )
+            mine_pg, theirs = postgres_server(self.postgres_url), postgres_server(url)
+            if mine_pg != theirs:
+                return "postgres_url", (
+                    "postgres_url names {}:{}/{} as '{}' but {}'s offline store is {}:{}/{} as "
+                    "'{}'; make them agree, e.g. host: ${{DATALAYER_FEAST_PG_HOST}} in the "
+                    "yaml".format(*mine_pg, where, *theirs)
+                )
+        return None
 
     def environment(self) -> dict[str, str]:
         """The variables the repo's yaml and definitions read."""
@@ -95,10 +219,15 @@ class FeastConfig(StoreConfig):
 class FeastStore(Store[FeaturePattern, FeatureView]):
     config: FeastConfig
 
-    def __init__(self, name: str, config: FeastConfig, repo: Path, yaml_file: Path) -> None:
+    def __init__(self, name: str, config: FeastConfig, repo: Path, settings: FeastYaml) -> None:
         super().__init__(name, config)
         self.repo = repo
-        self.yaml_file = yaml_file
+        self.settings = settings
+        self.yaml_file = settings.file
+        #: The online store's Redis (the fast paths' own client), when it is one Redis server.
+        self.online_redis = settings.redis_server()
+        #: The offline PostgreSQL, for what Feast's PostgreSQL offline store cannot do.
+        self.offline_postgres_url = config.postgres_url or settings.postgres_url()
         self._feature_store: Any = None
         self._redis: Any = None
         self._offline_engine: Any = None
@@ -190,8 +319,10 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         return problem is None
 
     def redis_client(self) -> Any:
-        """A redis-py client on the online store when it is Redis (for the direct read)."""
-        if not self.config.redis_url or self.feature_store.config.online_store.type != "redis":
+        """A redis-py client on the online store when it is one Redis server (for the direct
+        read), connected as Feast connects from the yaml's connection string."""
+        server = self.online_redis
+        if server is None:
             return None
         with self._lock:
             if self._redis is None:
@@ -199,11 +330,23 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
 
-                self._redis = redis.Redis.from_url(
-                    self.config.redis_url,
-                    socket_timeout=self.config.resilience.timeout.total_seconds(),
-                    retry=Retry(NoBackoff(), 0),  # the resilience policy retries, and counts
-                )
+                timeout = self.config.resilience.timeout.total_seconds()
+                try:
+                    self._redis = redis.Redis(
+                        **{
+                            **server.options,
+                            "host": server.host,
+                            "port": server.port,
+                            "socket_timeout": timeout,
+                            "socket_connect_timeout": timeout,
+                            "retry": Retry(NoBackoff(), 0),  # the resilience policy retries
+                        }
+                    )
+                except TypeError as exc:  # an option redis-py does not take
+                    raise DataLayerError(
+                        f"{self.label}: the online store's connection string: {exc}",
+                        store=self.name,
+                    ) from None
             return self._redis
 
     def fast_redis(self) -> Any:
@@ -223,9 +366,118 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
                 f"{self.label}: online store unavailable: {exc}", store=self.name
             ) from exc
 
+    def preload(self) -> None:
+        """The clients ``ping`` uses (Feast itself is not needed, nor imported)."""
+        import sqlalchemy  # noqa: F401
+
+        if self.online_redis is not None:
+            import redis  # noqa: F401
+        if self.offline_postgres_url:
+            import psycopg  # noqa: F401
+
     def ping(self) -> None:
-        with self.errors():
-            self.feature_store.list_feature_views()
+        """A read of the registry, a round trip to the online store and, on PostgreSQL, to the
+        offline store, each failure named, all without Feast (importing it takes seconds)."""
+        problems: list[DataLayerError] = []
+        for check in (self._ping_registry, self._ping_online, self._ping_offline):
+            try:
+                check()
+            except DataLayerError as exc:
+                problems.append(exc)
+        if problems:  # all of them, the servers that do not answer first
+            problems.sort(key=lambda p: not isinstance(p, StoreUnavailable))
+            first = problems[0]
+            rest = [p.message.removeprefix(f"{self.label}: ") for p in problems[1:]]
+            joined = "; ".join([first.message, *rest])
+            raise type(first)(joined, store=self.name) from first
+
+    def _ping_online(self) -> None:
+        client = self.redis_client()
+        if client is not None:
+            with self.redis_errors():
+                client.ping()
+        elif self.settings.online_type == "sqlite":
+            path = self._repo_path(self.settings.section("online_store").get("path"))
+            self._ping_sqlite(path or self.repo / "data" / "online.db", "online store")
+
+    def _ping_offline(self) -> None:
+        if self.offline_postgres_url:
+            self._ping_sql(self.offline_postgres_url, "offline store", "SELECT 1")
+
+    def _repo_path(self, value: object) -> Path | None:
+        """A path of the yaml, relative to the repo as Feast takes it; None for a URI."""
+        if not value or "://" in str(value):
+            return None
+        path = Path(str(value))
+        return path if path.is_absolute() else self.repo / path
+
+    def _ping_registry(self) -> None:
+        registry = self.settings.data.get("registry") or "data/registry.db"
+        if not isinstance(registry, dict):
+            registry = {"path": registry}
+        kind, where = registry.get("registry_type", "file"), registry.get("path")
+        if kind == "sql" and where:
+            self._ping_sql(str(where), "registry", "SELECT count(*) FROM feast_metadata")
+        elif kind == "file" and (path := self._repo_path(where)) is not None:
+            if not path.is_file():
+                raise NotApplied(
+                    f"{self.label}: no Feast registry at {path} yet; run 'datalayer apply'",
+                    store=self.name,
+                )
+            try:
+                with path.open("rb") as registry_file:
+                    registry_file.read(64)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"{self.label}: registry {path}: {exc}", store=self.name
+                ) from exc
+
+    def _ping_sqlite(self, path: Path, what: str) -> None:
+        import sqlite3
+
+        if not path.is_file():
+            raise NotApplied(
+                f"{self.label}: the {what} {path} does not exist yet; run 'datalayer apply'",
+                store=self.name,
+            )
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.label}: {what} {path}: {exc}", store=self.name) from exc
+
+    def _ping_sql(self, url: str, what: str, query: str) -> None:
+        """``query`` on a PostgreSQL (or, for a registry, any SQLAlchemy) database."""
+        import sqlalchemy as sa
+
+        timeout = max(1, round(self.config.resilience.timeout.total_seconds()))
+        postgres = url.startswith(("postgres://", "postgresql"))
+        target = sqlalchemy_url(url) if postgres else url
+        connect_args = {"connect_timeout": timeout} if postgres else {}
+        try:
+            engine = sa.create_engine(target, connect_args=connect_args, poolclass=sa.NullPool)
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            raise DataLayerError(
+                f"{self.label}: {what} URL: {redact(str(exc))}", store=self.name
+            ) from None
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text(query)).fetchall()
+        except sa.exc.ProgrammingError as exc:
+            raise NotApplied(
+                f"{self.label}: the {what} has no Feast tables yet; run 'datalayer apply'",
+                store=self.name,
+            ) from exc
+        except sa.exc.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise NotApplied(
+                    f"{self.label}: the {what} has no Feast tables yet; run 'datalayer apply'",
+                    store=self.name,
+                ) from exc
+            detail = redact(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))
+            raise StoreUnavailable(f"{self.label}: {what}: {detail}", store=self.name) from exc
+        finally:
+            engine.dispose()
 
     def offline_engine(self, url: str) -> Any:
         """One SQLAlchemy engine on the offline PostgreSQL, kept for every push."""

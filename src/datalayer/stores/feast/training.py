@@ -55,5 +55,9 @@ class ParquetTrainingSet(TrainingSet):
         features = self.features
         with features.store.errors():
             return historical_parquet(
-                entity_df, features.views(), references, features.store.parquet_indexes
+                entity_df,
+                features.views(),
+                references,
+                features.store.parquet_indexes,
+                features.store.repo,
             )

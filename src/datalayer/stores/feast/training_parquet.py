@@ -19,6 +19,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,12 @@ def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def parquet_sources(views: Mapping[str, Any], references: Sequence[str]) -> dict[str, str]:
-    """Each view's parquet file, when every view reads one file with its columns unrenamed
-    (the local profile); else nothing, and Feast's own join runs."""
+def parquet_sources(
+    views: Mapping[str, Any], references: Sequence[str], repo: Path
+) -> dict[str, str]:
+    """Each view's parquet file (a relative path is the repo's, as Feast reads it, whatever
+    the working directory), when every view reads one file with its columns unrenamed (the
+    local profile); else nothing, and Feast's own join runs."""
     from feast import FileSource
 
     paths = {}
@@ -49,7 +53,7 @@ def parquet_sources(views: Mapping[str, Any], references: Sequence[str]) -> dict
             or source.field_mapping
         ):
             return {}
-        paths[view_name] = str(source.path)
+        paths[view_name] = FileSource.get_uri_for_file_path(repo, str(source.path))
     return paths
 
 
@@ -225,6 +229,7 @@ def historical_parquet(
     views: Mapping[str, Any],
     references: Sequence[str],
     indexes: ParquetIndexes,
+    repo: Path,
 ) -> Any:
     """Feast's point-in-time join over parquet sources: the entity DataFrame's columns (event
     times as UTC), then ``view__feature`` per reference, one row per entity row in its order.
@@ -232,7 +237,7 @@ def historical_parquet(
     import pandas as pd
     import pyarrow.parquet as pq
 
-    paths = parquet_sources(views, references)
+    paths = parquet_sources(views, references, repo)
     wanted: dict[str, list[str]] = {}
     for reference in references:
         view, feature = reference.split(":", 1)
