@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import datalayer
-from datalayer.errors import ConfigError
+from datalayer.errors import ConfigError, QueryError
 from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.online import RedisOnlineRead
 from datalayer.stores.feast.store import FeastStore
@@ -216,6 +216,11 @@ def test_relative_file_sources_are_the_repo_s_whatever_the_working_directory(
             left_out = left_out[left_out["_merge"] == "left_only"]
             assert left_out[view.columns(DRIVER_FEATURES)].isna().all().all()
             assert kept["driver_hourly_stats__conv_rate"].notna().sum() > 150
+            # A time finer than a microsecond would be compared shifted: refused, by row.
+            finer = entity_df.head(3).copy()
+            finer.loc[1, "event_timestamp"] += pd.Timedelta(nanoseconds=1)
+            with pytest.raises(QueryError, match=r"entity row 1 .*finer than a microsecond"):
+                view.historical(finer)
 
             end = start + pd.Timedelta(hours=24)
             view.materialize(start.to_pydatetime(), end.to_pydatetime())
@@ -229,5 +234,10 @@ def test_relative_file_sources_are_the_repo_s_whatever_the_working_directory(
             }
             assert canon_columns(served) == canon_columns(expected)
             assert sum(v is not None for v in served["driver_hourly_stats__avg_daily_trips"]) > 20
+            # One dtype per feature, serving and training (driver 1000 is unknown: a null).
+            trips = "driver_hourly_stats__avg_daily_trips"
+            online_df = view.online_df(rows, as_of=at)
+            assert online_df[trips].isna().any()
+            assert str(online_df[trips].dtype) == str(ours[trips].dtype) == "Int64"
         finally:
             fs.teardown()

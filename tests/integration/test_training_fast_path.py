@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 import datalayer
-from datalayer import DataLayer
+from datalayer import DataLayer, QueryError
 from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.store import FeastStore
 from datalayer.stores.feast.training import ParquetTrainingSet
@@ -290,24 +290,20 @@ def test_entity_times_naive_or_in_another_zone_read_as_utc(layer: DataLayer) -> 
         pd.testing.assert_frame_equal(got[COLUMNS], expected[COLUMNS])
 
 
-def test_times_compare_in_microseconds(layer: DataLayer) -> None:
-    """Feast's DuckDB store refuses entity times finer than a microsecond; ours truncates
-    them, as DuckDB's timestamps do: 500 ns past the TTL is still within it."""
+def test_times_finer_than_a_microsecond_are_refused_never_shifted(layer: DataLayer) -> None:
+    """The stores keep microseconds: a time 500 ns past the TTL's edge, truncated, would read
+    as within it. Such a time is refused, naming its row; one microsecond past it is past."""
     last = pd.Timestamp(T + timedelta(hours=2))
+    times = [last, last + pd.Timedelta(1, "us"), last + pd.Timedelta(nanoseconds=500)]
     entity_df = pd.DataFrame(
-        {
-            "device_id": ["dev-0"] * 3,
-            "user_id": [1] * 3,
-            "event_timestamp": [
-                last,
-                last + pd.Timedelta(nanoseconds=500),
-                last + pd.Timedelta(1, "us"),
-            ],
-        }
+        {"device_id": ["dev-0"] * 3, "user_id": [1] * 3, "event_timestamp": times}
     )
-    result = layer.features("training").historical(entity_df)
-    assert [same(v) for v in result["readings__count"]] == [30.0, 30.0, None]
-    assert list(result["event_timestamp"]) == list(entity_df["event_timestamp"])
+    features = layer.features("training")
+    with pytest.raises(QueryError, match=r"entity row 2 .*finer than a microsecond"):
+        features.historical(entity_df)
+    result = features.historical(entity_df.head(2))
+    assert [same(v) for v in result["readings__count"]] == [30.0, None]
+    assert list(result["event_timestamp"]) == times[:2]
 
 
 def test_a_rewritten_file_is_read_again(layer: DataLayer, tmp_path: Path) -> None:

@@ -83,6 +83,12 @@ class FeatureBackend(GuardedOperations, ABC):
         """The point-in-time join: the entity DataFrame's columns, then one column per
         reference, one row per entity row in its order."""
 
+    def dtypes(self, references: Sequence[str]) -> dict[str, str]:
+        """The pandas dtype of each column whose values alone would not give it (an integer
+        feature with nulls would read as floats): ``online_df`` and ``historical`` use it, so
+        serving and training see one dtype per feature."""
+        return {}
+
     @abstractmethod
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
         """Copy the latest offline values in [start, end] to the online store."""
@@ -177,10 +183,13 @@ class FeatureView:
         as_of: datetime | None = None,
         features: Sequence[str] | None = None,
     ) -> Any:
-        """``online`` as a pandas DataFrame."""
+        """``online`` as a pandas DataFrame, each feature of the dtype ``historical`` gives it."""
         import pandas as pd
 
-        return pd.DataFrame(self.online(entity_rows, as_of=as_of, features=features))
+        frame = pd.DataFrame(self.online(entity_rows, as_of=as_of, features=features))
+        for column, dtype in self.backend.dtypes(self.selected(features)).items():
+            frame[column] = frame[column].astype(dtype)
+        return frame
 
     def historical(self, entity_df: Any, *, features: Sequence[str] | None = None) -> Any:
         """A point-in-time-correct training set: one row per entity row, in the same order."""
@@ -201,7 +210,29 @@ class FeatureView:
                 f"pattern '{self.pattern.name}': the entity DataFrame lacks join key column(s) "
                 f"{missing}; it needs {keys} and '{TIMESTAMP}'"
             )
+        self._check_precision(entity_df[TIMESTAMP])
         return self.backend.historical(entity_df, references)
+
+    def _check_precision(self, times: Any) -> None:
+        """Refuse event times finer than a microsecond: the stores keep microseconds, so such
+        a time would be compared shifted, and answer differently at a TTL's edge."""
+        import pandas as pd
+
+        try:
+            parsed = pd.to_datetime(times, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': '{TIMESTAMP}' holds a value that is not a "
+                f"time: {exc}"
+            ) from None
+        finer = parsed.notna() & (parsed.dt.nanosecond != 0)
+        if finer.any():
+            row = int(finer.to_numpy().nonzero()[0][0])
+            raise QueryError(
+                f"pattern '{self.pattern.name}': '{TIMESTAMP}' of entity row {row} "
+                f"({parsed.iloc[row].isoformat()}) is finer than a microsecond; round the "
+                "entity times to microseconds (e.g. .dt.floor('us'))"
+            )
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None = None) -> None:
         """Copy the latest offline values in [start, end] to the online store, view by view,

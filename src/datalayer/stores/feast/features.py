@@ -134,13 +134,20 @@ class FeastFeatures(FeatureBackend):
 
     def historical(self, entity_df: Any, references: list[str]) -> Any:
         result = self.training_set.build(entity_df, references)
+        for column, dtype in self.dtypes(references).items():
+            if str(result[column].dtype) != dtype:
+                result[column] = result[column].astype(dtype)
+        return result
+
+    def dtypes(self, references: Sequence[str]) -> dict[str, str]:
+        """Int64 features as pandas' nullable ``Int64`` (with a null, they would be floats)."""
+        found = {}
         for reference in references:
             view, feature = reference.split(":", 1)
-            column = f"{view}__{feature}"
             dtype = next(f.dtype for f in self.views()[view].features if f.name == feature)
-            if str(dtype) == "Int64" and str(result[column].dtype) != "Int64":
-                result[column] = result[column].astype("Int64")
-        return result
+            if str(dtype) == "Int64":
+                found[f"{view}__{feature}"] = "Int64"
+        return found
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
         self.materializer.materialize(start, end, on_view)
