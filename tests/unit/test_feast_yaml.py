@@ -157,3 +157,23 @@ def test_validate_names_a_missing_or_broken_yaml(tmp_path: Path) -> None:
     path = registry(tmp_path, f"{{type: feast, repo: {folder}}}")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(path, "local")
+
+
+def test_a_redis_cluster_is_served_by_feast_and_the_store_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from datalayer.stores.feast.store import FeastStore
+
+    text = """\
+        project: p
+        online_store: {type: redis, redis_type: redis_cluster, connection_string: "a:1,b:2"}
+        """
+    folder = repo(tmp_path, text)
+    store = FeastConfig(type="feast", repo=str(folder)).connect("feats", tmp_path)
+    assert isinstance(store, FeastStore)
+    with caplog.at_level(logging.INFO, logger="datalayer.stores.feast.store"):
+        assert store.fast_redis() is None and store.fast_redis() is None
+    said = [r.getMessage() for r in caplog.records if "go through Feast" in r.getMessage()]
+    assert len(said) == 1 and "redis_type 'redis_cluster'" in said[0]

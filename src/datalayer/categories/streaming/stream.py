@@ -13,6 +13,7 @@ Guarantees every implementation keeps:
   ``key`` and ``headers`` given to ``publish`` are text (names and values of valid Unicode,
   names without NUL) and read back exactly; anything else is refused like an invalid payload.
 - Consumers in one group share the topic's partitions; each message is handled by one member.
+  A group name is non-empty text without NUL (Kafka would cut it there, merging groups).
   A partition changes hands only once its owner has stopped reading it with every
   acknowledgement committed, so members joining and leaving never make a message be handled
   twice; a message handed out and not acknowledged by the owner's next poll (or by a member
@@ -236,6 +237,12 @@ class Stream:
         decode: Callable[[Record], Any],
         stats: ProcessStats | None = None,
     ) -> ConsumerLoop:
+        if group is not None and not _is_group_name(group):
+            raise DataLayerError(
+                f"pattern '{self.pattern.name}': group must be non-empty text without NUL "
+                f"characters or lone surrogates (Kafka cuts a group id at NUL, so 'g\\x00a' "
+                f"and 'g\\x00b' would share offsets), not {group!r}"
+            )
         return ConsumerLoop(
             self.store,
             topic,
@@ -247,3 +254,13 @@ class Stream:
             max_attempts=self.pattern.max_attempts,
             stats=stats,
         )
+
+
+def _is_group_name(group: object) -> bool:
+    if not isinstance(group, str) or not group or "\x00" in group:
+        return False
+    try:
+        group.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -232,6 +232,7 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         self._redis: Any = None
         self._offline_engine: Any = None
         self._fast_paths: bool | None = None
+        self._told_no_fast_redis = False
         self._lock = threading.RLock()
         #: Sorted (keys, time) indexes of the parquet sources, for training sets.
         self.parquet_indexes = ParquetIndexes()
@@ -353,7 +354,27 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         """The client of the fast online read and materializer: the online store's Redis
         when it is Redis and the fast paths are on, else None (Feast's own paths)."""
         client = self.redis_client()
-        return client if client is not None and self.fast_paths() else None
+        if client is None:
+            self._say_no_fast_redis()
+            return None
+        return client if self.fast_paths() else None
+
+    def _say_no_fast_redis(self) -> None:
+        """Log once why online reads and materialization go through Feast here."""
+        with self._lock:
+            if self._told_no_fast_redis:
+                return
+            self._told_no_fast_redis = True
+        online = self.settings.section("online_store")
+        kind = self.settings.online_type
+        if kind == "redis":
+            kind = f"Redis of redis_type '{online.get('redis_type')}'"
+        log.info(
+            "%s: online reads and materialization go through Feast: the fast paths serve one "
+            "Redis server, and the online store is %s",
+            self.label,
+            kind,
+        )
 
     @contextlib.contextmanager
     def redis_errors(self) -> Iterator[None]:

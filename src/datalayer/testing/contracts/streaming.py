@@ -292,6 +292,16 @@ class StreamingContract(Contract):
         assert [m.value["seq"] for m in stream.dead_letters()] == [2]
         assert self.drain(dl, "g1") == []
 
+    @pytest.mark.parametrize("group", ["", "g\x00x", "lone \ud800", 7])
+    def test_a_group_name_the_store_cannot_keep_apart_is_refused(
+        self, dl: DataLayer, group: Any
+    ) -> None:
+        stream = dl.stream("events")
+        with pytest.raises(DataLayerError, match="group must be non-empty text"):
+            stream.consume(group, idle_timeout=self.idle)
+        with pytest.raises(DataLayerError, match="group must be non-empty text"):
+            stream.process(lambda m: None, group, idle_timeout=self.idle)
+
     def test_process_batch_refuses_bad_arguments_naming_them(self, dl: DataLayer) -> None:
         stream = dl.stream("events")
         cases: list[tuple[dict[str, Any], str]] = [
