@@ -220,7 +220,7 @@ class ConsumerLoop:
 
     ``decode`` turns a record into the message's value; a ``PayloadValidationError`` from it
     sends the record to the dead letters at once. ``stats`` counts retries and dead letters.
-    Iterating yields messages one by one; ``batches`` yields lists of them.
+    Iterating yields messages one by one; ``batches`` yields them in ``MessageBatch``es.
     """
 
     def __init__(
