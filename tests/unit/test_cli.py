@@ -130,6 +130,8 @@ def test_describe_example(example: Path) -> None:
         assert name in out
     assert "streaming" in out
     assert "6 partitions" in out
+    # Which path serves the Feast store's reads: the local profile's SQLite goes through Feast.
+    assert "store features: online reads and materialization: Feast's (online store 'sqlite'" in out
 
 
 def test_apply_is_idempotent(example: Path) -> None:

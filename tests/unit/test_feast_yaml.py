@@ -177,3 +177,15 @@ def test_a_redis_cluster_is_served_by_feast_and_the_store_says_so_once(
         assert store.fast_redis() is None and store.fast_redis() is None
     said = [r.getMessage() for r in caplog.records if "go through Feast" in r.getMessage()]
     assert len(said) == 1 and "redis_type 'redis_cluster'" in said[0]
+
+
+def test_describe_names_the_path_that_serves_online_reads(tmp_path: Path) -> None:
+    redis = FeastConfig(type="feast", repo=str(repo(tmp_path, FOREIGN_REDIS)))
+    assert redis.serving(tmp_path).endswith("the fast Redis paths (127.0.0.1:6390/2)")
+    off = FeastConfig(type="feast", repo=str(tmp_path / "repo"), fast_paths="off")
+    assert "Feast's (fast_paths: off)" in off.serving(tmp_path)
+    cluster = "project: p\nonline_store: {type: redis, redis_type: redis_cluster}\n"
+    folder = repo(tmp_path, cluster, "feature_store.local.yaml")
+    assert "Feast's (online store 'redis of redis_type redis_cluster'" in FeastConfig(
+        type="feast", repo=str(folder)
+    ).serving(tmp_path)

@@ -60,6 +60,10 @@ def describe(config: ConfigOption = None, profile: ProfileOption = None) -> None
             escape(pattern.schema_ or "-"),
         )
     console.print(table)
+    for name, store in registry.stores.items():
+        serving = store.serving(registry.base_dir)
+        if serving is not None:
+            console.print(f"store {escape(name)}: {escape(serving)}")
 
 
 @app.command()

@@ -44,6 +44,11 @@ class StoreConfig(BaseModel):
     def connect(self, name: str, base_dir: Path) -> Store[Any, Any]:
         """Build the store; ``base_dir`` is the registry's folder, for relative paths."""
 
+    def serving(self, base_dir: Path) -> str | None:
+        """Which of the store's paths serve its patterns, when it has more than one (for
+        ``describe``); None when there is nothing to say."""
+        return None
+
     def verify(self, base_dir: Path) -> tuple[str, str] | None:
         """What is wrong with the files this config points at (``validate`` checks it without
         connecting): ``(key, problem)``, or None when nothing is."""
