@@ -190,11 +190,11 @@ class OffsetTracker:
         if moved <= 0 or not self.commits:
             return
         state.acked = target
-        # _acked(moved), its common path inlined: this runs once per message
         self.unconfirmed += moved
         self.unsent += moved
+        # The policy's common case, nothing due, answered here: this runs once per message.
         if self.unconfirmed > self.limit or self.due is None or time.monotonic() >= self.due:
-            self._acked(0)
+            self._follow_policy()
 
     def ack_all(self, records: Sequence[Position]) -> None:
         """``ack`` each of ``records`` (a batch handler's list), moving each partition's
@@ -219,13 +219,12 @@ class OffsetTracker:
                 moved += target - state.acked
                 state.acked = target
         if moved and self.commits:
-            self._acked(moved)
+            self.unconfirmed += moved
+            self.unsent += moved
+            self._follow_policy()
 
-    def _acked(self, moved: int) -> None:
-        """``moved`` more messages are acknowledged (``ack`` counts its own before): commit
-        as the policy says."""
-        self.unconfirmed += moved
-        self.unsent += moved
+    def _follow_policy(self) -> None:
+        """Acknowledgements were counted: commit as the policy says."""
         if self.unconfirmed > self.limit:
             self.flush(wait=True)
         elif self.due is None:

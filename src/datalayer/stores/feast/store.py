@@ -437,7 +437,7 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
                 client.ping()
         elif self.settings.online_type == "sqlite":
             path = self._repo_path(self.settings.section("online_store").get("path"))
-            self._ping_sqlite(path or self.repo / "data" / "online.db", "online store")
+            self._ping_sqlite(path or self.repo / "data" / "online.db")
 
     def _ping_offline(self) -> None:
         if self.offline_postgres_url:
@@ -471,19 +471,22 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
                     f"{self.label}: registry {path}: {exc}", store=self.name
                 ) from exc
 
-    def _ping_sqlite(self, path: Path, what: str) -> None:
+    def _ping_sqlite(self, path: Path) -> None:
+        """The SQLite online store, opened read-only."""
         import sqlite3
 
         if not path.is_file():
             raise NotApplied(
-                f"{self.label}: the {what} {path} does not exist yet; run 'datalayer apply'",
+                f"{self.label}: the online store {path} does not exist yet; run 'datalayer apply'",
                 store=self.name,
             )
         try:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"{self.label}: {what} {path}: {exc}", store=self.name) from exc
+            raise StoreUnavailable(
+                f"{self.label}: online store {path}: {exc}", store=self.name
+            ) from exc
 
     def _ping_sql(self, url: str, what: str, query: str) -> None:
         """``query`` on a PostgreSQL (or, for a registry, any SQLAlchemy) database."""
@@ -502,13 +505,9 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         try:
             with engine.connect() as connection:
                 connection.execute(sa.text(query)).fetchall()
-        except sa.exc.ProgrammingError as exc:
-            raise NotApplied(
-                f"{self.label}: the {what} has no Feast tables yet; run 'datalayer apply'",
-                store=self.name,
-            ) from exc
-        except sa.exc.OperationalError as exc:
-            if "no such table" in str(exc):
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+            # PostgreSQL's missing table is a ProgrammingError, SQLite's an OperationalError.
+            if isinstance(exc, sa.exc.ProgrammingError) or "no such table" in str(exc):
                 raise NotApplied(
                     f"{self.label}: the {what} has no Feast tables yet; run 'datalayer apply'",
                     store=self.name,
