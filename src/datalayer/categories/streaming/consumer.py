@@ -143,9 +143,10 @@ class Message:
 
 class MessageBatch(Sequence[Message]):
     """What a ``process_batch`` handler gets: its messages in poll order, and ``values``, their
-    decoded payloads. Message objects are made only when the handler first indexes or iterates
-    the batch, so a sink that writes ``values`` in bulk never pays for them (nor makes the
-    garbage collector rescan hundreds of them per batch)."""
+    decoded payloads (a tuple: a handler that changes it cannot change what its messages
+    are, should the batch be handed out again one at a time). Message objects are made only
+    when the handler first indexes or iterates the batch, so a sink that writes ``values`` in
+    bulk never pays for them (nor makes the garbage collector rescan hundreds of them)."""
 
     __slots__ = ("_attempts", "_messages", "_records", "_tracker", "values")
 
@@ -158,7 +159,7 @@ class MessageBatch(Sequence[Message]):
         messages: list[Message] | None = None,
     ) -> None:
         self._records = records
-        self.values = values
+        self.values = tuple(values)
         self._attempts = attempts
         self._tracker = tracker
         self._messages = messages

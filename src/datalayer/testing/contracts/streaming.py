@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -268,6 +269,23 @@ class StreamingContract(Contract):
             lambda batch: got.extend(v["seq"] for v in batch.values), "g1", idle_timeout=self.idle
         )
         assert (stats.handled, got) == (8, list(range(12, 20)))
+        assert self.drain(dl, "g1") == []
+
+    def test_a_batch_handler_cannot_change_its_messages_through_values(self, dl: DataLayer) -> None:
+        stream = dl.stream("events")
+        stream.publish_many([event(n, "dev-a") for n in range(6)])
+        seen: list[int] = []
+
+        def handler(batch: MessageBatch) -> None:
+            values: Any = batch.values
+            with contextlib.suppress(AttributeError):
+                values.clear()  # a hostile (or careless) sink
+            if len(batch) > 1:
+                raise RuntimeError("sink down")  # then each message alone, from its own value
+            seen.append(batch[0].value["seq"])
+
+        stats = stream.process_batch(handler, "g1", max_batch=6, idle_timeout=self.idle)
+        assert (sorted(seen), stats.handled, stats.dead_lettered) == (list(range(6)), 6, 0)
         assert self.drain(dl, "g1") == []
 
     def test_process_batch_takes_a_failed_list_one_by_one_and_dead_letters_the_bad_one(
