@@ -81,6 +81,7 @@ SERVERS_BY_PARAM: dict[tuple[str, str], tuple[str, ...]] = {
 #: Tests that use Feast, by module or by ``module::test`` (a prefix of the node id).
 FEAST = (
     "tests/integration/test_features.py",
+    "tests/integration/test_feast_template.py",
     "tests/integration/test_foreign_repo.py",
     "tests/integration/test_doctor.py",
     "tests/integration/test_materialize_fast_path.py",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ import datalayer
 from datalayer.errors import ConfigError, QueryError
 from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.online import RedisOnlineRead
+from datalayer.stores.feast.repo_yaml import connection_string
 from datalayer.stores.feast.store import FeastStore
 from datalayer.testing.registry import write_registry
 from tests.integration.test_online_fast_path import (
@@ -29,16 +30,6 @@ from tests.integration.test_online_fast_path import (
 )
 
 REFERENCES = ["scalars:i64", "scalars:s", "scalars:f64s", "short:n", "forever:label"]
-
-
-def connection_string(redis_url: str) -> str:
-    """The launcher's Redis as a Feast connection string, written literally."""
-    url = urlsplit(redis_url)
-    parts = [f"{url.hostname}:{url.port}"]
-    if url.password:
-        parts.append(f"password={unquote(url.password)}")
-    parts.append(f"db={url.path.strip('/') or 0}")
-    return ",".join(parts)
 
 
 def foreign_repo(folder: Path, redis_url: str, project: str) -> Path:

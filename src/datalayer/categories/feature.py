@@ -83,6 +83,11 @@ class FeatureBackend(GuardedOperations, ABC):
         """The point-in-time join: the entity DataFrame's columns, then one column per
         reference, one row per entity row in its order."""
 
+    def request_fields(self, references: Sequence[str]) -> list[str]:
+        """Fields each entity row (or entity DataFrame) must also carry for ``references``:
+        request data that on-demand features are computed from."""
+        return []
+
     def dtypes(self, references: Sequence[str]) -> dict[str, str]:
         """The pandas dtype of each column whose values alone would not give it (an integer
         feature with nulls would read as floats): ``online_df`` and ``historical`` use it, so
@@ -144,8 +149,11 @@ class FeatureView:
     def entity_rows(
         self, entity_rows: Sequence[Mapping[str, Any]], references: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """Each entity row reduced to the join keys ``references`` need; each must be set."""
+        """Each entity row reduced to the join keys (and request fields) ``references`` need;
+        each must be set."""
         keys = self.join_keys(references)
+        fields = [f for f in self.backend.request_fields(references) if f not in keys]
+        wanted = [*keys, *fields]
         rows = []
         for i, row in enumerate(entity_rows):
             missing = [k for k in keys if row.get(k) is None]
@@ -154,7 +162,13 @@ class FeatureView:
                     f"pattern '{self.pattern.name}': entity row {i} lacks join key(s) {missing}; "
                     f"every row needs {keys}"
                 )
-            rows.append({k: row[k] for k in keys})
+            lacking = [f for f in fields if f not in row]
+            if lacking:
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': entity row {i} lacks request field(s) "
+                    f"{lacking}; the on-demand features read need {fields} in every row"
+                )
+            rows.append({k: row[k] for k in wanted})
         return rows
 
     def online(
@@ -209,6 +223,13 @@ class FeatureView:
             raise QueryError(
                 f"pattern '{self.pattern.name}': the entity DataFrame lacks join key column(s) "
                 f"{missing}; it needs {keys} and '{TIMESTAMP}'"
+            )
+        fields = self.backend.request_fields(references)
+        lacking = [f for f in fields if f not in entity_df.columns]
+        if lacking:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': the entity DataFrame lacks request data "
+                f"column(s) {lacking}; the on-demand features read need {fields}"
             )
         self._check_precision(entity_df[TIMESTAMP])
         return self.backend.historical(entity_df, references)

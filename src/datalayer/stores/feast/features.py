@@ -15,9 +15,14 @@ from datalayer.stores.feast.environment import quiet
 
 if TYPE_CHECKING:
     from datalayer.stores.feast.materialize import Materializer
+    from datalayer.stores.feast.on_demand import OnDemandRead
     from datalayer.stores.feast.online import OnlineRead
     from datalayer.stores.feast.store import FeastStore
     from datalayer.stores.feast.training import TrainingSet
+
+
+#: The pandas dtype of each Feast type whose values alone would give another one.
+_DTYPES = {"Int64": "Int64", "Int32": "Int32", "Float32": "float32"}
 
 
 class FeastFeatures(FeatureBackend):
@@ -29,6 +34,8 @@ class FeastFeatures(FeatureBackend):
         self._views: dict[str, Any] | None = None
         self._references: list[str] | None = None
         self._join_keys: dict[tuple[str, ...], list[str]] = {}
+        self._on_demand_views: dict[str, Any] | None = None
+        self._on_demand: dict[tuple[str, ...], OnDemandRead | None] = {}
 
     @property
     def fs(self) -> Any:
@@ -53,7 +60,7 @@ class FeastFeatures(FeatureBackend):
         from datalayer.stores.feast.training_parquet import parquet_sources
 
         if self.store.fast_paths() and parquet_sources(
-            self.views(), self.references(), self.store.repo
+            self.views(), self.stored_references(self.references()), self.store.repo
         ):
             return ParquetTrainingSet(self)
         return FeastTrainingSet(self)
@@ -94,8 +101,10 @@ class FeastFeatures(FeatureBackend):
                     f"pattern '{self.pattern.name}': '{reference}' is not 'view:feature'",
                     store=self.store.name,
                 )
-            with self.store.errors():
-                view = self.fs.get_feature_view(view_name)
+            view = self.on_demand_views().get(view_name)
+            if view is None:
+                with self.store.errors():
+                    view = self.fs.get_feature_view(view_name)
             names = [f.name for f in view.features]
             if feature not in names:
                 raise QueryError(
@@ -104,10 +113,47 @@ class FeastFeatures(FeatureBackend):
                     store=self.store.name,
                 )
 
+    def on_demand_views(self) -> dict[str, Any]:
+        """Every on-demand feature view of the registry, by name."""
+        if self._on_demand_views is None:
+            with self.store.errors():
+                views = self.fs.list_on_demand_feature_views()
+            self._on_demand_views = {view.name: view for view in views}
+        return self._on_demand_views
+
+    def on_demand(self, references: Sequence[str]) -> OnDemandRead | None:
+        """How the on-demand features among ``references`` are computed (None: there are
+        none), cached per request shape."""
+        from datalayer.stores.feast.on_demand import OnDemandRead
+
+        wanted = tuple(references)
+        if wanted not in self._on_demand:
+            views = self.on_demand_views()
+            plan = None
+            if any(ref.split(":", 1)[0] in views for ref in wanted):
+                try:
+                    plan = OnDemandRead.plan(wanted, views)
+                except QueryError as exc:
+                    exc.store = self.store.name
+                    raise QueryError(f"pattern '{self.pattern.name}': {exc}") from None
+            self._on_demand[wanted] = plan
+        return self._on_demand[wanted]
+
+    def stored_references(self, references: Sequence[str]) -> list[str]:
+        """The stored features behind ``references``: on-demand ones replaced by their
+        inputs."""
+        plan = self.on_demand(references)
+        return plan.stored if plan is not None else list(references)
+
+    def request_fields(self, references: Sequence[str]) -> list[str]:
+        plan = self.on_demand(references)
+        return plan.request_fields if plan is not None else []
+
     def views(self) -> dict[str, Any]:
-        """The Feast feature views this pattern reads, by name."""
+        """The stored Feast feature views this pattern reads (on-demand views' inputs
+        included), by name."""
         if self._views is None:
-            names = {ref.split(":", 1)[0] for ref in self.references()}
+            names = {ref.split(":", 1)[0] for ref in self.stored_references(self.references())}
             with self.store.errors():
                 self._views = {name: self.fs.get_feature_view(name) for name in sorted(names)}
         return self._views
@@ -119,7 +165,7 @@ class FeastFeatures(FeatureBackend):
         per-request hot path should not pay again and again."""
         wanted = tuple(references)
         if wanted not in self._join_keys:
-            views = {ref.split(":", 1)[0] for ref in wanted}
+            views = {ref.split(":", 1)[0] for ref in self.stored_references(wanted)}
             keys: list[str] = []
             for name, view in self.views().items():
                 if name in views:
@@ -130,23 +176,36 @@ class FeastFeatures(FeatureBackend):
     def online(
         self, rows: list[dict[str, Any]], references: list[str], at: datetime
     ) -> dict[str, list[Any]]:
-        return self.online_read.read(rows, references, at)
+        plan = self.on_demand(references)
+        if plan is None:
+            return self.online_read.read(rows, references, at)
+        keys = self.join_keys(references)
+        key_rows = [{k: row[k] for k in keys} for row in rows] if plan.request_fields else rows
+        stored = self.online_read.read(key_rows, plan.stored, at)
+        with self.store.errors():
+            return plan.online(rows, keys, stored)
 
     def historical(self, entity_df: Any, references: list[str]) -> Any:
-        result = self.training_set.build(entity_df, references)
+        plan = self.on_demand(references)
+        result = self.training_set.build(entity_df, self.stored_references(references))
+        if plan is not None:
+            with self.store.errors():
+                result = plan.historical(result, list(entity_df.columns))
         for column, dtype in self.dtypes(references).items():
             if str(result[column].dtype) != dtype:
                 result[column] = result[column].astype(dtype)
         return result
 
     def dtypes(self, references: Sequence[str]) -> dict[str, str]:
-        """Int64 features as pandas' nullable ``Int64`` (with a null, they would be floats)."""
+        """Integer features as pandas' nullable integers (with a null, they would be floats),
+        Float32 ones as float32 (as their parquet files give them)."""
         found = {}
         for reference in references:
             view, feature = reference.split(":", 1)
-            dtype = next(f.dtype for f in self.views()[view].features if f.name == feature)
-            if str(dtype) == "Int64":
-                found[f"{view}__{feature}"] = "Int64"
+            defined = self.views().get(view) or self.on_demand_views()[view]
+            dtype = next(f.dtype for f in defined.features if f.name == feature)
+            if str(dtype) in _DTYPES:
+                found[f"{view}__{feature}"] = _DTYPES[str(dtype)]
         return found
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:

@@ -117,6 +117,17 @@ class FeastYaml:
         return f"postgresql://{userinfo}{host}:{port}/{database}{query}"
 
 
+def connection_string(redis_url: str) -> str:
+    """A ``redis://`` URL as Feast's Redis connection string (``host:port,password=,db=``)."""
+    url = urlsplit(redis_url)
+    parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
+    if url.password:
+        parts.append(f"password={unquote(url.password)}")
+    if url.path.strip("/"):
+        parts.append(f"db={url.path.strip('/')}")
+    return ",".join(parts)
+
+
 def parse_connection_string(text: str) -> RedisServer:
     """Feast's Redis connection string (``host:port,db=0,password=...,ssl=true``) read as
     Feast reads it: the first ``host:port`` and every ``name=value`` (JSON where it parses)."""

@@ -41,6 +41,7 @@ from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.repo_yaml import (
     FeastYaml,
     FeastYamlError,
+    connection_string,
     postgres_server,
     redis_url_server,
 )
@@ -224,13 +225,7 @@ class FeastConfig(StoreConfig):
                 DATALAYER_FEAST_PG_PASSWORD=unquote(url.password or ""),
             )
         if self.redis_url:
-            url = urlsplit(self.redis_url)
-            parts = [f"{url.hostname or '127.0.0.1'}:{url.port or 6379}"]
-            if url.password:
-                parts.append(f"password={unquote(url.password)}")
-            if url.path.strip("/"):
-                parts.append(f"db={url.path.strip('/')}")
-            env["DATALAYER_FEAST_REDIS"] = ",".join(parts)
+            env["DATALAYER_FEAST_REDIS"] = connection_string(self.redis_url)
         return env
 
 
