@@ -84,6 +84,86 @@ def test_batch_decoder_equals_protobuf_on_edge_values(kind: str) -> None:
         assert math.copysign(1.0, decoded[1]) == -1.0 and math.isnan(decoded[4])
 
 
+#: Values of the kinds decoded as messages (lists, maps, structs) or parsed afterwards (Json).
+MESSAGE_EDGES: dict[str, list[Value]] = {
+    "INT64_LIST": [Value(int64_list_val={"val": v}) for v in ([], [0], [1, -1, BIG, -BIG - 1])],
+    "INT32_LIST": [Value(int32_list_val={"val": v}) for v in ([], [2**31 - 1, -(2**31)])],
+    "DOUBLE_LIST": [
+        Value(double_list_val={"val": v}) for v in ([], [0.5, -0.0, math.inf, PAYLOAD_NAN])
+    ],
+    "FLOAT_LIST": [Value(float_list_val={"val": v}) for v in ([], [0.1, -1.5, 3.4e38])],
+    "STRING_LIST": [Value(string_list_val={"val": v}) for v in ([], ["", "日本語", "\x00"])],
+    "BYTES_LIST": [Value(bytes_list_val={"val": v}) for v in ([], [b"", b"\xff" * 9])],
+    "BOOL_LIST": [Value(bool_list_val={"val": v}) for v in ([], [True, False, True])],
+    "MAP": [
+        Value(map_val={"val": {}}),
+        Value(map_val={"val": {"a": Value(string_val="x"), "b": Value(int64_val=BIG)}}),
+        Value(
+            map_val={
+                "val": {
+                    "nested": Value(map_val={"val": {"d": Value(double_val=-0.0)}}),
+                    "list": Value(int64_list_val={"val": [1, 2]}),
+                    "null": Value(),
+                    "when": Value(unix_timestamp_val=1_763_640_000),
+                }
+            }
+        ),
+    ],
+    "STRUCT": [
+        Value(struct_val={"val": {"name": Value(string_val="ü"), "age": Value(string_val="40")}}),
+        Value(struct_val={"val": {}}),
+    ],
+    "JSON": [
+        Value(json_val=text)
+        for text in ('{"a": [1, 2.5, null]}', "[]", '"s"', "12", "not json {", "", "null")
+    ],
+}
+
+
+def canon_deep(value: Any) -> Any:
+    """``canon`` through dicts too (maps and structs decode as dicts)."""
+    if isinstance(value, dict):
+        return ("dict", sorted((k, canon_deep(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [canon_deep(v) for v in value])
+    return canon(value)
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_EDGES))
+def test_message_kinds_decode_in_one_batch_as_feast_decodes_each(kind: str) -> None:
+    raws: list[bytes | None] = [v.SerializeToString() for v in MESSAGE_EDGES[kind]]
+    decoded = batch_decoder(kind)(raws * 3)
+    assert decoded is not None, "uniform values of the column's type decode in one batch"
+    assert canon_deep(decoded) == canon_deep([decode_raw(raw) for raw in raws * 3])
+    # a null among them: the column still decodes, the null as None
+    with_null = [*raws, None, b""]
+    assert canon_deep(decode_column(batch_decoder(kind), with_null)) == canon_deep(
+        [decode_raw(raw) for raw in with_null]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "other"),
+    [
+        ("INT64_LIST", Value(int32_list_val={"val": [1]})),
+        ("INT64_LIST", Value(int64_val=1)),
+        ("MAP", Value(struct_val={"val": {"a": Value(int64_val=1)}})),
+        ("STRUCT", Value(map_val={"val": {}})),
+        ("JSON", Value(string_val="{}")),
+        ("STRING_LIST", Value(string_val="a")),
+    ],
+)
+def test_message_kinds_refuse_another_layout(kind: str, other: Value) -> None:
+    raws: list[bytes | None] = [
+        MESSAGE_EDGES[kind][0].SerializeToString(),
+        other.SerializeToString(),
+    ]
+    assert batch_decoder(kind)(raws) is None
+    assert canon_deep(decode_column(batch_decoder(kind), raws)) == canon_deep(
+        [decode_raw(raw) for raw in raws]
+    )
+
+
 @pytest.mark.parametrize(
     ("kind", "raws"),
     [

@@ -8,17 +8,20 @@ compares the whole layout with what Feast writes before this read is used.
 
 Decoding is the hot part of a read (a protobuf object per value is a few microseconds and
 garbage for the collector), so values are decoded a whole batch at a time: all raw values of
-one plain type (from the view's schema) are joined and decoded in one call, either as
-fixed-width records (double, float) or by protobuf's parser into one repeated field of the same
-number and type as the ``ValueProto`` field (``wire``). A batch decodes only when every value has exactly
-the expected layout; anything else (nulls, missing hashes, another type, lists, maps) falls back
-to a smaller batch and then to Feast's own decoding, value by value.
+one type (from the view's schema) are joined and decoded in one call, either as fixed-width
+records (double, float) or by protobuf's parser into one repeated field of the same number and
+type as the ``ValueProto`` field (``wire``): scalars, lists, maps and structs (their entries
+decoded as Feast decodes them), Json (each string then parsed). A batch decodes only when every
+value has exactly the expected layout; anything else (nulls, missing hashes, another type,
+timestamps, sets, nested lists) falls back to a smaller batch and then to Feast's own decoding,
+value by value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import operator
 import struct
 from collections import OrderedDict
@@ -46,10 +49,16 @@ _SCALARS = frozenset(
 )
 #: Feast value types decoded as fixed-width records: a one-byte tag and a little-endian value.
 _FIXED = {kind: wire.VALUE[kind] for kind in ("DOUBLE", "FLOAT") if len(wire.VALUE[kind].tag) == 1}
-#: Feast value types decoded by protobuf's parser, as one repeated field per batch.
+#: Feast value types decoded by protobuf's parser, as one repeated field per batch: scalars,
+#: lists (each message's ``val``), maps and structs (each entry's value decoded as Feast does)
+#: and Json (each string parsed, as Feast does).
+_LISTS = ("BYTES_LIST", "STRING_LIST", "INT32_LIST", "INT64_LIST", "DOUBLE_LIST", "FLOAT_LIST")
 _PARSED = {
     kind: wire.VALUE[kind]
-    for kind in ("BYTES", "STRING", "INT32", "INT64", "BOOL", "DOUBLE", "FLOAT")
+    for kind in (
+        *("BYTES", "STRING", "INT32", "INT64", "BOOL", "DOUBLE", "FLOAT"),
+        *(*_LISTS, "BOOL_LIST", "MAP", "STRUCT", "JSON"),
+    )
     if kind not in _FIXED
 }
 _KEY_CACHES: dict[tuple[Any, ...], OrderedDict[Any, bytes]] = {}
@@ -313,6 +322,7 @@ def batch_decoder(kind: str) -> Decoder:
     from google.protobuf.message import DecodeError
 
     parse = _column_messages()[_PARSED[kind].number].FromString
+    finish = _FINISH.get(kind)
 
     def parsed(raws: list[Any]) -> list[Any] | None:
         try:
@@ -324,9 +334,38 @@ def batch_decoder(kind: str) -> Decoder:
         # of this type, each holds exactly this type (an empty one, a null, gives none).
         if len(values) != len(raws):
             return None
-        return values[:]  # type: ignore[no-any-return]
+        return finish(values) if finish else values[:]  # type: ignore[no-any-return]
 
     return parsed
+
+
+def _lists(values: Any) -> list[Any]:
+    return [list(value.val) for value in values]
+
+
+def _maps(values: Any) -> list[Any]:
+    """Maps and structs as dicts, each entry's value decoded as Feast decodes it."""
+    return [{key: decode(item) for key, item in value.val.items()} for value in values]
+
+
+def _json(values: Any) -> list[Any]:
+    """Json values parsed; one that does not parse stays the string it is (as in Feast)."""
+    out = []
+    for text in values:
+        try:
+            out.append(json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            out.append(text)
+    return out
+
+
+#: What turns a parsed batch of each kind into Python values (none: protobuf's own).
+_FINISH: dict[str, Callable[[Any], list[Any]]] = {
+    **dict.fromkeys((*_LISTS, "BOOL_LIST"), _lists),
+    "MAP": _maps,
+    "STRUCT": _maps,
+    "JSON": _json,
+}
 
 
 @functools.lru_cache(maxsize=256)
@@ -343,18 +382,27 @@ def _column_messages() -> dict[int, Any]:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     label = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    feast_types = descriptor_pb2.FileDescriptorProto()
+    compat.value_class().DESCRIPTOR.file.CopyToProto(feast_types)
     spec = descriptor_pb2.FileDescriptorProto(
-        name="datalayer/feast_redis_columns.proto", package="datalayer_columns", syntax="proto3"
+        name="datalayer/feast_redis_columns.proto",
+        package="datalayer_columns",
+        syntax="proto3",
+        dependency=[feast_types.name],
     )
     for value in _PARSED.values():
         message = spec.message_type.add(name=f"Column{value.number}")
         field_ = message.field.add(name="v", number=value.number, type=value.type, label=label)
-        field_.options.packed = False
+        if value.message_type:
+            field_.type_name = f".{value.message_type}"
+        else:
+            field_.options.packed = False
     stamps = spec.message_type.add(name="Stamps")
     for part in (wire.SECONDS, wire.NANOS):
         field_ = stamps.field.add(name=part.name, number=part.number, type=part.type, label=label)
         field_.options.packed = False
     pool = descriptor_pool.DescriptorPool()
+    pool.Add(feast_types)
     pool.Add(spec)
     classes = {
         value.number: message_factory.GetMessageClass(

@@ -54,6 +54,7 @@ class WireField:
     key: int  # number << 3 | wire type
     tag: bytes  # ``key`` as a varint: what precedes the field's value
     struct_code: str | None  # for fixed-width fields: their ``struct`` code
+    message_type: str | None = None  # for message fields: the message's full name
 
     @classmethod
     def of(cls, descriptor: Any) -> WireField:
@@ -65,6 +66,7 @@ class WireField:
             key=key,
             tag=varint(key),
             struct_code=_STRUCT_CODES.get(descriptor.type),
+            message_type=descriptor.message_type.full_name if descriptor.message_type else None,
         )
 
 
