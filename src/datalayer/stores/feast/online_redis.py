@@ -334,7 +334,7 @@ def batch_decoder(kind: str) -> Decoder:
         # of this type, each holds exactly this type (an empty one, a null, gives none).
         if len(values) != len(raws):
             return None
-        return finish(values) if finish else values[:]  # type: ignore[no-any-return]
+        return finish(values) if finish else values[:]
 
     return parsed
 
