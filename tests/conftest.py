@@ -83,6 +83,7 @@ FEAST = (
     "tests/integration/test_features.py",
     "tests/integration/test_feast_template.py",
     "tests/integration/test_foreign_repo.py",
+    "tests/integration/test_generated_repos.py",
     "tests/integration/test_doctor.py",
     "tests/integration/test_materialize_fast_path.py",
     "tests/integration/test_online_fast_path.py",
