@@ -184,10 +184,12 @@ def driver_stats(template: pa.Schema, drivers: int, now: datetime, seed: int) ->
         raise SystemExit(f"feast init wrote other columns than expected: {template.names}")
     rng = np.random.default_rng(seed)
     ids = np.arange(FIRST_DRIVER, FIRST_DRIVER + drivers, dtype=np.int64)
-    # Distinct hours per driver, the latest within FRESH_HOURS of the run.
-    hours = np.argsort(rng.random((drivers, SPAN_HOURS)), axis=1)[:, :ROWS_PER_DRIVER]
-    hours[:, 0] = rng.integers(0, FRESH_HOURS, drivers)
-    hours[:, 1:] = np.where(hours[:, 1:] == hours[:, :1], SPAN_HOURS - 1, hours[:, 1:])
+    # Hours before the run: the latest within FRESH_HOURS, the others distinct and older.
+    older = np.argsort(rng.random((drivers, SPAN_HOURS - FRESH_HOURS)), axis=1)
+    hours = np.concatenate(
+        [rng.integers(0, FRESH_HOURS, (drivers, 1)), FRESH_HOURS + older[:, : ROWS_PER_DRIVER - 1]],
+        axis=1,
+    )
     top = np.datetime64(now.replace(minute=0, second=0, microsecond=0, tzinfo=None), "ns")
     stamps = top - hours.astype("timedelta64[h]")
     quickstart = np.datetime64(QUICKSTART_ROW.replace(tzinfo=None), "ns")
@@ -195,7 +197,6 @@ def driver_stats(template: pa.Schema, drivers: int, now: datetime, seed: int) ->
     event = np.concatenate([stamps.ravel(), np.full(drivers, quickstart)])
     twice = rng.choice(len(driver), int(drivers * DUPLICATE_FRACTION), replace=False)
     order = rng.permutation(np.concatenate([np.arange(len(driver)), twice]))
-    n = len(order)
     written = pa.table(
         {
             TIMESTAMP: pa.array(event, pa.timestamp("ns", "UTC")),
@@ -217,14 +218,15 @@ def driver_stats(template: pa.Schema, drivers: int, now: datetime, seed: int) ->
             "driver_config": driver_configs(rng, len(driver)),
             "driver_profile": pa.StructArray.from_arrays(
                 [
-                    pc.binary_join_element_wise("driver_", pc.cast(driver, pa.string()), ""),
+                    pc.binary_join_element_wise(
+                        "driver_", pc.cast(pa.array(driver), pa.string()), ""
+                    ),
                     pick([str(age) for age in range(25, 60)], rng, len(driver)),
                 ],
                 names=["name", "age"],
             ),
         }
     ).take(pa.array(order))
-    assert written.num_rows == n
     return written.cast(template.remove_metadata())
 
 
@@ -267,7 +269,8 @@ def registry_for(folder: Path, repo: Path) -> Path:
     )
 
 
-def request_rows(drivers: Sequence[int], rng: np.random.Generator) -> Rows:
+def request_rows(drivers: Any, rng: np.random.Generator) -> Rows:
+    """One entity row per driver (an array of ids), with random request data."""
     values = rng.integers(0, 10, (len(drivers), len(REQUEST_FIELDS))).tolist()
     return [
         {JOIN_KEY: int(d), **dict(zip(REQUEST_FIELDS, v, strict=True))}
@@ -332,7 +335,7 @@ def check_training(ours: pd.DataFrame, feast: pd.DataFrame, entity_df: pd.DataFr
         fail("training set, ours vs Feast", [f"Feast has no column(s) {absent}"])
     theirs = feast.set_index(ROW_ID)
     if not theirs.index.is_unique:
-        problems.append("Feast: more than one row per entity row")
+        fail("training set, Feast", ["more than one row per entity row"])
     returned = np.isin(ours[ROW_ID].to_numpy(), theirs.index.to_numpy())
     for column in features:
         mine = ours[column].tolist()
@@ -484,16 +487,16 @@ def materialization(
     """Feast and ours at min(feast_max, drivers), then ours at ``drivers`` if larger; each run
     checked. Ours' last run is left in Redis."""
     compared = min(feast_max, drivers)
-    plan: list[tuple[str, int, Path]] = []
+    registries = {repo: folder / "datalayer.yaml"}
+    at_compared = repo
     if compared < drivers:
-        small = subset_repo(repo, folder / "subset", table, compared)
-        plan += [("feast", compared, small), ("ours", compared, small)]
-        apply(registry_for(folder / "subset", small))
-    else:
-        plan.append(("feast", drivers, repo))
+        at_compared = subset_repo(repo, folder / "subset", table, compared)
+        registries[at_compared] = registry_for(folder / "subset", at_compared)
+        apply(registries[at_compared])
+    plan = [("feast", compared, at_compared)]
+    plan += [("profiled", compared, at_compared)] if profile else []
+    plan += [("ours", compared, at_compared)] if compared < drivers else []
     plan.append(("ours", drivers, repo))
-    if profile:
-        plan.insert(-1, ("profiled", compared, plan[-2][2] if compared < drivers else repo))
     rng = np.random.default_rng([seed, compared])
     sample = sorted(
         {FIRST_DRIVER, FIRST_DRIVER + compared - 1}
@@ -502,14 +505,13 @@ def materialization(
     feast_hashes: list[dict[Any, Any]] | None = None
     runs: list[Run] = []
     for contender, size, where in plan:
-        registry = folder / ("subset" if where != repo else "") / "datalayer.yaml"
         delete_keys(client, project)
         label = "ours (cProfile, untimed)" if contender == "profiled" else contender
         console.print(f"  {label}: materializing {size:,} drivers in a child process ...")
         result = materialize_in_child(
             "ours" if contender == "profiled" else contender,
             where,
-            registry,
+            registries[where],
             window,
             folder / f"{contender}-{size}.log",
             profile=contender == "profiled",
@@ -549,7 +551,7 @@ def online_reads(
     drivers: int,
     seed: int,
     profile: bool,
-) -> tuple[dict[int, dict[str, Stats]], dict[str, Callable[[Rows], object]]]:
+) -> dict[int, dict[str, Stats]]:
     """Per batch size, the stats of ours and Feast for each pattern (all four interleaved)."""
     readers: dict[str, Callable[[Rows], object]] = {}
     for pattern, service_name in SERVICES.items():
@@ -581,10 +583,7 @@ def online_reads(
             f"x {len(reqs):,} requests per contender"
         )
         samples = interleave(
-            {
-                name: functools.partial(time_calls, reader, reqs)
-                for name, reader in readers.items()
-            },
+            {name: functools.partial(time_calls, reader, reqs) for name, reader in readers.items()},
             size.rounds,
         )
         results[batch] = {name: summarize(name, s, batch) for name, s in samples.items()}
@@ -592,11 +591,18 @@ def online_reads(
         for pattern in SERVICES:
             for batch in BATCHES:
                 reqs = requests[batch]
-                read = readers[f"ours {pattern}"]
                 for sort in ("cumulative", "tottime"):
-                    console.print(f"ours {pattern}, {batch} entities, {len(reqs)} calls, by {sort}:")
-                    console.print(profile_top(lambda: [read(r) for r in reqs], 25, sort))
-    return results, readers
+                    console.print(
+                        f"ours {pattern}, {batch} entities, {len(reqs)} calls, by {sort}:"
+                    )
+                    calls = functools.partial(each, readers[f"ours {pattern}"], reqs)
+                    console.print(profile_top(calls, limit=25, sort=sort))
+    return results
+
+
+def each(read: Callable[[Rows], object], requests: list[Rows]) -> None:
+    for rows in requests:
+        read(rows)
 
 
 def feast_online(fs: Any, service: Any, rows: Rows) -> dict[str, list[Any]]:
@@ -636,7 +642,6 @@ def training(
     }
     console.print(f"  checking ours against Feast on {len(entity_df):,} entity rows ...")
     checked = check_training(ours_first_call(), feast(), entity_df)
-    ours()
     console.print(f"  sanity check: {checked}")
     console.print(f"  {size.training_rounds} rounds (the check's calls were the warm-up)")
     samples = interleave(
@@ -678,16 +683,25 @@ def run(size_name: str, seed: int, feast_max: int | None, profile: bool) -> int:
         window = (now - MATERIALIZE_SPAN, now)
         console.print("[bold]materialization[/]")
         runs = materialization(
-            client, project, folder, repo, table, drivers, feast_max, size.sample, seed, window,
+            client,
+            project,
+            folder,
+            repo,
+            table,
+            drivers,
+            feast_max,
+            size.sample,
+            seed,
+            window,
             profile,
-        )  # fmt: skip
+        )
 
         with datalayer.open(registry, profile="local") as dl:
             store = dl.store("features")
             assert isinstance(store, FeastStore)
             fs = store.feature_store
             console.print("[bold]online reads[/]")
-            online, _ = online_reads(dl, fs, size, drivers, seed, profile)
+            online = online_reads(dl, fs, size, drivers, seed, profile)
             console.print(f"[bold]training set[/], pattern {TRAINING_PATTERN}")
             train, checked = training(dl, store, size, now, seed)
 
@@ -741,15 +755,33 @@ def report(
         for pattern in SERVICES:
             ours, feast = st[f"ours {pattern}"], st[f"feast {pattern}"]
             p50, p99 = ratio(feast.median_ns, ours.median_ns), ratio(feast.p99_ns, ours.p99_ns)
-            rows.append((pattern, ours.median_ns / 1e6, feast.median_ns / 1e6, f"{p50:.2f}x",
-                         ours.p99_ns / 1e6, feast.p99_ns / 1e6, f"{p99:.2f}x"))  # fmt: skip
+            rows.append(
+                (
+                    pattern,
+                    ours.median_ns / 1e6,
+                    feast.median_ns / 1e6,
+                    f"{p50:.2f}x",
+                    ours.p99_ns / 1e6,
+                    feast.p99_ns / 1e6,
+                    f"{p99:.2f}x",
+                )
+            )
             who = "1 entity" if batch == 1 else f"{batch} entities"
-            targets.append(target(f"online {pattern}, {who}: feast / ours, p50", p50, TARGET_ONLINE))
+            targets.append(
+                target(f"online {pattern}, {who}: feast / ours, p50", p50, TARGET_ONLINE)
+            )
         print_table(
             f"online read, {batch} entit{'y' if batch == 1 else 'ies'}, {size.drivers:,} drivers "
             f"in Redis ({size_name})",
-            ["pattern", "ours p50 ms", "feast p50 ms", "p50 ratio", "ours p99 ms", "feast p99 ms",
-             "p99 ratio"],  # fmt: skip
+            [
+                "pattern",
+                "ours p50 ms",
+                "feast p50 ms",
+                "p50 ratio",
+                "ours p99 ms",
+                "feast p99 ms",
+                "p99 ratio",
+            ],
             rows,
             note="v1: conv_rate + on-demand view; v2: the whole view (Map, Json, Struct) + "
             "on-demand view; ratio: feast / ours",
@@ -759,8 +791,14 @@ def report(
         f"training set, pattern {TRAINING_PATTERN}, {size.drivers:,} entity rows ({size_name})",
         ["contender", "median s", "min s", "max s", "runs", "feast / it"],
         [
-            (s.name, s.median_ns / 1e9, s.min_ns / 1e9, s.p99_ns / 1e9, s.samples,
-             f"{ratio(feast_t.median_ns, s.median_ns):.2f}x")  # fmt: skip
+            (
+                s.name,
+                s.median_ns / 1e9,
+                s.min_ns / 1e9,
+                s.p99_ns / 1e9,
+                s.samples,
+                f"{ratio(feast_t.median_ns, s.median_ns):.2f}x",
+            )
             for s in train.values()
         ],
     )
@@ -777,9 +815,16 @@ def report(
         f"materialize {VIEW} into Redis ({size_name})",
         ["contender", "drivers", "seconds", "rows/s", "peak RSS MiB", "rows/s vs feast"],
         [
-            (r.contender, r.drivers, r.seconds, r.rows_per_s, r.peak_rss_mib,
-             f"{ratio(r.rows_per_s, feast_runs[r.drivers].rows_per_s):.2f}x"
-             if r.contender == "ours" and r.drivers in feast_runs else "")  # fmt: skip
+            (
+                r.contender,
+                r.drivers,
+                r.seconds,
+                r.rows_per_s,
+                r.peak_rss_mib,
+                f"{ratio(r.rows_per_s, feast_runs[r.drivers].rows_per_s):.2f}x"
+                if r.contender == "ours" and r.drivers in feast_runs
+                else "",
+            )
             for r in runs
         ],
         note="each run in its own process, timed from opening the store; a row: one driver's hash",
@@ -796,8 +841,12 @@ def report(
         "targets",
         ["ratio", "target", "measured", "verdict"],
         [
-            (t["what"], t["target"], f"{t['value']:.2f}x",
-             "[green]met[/]" if t["met"] else "[red]missed[/]")  # fmt: skip
+            (
+                t["what"],
+                t["target"],
+                f"{t['value']:.2f}x",
+                "[green]met[/]" if t["met"] else "[red]missed[/]",
+            )
             for t in targets
         ],
     )

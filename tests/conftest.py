@@ -98,6 +98,7 @@ FEAST = (
     "tests/unit/test_feast_decoders.py",
     "tests/unit/test_feast_yaml.py::test_a_redis_cluster_is_served_by_feast_and_the_store_says_so_once",
     "tests/unit/test_feast_encoders.py",
+    "tests/unit/test_feast_fallbacks.py",
 )
 
 LINT = ("tests/unit/test_code_quality.py",)

@@ -132,6 +132,7 @@ def test_describe_example(example: Path) -> None:
     assert "6 partitions" in out
     # Which path serves the Feast store's reads: the local profile's SQLite goes through Feast.
     assert "store features: online reads and materialization: Feast's (online store 'sqlite'" in out
+    assert "training sets: the fast join for views over parquet files, else Feast's" in out
 
 
 def test_apply_is_idempotent(example: Path) -> None:

@@ -4,6 +4,7 @@ the strategy for each job (online read, training set, materialization), chosen o
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from datalayer.stores.feast.store import FeastStore
     from datalayer.stores.feast.training import TrainingSet
 
+
+log = logging.getLogger(__name__)
 
 #: The pandas dtype of each Feast type whose values alone would give another one.
 _DTYPES = {"Int64": "Int64", "Int32": "Int32", "Float32": "float32"}
@@ -57,12 +60,17 @@ class FeastFeatures(FeatureBackend):
         """By per-file indexes where every view reads one parquet file and the fast paths are
         on; else Feast's join."""
         from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
-        from datalayer.stores.feast.training_parquet import parquet_sources
+        from datalayer.stores.feast.training_parquet import not_parquet, parquet_sources
 
-        if self.store.fast_paths() and parquet_sources(
-            self.views(), self.stored_references(self.references()), self.store.repo
-        ):
-            return ParquetTrainingSet(self)
+        references = self.stored_references(self.references())
+        if self.store.fast_paths():
+            if parquet_sources(self.views(), references, self.store.repo):
+                return ParquetTrainingSet(self)
+            log.info(
+                "pattern '%s': training sets go through Feast's join: %s",
+                self.pattern.name,
+                not_parquet(self.views(), references),
+            )
         return FeastTrainingSet(self)
 
     @functools.cached_property

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,8 @@ from datalayer.stores.shared.postgres_urls import libpq_url
 
 if TYPE_CHECKING:
     from datalayer.stores.feast.features import FeastFeatures
+
+log = logging.getLogger(__name__)
 
 
 class Materializer(ABC):
@@ -78,12 +81,21 @@ class RedisMaterializer(Materializer):
         super().__init__(features)
         self.client = client
         self.fallback = FeastMaterializer(features)
+        self._told: set[str] = set()
 
     def view(self, name: str, start: datetime, end: datetime) -> None:
         fs = self.features.fs
         view = fs.get_feature_view(name)
         batches = self._latest_rows(view, start, end)
         if batches is None:
+            if name not in self._told:
+                self._told.add(name)
+                log.info(
+                    "view '%s' is materialized by Feast: its source is a %s (the fast path "
+                    "streams parquet files and PostgreSQL tables)",
+                    name,
+                    type(view.batch_source).__name__,
+                )
             self.fallback.view(name, start, end)
             return
         with self.features.store.redis_errors():

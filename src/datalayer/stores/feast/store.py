@@ -159,22 +159,32 @@ class FeastConfig(StoreConfig):
         return self._contradiction(found)
 
     def serving(self, base_dir: Path) -> str:
-        """Which path serves online reads and materialization, for ``describe``: the fast
-        ones need one Redis server (and ``fast_paths: auto``; a layout self-check on first
-        use can still turn them off, and says so)."""
+        """Which paths serve online reads, materialization and training sets, for
+        ``describe``: the fast Redis ones need one Redis server, the fast join parquet files
+        (and ``fast_paths: auto``; a layout self-check on first use can still turn them off,
+        and says so)."""
         found = self.feast_yaml(base_dir)
         server = found.redis_server()
         if self.fast_paths == "off":
-            return "online reads and materialization: Feast's (fast_paths: off)"
+            return "online reads, materialization and training sets: Feast's (fast_paths: off)"
         if server is None:
             kind = found.online_type
             if kind == "redis":
                 kind += f" of redis_type {found.section('online_store').get('redis_type')}"
-            return (
+            online = (
                 f"online reads and materialization: Feast's (online store '{kind}'; the "
                 "fast paths serve one Redis server)"
             )
-        return f"online reads and materialization: the fast Redis paths ({server.describe()})"
+        else:
+            online = f"online reads and materialization: the fast Redis paths ({server.describe()})"
+        if found.offline_type in ("file", "duckdb"):
+            training = "training sets: the fast join for views over parquet files, else Feast's"
+        else:
+            training = (
+                f"training sets: Feast's (offline store '{found.offline_type}'; the fast join "
+                "reads parquet files)"
+            )
+        return f"{online}; {training}"
 
     def _contradiction(self, found: FeastYaml) -> tuple[str, str] | None:
         where = found.file.name

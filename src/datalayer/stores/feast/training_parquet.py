@@ -57,6 +57,22 @@ def parquet_sources(
     return paths
 
 
+def not_parquet(views: Mapping[str, Any], references: Sequence[str]) -> str:
+    """Why ``parquet_sources`` finds nothing: the first view whose source the fast join cannot
+    read, named with its source."""
+    from feast import FileSource
+
+    for view_name in sorted({ref.split(":", 1)[0] for ref in references}):
+        source = views[view_name].batch_source
+        if not isinstance(source, FileSource):
+            return f"view '{view_name}' reads a {type(source).__name__}, not a parquet file"
+        if not str(source.path).endswith(".parquet"):
+            return f"view '{view_name}' reads '{source.path}', not a .parquet file"
+        if source.field_mapping:
+            return f"view '{view_name}' renames its source's columns (field_mapping)"
+    return "no view reads a parquet file"
+
+
 def _micros(column: Any) -> tuple[Ints, npt.NDArray[np.bool_]]:
     """An Arrow timestamp column as int64 microseconds since the epoch, and which rows have a
     time at all. Microseconds, naive times read as UTC: what Feast's DuckDB compares."""

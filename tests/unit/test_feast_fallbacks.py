@@ -1,0 +1,36 @@
+"""Where a fast path cannot serve a view, the reason names the view and its source."""
+
+from __future__ import annotations
+
+from feast import Entity, FeatureView, Field, FileSource
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+    PostgreSQLSource,
+)
+from feast.types import Int64
+
+from datalayer.stores.feast.training_parquet import not_parquet
+
+
+def view(name: str, source: object) -> FeatureView:
+    thing = Entity(name="thing", join_keys=["thing_id"])
+    return FeatureView(
+        name=name, entities=[thing], schema=[Field(name="x", dtype=Int64)], source=source
+    )
+
+
+def test_the_first_view_the_fast_join_cannot_read_is_named_with_its_source() -> None:
+    parquet = FileSource(path="data/a.parquet", timestamp_field="ts")
+    views = {
+        "a": view("a", parquet),
+        "b": view("b", PostgreSQLSource(name="b", table="b", timestamp_field="ts")),
+        "c": view("c", FileSource(path="data/c.csv", timestamp_field="ts")),
+        "d": view(
+            "d", FileSource(path="d.parquet", timestamp_field="ts", field_mapping={"y": "x"})
+        ),
+    }
+    assert (
+        not_parquet(views, ["a:x", "b:x"])
+        == "view 'b' reads a PostgreSQLSource, not a parquet file"
+    )
+    assert not_parquet(views, ["c:x"]) == "view 'c' reads 'data/c.csv', not a .parquet file"
+    assert "renames its source's columns" in not_parquet(views, ["d:x", "a:x"])
