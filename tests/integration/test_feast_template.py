@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,6 +46,7 @@ class Template:
     dl: datalayer.DataLayer
     fs: Any
     now: datetime
+    registry: Path
 
     def backend(self, pattern: str) -> FeastFeatures:
         backend = self.dl.features(pattern).backend
@@ -84,7 +86,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
             }
         )
         dl.features("driver_activity_v3").push(fresh, view="driver_hourly_stats_fresh")
-        yield Template(dl, fs, now)
+        yield Template(dl, fs, now, registry)
         fs.teardown()
 
 
@@ -259,3 +261,37 @@ def test_one_dtype_per_feature_online_and_in_the_training_set(template: Template
     for column in online.columns:
         if column != "driver_id":
             assert str(online[column].dtype) == str(training[column].dtype), column
+
+
+def test_the_cli_reads_typed_entity_rows_with_request_data(template: Template) -> None:
+    from typer.testing import CliRunner
+
+    from datalayer.cli import app
+
+    where = ["--config", str(template.registry), "--profile", "local"]
+    runner = CliRunner()
+    row = "driver_id=1001,val_to_add=1,val_to_add_2=2"
+    served = runner.invoke(
+        app,
+        ["features", "online", "driver_activity_v1", "--row", row, *where],
+        env={"COLUMNS": "200"},
+    )
+    assert served.exit_code == 0, served.output
+    expected = template.dl.features("driver_activity_v1").online(
+        [{"driver_id": 1001, "val_to_add": 1, "val_to_add_2": 2}]
+    )
+    value = expected["transformed_conv_rate__conv_rate_plus_val1"][0]
+    assert value is not None and str(value) in served.output
+    wrong = runner.invoke(
+        app,
+        [
+            "features",
+            "online",
+            "driver_activity_v1",
+            "--row",
+            "driver_id=10x1,val_to_add=1",
+            *where,
+        ],
+    )
+    assert wrong.exit_code == 1
+    assert "driver_id='10x1' is not an int" in wrong.output and "Traceback" not in wrong.output

@@ -88,6 +88,11 @@ class FeatureBackend(GuardedOperations, ABC):
         request data that on-demand features are computed from."""
         return []
 
+    def input_types(self, references: Sequence[str]) -> dict[str, type]:
+        """The Python type of each join key and request field ``references`` need, where the
+        store declares one (for callers that hold text: the CLI, a server)."""
+        return {}
+
     def dtypes(self, references: Sequence[str]) -> dict[str, str]:
         """The pandas dtype of each column whose values alone would not give it (an integer
         feature with nulls would read as floats): ``online_df`` and ``historical`` use it, so
@@ -145,6 +150,11 @@ class FeatureView:
                 f"its features: {', '.join(references)}"
             )
         return list(features)
+
+    def input_types(self, features: Sequence[str] | None = None) -> dict[str, type]:
+        """The Python type of each join key and request field the features need (all of the
+        pattern's by default), where the store declares one."""
+        return self.backend.input_types(self.selected(features))
 
     def entity_rows(
         self, entity_rows: Sequence[Mapping[str, Any]], references: Sequence[str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -76,6 +76,23 @@ def features_materialize(
     console.print(f"[green]✓[/] materialized up to {until.isoformat()}")
 
 
+def _typed(text: str, kind: type | None, key: str, row: int) -> Any:
+    """A ``--row`` value as the type its pattern declares for the key (text if none)."""
+    if kind is None or kind is str:
+        return text
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return text.encode() if kind is bytes else kind(text)
+    except ValueError:
+        raise DataLayerError(
+            f"--row {row}: {key}={text!r} is not {'an' if kind is int else 'a'} "
+            f"{kind.__name__}, the type the pattern declares for '{key}'"
+        ) from None
+
+
 @features_app.command("online")
 @reports_errors
 def features_online(
@@ -87,14 +104,20 @@ def features_online(
     profile: ProfileOption = None,
 ) -> None:
     """Read online features for entity rows, as a model service does (TTL applied)."""
-    rows = []
+    texts = []
     for text in row:
         pairs = [part.split("=", 1) for part in text.split(",") if part]
         if any(len(p) != 2 for p in pairs):
             raise DataLayerError(f"--row '{text}' is not key=value[,key=value]")
-        rows.append({k.strip(): v.strip() for k, v in pairs})
+        texts.append({k.strip(): v.strip() for k, v in pairs})
     with open_datalayer(config, profile) as dl:
-        served = dl.features(_feature_pattern(dl, pattern)).online(rows)
+        view = dl.features(_feature_pattern(dl, pattern))
+        types = view.input_types()
+        rows = [
+            {key: _typed(value, types.get(key), key, i) for key, value in text.items()}
+            for i, text in enumerate(texts, start=1)
+        ]
+        served = view.online(rows)
     table = Table(title="online features")
     table.add_column("feature")
     for i in range(len(rows)):

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The Python type of each Feast value type a join key or request field can have.
+_PYTHON: dict[str, type] = {
+    "INT32": int,
+    "INT64": int,
+    "FLOAT": float,
+    "DOUBLE": float,
+    "BOOL": bool,
+    "STRING": str,
+    "BYTES": bytes,
+}
 #: The pandas dtype of each Feast type whose values alone would give another one.
 _DTYPES = {"Int64": "Int64", "Int32": "Int32", "Float32": "float32"}
 
@@ -203,6 +213,22 @@ class FeastFeatures(FeatureBackend):
             if str(result[column].dtype) != dtype:
                 result[column] = result[column].astype(dtype)
         return result
+
+    def input_types(self, references: Sequence[str]) -> dict[str, type]:
+        """Join keys typed by their views' entity columns, request fields by their request
+        sources' schemas."""
+        from datalayer.stores.feast.on_demand import request_schema
+
+        declared: dict[str, Any] = {}
+        wanted = set(self.join_keys(references))
+        for view in self.views().values():
+            for column in view.entity_columns:
+                if column.name in wanted:
+                    declared.setdefault(column.name, column.dtype.to_value_type())
+        plan = self.on_demand(references)
+        for view in plan.views.values() if plan else ():
+            declared.update(request_schema(view))
+        return {name: _PYTHON[kind.name] for name, kind in declared.items() if kind.name in _PYTHON}
 
     def dtypes(self, references: Sequence[str]) -> dict[str, str]:
         """Integer features as pandas' nullable integers (with a null, they would be floats),
