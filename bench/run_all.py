@@ -31,6 +31,7 @@ BENCHES = {
     "publish": "bench_publish.py",
     "consume": "bench_consume.py",
     "materialize": "bench_materialize.py",
+    "template": "bench_template.py",
 }
 
 
@@ -79,6 +80,10 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
     elif name == "materialize":
         for t in document["targets"]:
             yield f"materialize: {t['what']}", value(t["value"]), t["target"], verdict(t["met"])
+    elif name == "template":
+        for t in document["targets"]:
+            what = f"feast init template: {t['what']}"
+            yield what, value(t["value"]), t["target"], verdict(t["met"])
     elif name == "publish":
         t = document["target"]
         yield ("publish (publisher, one flush) / raw confluent-kafka, throughput",

@@ -26,14 +26,106 @@ _FAST = {"DOUBLE": ("float64",), "FLOAT": ("float32", "float64"), "INT64": ("int
 
 
 @dataclass(frozen=True)
+class Computed:
+    """One on-demand view of a request shape, with what each call needs worked out once."""
+
+    view: Any
+    features: list[str]  # the requested ones
+    fields: list[str]  # its request-data fields
+    inputs: list[tuple[str, str]]  # each input feature's full and short column name
+    plain: bool  # every input a plain scalar: the input frame needs no Arrow
+    types: dict[str, Any]  # each requested feature's Feast value type
+
+    @classmethod
+    def of(cls, view: Any, features: list[str]) -> Computed:
+        refuse_unsupported(view)
+        schema = request_schema(view)
+        declared = [
+            (projection.name, feature)
+            for projection in view.source_feature_view_projections.values()
+            for feature in projection.features
+        ]
+        kinds = [t.name for t in schema.values()]
+        kinds += [feature.dtype.to_value_type().name for _, feature in declared]
+        dtypes = {f.name: f.dtype.to_value_type() for f in view.features}
+        return cls(
+            view=view,
+            features=features,
+            fields=list(schema),
+            inputs=[(f"{name}__{feature.name}", feature.name) for name, feature in declared],
+            plain=all(kind in _PLAIN for kind in kinds),
+            types={feature: dtypes[feature] for feature in features},
+        )
+
+    def online(
+        self, rows: list[dict[str, Any]], keys: list[str], stored: dict[str, list[Any]]
+    ) -> dict[str, list[Any]]:
+        """The requested features of these rows, as Feast's online read gives them: the
+        transformation gets the join keys, the request fields and the declared sources'
+        features under their full and their short names."""
+        view = self.view
+        table: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in keys}
+        for field in self.fields:
+            table[field] = [row[field] for row in rows]
+        for full, _ in self.inputs:
+            table[full] = stored[full]
+        for full, short in self.inputs:
+            table.setdefault(short, table[full])
+        columns: dict[str, Any]
+        with _transforming(view):
+            if view.mode == "python":
+                result = _python_transform(view, table, len(rows))
+                columns = {f: _python_column(result, view, f) for f in self.features}
+            else:
+                frame = view.feature_transformation.transform(self._frame(table))
+                columns = {f: _pandas_column(frame, view, f) for f in self.features}
+            return {
+                f"{view.name}__{feature}": as_feast_online(column, self.types[feature])
+                for feature, column in columns.items()
+            }
+
+    def _frame(self, table: dict[str, list[Any]]) -> Any:
+        """The input DataFrame of a pandas transformation, as Feast builds it (through an
+        Arrow table); straight from the lists where every input is a plain scalar, which
+        gives the same frame sooner."""
+        import pandas as pd
+        import pyarrow as pa
+
+        if self.plain:
+            return pd.DataFrame(table)
+        # one thread: for a request's few rows, starting threads costs more than converting
+        return pa.Table.from_pydict(table).to_pandas(use_threads=False)
+
+    def historical(self, frame: Any, table: Any) -> None:
+        """The requested features added to a training set (``table``: it as Arrow): the
+        transformation sees the whole table, as in Feast's retrieval."""
+        import pandas as pd
+
+        view = self.view
+        with _transforming(view):
+            if view.singleton:
+                given = table.to_pydict()
+                for full, short in self.inputs:
+                    if full in given:
+                        given.setdefault(short, given[full])
+                result = _python_transform(view, given, len(frame))
+                for feature in self.features:
+                    values = _python_column(result, view, feature)
+                    frame[f"{view.name}__{feature}"] = pd.Series(values, index=frame.index)
+                return
+            arrow = view.transform_arrow(table, True)
+            for feature in self.features:
+                frame[f"{view.name}__{feature}"] = _arrow_column(arrow, view, feature).to_pandas()
+
+
+@dataclass(frozen=True)
 class OnDemandRead:
     """The on-demand part of one request shape: which stored references to read (the
     requested ones, then the inputs), and which on-demand features to compute from them."""
 
     stored: list[str]
-    computed: dict[str, list[str]]  # on-demand view name -> its requested features
+    computed: list[Computed]
     request_fields: list[str]
-    views: Mapping[str, Any]  # on-demand views by name
     references: list[str]
 
     @classmethod
@@ -41,65 +133,42 @@ class OnDemandRead:
         """``references`` split into stored and computed ones; ``views`` holds every
         on-demand view of the registry."""
         stored: list[str] = []
-        computed: dict[str, list[str]] = {}
+        wanted: dict[str, list[str]] = {}
         for reference in references:
             view, feature = reference.split(":", 1)
             if view in views:
-                computed.setdefault(view, []).append(feature)
+                wanted.setdefault(view, []).append(feature)
             elif reference not in stored:
                 stored.append(reference)
+        computed = [Computed.of(views[name], features) for name, features in wanted.items()]
         fields: list[str] = []
-        for name in computed:
-            view = views[name]
-            refuse_unsupported(view)
-            for reference in inputs(view):
-                if reference not in stored:
-                    stored.append(reference)
-            fields.extend(f for f in request_schema(view) if f not in fields)
-        return cls(stored, computed, fields, {n: views[n] for n in computed}, list(references))
+        for one in computed:
+            stored.extend(r for r in inputs(one.view) if r not in stored)
+            fields.extend(f for f in one.fields if f not in fields)
+        return cls(stored, computed, fields, list(references))
+
+    @property
+    def views(self) -> dict[str, Any]:
+        """The on-demand views computed, by name."""
+        return {one.view.name: one.view for one in self.computed}
 
     def online(
         self, rows: list[dict[str, Any]], keys: list[str], stored: dict[str, list[Any]]
     ) -> dict[str, list[Any]]:
         """The requested columns, in order: stored ones as read, computed ones from them."""
         out = dict(stored)
-        for name, features in self.computed.items() if rows else ():
-            view = self.views[name]
-            table = _online_inputs(view, rows, keys, stored)
-            columns: dict[str, Any]
-            with _transforming(view):
-                if view.mode == "python":
-                    result = _python_transform(view, table, len(rows))
-                    columns = {f: _python_column(result, view, f) for f in features}
-                else:
-                    frame = view.feature_transformation.transform(_frame(view, table))
-                    columns = {f: _pandas_column(frame, view, f) for f in features}
-                for feature, column in columns.items():
-                    value_type = _value_type(view, feature)
-                    out[f"{name}__{feature}"] = as_feast_online(column, value_type)
+        for one in self.computed if rows else ():
+            out.update(one.online(rows, keys, stored))
         return {column: out.get(column, []) for column in _columns(self.references)}
 
     def historical(self, frame: Any, entity_columns: Sequence[str]) -> Any:
         """The training set with the computed columns added and the inputs nobody asked for
-        dropped: each transformation sees the whole table, as in Feast's retrieval."""
-        import pandas as pd
+        dropped."""
         import pyarrow as pa
 
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        for name, features in self.computed.items():
-            view = self.views[name]
-            with _transforming(view):
-                if view.singleton:
-                    given = _with_short_names(view, table.to_pydict())
-                    result = _python_transform(view, given, len(frame))
-                    for feature in features:
-                        values = _python_column(result, view, feature)
-                        frame[f"{name}__{feature}"] = pd.Series(values, index=frame.index)
-                    continue
-                arrow = view.transform_arrow(table, True)
-                for feature in features:
-                    column = _arrow_column(arrow, view, feature)
-                    frame[f"{name}__{feature}"] = column.to_pandas()
+        for one in self.computed:
+            one.historical(frame, table)
         return frame[[*entity_columns, *_columns(self.references)]]
 
 
@@ -151,57 +220,6 @@ def request_schema(view: Any) -> dict[str, Any]:
 
 def _columns(references: Sequence[str]) -> list[str]:
     return [reference.replace(":", "__", 1) for reference in references]
-
-
-def _online_inputs(
-    view: Any, rows: list[dict[str, Any]], keys: list[str], stored: dict[str, list[Any]]
-) -> dict[str, list[Any]]:
-    """What Feast's online read hands a transformation: join keys, request fields, and the
-    declared sources' features under their full and their short names."""
-    table: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in keys}
-    for field in request_schema(view):
-        table[field] = [row[field] for row in rows]
-    for reference in inputs(view):
-        column = reference.replace(":", "__", 1)
-        table[column] = stored[column]
-    return _with_short_names(view, table)
-
-
-def _with_short_names(view: Any, table: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """The declared sources' features under their short names too, as Feast gives them."""
-    for projection in view.source_feature_view_projections.values():
-        for feature in projection.features:
-            full = f"{projection.name}__{feature.name}"
-            if full in table:
-                table.setdefault(feature.name, table[full])
-    return table
-
-
-def _frame(view: Any, table: dict[str, list[Any]]) -> Any:
-    """The input DataFrame of a pandas transformation, as Feast builds it (through an Arrow
-    table); straight from the lists where every input is a plain scalar, which gives the same
-    frame in a fraction of the time."""
-    import pandas as pd
-
-    if _plain_inputs(view):
-        return pd.DataFrame(table)
-    import pyarrow as pa
-
-    return pa.Table.from_pydict(table).to_pandas()
-
-
-def _plain_inputs(view: Any) -> bool:
-    kinds = [t.name for t in request_schema(view).values()]
-    kinds += [
-        feature.dtype.to_value_type().name
-        for projection in view.source_feature_view_projections.values()
-        for feature in projection.features
-    ]
-    return all(kind in _PLAIN for kind in kinds)
-
-
-def _value_type(view: Any, feature: str) -> Any:
-    return next(f.dtype for f in view.features if f.name == feature).to_value_type()
 
 
 def _pandas_column(frame: Any, view: Any, feature: str) -> Any:
