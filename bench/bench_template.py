@@ -47,8 +47,9 @@ Compared, contenders interleaved in rounds (harness.interleave):
   run on a copy of the repo holding that many drivers, and the speedup is taken there, then
   ours runs on all of them. After each run: one key per driver; where both ran at one size,
   ours' hashes of a sample of drivers hold Feast's fields and values, byte for byte or, where
-  the bytes differ, the same ValueProto (a Map's or Struct's entries may come in another
-  order: counted and reported). Ours' last run leaves the data the online reads use.
+  the bytes differ, the same ValueProto: protobuf writes a map's entries (Feast's Map and
+  Struct values) in an order that changes with the process's hash seed, Feast's own writes
+  included (counted and reported). Ours' last run leaves the data the online reads use.
 
 Sizes: quick, 10,000 drivers (about two minutes); full, 100,000 drivers (about eight).
 
@@ -169,7 +170,7 @@ class Size:
 
 SIZES: dict[str, Size] = {
     "quick": Size(
-        drivers=10_000, rounds=4, requests={1: 150, 100: 30}, training_rounds=2, sample=500
+        drivers=10_000, rounds=4, requests={1: 150, 100: 30}, training_rounds=3, sample=500
     ),
     "full": Size(
         drivers=100_000, rounds=8, requests={1: 300, 100: 60}, training_rounds=3, sample=2_000
@@ -301,7 +302,11 @@ def entity_frame(rows: int, drivers: int, now: datetime, seed: int) -> pd.DataFr
 
 
 def missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    return (
+        value is None
+        or value is pd.NA
+        or (isinstance(value, float | np.floating) and math.isnan(value))
+    )
 
 
 def same(got: Any, want: Any) -> bool:
@@ -374,8 +379,8 @@ def compare_hashes(
     drivers: list[int], ours: list[dict[Any, Any]], feast: list[dict[Any, Any]]
 ) -> int:
     """Ours' hashes must hold Feast's fields and values: byte for byte, or else the same
-    ValueProto (a Map or Struct's entries in another order); returns how many fields differ in
-    their bytes only."""
+    ValueProto (a map's entries in another order: protobuf's order follows the hash seed);
+    returns how many fields differ in their bytes only."""
     problems = []
     reordered = 0
     for driver, mine, theirs in zip(drivers, ours, feast, strict=True):
@@ -445,7 +450,7 @@ class Run:
     rss_after_imports_mib: float
     rss_timeline_mib: list[float] = field(default_factory=list)
     keys: int = 0
-    #: Sampled hash fields whose bytes differ from Feast's but not their value (Map, Struct).
+    #: Sampled hash fields whose bytes differ from Feast's but not their value (map order).
     bytes_only_differences: int | None = None
 
     @property

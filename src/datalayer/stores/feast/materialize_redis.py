@@ -4,14 +4,17 @@ Feast's ``materialize`` pulls every latest row of a view into memory, then build
 object per value in Python. Here the offline store picks the latest row per entity (DuckDB over
 the parquet files, or PostgreSQL), the rows stream out in record batches, whole columns are
 encoded at once, and each batch goes to Redis as one Lua compare-and-set call, two batches in
-flight, so Redis is kept busy while the next is encoded. What lands in Redis is byte for byte
-what Feast writes: the same keys (Feast's ``serialize_entity_key``), fields (Feast's ``_mmh3``),
-value encoding (the tags from ``wire``, checked against Feast's by the store's self-check) and
-the same rule that an older or equal event time never overwrites a newer one.
+flight, so Redis is kept busy while the next is encoded. What lands in Redis is what Feast
+writes: the same keys (Feast's ``serialize_entity_key``), fields (Feast's ``_mmh3``), value
+encoding (the tags from ``wire``, checked against Feast's by the store's self-check), byte for
+byte but for the order of a map's entries (protobuf's follows its hash table, which changes from
+one process to the next), and the same rule that an older or equal event time never overwrites a
+newer one.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -144,8 +147,63 @@ def encode_column(column: Any, value_type: Any) -> Cells:
     if value_type == ValueType.BOOL and kind == pa.bool_():
         true, false = (wire.VALUE["BOOL"].tag + wire.varint(v) for v in (1, 0))
         return Cells.of([b"" if b is None else (true if b else false) for b in column.to_pylist()])
+    encoded = _encode_documents(column, value_type.name)
+    if encoded is not None:
+        return encoded
     protos = compat.to_protos(column.to_numpy(zero_copy_only=False), value_type)
     return Cells.of([p.SerializeToString() for p in protos])
+
+
+def _encode_documents(column: Any, kind: str) -> Cells | None:
+    """Json from a string column, and Map and Struct from a struct column of strings, as
+    Feast's conversion makes them, a Python step per value but no protobuf object (the
+    entries of a map in the dict's order: protobuf's own order follows its hash table, so
+    only the decoded maps compare). None where another layout needs Feast's conversion."""
+    import pyarrow as pa
+
+    field = wire.VALUE.get(kind)
+    if field is None:
+        return None
+    if kind == "JSON" and column.type in (pa.string(), pa.large_string()):
+        values = column.to_pylist()
+        try:
+            for text in values:
+                if text is not None:
+                    json.loads(text)  # Feast refuses a value that is not Json: let it say so
+        except ValueError:
+            return None
+        return Cells.of(
+            [b"" if t is None else _length_delimited(field.tag, t.encode()) for t in values]
+        )
+    if kind in ("MAP", "STRUCT") and pa.types.is_struct(column.type):
+        strings = (pa.string(), pa.large_string())
+        if all(column.type.field(i).type in strings for i in range(column.type.num_fields)):
+            return Cells.of([b"" if d is None else _map(field.tag, d) for d in column.to_pylist()])
+    return None
+
+
+#: Tags inside a serialized ``Map``: its entries, an entry's key and value, a string Value.
+_ENTRY, _KEY, _ENTRY_VALUE = b"\x0a", b"\x0a", b"\x12"
+
+
+def _map(tag: bytes, entries: dict[str, str | None]) -> bytes:
+    """A Value holding a map (or struct) of string values; a None value is an empty Value."""
+    string = wire.VALUE["STRING"].tag
+    body = b"".join(
+        _length_delimited(
+            _ENTRY,
+            _length_delimited(_KEY, key.encode())
+            + _length_delimited(
+                _ENTRY_VALUE, b"" if value is None else _length_delimited(string, value.encode())
+            ),
+        )
+        for key, value in entries.items()
+    )
+    return _length_delimited(tag, body)
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + wire.varint(len(payload)) + payload
 
 
 def encode_timestamps(column: Any) -> Cells:
