@@ -345,7 +345,11 @@ def _lists(values: Any) -> list[Any]:
 
 def _maps(values: Any) -> list[Any]:
     """Maps and structs as dicts, each entry's value decoded as Feast decodes it."""
-    return [{key: decode(item) for key, item in value.val.items()} for value in values]
+    out = []
+    for value in values:
+        entries = value.val  # by key: a map's items() iterates in Python, a lookup does not
+        out.append({key: decode(entries[key]) for key in entries})
+    return out
 
 
 def _json(values: Any) -> list[Any]:
