@@ -89,7 +89,8 @@ class FeastOnlineRead(OnlineRead):
 
 
 class RedisOnlineRead(OnlineRead):
-    """Feast's Redis hashes read directly: one pipeline of HMGETs, decoded column by column
+    """Feast's Redis hashes read directly: one HMGET per entity in one round trip (a
+    pipeline, or a script for many entities), decoded column by column
     (see ``online_redis``)."""
 
     def __init__(self, features: FeastFeatures, client: Any) -> None:
