@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,13 +58,17 @@ def downgrade() -> None:
 '''
 
 
-def init(folder: Path) -> None:
-    """Create an empty migrations environment (env.py, script.py.mako, versions/)."""
+def init(folder: Path) -> bool:
+    """Create an empty migrations environment (env.py, script.py.mako, versions/); False when
+    ``folder`` already holds one (it is left as it is)."""
+    if has_environment(folder):
+        return False
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "versions").mkdir(exist_ok=True)
     for name, text in (("env.py", ENV_PY), ("script.py.mako", SCRIPT_MAKO)):
         if not (folder / name).exists():
             (folder / name).write_text(text)
+    return True
 
 
 def has_environment(folder: Path | None) -> bool:
@@ -110,6 +115,32 @@ def run_env() -> None:
         context.run_migrations()
 
 
+@dataclass(frozen=True)
+class Downgrade:
+    """What a downgrade does: from and to which revision, the revisions it undoes, the tables
+    it drops with their row counts, the columns (``table.column``) it drops."""
+
+    current: str | None
+    target: str | None
+    undone: list[str]
+    tables: dict[str, int]
+    columns: list[str]
+
+    @property
+    def drops_data(self) -> bool:
+        return bool(self.tables or self.columns)
+
+
+def _schema(connection: sa.Connection) -> dict[str, set[str]]:
+    """Each table's columns, Alembic's own version table left out."""
+    inspector = sa.inspect(connection)
+    return {
+        table: {column["name"] for column in inspector.get_columns(table)}
+        for table in inspector.get_table_names()
+        if table != "alembic_version"
+    }
+
+
 class Migrations:
     """Alembic operations on one SQL store, with its registry tables as target metadata."""
 
@@ -123,6 +154,11 @@ class Migrations:
 
     @contextmanager
     def _config(self) -> Iterator[Config]:
+        """Alembic's config on a connection in a transaction, committed at the end."""
+        with self.engine.begin() as connection:
+            yield self._config_on(connection)
+
+    def _config_on(self, connection: sa.Connection) -> Config:
         if not has_environment(self.folder):
             raise DataLayerError(
                 f"{self.label}: no migrations environment at {self.folder} "
@@ -135,10 +171,43 @@ class Migrations:
             "file_template",
             "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s",
         )
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            config.attributes["target_metadata"] = self.metadata
-            yield config
+        config.attributes["connection"] = connection
+        config.attributes["target_metadata"] = self.metadata
+        return config
+
+    def preview_downgrade(self, revision: str) -> Downgrade:
+        """What ``downgrade(revision)`` would do, found by doing it in a transaction that is
+        rolled back: the revisions undone, the tables dropped (with their rows) and the
+        columns dropped."""
+        rows: dict[str, int] = {}
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                before = _schema(connection)
+                current = MigrationContext.configure(connection).get_current_revision()
+                command.downgrade(self._config_on(connection), revision)
+                after = _schema(connection)
+                target = MigrationContext.configure(connection).get_current_revision()
+            finally:
+                transaction.rollback()
+            dropped = sorted(set(before) - set(after))
+            for table in dropped:
+                quoted = connection.dialect.identifier_preparer.quote(table)
+                rows[table] = int(
+                    connection.execute(sa.text(f"SELECT count(*) FROM {quoted}")).scalar_one()
+                )
+        columns = sorted(
+            f"{table}.{column}"
+            for table in set(before) & set(after)
+            for column in before[table] - after[table]
+        )
+        undone: list[str] = []
+        for revision_id, _, message in self.history():
+            if revision_id == target:
+                break
+            if undone or revision_id == current:
+                undone.append(f"{revision_id} ({message.splitlines()[0] if message else ''})")
+        return Downgrade(current, target, undone, {t: rows[t] for t in dropped}, columns)
 
     def current(self) -> str | None:
         with self.engine.connect() as connection:

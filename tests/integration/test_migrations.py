@@ -93,6 +93,8 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
     folder, url = project
     runner = CliRunner()
     assert runner.invoke(app, ["migrations", "init", str(folder / "migrations")]).exit_code == 0
+    again = runner.invoke(app, ["migrations", "init", str(folder / "migrations")])
+    assert again.exit_code == 0 and "already a migrations environment" in again.output
 
     out = cli(folder, "migrations", "new", "-m", "teams")
     assert "new revision" in out
@@ -117,6 +119,12 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
     sys.modules.pop(module, None)
     importlib.invalidate_caches()
 
+    # apply makes no table outside a revision: it says which command makes the revision
+    pending = cli(folder, "apply")
+    assert "table 'oncall' is in no revision yet" in pending
+    assert 'datalayer migrations new -m "add oncall"' in pending
+    assert columns(url, "oncall") == []
+
     cli(folder, "migrations", "new", "-m", "region and oncall")
     [second] = list((folder / "migrations" / "versions").glob("*_region_and_oncall.py"))
     text = second.read_text()
@@ -128,10 +136,47 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
     assert "table 'oncall' exists" in applied and "lacks columns" not in applied
     assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
 
-    cli(folder, "migrations", "downgrade", "-1")
+    # a downgrade that drops data shows what it drops and, off a terminal, needs --yes
+    refused = CliRunner().invoke(
+        app,
+        [
+            "migrations",
+            "downgrade",
+            "-1",
+            "--config",
+            str(folder / "datalayer.yaml"),
+            "--profile",
+            "test",
+        ],
+        env={"COLUMNS": "250"},
+    )
+    assert refused.exit_code == 1, refused.output
+    assert "drops table oncall (0 rows)" in refused.output
+    assert "drops column teams.region" in refused.output and "--yes" in refused.output
+    assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
+    cli(folder, "migrations", "downgrade", "-1", "--yes")
     assert columns(url, "teams") == ["team_id", "name", "created_at"]
     assert columns(url, "oncall") == []
-    cli(folder, "migrations", "downgrade", "base")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO teams VALUES ('t1', 'core', '2026-01-01 00:00:00+00:00')")
+        )
+    engine.dispose()
+    to_base = CliRunner().invoke(
+        app,
+        [
+            "migrations",
+            "downgrade",
+            "base",
+            "--config",
+            str(folder / "datalayer.yaml"),
+            "--profile",
+            "test",
+        ],
+    )
+    assert to_base.exit_code == 1 and "drops table teams (1 row)" in to_base.output
+    cli(folder, "migrations", "downgrade", "base", "--yes")
     assert columns(url, "teams") == []
     cli(folder, "migrations", "upgrade")
     assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
@@ -150,7 +195,7 @@ def test_the_shipped_revisions_build_the_example_tables(
         env={"COLUMNS": "250"},
     )
     assert result.exit_code == 0, result.output
-    assert "migrations at revision" in result.output and "no revision has it" not in result.output
+    assert "migrations at revision" in result.output and "in no revision yet" not in result.output
     registry = yaml.safe_load((tmp_path / "datalayer.yaml").read_text())
     registry["profiles"]["local"]["sql"] = {"type": "postgres", "url": postgres_database}
     write_registry(tmp_path, registry["profiles"], registry["patterns"])

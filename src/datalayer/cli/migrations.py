@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ from rich.markup import escape
 
 from datalayer.api import open as open_datalayer
 from datalayer.cli.render import ConfigOption, ProfileOption, console, reports_errors
+from datalayer.errors import DataLayerError
 from datalayer.migrations import Migrations
 
 migrations_app = typer.Typer(
@@ -68,9 +70,32 @@ def migrations_downgrade(
     config: ConfigOption = None,
     profile: ProfileOption = None,
     store: StoreOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Drop what the downgrade drops without asking.")
+    ] = False,
 ) -> None:
-    """Downgrade the database to a revision."""
-    _move(config, profile, store, lambda migrations: migrations.downgrade(revision))
+    """Downgrade the database to a revision: first shows what it drops and asks."""
+    with open_datalayer(config, profile) as dl:
+        migrations = dl.migrations(store)
+        preview = migrations.preview_downgrade(revision)
+        console.print(
+            f"downgrade from {preview.current or 'base'} to {preview.target or 'base'} undoes: "
+            f"{escape(', '.join(preview.undone)) or 'nothing'}"
+        )
+        for table, rows in preview.tables.items():
+            console.print(f"  drops table {escape(table)} ({rows:,} row{'' if rows == 1 else 's'})")
+        for column in preview.columns:
+            console.print(f"  drops column {escape(column)}")
+        if preview.drops_data and not yes:
+            if not sys.stdin.isatty():
+                raise DataLayerError(
+                    "the downgrade drops the data above; run it again with --yes to go ahead"
+                )
+            if not typer.confirm("drop it?", default=False):
+                console.print("nothing changed")
+                raise typer.Exit(1)
+        migrations.downgrade(revision)
+        console.print(f"[green]✓[/] at revision {migrations.current() or 'base'}")
 
 
 @migrations_app.command("current")
@@ -105,5 +130,9 @@ def migrations_init(
     """Create an empty migrations environment (env.py, script.py.mako, versions/)."""
     from datalayer.migrations import init
 
-    init(folder)
-    console.print(f"[green]✓[/] migrations environment in {escape(str(folder))}")
+    if init(folder):
+        console.print(f"[green]✓[/] migrations environment in {escape(str(folder))}")
+    else:
+        console.print(
+            f"[yellow]{escape(str(folder))} is already a migrations environment[/]: nothing changed"
+        )

@@ -158,10 +158,12 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         return Migrations(folder, self.engine, self.metadata, self.label)
 
     def apply(self, patterns: list[TransactionalPattern]) -> list[str]:
-        """Upgrade to the newest revision, then create tables no revision has yet.
+        """Upgrade to the newest revision; without a migrations environment, create the
+        tables that do not exist yet.
 
-        A table that exists but lacks a column of its schema is reported, not altered: that
-        change belongs in a revision (``datalayer migrations new``).
+        With one, every table comes from a revision: a table no revision has is reported with
+        the command that makes its revision, as is a table that lacks a column of its schema
+        (it is never altered outside a revision).
         """
         tables = [self.backend(p).table for p in patterns]
         done = []
@@ -178,13 +180,15 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
                 inspector = sa.inspect(conn)
                 for table in tables:
                     if not inspector.has_table(table.name):
-                        table.create(conn)
-                        note = (
-                            " (no revision has it yet: 'datalayer migrations new')"
-                            if migrated
-                            else ""
-                        )
-                        done.append(f"table '{table.name}' created{note}")
+                        if migrated:
+                            done.append(
+                                f"warning: table '{table.name}' is in no revision yet: run "
+                                f"'datalayer migrations new -m \"add {table.name}\"' then "
+                                "'datalayer apply'"
+                            )
+                        else:
+                            table.create(conn)
+                            done.append(f"table '{table.name}' created")
                         continue
                     present = {column["name"] for column in inspector.get_columns(table.name)}
                     missing = [c.name for c in table.columns if c.name not in present]
