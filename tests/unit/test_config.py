@@ -269,8 +269,30 @@ def test_unset_environment_variable_names_variable_and_path(
     err = load_error(path)
     assert err.path == "profiles.local.sql.path"
     assert err.line == line_of(path, "DATALAYER_TEST_UNSET_VAR")
-    assert "environment variable 'DATALAYER_TEST_UNSET_VAR' is not set" in str(err)
-    assert "${DATALAYER_TEST_UNSET_VAR:-value}" in str(err)
+    assert "needs environment variables that are not set: DATALAYER_TEST_UNSET_VAR" in str(err)
+    assert "(at profiles.local.sql.path)" in str(err)
+    assert 'eval "$(scripts/services up)"' in str(err) and "${VAR:-value}" in str(err)
+
+
+def test_every_unset_environment_variable_is_named_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DATALAYER_TEST_A", "DATALAYER_TEST_B"):
+        monkeypatch.delenv(name, raising=False)
+    stores = STORES.replace("path: local.db", 'path: "${DATALAYER_TEST_A}/${DATALAYER_TEST_B}"')
+    path = registry(
+        tmp_path,
+        """\
+        alerts:
+          category: streaming
+          store: events
+          topic: "${DATALAYER_TEST_B}"
+        """,
+        stores=stores,
+    )
+    message = str(load_error(path))
+    assert "DATALAYER_TEST_A (at profiles.local.sql.path)" in message
+    assert "DATALAYER_TEST_B (at profiles.local.sql.path, patterns.alerts.topic)" in message
 
 
 def test_unset_environment_variable_in_a_pattern(
@@ -289,7 +311,7 @@ def test_unset_environment_variable_in_a_pattern(
     err = load_error(path)
     assert err.path == "patterns.alerts.topic"
     assert err.line == line_of(path, "DATALAYER_TEST_TOPIC")
-    assert "'DATALAYER_TEST_TOPIC' is not set" in str(err)
+    assert "not set: DATALAYER_TEST_TOPIC (at patterns.alerts.topic)" in str(err)
 
 
 def test_environment_default_used_when_unset(

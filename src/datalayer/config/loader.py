@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -104,12 +104,13 @@ class _Loader:
             if other != self.profile:
                 for name, entry in entries.items():
                     self.store_type_name(entry, ("profiles", other, name))
+        self.check_variables(shape.profiles[self.profile], shape.patterns)
         stores = {
-            name: self.store(name, self.expand(entry, ("profiles", self.profile, name)))
+            name: self.store(name, _expand(entry))
             for name, entry in shape.profiles[self.profile].items()
         }
         patterns = {
-            name: self.pattern(name, self.expand(entry, ("patterns", name)), stores)
+            name: self.pattern(name, _expand(entry), stores)
             for name, entry in shape.patterns.items()
         }
         self.check_targets(patterns)
@@ -213,28 +214,35 @@ class _Loader:
                 self.marks[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
                 self.walk(item, (*path, i))
 
-    def expand(self, value: Any, path: YamlPath) -> Any:
-        """Replace ``${VAR}`` and ``${VAR:-default}`` in every string below ``value``."""
-        if isinstance(value, str):
-
-            def sub(match: re.Match[str]) -> str:
-                name, default = match["name"], match["default"]
-                if name in os.environ:
-                    return os.environ[name]
-                if default is not None:
-                    return default
-                raise self.error(
-                    f"environment variable '{name}' is not set "
-                    f"(set it, or give a default as ${{{name}:-value}})",
-                    path,
-                )
-
-            return _ENV_REF.sub(sub, value)
-        if isinstance(value, Mapping):
-            return {k: self.expand(v, (*path, str(k))) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.expand(v, (*path, i)) for i, v in enumerate(value)]
-        return value
+    def check_variables(self, stores: Mapping[str, Any], patterns: Mapping[str, Any]) -> None:
+        """Every ``${VAR}`` without a default that the environment lacks, named at once with
+        where each is used, rather than one at a time."""
+        missing: dict[str, list[YamlPath]] = {}
+        places: list[tuple[YamlPath, Any]] = [
+            (("profiles", self.profile, n), e) for n, e in stores.items()
+        ]
+        places += [(("patterns", n), e) for n, e in patterns.items()]
+        for path, entry in places:
+            for name, where in _unset_variables(entry, path):
+                missing.setdefault(name, []).append(where)
+        if not missing:
+            return
+        listed = "; ".join(
+            f"{name} (at {', '.join('.'.join(map(str, p)) for p in paths)})"
+            for name, paths in missing.items()
+        )
+        hint = "set them, or give defaults as ${VAR:-value}"
+        if any(name.startswith("DATALAYER_") for name in missing):
+            hint = (
+                "to start this project's development servers and set their URLs, run: "
+                'eval "$(scripts/services up)"; or ' + hint
+            )
+        first = next(iter(missing.values()))[0]
+        raise self.error(
+            f"profile '{self.profile}' needs environment variables that are not set: "
+            f"{listed}; {hint}",
+            first,
+        )
 
     def store_type_name(self, entry: Any, path: YamlPath) -> str:
         """The entry's store type, checked against the known types without importing any."""
@@ -403,3 +411,29 @@ def _allowed_keys(model: Any, loc: Sequence[Any]) -> list[str]:
     if not (isinstance(target, type) and issubclass(target, BaseModel)):
         return []
     return [f.alias or name for name, f in target.model_fields.items()]
+
+
+def _unset_variables(value: Any, path: YamlPath) -> Iterator[tuple[str, YamlPath]]:
+    """(name, where) of each ``${VAR}`` below ``value`` that has no default and is unset."""
+    if isinstance(value, str):
+        for match in _ENV_REF.finditer(value):
+            if match["default"] is None and match["name"] not in os.environ:
+                yield match["name"], path
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _unset_variables(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _unset_variables(item, (*path, i))
+
+
+def _expand(value: Any) -> Any:
+    """Every ``${VAR}`` and ``${VAR:-default}`` below ``value`` replaced (an unset one without
+    a default was refused before, naming it: ``check_variables``)."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m["name"], m["default"] or ""), value)
+    if isinstance(value, Mapping):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
