@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import socket
@@ -152,9 +153,15 @@ def test_apply_is_idempotent(example: Path) -> None:
 def test_doctor_example(example: Path) -> None:
     result = run("doctor", "--config", str(example))
     assert result.exit_code == 0, result.output
-    out = plain(result.output)
-    assert out.count(" ok ") == 5  # sql, events, docs, cache and the feast store
-    assert "unavailable" not in out
+    lines = _ANSI.sub("", result.output).splitlines()
+    # one line per store: sql, events, docs, cache and the feast store
+    assert len([line for line in lines if line.startswith("✓ ") and ": ok, " in line]) == 5
+    assert "unavailable" not in result.output
+    as_json = run("doctor", "--config", str(example), "--json")
+    assert as_json.exit_code == 0, as_json.output
+    found = json.loads(as_json.stdout)
+    assert [h["status"] for h in found] == ["ok"] * 5
+    assert {h["store"] for h in found} == {"sql", "events", "docs", "cache", "features"}
 
 
 def test_quickstart(example: Path) -> None:
@@ -297,7 +304,6 @@ def test_apply_creates_files_next_to_the_registry(
 def test_doctor_reports_unreachable_postgres(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "400")  # one table row per line, nothing truncated
     port = free_port()
     path = write_registry(
         tmp_path,
@@ -318,8 +324,10 @@ def test_doctor_reports_unreachable_postgres(
     assert "hunter2" not in result.output
     out = plain(result.output)
     if importlib.util.find_spec("psycopg") is not None:
-        assert "unavailable" in out
-        assert f"127.0.0.1:{port}" in out
+        lines = _ANSI.sub("", result.output).splitlines()
+        [line] = [line for line in lines if line.startswith("✗ sql")]
+        assert f"127.0.0.1:{port}" in line and "unavailable: connection failed" in line
+        assert "Connection refused" in line and "store 'sql'" not in line
         assert "error: unreachable: sql" in plain(result.stderr)
     else:
         assert "pip install 'datalayer[postgres]'" in out

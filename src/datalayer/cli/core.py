@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Annotated, Any
 
 import typer
@@ -9,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from datalayer import __version__
-from datalayer.api import DataLayer
+from datalayer.api import DataLayer, StoreHealth
 from datalayer.api import open as open_datalayer
 from datalayer.cli.render import (
     ConfigOption,
@@ -109,27 +111,29 @@ def doctor(
     config: ConfigOption = None,
     profile: ProfileOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each store.")] = 5.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per store, for scripts.")
+    ] = False,
 ) -> None:
-    """Reach every store of the profile and report its round-trip latency."""
+    """Reach every store of the profile: one line per store, its latency or why it failed."""
     with open_datalayer(config, profile) as dl, console.status("checking stores..."):
         health = dl.doctor(timeout=timeout)
-    colours = {"ok": "green"}
-    table = Table(title=f"doctor ({dl.profile} profile)")
-    for column in ("store", "type", "target", "status", "latency", "circuit", "detail"):
-        table.add_column(column)
-    for item in health:
-        colour = colours.get(item.status, "red")
-        latency = f"{item.latency_ms:.2f} ms" if item.latency_ms is not None else "-"
-        table.add_row(
-            item.store,
-            item.type,
-            escape(item.target),
-            f"[{colour}]{item.status}[/]",
-            latency,
-            item.circuit,
-            escape(item.detail),
-        )
-    console.print(table)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(item) for item in health], indent=2))
+    else:
+        console.print(f"doctor ({escape(dl.profile)} profile)")
+        width = max((len(item.store) for item in health), default=0)
+        for item in health:
+            if item.status == "ok":
+                mark, said = "[green]✓[/]", f"ok, {item.latency_ms:.2f} ms"
+            else:
+                mark, said = "[red]✗[/]", f"[red]{item.status}[/]: {escape(_reason(item))}"
+            circuit = f" (circuit {item.circuit})" if item.circuit != "closed" else ""
+            console.print(
+                f"{mark} {escape(item.store.ljust(width))}  {escape(item.type)} at "
+                f"{escape(item.target)}: {said}{circuit}",
+                soft_wrap=True,
+            )
     problems = [
         f"{what}: {', '.join(found)}"
         for what, status in (("unreachable", "unavailable"), ("failing", "error"))
@@ -138,6 +142,17 @@ def doctor(
     if problems:
         err_console.print(f"[bold red]error:[/] {'; '.join(problems)}")
         raise typer.Exit(1)
+
+
+def _reason(item: StoreHealth) -> str:
+    """A failed check's detail without the store's own label (the line names it already), on
+    one line."""
+    detail = " ".join(item.detail.split())
+    marker = " is unavailable: " if " is unavailable: " in detail else "): "
+    head, found, rest = detail.partition(marker)
+    if found and head.startswith(f"store '{item.store}' ("):
+        detail = rest
+    return detail or item.status
 
 
 @app.command()
