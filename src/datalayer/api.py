@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -212,7 +213,11 @@ class DataLayer:
         thread.join(timeout)
         circuit = store.guard.breaker.state
         if thread.is_alive():
-            return health("unavailable", None, f"no answer within {timeout:g}s", circuit=circuit)
+            detail = f"no answer within {timeout:g}s"
+            with contextlib.suppress(Exception):  # only a better reason: never a new failure
+                if problem := store.problem():
+                    detail += f"; the driver last said: {problem}"
+            return health("unavailable", None, detail, circuit=circuit)
         error = outcome.get("error")
         if isinstance(error, StoreUnavailable):
             return health("unavailable", None, error.message, circuit=circuit)

@@ -333,6 +333,28 @@ def test_doctor_reports_unreachable_postgres(
         assert "pip install 'datalayer[postgres]'" in out
 
 
+def test_doctor_says_why_a_store_gave_no_answer_in_time(tmp_path: Path) -> None:
+    """A driver that retries until the check gives up still says what it last met."""
+    kafka, mongodb = free_port(), free_port()
+    path = write_registry(
+        tmp_path,
+        {
+            "local": {"sql": {"type": "sqlite", "path": "local.db"}},
+            "dead": {
+                "events": {"type": "kafka", "bootstrap_servers": f"127.0.0.1:{kafka}"},
+                "docs": {"type": "mongodb", "url": f"mongodb://127.0.0.1:{mongodb}/db"},
+            },
+        },
+    )
+    result = run("doctor", "--config", str(path), "--profile", "dead", "--timeout", "2")
+    assert result.exit_code == 1, result.output
+    lines = _ANSI.sub("", result.output).splitlines()
+    for store, port in (("events", kafka), ("docs", mongodb)):
+        [line] = [line for line in lines if line.startswith(f"✗ {store}")]
+        assert "no answer within 2s; the driver last said:" in line, line
+        assert f"127.0.0.1:{port}" in line and "refused" in line, line
+
+
 def test_version() -> None:
     result = run("version")
     assert result.exit_code == 0

@@ -87,6 +87,11 @@ class Store(ABC, Generic[PatternT, HandleT]):
     def ping(self) -> None:
         """One real round trip; raises ``StoreUnavailable`` when the store does not answer."""
 
+    def problem(self) -> str | None:
+        """What the driver last said about reaching the server (for ``doctor``, when a check
+        gets no answer in time); None when it said nothing."""
+        return None
+
     def preload(self) -> None:
         """Import what reaching the store needs. ``doctor`` calls it in the calling thread,
         untimed: a timed thread given up on in the middle of an import can abort the

@@ -104,6 +104,12 @@ class MongoDBStore(Store[DocumentPattern, DocumentCollection]):
         with self.errors():
             self.client.admin.command("ping")
 
+    def problem(self) -> str | None:
+        """The error pymongo's monitor last got from a server, if any."""
+        servers = self.client.topology_description.server_descriptions().values()
+        errors = [str(server.error) for server in servers if server.error is not None]
+        return errors[0] if errors else None
+
     def check_applied(self, collection: str) -> None:
         """Raise ``NotApplied`` for a collection ``apply`` never created (MongoDB would create
         it on the first write, without its indexes); asked once per collection."""

@@ -100,9 +100,19 @@ class TopicAdmin:
 
         self.label = label
         self.config = config
-        self.client = AdminClient(config.client_config())
+        self.client = AdminClient(config.client_config(error_cb=self._remember))
         self.timeout = config.request_timeout_ms / 1000
         self._partitions: dict[str, int] = {}
+        self._last_error: str | None = None
+
+    def _remember(self, error: Any) -> None:
+        self._last_error = error.str()
+
+    def last_error(self) -> str | None:
+        """librdkafka's last error report of this client (a refused connection, say): its
+        reports wait in a queue until the client is polled."""
+        self.client.poll(0)
+        return self._last_error
 
     def partitions(self, topic: str) -> int:
         """Partition count of a topic, from cluster metadata (cached)."""

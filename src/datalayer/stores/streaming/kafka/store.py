@@ -43,6 +43,9 @@ class KafkaStore(Store[StreamingPattern, Stream], StreamBackend):
     def ping(self) -> None:
         self.topics.ping()
 
+    def problem(self) -> str | None:
+        return self.topics.last_error()
+
     def close(self) -> None:
         self.producer.close()
 
