@@ -94,6 +94,7 @@ FEAST = (
     "tests/unit/test_cli.py::test_apply_is_idempotent",
     "tests/unit/test_cli.py::test_apply_creates_files_next_to_the_registry",
     "tests/unit/test_cli.py::test_doctor_example",
+    "tests/unit/test_cli.py::test_verbose_shows_log_lines_and_quiet_is_the_default",
     "tests/unit/test_cli.py::test_quickstart",
     "tests/unit/test_feast_decoders.py",
     "tests/unit/test_feast_yaml.py::test_a_redis_cluster_is_served_by_feast_and_the_store_says_so_once",

@@ -7,6 +7,7 @@ read, the parquet join), with the transformation applied once per request."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -282,6 +283,11 @@ def test_the_cli_reads_typed_entity_rows_with_request_data(template: Template) -
     )
     value = expected["transformed_conv_rate__conv_rate_plus_val1"][0]
     assert value is not None and str(value) in served.output
+    as_json = runner.invoke(
+        app, ["features", "online", "driver_activity_v1", "--row", row, "--json", *where]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == {"features": expected}
     wrong = runner.invoke(
         app,
         [

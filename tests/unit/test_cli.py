@@ -136,6 +136,33 @@ def test_describe_example(example: Path) -> None:
     assert "training sets: the fast join for views over parquet files, else Feast's" in out
 
 
+def test_validate_and_describe_speak_json_for_scripts(example: Path) -> None:
+    valid = run("validate", "--config", str(example), "--json")
+    assert valid.exit_code == 0, valid.output
+    assert json.loads(valid.stdout) == {
+        "file": str(example),
+        "profile": "local",
+        "valid": True,
+        "patterns": json.loads(valid.stdout)["patterns"],
+        "stores": 5,
+    }
+    described = run("describe", "--config", str(example), "--json")
+    assert described.exit_code == 0, described.output
+    found = json.loads(described.stdout)
+    by_name = {p["pattern"]: p for p in found["patterns"]}
+    assert by_name["services"]["category"] == "transactional"
+    assert by_name["service_features"]["store_type"] == "feast"
+    assert "training sets" in found["serving"]["features"]
+
+
+def test_verbose_shows_log_lines_and_quiet_is_the_default(example: Path) -> None:
+    quiet = run("apply", "--config", str(example))
+    loud = run("--verbose", "apply", "--config", str(example))
+    assert quiet.exit_code == 0 and loud.exit_code == 0, loud.output
+    assert "INFO " not in quiet.stderr
+    assert "INFO " in loud.stderr
+
+
 def test_apply_is_idempotent(example: Path) -> None:
     first = run("apply", "--config", str(example))
     assert first.exit_code == 0, first.output

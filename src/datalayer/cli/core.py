@@ -15,7 +15,9 @@ from datalayer.api import DataLayer, StoreHealth
 from datalayer.api import open as open_datalayer
 from datalayer.cli.render import (
     ConfigOption,
+    JsonOption,
     ProfileOption,
+    configure_logging,
     console,
     err_console,
     progress_bar,
@@ -31,11 +33,40 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show the log lines of datalayer and of the store drivers."
+        ),
+    ] = False,
+) -> None:
+    """Logging: warnings only, unless --verbose (then datalayer's, Feast's, Alembic's and
+    the drivers' own lines, at INFO)."""
+    configure_logging(verbose)
+
+
 @app.command()
 @reports_errors
-def validate(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+def validate(
+    config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False
+) -> None:
     """Check the registry: YAML, store types, categories, schemas, names and variables."""
     registry = load(config, profile)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "file": str(registry.file),
+                    "profile": registry.profile,
+                    "valid": True,
+                    "patterns": len(registry.patterns),
+                    "stores": len(registry.stores),
+                }
+            )
+        )
+        return
     console.print(
         f"[green]✓[/] {escape(str(registry.file))} is valid for profile "
         f"[bold]{registry.profile}[/]: {len(registry.patterns)} patterns on "
@@ -45,9 +76,28 @@ def validate(config: ConfigOption = None, profile: ProfileOption = None) -> None
 
 @app.command()
 @reports_errors
-def describe(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+def describe(
+    config: ConfigOption = None, profile: ProfileOption = None, as_json: JsonOption = False
+) -> None:
     """Show each pattern: its category, its store and what it occupies there."""
     registry = load(config, profile)
+    if as_json:
+        patterns = [
+            {
+                "pattern": name,
+                "category": pattern.category,
+                "store": pattern.store,
+                "store_type": registry.stores[pattern.store].type,
+                "store_target": registry.stores[pattern.store].target(),
+                "target": pattern.summary(),
+                "schema": pattern.schema_,
+            }
+            for name, pattern in registry.patterns.items()
+        ]
+        said = {name: store.serving(registry.base_dir) for name, store in registry.stores.items()}
+        paths = {name: text for name, text in said.items() if text is not None}
+        print(json.dumps({"profile": registry.profile, "patterns": patterns, "serving": paths}))
+        return
     table = Table(title=f"patterns ({registry.profile} profile)")
     for column in ("pattern", "category", "store", "store type", "target", "schema"):
         table.add_column(column)
@@ -111,9 +161,7 @@ def doctor(
     config: ConfigOption = None,
     profile: ProfileOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each store.")] = 5.0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per store, for scripts.")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Reach every store of the profile: one line per store, its latency or why it failed."""
     with open_datalayer(config, profile) as dl, console.status("checking stores..."):

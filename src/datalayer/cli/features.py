@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +14,14 @@ from rich.table import Table
 
 from datalayer.api import DataLayer
 from datalayer.api import open as open_datalayer
-from datalayer.cli.render import ConfigOption, ProfileOption, console, progress_bar, reports_errors
+from datalayer.cli.render import (
+    ConfigOption,
+    JsonOption,
+    ProfileOption,
+    console,
+    progress_bar,
+    reports_errors,
+)
 from datalayer.errors import DataLayerError
 
 features_app = typer.Typer(
@@ -76,6 +85,18 @@ def features_materialize(
     console.print(f"[green]✓[/] materialized up to {until.isoformat()}")
 
 
+def _jsonable(value: Any) -> Any:
+    """A feature value JSON has no type for: bytes as base64, times as ISO 8601, the rest as
+    text."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set):
+        return sorted(value, key=str)
+    return str(value)
+
+
 def _typed(text: str, kind: type | None, key: str, row: int) -> Any:
     """A ``--row`` value as the type its pattern declares for the key (text if none)."""
     if kind is None or kind is str:
@@ -102,6 +123,7 @@ def features_online(
     pattern: PatternArgument = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Read online features for entity rows, as a model service does (TTL applied)."""
     texts = []
@@ -118,6 +140,9 @@ def features_online(
             for i, text in enumerate(texts, start=1)
         ]
         served = view.online(rows)
+    if as_json:
+        print(json.dumps({"features": served}, default=_jsonable))
+        return
     table = Table(title="online features")
     table.add_column("feature")
     for i in range(len(rows)):

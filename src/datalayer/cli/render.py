@@ -4,6 +4,7 @@ and progress bars."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,39 @@ ProfileOption = Annotated[
         show_default=False,
     ),
 ]
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of text, for scripts.")
+]
+
+#: The loggers of the store drivers and the libraries under them, quiet unless --verbose.
+DRIVER_LOGGERS = (
+    "feast",
+    "alembic",
+    "librdkafka",
+    "pymongo",
+    "redis",
+    "sqlalchemy",
+    "py.warnings",
+    "dask",
+    "urllib3",
+)
+
+
+def configure_logging(verbose: bool) -> None:
+    """One stderr handler for every log line: datalayer's warnings, and with ``verbose``
+    everything at INFO from datalayer and the drivers (librdkafka's own lines too, see
+    ``KafkaConfig.client_config``). Python warnings (Feast raises a few on every call) go
+    through logging, so they are quiet too unless asked for."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.captureWarnings(True)
+    for name in DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

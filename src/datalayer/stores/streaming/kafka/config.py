@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,13 +66,18 @@ class KafkaConfig(StoreConfig):
 
     def client_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka settings of every client of this store, then ``extra``."""
+        # librdkafka's own log lines (dozens while a broker is down) stay off the terminal:
+        # failures surface as exceptions. They go to the Python logger "librdkafka" when it
+        # shows INFO (``datalayer --verbose``); ``options: {log_level: 7}`` sets the detail.
+        librdkafka = logging.getLogger("librdkafka")
+        logs: dict[str, Any] = {"log_level": 0}
+        if librdkafka.isEnabledFor(logging.INFO):
+            logs = {"log_level": 6, "logger": librdkafka}
         return {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "socket.timeout.ms": self.request_timeout_ms,
-            # librdkafka's own log lines (dozens while a broker is down) stay off the terminal:
-            # failures surface as exceptions. ``options: {log_level: 7}`` brings them back.
-            "log_level": 0,
+            **logs,
             **self.options,
             **extra,
         }
