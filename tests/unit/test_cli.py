@@ -195,6 +195,11 @@ def test_quickstart(example: Path) -> None:
     result = run("quickstart", "--config", str(example))
     assert result.exit_code == 0, result.output
     out = plain(result.output)
+    # at 80 columns (no terminal) no id is cut; it ends with where the data is and what next
+    assert len(re.findall(r"inc-al-\d{5} ", result.output)) == 5 and "inc-al-0…" not in out
+    assert f"sql (sqlite): {(example.parent / '.datalayer' / 'local.db').resolve()}" in out
+    for step in ("serve:", "datalayer features online --row", "train:", "register a pattern"):
+        assert step in out
     assert "incidents" in out
     assert "alerts.dlq" in out
     assert "Traceback" not in result.output
