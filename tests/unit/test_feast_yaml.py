@@ -181,11 +181,19 @@ def test_a_redis_cluster_is_served_by_feast_and_the_store_says_so_once(
 
 def test_describe_names_the_path_that_serves_online_reads(tmp_path: Path) -> None:
     redis = FeastConfig(type="feast", repo=str(repo(tmp_path, FOREIGN_REDIS)))
-    assert redis.serving(tmp_path).endswith("the fast Redis paths (127.0.0.1:6390/2)")
+    said = redis.serving(tmp_path)
+    assert "online reads and materialization: the fast Redis paths (127.0.0.1:6390/2)" in said
+    # the yaml names no offline store: Feast's default, the file store, read by the fast join
+    assert said.endswith("training sets: the fast join for views over parquet files, else Feast's")
     off = FeastConfig(type="feast", repo=str(tmp_path / "repo"), fast_paths="off")
     assert "Feast's (fast_paths: off)" in off.serving(tmp_path)
     cluster = "project: p\nonline_store: {type: redis, redis_type: redis_cluster}\n"
     folder = repo(tmp_path, cluster, "feature_store.local.yaml")
+    postgres = "project: p\noffline_store: {type: postgres, host: h}\n"
+    (tmp_path / "pg").mkdir()
+    assert "training sets: Feast's (offline store 'postgres'" in FeastConfig(
+        type="feast", repo=str(repo(tmp_path / "pg", postgres))
+    ).serving(tmp_path)
     assert "Feast's (online store 'redis of redis_type redis_cluster'" in FeastConfig(
         type="feast", repo=str(folder)
     ).serving(tmp_path)

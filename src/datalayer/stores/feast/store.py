@@ -177,7 +177,7 @@ class FeastConfig(StoreConfig):
             )
         else:
             online = f"online reads and materialization: the fast Redis paths ({server.describe()})"
-        if found.offline_type in ("file", "duckdb"):
+        if found.offline_type in ("file", "dask", "duckdb"):
             training = "training sets: the fast join for views over parquet files, else Feast's"
         else:
             training = (
