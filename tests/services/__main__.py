@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from datalayer.errors import redact
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "install":
         try:
             for name in names:  # install() writes the cache only, never the state folder
+                started = time.monotonic()
+                say(f"{name}: installing ...")
                 server_class(name)(Path(tempfile.gettempdir()), cache_dir()).install()
+                say(f"{name}: installed ({time.monotonic() - started:.1f} s)")
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             launcher = Launcher()
             try:
-                launcher.up(missing)
+                launcher.up(missing, say=say)
             except ServiceError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop(state.pop(name))
         save_state(STATE_FILE, state)
     return 0
+
+
+def say(line: str) -> None:
+    """A progress line, on stderr: stdout holds only what ``eval`` reads."""
+    print(f"services: {line}", file=sys.stderr, flush=True)
 
 
 def print_env(state: dict[str, Running]) -> None:

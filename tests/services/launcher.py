@@ -11,6 +11,8 @@ import json
 import os
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -110,18 +112,25 @@ class Launcher:
         self.running[name] = running
         return running
 
-    def up(self, names: list[str]) -> dict[str, Running]:
-        """Start several servers: installs one after another, starts in parallel."""
+    def up(self, names: list[str], say: Callable[[str], None] | None = None) -> dict[str, Running]:
+        """Start several servers: installs one after another, starts in parallel; ``say``
+        hears one line per step with its time."""
+        tell = say or (lambda line: None)
         for name in names:
             if not os.environ.get(ENV_VARS[name]) and not self.in_container(name):
+                started = time.monotonic()
                 self.local(name).install()
+                tell(f"{name}: installed ({time.monotonic() - started:.1f} s)")
         errors: dict[str, BaseException] = {}
 
         def start_one(name: str) -> None:
+            started = time.monotonic()
             try:
-                self.start(name)
+                running = self.start(name)
             except BaseException as exc:
                 errors[name] = exc
+                return
+            tell(f"{name}: ready, {running.mode} ({time.monotonic() - started:.1f} s)")
 
         threads = [threading.Thread(target=start_one, args=(n,)) for n in names]
         for thread in threads:
