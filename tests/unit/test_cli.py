@@ -131,6 +131,8 @@ def test_describe_example(example: Path) -> None:
         assert name in out
     assert "streaming" in out
     assert "6 partitions" in out
+    # at 80 columns (no terminal): lower-value columns go, no value is cut
+    assert "…" not in result.output and "service_features" in result.output
     # Which path serves the Feast store's reads: the local profile's SQLite goes through Feast.
     assert "store features: online reads and materialization: Feast's (online store 'sqlite'" in out
     assert "training sets: the fast join for views over parquet files, else Feast's" in out

@@ -20,6 +20,7 @@ from datalayer.cli.render import (
     configure_logging,
     console,
     err_console,
+    fitted_table,
     progress_bar,
     reports_errors,
 )
@@ -98,20 +99,27 @@ def describe(
         paths = {name: text for name, text in said.items() if text is not None}
         print(json.dumps({"profile": registry.profile, "patterns": patterns, "serving": paths}))
         return
-    table = Table(title=f"patterns ({registry.profile} profile)")
-    for column in ("pattern", "category", "store", "store type", "target", "schema"):
-        table.add_column(column)
-    for name, pattern in registry.patterns.items():
-        store = registry.stores[pattern.store]
-        table.add_row(
-            name,
-            pattern.category,
-            pattern.store,
-            f"{store.type} ({escape(store.target())})",
-            escape(pattern.summary()),
-            escape(pattern.schema_ or "-"),
+    rows = [
+        {
+            "pattern": name,
+            "category": pattern.category,
+            "store": pattern.store,
+            "store type": f"{registry.stores[pattern.store].type} "
+            f"({registry.stores[pattern.store].target()})",
+            "target": pattern.summary(),
+            "schema": pattern.schema_ or "-",
+        }
+        for name, pattern in registry.patterns.items()
+    ]
+    console.print(
+        fitted_table(
+            f"patterns ({registry.profile} profile)",
+            rows,
+            keep=["pattern", "category", "store"],
+            drop_first=["schema", "store type"],
+            width=console.width,
         )
-    console.print(table)
+    )
     for name, store in registry.stores.items():
         serving = store.serving(registry.base_dir)
         if serving is not None:

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from datalayer.errors import DataLayerError, MissingDriver, redact
 
@@ -85,6 +86,39 @@ def configure_logging(verbose: bool) -> None:
     logging.captureWarnings(True)
     for name in DRIVER_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def fitted_table(
+    title: str,
+    rows: list[dict[str, str]],
+    *,
+    keep: list[str],
+    drop_first: list[str],
+    width: int,
+) -> Table:
+    """A table that fits ``width`` without cutting a value: the ``keep`` columns (ids, names)
+    and the ``drop_first`` ones never wrap; the ``drop_first`` columns go, in order, while
+    they would not fit next to a readable share of the others, which wrap."""
+    columns = list(rows[0]) if rows else [*keep, *drop_first]
+
+    def longest(column: str) -> int:
+        return max([len(column), *(len(row[column]) for row in rows)])
+
+    whole = [*keep, *drop_first]
+    for dropped in [*drop_first, None]:
+        needed = sum(longest(c) + 3 if c in whole else min(longest(c), 16) + 3 for c in columns)
+        if needed + 1 <= width or dropped is None:
+            break
+        columns.remove(dropped)
+    table = Table(title=title)
+    for column in columns:
+        if column in whole:
+            table.add_column(column, no_wrap=True, min_width=longest(column))
+        else:
+            table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(row[c]) for c in columns))
+    return table
 
 
 F = TypeVar("F", bound=Callable[..., Any])
