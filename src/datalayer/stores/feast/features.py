@@ -151,9 +151,10 @@ class FeastFeatures(FeatureBackend):
             if any(ref.split(":", 1)[0] in views for ref in wanted):
                 try:
                     plan = OnDemandRead.plan(wanted, views)
-                except QueryError as exc:
-                    exc.store = self.store.name
-                    raise QueryError(f"pattern '{self.pattern.name}': {exc}") from None
+                except QueryError as exc:  # an on-demand view datalayer does not compute
+                    raise QueryError(
+                        f"pattern '{self.pattern.name}': {exc.message}", store=self.store.name
+                    ) from None
             self._on_demand[wanted] = plan
         return self._on_demand[wanted]
 
