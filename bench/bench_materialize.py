@@ -72,7 +72,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -473,10 +473,18 @@ def child(spec: dict[str, Any]) -> int:
             store = FeatureStore(repo_path=spec["repo"], fs_yaml_file=Path(spec["yaml"]))
             store.materialize(start, end)
 
+    return measured_in_child(materialize, bool(spec.get("profile")), sampler, after_imports)
+
+
+def measured_in_child(
+    materialize: Callable[[], object], profile: bool, sampler: RssSampler, after_imports: float
+) -> int:
+    """Run a child's contender, then print its time and memory as one JSON line (its
+    cProfile listing too, when asked): stdout carries only that line."""
     listing = ""
     began = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result
-        if spec.get("profile"):
+    with contextlib.redirect_stdout(sys.stderr):
+        if profile:
             listing = profile_top(materialize, limit=30, sort="cumulative")
         else:
             materialize()

@@ -66,7 +66,6 @@ reads and of an extra, untimed materialization run of ours):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import math
@@ -89,7 +88,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redis
-from bench_materialize import RssSampler, delete_keys, fail, peak_rss_mib, project_keys
+from bench_materialize import (
+    RssSampler,
+    delete_keys,
+    fail,
+    measured_in_child,
+    peak_rss_mib,
+    project_keys,
+)
 from bench_online import code_revision
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -421,24 +427,7 @@ def child(spec: dict[str, Any]) -> int:
         else:
             FeatureStore(repo_path=spec["repo"]).materialize(start, end, feature_views=[VIEW])
 
-    listing = ""
-    began = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result
-        if spec.get("profile"):
-            listing = profile_top(materialize, limit=30, sort="cumulative")
-        else:
-            materialize()
-    seconds = time.perf_counter() - began
-    timeline = sampler.stop()
-    result = {
-        "seconds": seconds,
-        "peak_rss_mib": peak_rss_mib(),
-        "rss_after_imports_mib": after_imports,
-        "rss_timeline_mib": timeline,
-        "profile": listing,
-    }
-    print(json.dumps(result), flush=True)
-    return 0
+    return measured_in_child(materialize, bool(spec.get("profile")), sampler, after_imports)
 
 
 @dataclass
@@ -447,6 +436,7 @@ class Run:
     drivers: int
     seconds: float
     peak_rss_mib: float
+    ru_maxrss_mib: float
     rss_after_imports_mib: float
     rss_timeline_mib: list[float] = field(default_factory=list)
     keys: int = 0
@@ -537,7 +527,7 @@ def materialization(
             folder / f"{contender}-{size}.log",
             profile=contender == "profiled",
         )
-        listing = result.pop("profile")
+        listing = result.pop("profile", "")
         keys = sum(1 for _ in project_keys(client, project))
         if keys != size:
             fail(label, [f"{keys:,} keys in Redis for {size:,} drivers"])
