@@ -155,8 +155,18 @@ class Migrations:
     @contextmanager
     def _config(self) -> Iterator[Config]:
         """Alembic's config on a connection in a transaction, committed at the end."""
-        with self.engine.begin() as connection:
+        with self._commands(), self.engine.begin() as connection:
             yield self._config_on(connection)
+
+    @contextmanager
+    def _commands(self) -> Iterator[None]:
+        """Alembic's refusals (an unknown revision, say) as errors naming the store."""
+        from alembic.util import CommandError
+
+        try:
+            yield
+        except CommandError as exc:
+            raise DataLayerError(f"{self.label}: {exc}", store=self.label.name) from exc
 
     def _config_on(self, connection: sa.Connection) -> Config:
         if not has_environment(self.folder):
@@ -185,7 +195,8 @@ class Migrations:
             try:
                 before = _schema(connection)
                 current = MigrationContext.configure(connection).get_current_revision()
-                command.downgrade(self._config_on(connection), revision)
+                with self._commands():
+                    command.downgrade(self._config_on(connection), revision)
                 after = _schema(connection)
                 target = MigrationContext.configure(connection).get_current_revision()
             finally:

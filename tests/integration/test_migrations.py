@@ -183,6 +183,21 @@ def test_revisions_follow_the_registry_up_and_down(project: tuple[Path, str]) ->
     assert columns(url, "oncall") == ["team_id", "week", "engineer"]
     history = cli(folder, "migrations", "history")
     assert "teams" in history and "region and oncall" in history
+    unknown = CliRunner().invoke(
+        app,
+        [
+            "migrations",
+            "downgrade",
+            "';DROP TABLE teams",
+            "--config",
+            str(folder / "datalayer.yaml"),
+            "--profile",
+            "test",
+        ],
+    )
+    assert unknown.exit_code == 1 and "internal error" not in unknown.output
+    assert "Can't locate revision identified by ''" in unknown.output
+    assert columns(url, "teams") == ["team_id", "name", "created_at", "region"]
 
 
 def test_the_shipped_revisions_build_the_example_tables(
