@@ -89,7 +89,7 @@ FEAST = (
     "tests/integration/test_online_fast_path.py",
     "tests/integration/test_training_fast_path.py",
     "tests/integration/test_quickstart.py",
-    "tests/integration/test_readme.py::test_the_readme_runs_as_written_on_the_embedded_profile",
+    "tests/integration/test_first_hour.py",
     "tests/integration/test_new_pattern.py",
     "tests/integration/test_migrations.py::test_the_shipped_revisions_build_the_example_tables",
     "tests/unit/test_cli.py::test_apply_is_idempotent",
@@ -108,7 +108,7 @@ LINT = ("tests/unit/test_code_quality.py",)
 #: Tests that took more than 5 s in a run of the whole suite (``--durations=0``), by node id
 #: or a prefix of it.
 SLOW = (
-    "tests/integration/test_readme.py::test_the_readme_runs_as_written_on_the_embedded_profile",
+    "tests/integration/test_first_hour.py",
     "tests/unit/test_code_quality.py::test_tool_passes[mypy]",
     "tests/integration/test_faults.py::test_stopped_kafka_fails_publish_within_the_delivery_timeout_then_recovers",
     "tests/integration/test_new_pattern.py::test_a_new_pattern_of_each_category_needs_only_config_and_a_schema",

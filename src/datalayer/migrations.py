@@ -8,6 +8,7 @@ upgrades to head. A project's ``migrations/`` folder (next to its registry) hold
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -175,7 +176,8 @@ class Migrations:
                 "(create one with 'datalayer migrations init')",
                 store=self.label.name,
             )
-        config = Config()
+        # quiet: Alembic's own lines ("Generating <path> ... done") would repeat ours, unwrapped
+        config = Config(cmd_opts=argparse.Namespace(quiet=True))
         config.set_main_option("script_location", str(self.folder))
         config.set_main_option(
             "file_template",

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from datalayer import __version__
 from datalayer.api import DataLayer, StoreHealth
@@ -132,17 +131,21 @@ def apply(config: ConfigOption = None, profile: ProfileOption = None) -> None:
     """Create the tables, topics, collections and indexes of the profile (idempotent)."""
     with open_datalayer(config, profile) as dl:
         results = apply_with_progress(dl)
-        table = Table(title=f"apply ({dl.profile} profile)")
-        table.add_column("store")
-        table.add_column("type")
-        table.add_column("result")
-        for result in results:
-            text = (
-                escape("\n".join(result.actions))
-                if result.actions
-                else f"[yellow]skipped:[/] {escape(result.skipped)}"
-            )
-            table.add_row(escape(result.store), result.type, text)
+        rows = [
+            {
+                "store": result.store,
+                "type": result.type,
+                "result": "\n".join(result.actions) or f"skipped: {result.skipped}",
+            }
+            for result in results
+        ]
+        table = fitted_table(
+            f"apply ({dl.profile} profile)",
+            rows,
+            keep=["store"],
+            drop_first=["type"],
+            width=console.width,
+        )
         console.print(table)
 
 
@@ -220,8 +223,8 @@ def quickstart(
     seed: Annotated[int, typer.Option(help="Seed of the sample data.")] = 7,
 ) -> None:
     """The main job: apply the registry, load the example data, group alerts into incidents."""
+    from datalayer.cli.report import print_summary
     from datalayer.examples import quickstart as job
-    from datalayer.examples.report import print_summary
 
     with open_datalayer(config, profile) as dl:
         apply_with_progress(dl)

@@ -11,7 +11,13 @@ import typer
 from rich.markup import escape
 
 from datalayer.api import open as open_datalayer
-from datalayer.cli.render import ConfigOption, ProfileOption, console, reports_errors
+from datalayer.cli.render import (
+    ConfigOption,
+    ProfileOption,
+    console,
+    reports_errors,
+    shown_path,
+)
 from datalayer.errors import DataLayerError
 from datalayer.migrations import Migrations
 
@@ -38,7 +44,7 @@ def migrations_new(
     if path is None:
         console.print("[yellow]no changes[/]: the database already matches the registry")
     else:
-        console.print(f"[green]✓[/] new revision {escape(str(path))}")
+        console.print(f"[green]✓[/] new revision {escape(shown_path(path))}", soft_wrap=True)
 
 
 def _move(

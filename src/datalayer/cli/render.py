@@ -121,6 +121,15 @@ def fitted_table(
     return table
 
 
+def shown_path(path: Path) -> str:
+    """A path as short as it is unambiguous: relative when it is under the working directory."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -169,6 +178,6 @@ def progress_bar(width: int = 36, *, transient: bool = False) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=err_console,
         transient=transient,
     )

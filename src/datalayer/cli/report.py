@@ -3,6 +3,7 @@ features a model service reads and a sample of the training set."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from rich.console import Console
@@ -10,6 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from datalayer.api import DataLayer
+from datalayer.cli.render import fitted_table, shown_path
+from datalayer.config import config_path, profile_name
 from datalayer.examples.quickstart import Summary
 
 
@@ -25,16 +28,20 @@ def print_summary(console: Console, dl: DataLayer, summary: Summary) -> None:
 
 def _print_where_and_next(console: Console, dl: DataLayer, summary: Summary) -> None:
     """Each store's place (a file on the embedded profile, a URL without its password on
-    services), then three next steps."""
+    services), then three next steps, as commands short enough to copy from a narrow terminal."""
     registry = dl.registry
     console.print("[bold]where the data is[/]")
     for name, config in registry.stores.items():
         target = config.target()
         local = registry.base_dir / target.split(" ")[0]
         if "://" not in target and local.exists():
-            target = str(local.resolve())
+            target = shown_path(local)
         console.print(f"  {escape(name)} ({config.type}): {escape(target)}", soft_wrap=True)
-    where = f" --config {registry.file} --profile {dl.profile}"
+    where = ""
+    if config_path() != registry.file:
+        where += f" --config {shown_path(registry.file)}"
+    if profile_name() != dl.profile:
+        where += f" --profile {dl.profile}"
     keys = summary.online_features or {"service_id": "svc-01", "account_id": "acct-1"}
     row = f"service_id={keys['service_id']},account_id={keys['account_id']}"
     console.print("[bold]next[/]")
@@ -44,16 +51,19 @@ def _print_where_and_next(console: Console, dl: DataLayer, summary: Summary) -> 
             f"datalayer features online --row {row}{where}",
         ),
         (
-            "train: a point-in-time training set, from a CSV with the columns service_id,"
-            "account_id,event_timestamp",
+            "train: a point-in-time training set for the rows of a CSV with the columns "
+            "service_id, account_id and event_timestamp",
             f"datalayer features historical --entities entities.csv --output training.parquet"
             f"{where}",
         ),
         ("register a pattern of your own", "README.md, 'Registering a new pattern'"),
     )
     for what, how in steps:
-        console.print(f"  {escape(what)}:", soft_wrap=True)
-        console.print(f"    {escape(how)}", soft_wrap=True)
+        prose = textwrap.fill(
+            f"{what}:", console.width, initial_indent="  ", subsequent_indent="  "
+        )
+        console.print(escape(prose), soft_wrap=True)
+        console.print(f"    {escape(how)}", soft_wrap=True)  # a command is never broken
 
 
 def _placement(dl: DataLayer, summary: Summary) -> Table:
@@ -87,7 +97,6 @@ def _placement(dl: DataLayer, summary: Summary) -> Table:
 def _largest(summary: Summary, width: int) -> Table:
     """The largest incidents; ids are never cut: on a narrow terminal the fingerprint and the
     times go first."""
-    largest = Table(title="largest incidents")
     rows = [
         {
             "incident": inc["incident_id"],
@@ -100,31 +109,37 @@ def _largest(summary: Summary, width: int) -> Table:
         }
         for inc in summary.largest
     ]
-    columns = ["incident", "service", "fingerprint", "severity", "alerts", "from", "to"]
-    for dropped in ("fingerprint", "from", "to"):
-        needed = sum(max([len(c), *(len(r[c]) for r in rows)]) + 3 for c in columns) + 1
-        if needed <= width:
-            break
-        columns.remove(dropped)
-    for column in columns:
-        largest.add_column(column, no_wrap=True)
-    for row in rows:
-        largest.add_row(*(row[c] for c in columns))
-    return largest
+    return fitted_table(
+        "largest incidents",
+        rows,
+        keep=["incident", "service", "severity", "alerts"],
+        drop_first=["fingerprint", "from", "to"],
+        width=width,
+    )
 
 
 def _print_features(console: Console, summary: Summary) -> None:
     """The features a model service read for the incoming alert, and the training set."""
     alert = summary.incoming_alert
-    served = Table(
-        title=f"online features for incoming alert {alert['alert_id']} "
+    title = (
+        f"online features for incoming alert {alert['alert_id']} "
         f"({alert['service_id']}, {alert['severity']}), as a model service reads them"
     )
-    served.add_column("feature")
-    served.add_column("value")
-    for name, value in summary.online_features.items():
-        served.add_row(name, "-" if value is None else str(value))
-    console.print(served)
+    served = {
+        name: "-" if value is None else str(value)
+        for name, value in summary.online_features.items()
+    }
+    if max(len(n) + len(v) for n, v in served.items()) + 7 > console.width:
+        console.print(f"[bold]{escape(title)}[/]")  # too narrow for a table that cuts nothing
+        for name, value in served.items():
+            console.print(f"  {escape(name)} = {escape(value)}", soft_wrap=True)
+    else:
+        table = Table(title=title)
+        table.add_column("feature", no_wrap=True)
+        table.add_column("value", no_wrap=True)
+        for name, value in served.items():
+            table.add_row(escape(name), escape(value))
+        console.print(table)
     frame = summary.training_set
     filled = (
         frame.drop(columns=["service_id", "account_id", "event_timestamp"]).notna().mean().mean()
@@ -133,12 +148,22 @@ def _print_features(console: Console, summary: Summary) -> None:
         f"[bold]training set[/] (point-in-time, {summary.feature_views} feature views): "
         f"{len(frame)} rows x {frame.shape[1] - 3} features, {filled:.0%} of values present"
     )
-    sample = Table(title="training set, first rows (a few columns)")
-    shown = ["service_id", "event_timestamp", *[c for c in frame.columns if "__" in c][:4]]
-    for column in shown:
-        sample.add_column(column.split("__")[-1], no_wrap=column in shown[:2])
-    for _, record in frame.head(6).iterrows():
-        sample.add_row(*(_cell(record[c]) for c in shown))
+    features = [c for c in frame.columns if "__" in c][:4]
+    rows = [
+        {
+            "service_id": _cell(record["service_id"]),
+            "event_timestamp": _cell(record["event_timestamp"]),
+        }
+        | {c.split("__")[-1]: _cell(record[c]) for c in features}
+        for _, record in frame.head(6).iterrows()
+    ]
+    sample = fitted_table(
+        "training set, first rows (a few columns)",
+        rows,
+        keep=["service_id", "event_timestamp"],
+        drop_first=[c.split("__")[-1] for c in reversed(features)],
+        width=console.width,
+    )
     console.print(sample)
 
 
