@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -180,9 +180,12 @@ class DataLayer:
             results.append(ApplyResult(store_name, config.type, actions))
         return results
 
-    def doctor(self, timeout: float = 5.0) -> list[StoreHealth]:
-        """Reach every store of the profile; each check gives up after ``timeout`` seconds."""
-        return [self._check(name, timeout) for name in self.registry.stores]
+    def doctor(
+        self, timeout: float = 5.0, stores: Sequence[str] | None = None
+    ) -> list[StoreHealth]:
+        """Reach every store of the profile (or those named); each check gives up after
+        ``timeout`` seconds."""
+        return [self._check(name, timeout) for name in stores or self.registry.stores]
 
     def _check(self, name: str, timeout: float) -> StoreHealth:
         """Reach one store: its imports first, here and untimed (a timed thread given up on

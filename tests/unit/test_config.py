@@ -835,3 +835,77 @@ def test_feast_project_and_fast_paths_settings() -> None:
     assert FeastConfig(type="feast", fast_paths="off").fast_paths == "off"
     with pytest.raises(ValidationError):
         FeastConfig(type="feast", fast_paths="on")  # type: ignore[arg-type]
+
+
+# the serve block ---------------------------------------------------------------------------------
+
+SERVE_PATTERNS = """\
+scores:
+  category: feature
+  store: features
+  features: ["v:f"]
+seen:
+  category: key-value
+  store: cache
+"""
+FEAST_STORES = STORES.replace(
+    "    cache: {type: embedded-kv, path: kv.db}\n",
+    "    cache: {type: embedded-kv, path: kv.db}\n    features: {type: feast, repo: repo}\n",
+)
+
+
+def served(tmp_path: Path, serve: str) -> Path:
+    (tmp_path / "repo").mkdir(exist_ok=True)
+    (tmp_path / "repo" / "feature_store.yaml").write_text("project: p\n")
+    path = registry(tmp_path, SERVE_PATTERNS, FEAST_STORES)
+    path.write_text(path.read_text() + textwrap.dedent(serve))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("serve", "where", "says"),
+    [
+        (
+            "serve: {tokens: {m: {env: 'not a name', patterns: [scores]}}}",
+            "serve.tokens.m.env",
+            "must name an environment variable",
+        ),
+        (
+            "serve: {tokens: {m: {env: T, patterns: [seen]}}}",
+            "serve.tokens.m.patterns.0",
+            "'seen' is not a feature pattern; feature patterns: scores",
+        ),
+        (
+            "serve: {tokens: {m: {env: T, patterns: [scores], scopes: [write]}}}",
+            "serve.tokens.m.scopes.0",
+            "'read' or 'push'",
+        ),
+        ("serve: {max_entitys: 5}", "serve.max_entitys", "did you mean 'max_entities'"),
+        ("serve: {max_entities: 0}", "serve.max_entities", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_serve_block_names_the_key(tmp_path: Path, serve: str, where: str, says: str) -> None:
+    err = load_error(served(tmp_path, serve))
+    assert err.path == where and says in str(err), str(err)
+
+
+def test_tokens_come_from_the_environment_and_are_named_when_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = served(
+        tmp_path,
+        "serve: {tokens: {a: {env: TOK_A, patterns: ['*']}, b: {env: TOK_B, patterns: [scores]}}}",
+    )
+    config = load(path, "local").serve
+    assert config.tokens["a"].allows("scores", "read")
+    assert not config.tokens["b"].allows("scores", "push")
+    monkeypatch.setenv("TOK_A", "short")
+    with pytest.raises(ConfigError) as info:
+        config.secrets(str(path))
+    message = str(info.value)
+    assert "TOK_A (token 'a') is shorter than 16" in message
+    assert "TOK_B (token 'b') is not set" in message
+    assert "short" not in message.replace("shorter", "")
+    monkeypatch.setenv("TOK_A", "a" * 16)
+    monkeypatch.setenv("TOK_B", "b" * 32)
+    assert config.secrets(str(path)) == {"a": b"a" * 16, "b": b"b" * 32}

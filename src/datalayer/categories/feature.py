@@ -143,6 +143,9 @@ class FeatureView:
         references = self.references()
         if features is None:
             return references
+        repeated = sorted({f for f in features if list(features).count(f) > 1})
+        if repeated:
+            raise QueryError(f"pattern '{self.pattern.name}': features lists {repeated} twice")
         unknown = [f for f in features if f not in references]
         if unknown:
             raise NotFound(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from datalayer.categories import CATEGORIES, AnyPattern
+from datalayer.config.serve import ServeConfig
 from datalayer.config.store_types import load_store_type, serves, store_types
 from datalayer.errors import ConfigError, MissingDriver, did_you_mean
 from datalayer.patterns import PatternConfig, import_schema, schema_has_field
@@ -45,6 +46,7 @@ class Registry:
     stores: dict[str, StoreConfig]
     patterns: dict[str, PatternConfig]
     profiles: list[str] = field(default_factory=list)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     @property
     def base_dir(self) -> Path:
@@ -57,6 +59,7 @@ class _FileShape(BaseModel):
     version: Literal[1]
     profiles: dict[Name, dict[Name, Any]]
     patterns: dict[Name, Any]
+    serve: Any = None
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -114,7 +117,8 @@ class _Loader:
             for name, entry in shape.patterns.items()
         }
         self.check_targets(patterns)
-        return Registry(self.file, self.profile, stores, patterns, list(shape.profiles))
+        serve = self.serve(shape.serve, patterns)
+        return Registry(self.file, self.profile, stores, patterns, list(shape.profiles), serve)
 
     def parse(self) -> Any:
         try:
@@ -325,6 +329,20 @@ class _Loader:
                         (*path, attribute),
                     )
         return pattern
+
+    def serve(self, entry: Any, patterns: dict[str, PatternConfig]) -> ServeConfig:
+        """The ``serve`` block; each token's patterns must be feature patterns of the file."""
+        config: ServeConfig = self.validated(ServeConfig, entry or {}, ("serve",))
+        served = [name for name, p in patterns.items() if p.category == "feature"]
+        for token_name, token in config.tokens.items():
+            for i, name in enumerate(token.patterns):
+                if name != "*" and name not in served:
+                    raise self.error(
+                        f"'{name}' is not a feature pattern{did_you_mean(name, served)}; "
+                        f"feature patterns: {', '.join(served) or 'none'} (or '*' for all)",
+                        ("serve", "tokens", token_name, "patterns", i),
+                    )
+        return config
 
     def check_targets(self, patterns: dict[str, PatternConfig]) -> None:
         """Two patterns may not share a table, topic or collection on one store, even under
