@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -77,6 +78,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None
 
     def call(
         self,
@@ -93,7 +95,7 @@ class Server:
         if token is not None:
             request.add_header("authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with urllib.request.urlopen(request, timeout=30, context=self.tls) as response:
                 return Answer(response.status, dict(response.headers), response.read())
         except urllib.error.HTTPError as exc:
             return Answer(exc.code, dict(exc.headers), exc.read())
@@ -105,7 +107,13 @@ class Server:
         return self.process.wait(timeout=60)
 
 
-def start(registry: Path, profile: str, *args: str, env: dict[str, str] | None = None) -> Server:
+def start(
+    registry: Path,
+    profile: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Server:
     """Start ``datalayer serve`` on a free loopback port; ready once ``/health`` answers."""
     port = free_port()
     log = registry.parent / f"serve-{port}.log"
@@ -116,7 +124,8 @@ def start(registry: Path, profile: str, *args: str, env: dict[str, str] | None =
         stderr=log.open("wb"),
         env=environment,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log, environment)
+    scheme = "https" if tls else "http"
+    server = Server(f"{scheme}://127.0.0.1:{port}", process, log, environment, tls)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -498,3 +507,33 @@ def test_a_store_that_does_not_answer_is_a_503_and_the_server_recovers(
         assert again.json() == first.json()
     finally:
         assert server.stop() == STOPPED, server.log.read_text()
+
+
+def test_tls_serves_https_with_the_given_certificate(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    trusted = ssl.create_default_context(cafile=str(cert))
+    registry = example(tmp_path, serve={})
+    server = start(registry, "local", "--certfile", str(cert), "--keyfile", str(key), tls=trusted)
+    try:
+        answer = server.call(
+            "POST", "/v1/features/account_features", {"entities": [{"account_id": "acct-1"}]}
+        )
+        assert answer.status == 200 and answer.json()["features"]["account_id"] == ["acct-1"]
+        # a client that does not trust the certificate does not get through
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            Server(server.url, server.process, server.log, tls=ssl.create_default_context()).call(
+                "GET", "/health"
+            )
+    finally:
+        assert server.stop() == STOPPED, server.log.read_text()
+    half = run_serve(registry, "--certfile", str(cert), env={})
+    assert half.returncode == 1 and "--certfile and --keyfile go together" in half.stderr
