@@ -3,6 +3,7 @@ over HTTP, its answers compared with the in-process read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -126,17 +127,23 @@ def start(
     )
     scheme = "https" if tls else "http"
     server = Server(f"{scheme}://127.0.0.1:{port}", process, log, environment, tls)
-    deadline = time.monotonic() + 90
+    return healthy(server, "datalayer serve", 90)
+
+
+def healthy(server: Server, what: str, seconds: float) -> Server:
+    """``server`` once ``/health`` answers 200; the test fails with its log otherwise."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"datalayer serve exited {process.returncode}:\n{log.read_text()}")
+        if server.process.poll() is not None:
+            code = server.process.returncode
+            pytest.fail(f"{what} exited {code}:\n{server.log.read_text()}")
         try:
             if server.call("GET", "/health").status == 200:
                 return server
         except OSError:
             time.sleep(0.2)
     server.stop()
-    pytest.fail(f"datalayer serve did not answer within 90 s:\n{log.read_text()}")
+    pytest.fail(f"{what} did not answer within {seconds:g} s:\n{server.log.read_text()}")
 
 
 def example(folder: Path, **changes: Any) -> Path:
@@ -537,3 +544,274 @@ def test_tls_serves_https_with_the_given_certificate(tmp_path: Path) -> None:
         assert server.stop() == STOPPED, server.log.read_text()
     half = run_serve(registry, "--certfile", str(cert), env={})
     assert half.returncode == 1 and "--certfile and --keyfile go together" in half.stderr
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server over feature data that ends now (Feast's server reads at now, so values are
+    fresh enough to compare), without tokens."""
+    folder = tmp_path_factory.mktemp("serve-now")
+    registry_file = copy_example(folder)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["patterns"]["account_features"] = ACCOUNT_FEATURES
+    registry["serve"] = {
+        "tokens": {
+            "pusher": {"env": "DL_TEST_READER", "patterns": ["*"], "scopes": ["read", "push"]}
+        }
+    }
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    with datalayer.open(registry_file, "local") as dl:
+        dl.apply()
+        end = load_example_features(dl)
+        dl.features("service_features").materialize(end - timedelta(days=3), end)
+    server = start(registry_file, "local")
+    yield server
+    assert server.stop() == STOPPED, server.log.read_text()
+
+
+def feast_serve(repo: Path) -> Server:
+    """Feast's own feature server on the same repository (its yaml, its registry, its
+    online store), started the way its CLI starts it."""
+    port = free_port()
+    log = repo / f"feast-serve-{port}.log"
+    env = {**os.environ, "DATALAYER_FEAST_PROJECT": "alerting"}
+    process = subprocess.Popen(
+        ["feast", "-f", "feature_store.local.yaml", "serve", "--port", str(port)],
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        env=env,
+    )
+    return healthy(Server(f"http://127.0.0.1:{port}", process, log), "feast serve", 120)
+
+
+def by_name(answer: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    names = answer["metadata"]["feature_names"]
+    return dict(zip(names, answer["results"], strict=True))
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True])
+def test_get_online_features_answers_as_feast_s_own_server(
+    fresh: Server, full_feature_names: bool
+) -> None:
+    """The same request to both servers: the same columns, values, statuses and event times,
+    but for values past their view's TTL, which Feast serves as PRESENT and we as null with
+    OUTSIDE_MAX_AGE (the README's documented difference)."""
+    feast = feast_serve(fresh.log.parent / "feature_repo")
+    body = {
+        "feature_service": "alert_grouping_v1",
+        "entities": {
+            "service_id": ["svc-01", "svc-02", "svc-nope"],
+            "account_id": ["acct-1", "acct-2", "acct-nope"],
+        },
+        "full_feature_names": full_feature_names,
+    }
+    try:
+        theirs = feast.call("POST", "/get-online-features", body)
+    finally:
+        feast.stop()
+    ours = fresh.call("POST", "/get-online-features", body, token=READER)
+    assert theirs.status == 200 and ours.status == 200, (theirs.body, ours.body)
+    expected, got = by_name(theirs.json()), by_name(ours.json())
+    assert sorted(got) == sorted(expected)
+    expired = 0
+    for name, column in expected.items():
+        for i, status in enumerate(got[name]["statuses"]):
+            mine = {key: got[name][key][i] for key in column}
+            feast_row = {key: column[key][i] for key in column}
+            if status == "OUTSIDE_MAX_AGE":
+                expired += 1
+                assert feast_row["statuses"] == "PRESENT" and mine["values"] is None
+                assert mine["event_timestamps"] == feast_row["event_timestamps"]
+            else:
+                assert mine == feast_row, name
+    assert expired < sum(len(c["statuses"]) for c in expected.values()) // 2
+
+
+def test_feast_s_remote_online_store_reads_through_datalayer_serve(
+    fresh: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feast's own client code path: a repository whose online store is ``remote``, pointed at
+    our server, reads what ``online()`` reads; Feast's client sends our bearer token from the
+    variable its ``oidc`` auth names."""
+    from feast import FeatureStore
+
+    repo = fresh.log.parent / "remote_repo"
+    repo.mkdir(exist_ok=True)
+    registry_db = fresh.log.parent / "feature_repo" / "data" / "registry.db"
+    (repo / "feature_store.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "project": "alerting",
+                "provider": "local",
+                "registry": str(registry_db),
+                "online_store": {"type": "remote", "path": fresh.url},
+                "auth": {"type": "oidc", "token_env_var": "DL_TEST_READER"},
+                "entity_key_serialization_version": 3,
+            }
+        )
+    )
+    rows = [
+        {"service_id": "svc-01", "account_id": "acct-1"},
+        {"service_id": "svc-nope", "account_id": "acct-2"},
+    ]
+    monkeypatch.setenv("DL_TEST_READER", READER)
+    store = FeatureStore(repo_path=str(repo))
+    read = store.get_online_features(
+        features=store.get_feature_service("alert_grouping_v1"), entity_rows=rows
+    ).to_dict()
+    with datalayer.open(fresh.log.parent / "datalayer.yaml", "local") as dl:
+        expected = dl.features("service_features").online(rows)
+    assert {k: read[k] for k in read} == {(k.split("__", 1)[-1]): v for k, v in expected.items()}
+
+
+def test_push_then_read_and_the_push_scope(fresh: Server, served: Server) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    body = {
+        "push_source_name": "service_alert_stream_push",
+        "df": {
+            "service_id": ["svc-pushed"],
+            "last_severity_rank": [3],
+            "alerts_seen": [41],
+            "event_timestamp": [now.isoformat()],
+        },
+        "to": "online",
+    }
+    pushed = fresh.call("POST", "/push", body, token=READER)
+    assert pushed.status == 200, pushed.body
+    assert pushed.json() == {"pushed": 1, "view": "service_alert_stream"}
+    read = fresh.call(
+        "POST",
+        "/v1/features/service_features",
+        {
+            "entities": [{"service_id": "svc-pushed"}],
+            "features": ["service_alert_stream:alerts_seen"],
+        },
+        token=READER,
+    )
+    assert read.json()["features"]["service_alert_stream__alerts_seen"] == [41]
+    unknown = fresh.call("POST", "/push", {**body, "push_source_name": "nope"}, token=READER)
+    assert unknown.status == 404 and "service_alert_stream_push" in unknown.body.decode()
+    bad_to = fresh.call("POST", "/push", {**body, "to": "elsewhere"}, token=READER)
+    assert bad_to.status == 400 and bad_to.json()["error"]["field"] == "to"
+    # a token with the read scope only may not push
+    refused = served.call("POST", "/push", body, token=READER)
+    assert refused.status == 403 and "may not push" in refused.json()["error"]["message"]
+
+
+async def asgi_post(app: Any, path: str, body: Any, token: str) -> tuple[int, Any]:
+    """One request straight to the ASGI application, no socket: its status and JSON."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+def test_a_span_per_request_and_a_child_per_store_call(
+    served: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read with the SDK's in-memory exporter: the request's span (route, pattern, status,
+    entities; no token) is the parent of the store call's span."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from datalayer.serve.app import FeatureServer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for name, value in TOKENS.items():
+        monkeypatch.setenv(name, value)
+    dl = datalayer.open(served.log.parent / "datalayer.yaml", "local")
+    app = FeatureServer(dl, dl.registry.serve.secrets("datalayer.yaml"), provider)
+    app.open()
+    try:
+        body = {"entities": [{"service_id": "svc-01", "account_id": "acct-1"}] * 3}
+        status, answer = asyncio.run(asgi_post(app, "/v1/features/service_features", body, READER))
+        forbidden, _ = asyncio.run(asgi_post(app, "/v1/features/service_features", body, OTHER))
+    finally:
+        app.close()
+    assert status == 200 and len(answer["features"]["service_id"]) == 3
+    assert forbidden == 403
+    spans = exporter.get_finished_spans()
+    requests = [s for s in spans if s.name == "POST /v1/features/{pattern}"]
+    stores = [s for s in spans if s.name == "features online"]
+    assert len(requests) == 2 and len(stores) == 1, [s.name for s in spans]
+    first = requests[0]
+    assert stores[0].parent is not None and stores[0].parent.span_id == first.context.span_id
+    assert first.attributes is not None and stores[0].attributes is not None
+    assert first.attributes["http.response.status_code"] == 200
+    assert first.attributes["datalayer.pattern"] == "service_features"
+    assert first.attributes["datalayer.entities"] == 3
+    assert stores[0].attributes["datalayer.store.type"] == "feast"
+    assert requests[1].attributes is not None
+    assert requests[1].attributes["http.response.status_code"] == 403
+    for span in spans:
+        assert READER not in str(span.to_json()) and OTHER not in str(span.to_json())
+
+
+def test_with_an_otlp_endpoint_the_server_exports_its_spans(tmp_path: Path) -> None:
+    """The real exporter: spans reach an OTLP/HTTP collector (a stub here) by the time a
+    stopped server has exited."""
+    import http.server
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received: list[ExportTraceServiceRequest] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            if self.path == "/v1/traces":
+                received.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+    try:
+        server = start(
+            example(tmp_path, serve={}),
+            "local",
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "grouping"},
+        )
+        answer = server.call(
+            "POST", "/v1/features/account_features", {"entities": [{"account_id": "acct-1"}]}
+        )
+        assert answer.status == 200, answer.body
+        assert server.stop() == STOPPED, server.log.read_text()
+    finally:
+        collector.shutdown()
+    spans = [
+        (span.name, resource.resource.attributes)
+        for request in received
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    names = [name for name, _ in spans]
+    assert "POST /v1/features/{pattern}" in names and "features online" in names, names
+    assert any(
+        attribute.key == "service.name" and attribute.value.string_value == "grouping"
+        for _, attributes in spans
+        for attribute in attributes
+    )

@@ -57,6 +57,7 @@ class FeatureBackend(GuardedOperations, ABC):
 
     operations: ClassVar[Mapping[str, bool]] = {
         "online": True,
+        "online_stamped": True,
         "historical": True,
         "push": True,  # rows are upserted by entity and time
         "materialize": False,
@@ -77,6 +78,13 @@ class FeatureBackend(GuardedOperations, ABC):
     ) -> dict[str, list[Any]]:
         """Each reference's column (``view__feature``), one value per row: the latest value,
         None where it is missing or older than its view's TTL at ``at``."""
+
+    def online_stamped(
+        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+        """``online``, and each view's event time per row in nanoseconds since the epoch (0:
+        no value); a store that cannot tell gives no times."""
+        return self.online(rows, references, at), {}
 
     @abstractmethod
     def historical(self, entity_df: Any, references: list[str]) -> Any:
@@ -99,6 +107,15 @@ class FeatureBackend(GuardedOperations, ABC):
         serving and training see one dtype per feature."""
         return {}
 
+    def ttls(self, references: Sequence[str]) -> dict[str, int]:
+        """Each view's TTL in nanoseconds (0: none), for the views behind ``references``
+        where the store declares one."""
+        return {}
+
+    def push_sources(self) -> dict[str, str]:
+        """The view each push source of the pattern feeds, by the source's name."""
+        return {}
+
     @abstractmethod
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
         """Copy the latest offline values in [start, end] to the online store."""
@@ -108,8 +125,9 @@ class FeatureBackend(GuardedOperations, ABC):
         """Materialize what is new since the last run, up to ``end``."""
 
     @abstractmethod
-    def push(self, rows: Any, view: str | None) -> None:
-        """Write fresh rows of a streaming view, online (and offline)."""
+    def push(self, rows: Any, view: str | None, to: PushTo | None = None) -> None:
+        """Write fresh rows of a streaming view where ``to`` says (default: the store's
+        setting, online and offline)."""
 
 
 class FeatureView:
@@ -194,14 +212,38 @@ class FeatureView:
         """Latest values per entity, a value older than its view's TTL (at ``as_of``, default
         now) reads as None, exactly as a training set built at that instant would have it:
         the join-key columns, then one column per feature."""
+        references, rows, at, out = self._online_request(entity_rows, as_of, features)
+        out.update(self.backend.online(rows, references, at))
+        return out
+
+    def online_stamped(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        *,
+        as_of: datetime | None = None,
+        features: Sequence[str] | None = None,
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+        """``online``, and each view's event time per row in nanoseconds since the epoch (0:
+        no value; no entry where the store cannot tell): what a feature server reports next
+        to each value."""
+        references, rows, at, out = self._online_request(entity_rows, as_of, features)
+        values, stamps = self.backend.online_stamped(rows, references, at)
+        out.update(values)
+        return out, stamps
+
+    def _online_request(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        as_of: datetime | None,
+        features: Sequence[str] | None,
+    ) -> tuple[list[str], list[dict[str, Any]], datetime, dict[str, list[Any]]]:
+        """The references, checked rows and instant of an online read, and its join-key
+        columns."""
         references = self.selected(features)
         rows = self.entity_rows(entity_rows, references)
         at = (as_of or datetime.now(UTC)).astimezone(UTC)
-        out: dict[str, list[Any]] = {
-            k: [row[k] for row in rows] for k in self.join_keys(references)
-        }
-        out.update(self.backend.online(rows, references, at))
-        return out
+        keys = {k: [row[k] for row in rows] for k in self.join_keys(references)}
+        return references, rows, at, keys
 
     def online_df(
         self,
@@ -277,10 +319,24 @@ class FeatureView:
         """Materialize what is new since the last run, up to ``end``."""
         self.backend.materialize_incremental(end, on_view)
 
-    def push(self, rows: Any, *, view: str | None = None) -> None:
-        """Write fresh rows of a streaming view, online (and offline)."""
-        self.backend.push(rows, view)
+    def push(self, rows: Any, *, view: str | None = None, to: PushTo | None = None) -> None:
+        """Write fresh rows of a streaming view: online and offline (the store's
+        ``push_mode``), or only where ``to`` says."""
+        if to is None:
+            self.backend.push(rows, view)
+        else:
+            self.backend.push(rows, view, to)
+
+    def ttls(self, features: Sequence[str] | None = None) -> dict[str, int]:
+        """Each view's TTL in nanoseconds (0: none), where the store declares one."""
+        return self.backend.ttls(self.selected(features))
+
+    def push_sources(self) -> dict[str, str]:
+        """The view each push source of the pattern feeds, by the source's name."""
+        return self.backend.push_sources()
 
 
+#: Where pushed rows go, as Feast's push modes say it.
+PushTo = Literal["online", "offline", "online_and_offline"]
 #: Called as (view being materialized, views done, views in all).
 Progress = Callable[[str, int, int], None]

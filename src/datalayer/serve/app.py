@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import decimal
 import json
 import logging
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -30,11 +31,12 @@ import datalayer
 from datalayer.api import DataLayer
 from datalayer.categories.feature import FeatureView
 from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable
-from datalayer.serve import configure_access_log, metrics
+from datalayer.serve import configure_access_log, feast_api, metrics, tracing
 from datalayer.serve.auth import Auth
 from datalayer.serve.errors import HttpError
 from datalayer.serve.openapi import openapi
 
+T = TypeVar("T")
 log = logging.getLogger("datalayer.serve")
 access_log = logging.getLogger("datalayer.serve.access")
 
@@ -44,6 +46,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _V1 = "/v1/features/"
 _BODY_KEYS = {"entities", "as_of", "features"}
+_ROUTES = {"/health", "/ready", "/metrics", "/openapi.json", "/get-online-features", "/push"}
 _JSON = (b"content-type", b"application/json")
 _FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7,}")
 #: Seconds a client should wait after a 503 before it tries again.
@@ -63,13 +66,18 @@ class _Call:
 class FeatureServer:
     """The ASGI application: ``await server(scope, receive, send)``."""
 
-    def __init__(self, dl: DataLayer, secrets: dict[str, bytes]) -> None:
+    def __init__(
+        self, dl: DataLayer, secrets: dict[str, bytes], tracing: Any | None = None
+    ) -> None:
         self.dl = dl
+        self.tracing = tracing  # an OpenTelemetry TracerProvider, or None: no spans
+        self.tracer = tracing.get_tracer("datalayer.serve") if tracing is not None else None
         self.config = dl.registry.serve
         self.auth = Auth(self.config.tokens, secrets)
         self.names = [n for n, p in dl.registry.patterns.items() if p.category == "feature"]
         self.views: dict[str, FeatureView] = {}
         self.types: dict[str, dict[str, type]] = {}
+        self.push_sources: dict[str, tuple[str, str]] = {}
         self.stores = sorted({dl.registry.patterns[n].store for n in self.names})
         self.reads = ThreadPoolExecutor(1, thread_name_prefix="datalayer-serve-read")
 
@@ -79,6 +87,8 @@ class FeatureServer:
             view = self.dl.features(name)
             self.types[name] = view.input_types()
             self.views[name] = view
+            for source, fed in view.push_sources().items():
+                self.push_sources.setdefault(source, (name, fed))
             sample = {key: kind() for key, kind in self.types[name].items()}
             try:  # the first read plans and connects: done now, not in a caller's request
                 view.online([sample])
@@ -88,6 +98,8 @@ class FeatureServer:
     def close(self) -> None:
         self.reads.shutdown(wait=True)
         self.dl.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # exports the spans still queued
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -112,6 +124,17 @@ class FeatureServer:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.tracer is None:
+            await self._answer(scope, receive, send, None)
+            return
+        from opentelemetry.trace import SpanKind
+
+        route = _route(scope["path"])
+        name = f"{scope['method']} {route}"
+        with self.tracer.start_as_current_span(name, kind=SpanKind.SERVER) as span:
+            await self._answer(scope, receive, send, span)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, span: Any) -> None:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = _request_id(headers.get(b"x-request-id"))
@@ -150,6 +173,8 @@ class FeatureServer:
         )
         await send({"type": "http.response.body", "body": payload})
         elapsed = time.perf_counter() - started
+        if span is not None:
+            _describe(span, scope["method"], call, status, request_id)
         labels = (call.route, call.pattern, str(status))
         metrics.REQUESTS.labels(*labels).inc()
         metrics.LATENCY.labels(*labels).observe(elapsed)
@@ -190,6 +215,13 @@ class FeatureServer:
             self.auth.check(call.caller, name, "read")
             raw = await self._body(receive, headers)
             return 200, await self._features(name, raw, call), None
+        if call.route in ("/get-online-features", "/push"):
+            _allow(method, "POST")
+            call.caller = self.auth.caller(headers.get(b"authorization"))
+            body = _object(await self._body(receive, headers))
+            if call.route == "/push":
+                return 200, await self._feast_push(body, call), None
+            return 200, await self._feast_online(body, call), None
         if call.route == "/health":
             _allow(method, "GET")
             return 200, {"status": "ok"}, None
@@ -206,8 +238,9 @@ class FeatureServer:
             return 200, openapi(self.names, self.config.max_entities), None
         raise HttpError(
             404,
-            "no such endpoint; endpoints: POST /v1/features/{pattern}, GET /health, GET /ready, "
-            "GET /metrics, GET /openapi.json",
+            "no such endpoint; endpoints: POST /v1/features/{pattern}, POST "
+            "/get-online-features, POST /push, GET /health, GET /ready, GET /metrics, "
+            "GET /openapi.json",
             "path",
         )
 
@@ -250,8 +283,63 @@ class FeatureServer:
         call.entities = len(rows)
         metrics.ENTITIES.labels(name).observe(len(rows))
         read = partial(view.online, rows, as_of=at, features=features)
-        values = await asyncio.get_running_loop().run_in_executor(self.reads, read)
+        values = await self._store_call(name, "online", read)
         return {"features": values}
+
+    async def _feast_online(self, body: dict[str, Any], call: _Call) -> dict[str, Any]:
+        """``POST /get-online-features``: Feast's request and answer (see ``feast_api``)."""
+        request = feast_api.online_request(body, self.dl.registry, self.views)
+        call.pattern = request.pattern
+        self.auth.check(call.caller, request.pattern, "read")
+        view = self.views[request.pattern]
+        try:
+            types = view.input_types(request.features)
+            ttls = view.ttls(request.features)
+        except (NotFound, QueryError) as exc:
+            raise HttpError(400, exc.message, "features") from None
+        rows = self._entities(request.rows, types)
+        call.entities = len(rows)
+        metrics.ENTITIES.labels(request.pattern).observe(len(rows))
+        at = datetime.now(UTC)
+        read = partial(view.online_stamped, rows, as_of=at, features=request.features)
+        values, stamps = await self._store_call(request.pattern, "online", read)
+        return feast_api.online_response(request, values, stamps, ttls, at)
+
+    async def _feast_push(self, body: dict[str, Any], call: _Call) -> dict[str, Any]:
+        """``POST /push``: rows for the view a push source feeds, online and/or offline."""
+        request = feast_api.push_request(body, self.push_sources)
+        call.pattern = request.pattern
+        self.auth.check(call.caller, request.pattern, "push")
+        call.entities = len(request.rows)
+        push = partial(
+            self.views[request.pattern].push, request.rows, view=request.view, to=request.to
+        )
+        await self._store_call(request.pattern, "push", push)
+        return {"pushed": len(request.rows), "view": request.view}
+
+    async def _store_call(self, pattern: str, operation: str, call: Callable[[], T]) -> T:
+        """``call`` on the read thread, in this request's context (its span the parent of
+        the store call's)."""
+        store = self.dl.registry.patterns[pattern].store
+        tracer = self.tracer
+
+        def traced() -> T:
+            if tracer is None:
+                return call()
+            from opentelemetry.trace import SpanKind
+
+            attributes = {
+                "datalayer.store": store,
+                "datalayer.store.type": self.dl.registry.stores[store].type,
+                "datalayer.pattern": pattern,
+                "datalayer.operation": operation,
+            }
+            name = f"{store} {operation}"
+            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+                return call()
+
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.reads, context.run, traced)
 
     def _entities(self, value: Any, types: Mapping[str, type]) -> list[dict[str, Any]]:
         """Entity rows: a non-empty list of objects, each with every key typed as declared."""
@@ -312,11 +400,29 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def _describe(span: Any, method: str, call: _Call, status: int, request_id: str) -> None:
+    """The request span's attributes (names and counts, never a token or a value)."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attributes(
+        {
+            "http.request.method": method,
+            "http.route": call.route,
+            "http.response.status_code": status,
+            "datalayer.pattern": call.pattern,
+            "datalayer.entities": call.entities,
+            "datalayer.request_id": request_id,
+        }
+    )
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
 def _route(path: str) -> str:
     """The route template of a path (a metric label never holds what a caller wrote)."""
     if path.startswith(_V1):
         return "/v1/features/{pattern}"
-    if path in ("/health", "/ready", "/metrics", "/openapi.json"):
+    if path in _ROUTES:
         return path
     return "-"
 
@@ -389,4 +495,5 @@ def create_app() -> FeatureServer:
     ``DATALAYER_CONFIG`` and ``DATALAYER_PROFILE``, which ``datalayer serve`` sets."""
     configure_access_log()
     dl = datalayer.open(os.environ.get("DATALAYER_CONFIG"), os.environ.get("DATALAYER_PROFILE"))
-    return FeatureServer(dl, dl.registry.serve.secrets(str(dl.registry.file)))
+    secrets = dl.registry.serve.secrets(str(dl.registry.file))
+    return FeatureServer(dl, secrets, tracing.provider_from_environment())

@@ -103,6 +103,25 @@ def openapi(patterns: list[str], max_entities: int) -> dict[str, Any]:
                     },
                 }
             },
+            "/get-online-features": {
+                "post": {
+                    "summary": "Feast's feature-server request and answer (feature_service or "
+                    "features, columnar entities; values with statuses and event times)",
+                    "requestBody": {"required": True, "content": {"application/json": {}}},
+                    "responses": {
+                        "200": {"description": "Feast's GetOnlineFeaturesResponse"},
+                        **errors,
+                    },
+                }
+            },
+            "/push": {
+                "post": {
+                    "summary": "Feast's push: rows for the view a push source feeds "
+                    "(push_source_name, df, to); needs the push scope",
+                    "requestBody": {"required": True, "content": {"application/json": {}}},
+                    "responses": {"200": {"description": "the rows pushed"}, **errors},
+                }
+            },
             "/health": {
                 "get": {
                     "summary": "The process answers",

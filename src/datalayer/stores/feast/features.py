@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from datalayer.categories.feature import FeatureBackend, FeaturePattern, Progress
+from datalayer.categories.feature import FeatureBackend, FeaturePattern, Progress, PushTo
 from datalayer.errors import NotFound, QueryError
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import quiet
@@ -193,16 +193,26 @@ class FeastFeatures(FeatureBackend):
         return self._join_keys[wanted]
 
     def online(
-        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        at: datetime,
+        stamps: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
         plan = self.on_demand(references)
         if plan is None:
-            return self.online_read.read(rows, references, at)
+            return self.online_read.read(rows, references, at, stamps)
         keys = self.join_keys(references)
         key_rows = [{k: row[k] for k in keys} for row in rows] if plan.request_fields else rows
-        stored = self.online_read.read(key_rows, plan.stored, at)
+        stored = self.online_read.read(key_rows, plan.stored, at, stamps)
         with self.store.errors():
             return plan.online(rows, keys, stored)
+
+    def online_stamped(
+        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+        stamps: dict[str, list[int]] = {}
+        return self.online(rows, references, at, stamps), stamps
 
     def historical(self, entity_df: Any, references: list[str]) -> Any:
         plan = self.on_demand(references)
@@ -249,9 +259,26 @@ class FeastFeatures(FeatureBackend):
     def materialize_incremental(self, end: datetime, on_view: Progress | None) -> None:
         self.materializer.materialize_incremental(end, on_view)
 
-    def push(self, rows: Any, view: str | None) -> None:
-        """Rows of a view fed by a push source: offline first (unless ``push_mode`` is
-        ``online``), so a training set sees them, then online."""
+    def ttls(self, references: Sequence[str]) -> dict[str, int]:
+        from datalayer.stores.feast.online_redis import ttl_nanos
+
+        views = self.views()
+        names = {ref.split(":", 1)[0] for ref in self.stored_references(list(references))}
+        return {name: ttl_nanos(views[name].ttl) for name in sorted(names)}
+
+    def push_sources(self) -> dict[str, str]:
+        from feast.data_source import PushSource
+
+        return {
+            fv.stream_source.name: name
+            for name, fv in self.views().items()
+            if isinstance(fv.stream_source, PushSource)
+        }
+
+    def push(self, rows: Any, view: str | None, to: PushTo | None = None) -> None:
+        """Rows of a view fed by a push source: offline first (unless ``to``, or else the
+        store's ``push_mode``, says online only), so a training set sees them, then online
+        (unless ``to`` says offline only)."""
         import pandas as pd
         from feast.data_source import PushMode, PushSource
 
@@ -292,10 +319,12 @@ class FeastFeatures(FeatureBackend):
         frame = frame[
             [*needed, *filter(None, [source.timestamp_field, source.created_timestamp_column])]
         ]
+        mode = to or self.store.config.push_mode
         with self.store.errors(), quiet():
-            if self.store.config.push_mode == "online_and_offline":
+            if mode in ("offline", "online_and_offline"):
                 self._write_offline(feature_view, frame)
-            self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+            if mode in ("online", "online_and_offline"):
+                self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
 
     def _write_offline(self, feature_view: Any, frame: Any) -> None:
         """Append pushed rows to the view's offline table first, so a training set sees them.

@@ -33,9 +33,15 @@ class OnlineRead(ABC):
 
     @abstractmethod
     def read(
-        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        at: datetime,
+        stamps: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
-        """Each reference's column (``view__feature``) for rows that hold their join keys."""
+        """Each reference's column (``view__feature``) for rows that hold their join keys;
+        ``stamps``, when given, receives each view's event time per row in nanoseconds (0: no
+        value)."""
 
 
 class FeastOnlineRead(OnlineRead):
@@ -46,12 +52,21 @@ class FeastOnlineRead(OnlineRead):
         self._ttls: dict[str, int] = {}
 
     def read(
-        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        at: datetime,
+        stamps: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
         stamped = self._stamped(rows, references)
         at_nanos = nanos(at)
         out: dict[str, list[Any]] = {}
         for column in FeatureView.columns(references):
+            if stamps is not None:
+                stamps.setdefault(
+                    column.split("__", 1)[0],
+                    [stamp if value is not None else 0 for value, stamp in stamped[column]],
+                )
             ttl = self._ttl_nanos(column)
             oldest = max(1, at_nanos - ttl) if ttl else 1
             out[column] = [
@@ -99,11 +114,15 @@ class RedisOnlineRead(OnlineRead):
         self._plans: dict[tuple[str, ...], list[ViewPlan]] = {}
 
     def read(
-        self, rows: list[dict[str, Any]], references: list[str], at: datetime
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        at: datetime,
+        stamps: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
         plans = self._plan(references)
         with self.features.store.redis_errors():
-            return read_online(self.client, rows, plans, nanos(at))
+            return read_online(self.client, rows, plans, nanos(at), stamps)
 
     def _plan(self, references: list[str]) -> list[ViewPlan]:
         """The read plan for these references, cached per request shape."""

@@ -181,11 +181,16 @@ def read_plan(
 
 
 def read_online(
-    client: Any, rows: list[dict[str, Any]], plans: list[ViewPlan], at: int
+    client: Any,
+    rows: list[dict[str, Any]],
+    plans: list[ViewPlan],
+    at: int,
+    stamps: dict[str, list[int]] | None = None,
 ) -> dict[str, list[Any]]:
     """Each planned column's decoded values, in the references' order; None where the entity,
     the view or the value is missing or the value is past its view's TTL at ``at``
-    (nanoseconds; inclusive bounds)."""
+    (nanoseconds; inclusive bounds). ``stamps``, when given, receives each view's event time
+    per row (0: no value)."""
     out: dict[str, list[Any]] = {}
     for plan, replies in zip(plans, _replies(client, rows, plans), strict=True):
         columns: list[list[Any]] = [[] for _ in plan.columns]
@@ -195,9 +200,11 @@ def read_online(
             ):
                 columns[position] = values
         views = len(plan.views)
-        stamps = event_nanos(list(chain.from_iterable(map(plan.pick_stamps, replies))))
+        all_stamps = event_nanos(list(chain.from_iterable(map(plan.pick_stamps, replies))))
         for index, view in enumerate(plan.views):
-            view_stamps = stamps[index::views]
+            view_stamps = all_stamps[index::views]
+            if stamps is not None:
+                stamps[view.name] = view_stamps if view_stamps else [0] * len(rows)
             oldest = max(1, at - view.ttl) if view.ttl else 1
             if not view_stamps or (oldest <= min(view_stamps) and max(view_stamps) <= at):
                 continue
