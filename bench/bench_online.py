@@ -463,17 +463,29 @@ def run(size: str, seed: int, profile: bool, freeze_gc: bool) -> int:
     finally:
         if raw_client is not None:
             raw_client.close()
-        if dl is not None:
-            if shared_redis:  # not ours to stop: remove the bench project's keys
-                try:
-                    store = dl.store("features")
-                    assert isinstance(store, FeastStore)
-                    store.feature_store.teardown()
-                except Exception as exc:
-                    console.print(f"could not tear down {project}: {exc}", style="yellow")
-            dl.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        launcher.down()
+        clean_up(dl, shared_redis, project, folder, launcher)
+
+
+def clean_up(
+    dl: datalayer.DataLayer | None,
+    shared_redis: bool,
+    project: str,
+    folder: Path,
+    launcher: Launcher,
+) -> None:
+    """Close the bench's data layer (removing its project's keys from a Redis that is not
+    ours to stop), its folder and the servers it started."""
+    if dl is not None:
+        if shared_redis:  # not ours to stop: remove the bench project's keys
+            try:
+                store = dl.store("features")
+                assert isinstance(store, FeastStore)
+                store.feature_store.teardown()
+            except Exception as exc:
+                console.print(f"could not tear down {project}: {exc}", style="yellow")
+        dl.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    launcher.down()
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ BENCHES = {
     "consume": "bench_consume.py",
     "materialize": "bench_materialize.py",
     "template": "bench_template.py",
+    "serve": "bench_serve.py",
 }
 
 
@@ -104,6 +105,16 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
         for c in document.get("catch_up", []):
             yield (f"consume: catch-up of {c['backlog']:,} messages, {c['store']}",
                    f"{c['catch_up_s']:.1f} s", "(reported)", "")  # fmt: skip
+    elif name == "serve":
+        for t in document["targets"]:
+            yield (f"serve, {t['scenario']}: {t['what']}", value(t["value"]),
+                   t["target"], verdict(t["met"]))  # fmt: skip
+        for s in document.get("scenarios", {}).values():
+            ours, feast = s["ours"], s["feast"]
+            yield (f"serve, {s['title']}: requests/s, p50, p99 (ours / feast)",
+                   f"{ours['requests_per_s']:,.0f} / {feast['requests_per_s']:,.0f}; "
+                   f"{ours['p50_ms']:.2f} / {feast['p50_ms']:.2f} ms; "
+                   f"{ours['p99_ms']:.2f} / {feast['p99_ms']:.2f} ms", "(reported)", "")  # fmt: skip
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,4 +19,17 @@ def copy_example(folder: Path, *, migrations: bool = False) -> Path:
     )
     if migrations:
         shutil.copytree(ROOT / "migrations", folder / "migrations")
+    return registry
+
+
+def materialized(registry: Path, end: datetime, profile: str = "local") -> Path:
+    """Apply ``registry``, write the example feature data ending at ``end`` and materialize
+    its last three days: the online store as a model service would find it."""
+    import datalayer
+    from datalayer.examples.features import load_example_features
+
+    with datalayer.open(registry, profile) as dl:
+        dl.apply()
+        load_example_features(dl, end=end)
+        dl.features("service_features").materialize(end - timedelta(days=3), end)
     return registry

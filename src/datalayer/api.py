@@ -22,6 +22,7 @@ from datalayer.categories import (
     TransactionalPattern,
     TransactionalTable,
 )
+from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
 from datalayer.config import Registry, load
 from datalayer.errors import DataLayerError, NotApplied, NotFound, StoreUnavailable, did_you_mean
 from datalayer.migrations import Migrations
@@ -103,8 +104,18 @@ class DataLayer:
             store = self.store(pattern.store)
             handle = store.handle(pattern)
             guard_backend(handle.backend, store.guard, store.guard.policy(pattern.resilience))
+            if isinstance(handle, FeatureView) and handle.pattern.log is not None:
+                handle.log = self._feature_log(name, handle.pattern.log)
             self._handles[name] = handle
             return handle
+
+    def _feature_log(self, name: str, config: FeatureLogConfig) -> FeatureLog:
+        """The log of a feature pattern: records published to its ``log.to`` stream."""
+
+        def publish(record: dict[str, Any]) -> None:
+            self.stream(config.to).publish(record)
+
+        return FeatureLog(name, config, publish)
 
     def transactional(self, name: str) -> TransactionalTable:
         handle: TransactionalTable = self._handle(name, "transactional")
@@ -236,6 +247,9 @@ class DataLayer:
 
     def close(self) -> None:
         with self._lock:
+            for handle in self._handles.values():  # logged reads published before stores go
+                if isinstance(handle, FeatureView) and handle.log is not None:
+                    handle.log.close()
             for store in self._stores.values():
                 store.close()
             self._stores.clear()

@@ -28,7 +28,7 @@ import yaml
 import datalayer
 from datalayer.examples.alerting import sample_accounts, sample_services
 from datalayer.examples.features import load_example_features
-from tests.example_project import copy_example
+from tests.example_project import copy_example, materialized
 from tests.services.toxiproxy import Proxied
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -155,11 +155,7 @@ def example(folder: Path, **changes: Any) -> Path:
     registry["serve"] = SERVE_BLOCK
     registry.update(changes)
     registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
-    with datalayer.open(registry_file, "local") as dl:
-        dl.apply()
-        load_example_features(dl, end=T)
-        dl.features("service_features").materialize(T - timedelta(days=3), T)
-    return registry_file
+    return materialized(registry_file, T)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
 from datalayer.errors import NotFound, QueryError
 from datalayer.patterns import PatternConfig
 from datalayer.resilience import GuardedOperations
@@ -30,6 +31,7 @@ class FeaturePattern(PatternConfig):
     category: Literal["feature"]
     feature_service: str | None = None
     features: list[str] = Field(default_factory=list)
+    log: FeatureLogConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> FeaturePattern:
@@ -142,6 +144,7 @@ class FeatureView:
     def __init__(self, pattern: FeaturePattern, backend: FeatureBackend) -> None:
         self.pattern = pattern
         self.backend = backend
+        self.log: FeatureLog | None = None  # set by the facade when the pattern has ``log``
 
     def references(self) -> list[str]:
         """``view:feature`` of every feature of the pattern."""
@@ -208,13 +211,19 @@ class FeatureView:
         *,
         as_of: datetime | None = None,
         features: Sequence[str] | None = None,
+        request_id: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> dict[str, list[Any]]:
         """Latest values per entity, a value older than its view's TTL (at ``as_of``, default
         now) reads as None, exactly as a training set built at that instant would have it:
-        the join-key columns, then one column per feature."""
-        references, rows, at, out = self._online_request(entity_rows, as_of, features)
-        out.update(self.backend.online(rows, references, at))
-        return out
+        the join-key columns, then one column per feature.
+
+        Where the pattern has a ``log``, a sampled read is also logged (in the background)
+        with ``request_id`` (a new one if not given) and the ``model`` and ``version`` that
+        asked."""
+        who = (request_id, model, version)
+        return self._read(entity_rows, as_of, features, stamped=False, who=who)[0]
 
     def online_stamped(
         self,
@@ -222,13 +231,38 @@ class FeatureView:
         *,
         as_of: datetime | None = None,
         features: Sequence[str] | None = None,
+        request_id: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
     ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
         """``online``, and each view's event time per row in nanoseconds since the epoch (0:
         no value; no entry where the store cannot tell): what a feature server reports next
         to each value."""
+        who = (request_id, model, version)
+        return self._read(entity_rows, as_of, features, stamped=True, who=who)
+
+    def _read(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        as_of: datetime | None,
+        features: Sequence[str] | None,
+        *,
+        stamped: bool,
+        who: tuple[str | None, str | None, str | None],
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
         references, rows, at, out = self._online_request(entity_rows, as_of, features)
-        values, stamps = self.backend.online_stamped(rows, references, at)
+        feature_log = self.log if self.log is not None and self.log.sampled() else None
+        if stamped or feature_log is not None:
+            values, stamps = self.backend.online_stamped(rows, references, at)
+        else:
+            values, stamps = self.backend.online(rows, references, at), {}
         out.update(values)
+        if feature_log is not None:
+            entities = {k: [row[k] for row in rows] for k in (rows[0] if rows else {})}
+            request_id, model, version = who
+            feature_log.record(
+                entities, values, stamps, at, request_id=request_id, model=model, version=version
+            )
         return out, stamps
 
     def _online_request(

@@ -21,11 +21,13 @@ from datalayer.cli.render import (
     console,
     progress_bar,
     reports_errors,
+    shown_path,
 )
 from datalayer.errors import DataLayerError
 
 features_app = typer.Typer(
-    help="Features through Feast: materialize, online, historical.", no_args_is_help=True
+    help="Features through Feast: materialize, online, historical, land-logs.",
+    no_args_is_help=True,
 )
 PatternArgument = Annotated[
     str | None,
@@ -183,3 +185,44 @@ def features_historical(
         )
     else:
         console.print(result.to_string(max_rows=20, max_cols=10))
+
+
+@features_app.command("land-logs")
+@reports_errors
+def features_land_logs(
+    pattern: PatternArgument = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the parquet files (default: .datalayer/feature_logs/P)."),
+    ] = None,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Stop once no record came for this many seconds.")
+    ] = 5.0,
+    batch: Annotated[int, typer.Option(help="Records per parquet file.")] = 1000,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Write the logged online reads of a feature pattern to parquet, ready for a skew check."""
+    from datalayer.categories.feature_log import land
+
+    with open_datalayer(config, profile) as dl:
+        name = _feature_pattern(dl, pattern)
+        log = dl.features(name).pattern.log
+        if log is None:
+            raise DataLayerError(
+                f"pattern '{name}' has no log: add 'log: {{to: <streaming pattern>}}' to it"
+            )
+        folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
+        with progress_bar(40) as progress:
+            task = progress.add_task(f"landing {name}'s log", total=None)
+            rows = land(
+                dl.stream(log.to),
+                name,
+                folder,
+                batch=batch,
+                idle_timeout=idle_timeout,
+                on_batch=lambda records: progress.advance(task, records),
+            )
+    console.print(
+        f"[green]✓[/] {rows:,} logged rows landed in {escape(shown_path(folder))}", soft_wrap=True
+    )

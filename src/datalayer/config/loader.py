@@ -117,6 +117,7 @@ class _Loader:
             for name, entry in shape.patterns.items()
         }
         self.check_targets(patterns)
+        self.check_feature_logs(patterns)
         serve = self.serve(shape.serve, patterns)
         return Registry(self.file, self.profile, stores, patterns, list(shape.profiles), serve)
 
@@ -343,6 +344,18 @@ class _Loader:
                         ("serve", "tokens", token_name, "patterns", i),
                     )
         return config
+
+    def check_feature_logs(self, patterns: dict[str, PatternConfig]) -> None:
+        """A feature pattern's ``log.to`` names a streaming pattern of the file."""
+        streams = [name for name, p in patterns.items() if p.category == "streaming"]
+        for name, pattern in patterns.items():
+            target = getattr(getattr(pattern, "log", None), "to", None)
+            if target is not None and target not in streams:
+                raise self.error(
+                    f"'{target}' is not a streaming pattern{did_you_mean(target, streams)}; "
+                    f"streaming patterns: {', '.join(streams) or 'none'}",
+                    ("patterns", name, "log", "to"),
+                )
 
     def check_targets(self, patterns: dict[str, PatternConfig]) -> None:
         """Two patterns may not share a table, topic or collection on one store, even under

@@ -1,9 +1,10 @@
 """The feature server: a small ASGI application over the registry's feature patterns.
 
-No web framework: seven routes, parsed by hand, so that a request costs little more than the
-read it asks for. Reads run on one thread per worker, off the event loop, so ``/health``
-answers while a store is slow. Every failure is a JSON error naming the field; a store that
-does not answer is a 503 with ``Retry-After``; nothing ever shows a traceback.
+No web framework: a few routes, parsed by hand, so that a request costs little more than the
+read it asks for. Reads run on the event loop (handing one to a thread cost more than a
+one-entity read: measured in ``bench/bench_serve.py``); pushes, slow by nature, and ``/ready``
+run on threads. Every failure is a JSON error naming the field; a store that does not answer
+is a 503 with ``Retry-After``; nothing ever shows a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import contextvars
 import decimal
+import gc
 import json
 import logging
 import os
@@ -45,7 +47,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _V1 = "/v1/features/"
-_BODY_KEYS = {"entities", "as_of", "features"}
+_BODY_KEYS = {"entities", "as_of", "features", "model", "version"}
 _ROUTES = {"/health", "/ready", "/metrics", "/openapi.json", "/get-online-features", "/push"}
 _JSON = (b"content-type", b"application/json")
 _FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7,}")
@@ -58,6 +60,7 @@ class _Call:
     """What the access log and the metrics record about one request."""
 
     route: str
+    request_id: str
     pattern: str = "-"
     entities: int = 0
     caller: str | None = None
@@ -79,7 +82,7 @@ class FeatureServer:
         self.types: dict[str, dict[str, type]] = {}
         self.push_sources: dict[str, tuple[str, str]] = {}
         self.stores = sorted({dl.registry.patterns[n].store for n in self.names})
-        self.reads = ThreadPoolExecutor(1, thread_name_prefix="datalayer-serve-read")
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="datalayer-serve")
 
     def open(self) -> None:
         """Open every served pattern before the first request (Feast takes seconds to load)."""
@@ -90,13 +93,19 @@ class FeatureServer:
             for source, fed in view.push_sources().items():
                 self.push_sources.setdefault(source, (name, fed))
             sample = {key: kind() for key, kind in self.types[name].items()}
+            feature_log, view.log = view.log, None  # a warm-up read is not a read to log
             try:  # the first read plans and connects: done now, not in a caller's request
                 view.online([sample])
             except Exception as exc:  # a sample key a transformation refuses, say
                 log.info("pattern '%s': the warm-up read failed: %s", name, exc)
+            finally:
+                view.log = feature_log
+        # What is loaded now (Feast, its registry, the plans) lives as long as the worker: kept
+        # out of the collector's full passes, which would otherwise walk it, pausing a request.
+        gc.freeze()
 
     def close(self) -> None:
-        self.reads.shutdown(wait=True)
+        self.thread.shutdown(wait=True)
         self.dl.close()
         if self.tracing is not None:
             self.tracing.shutdown()  # exports the spans still queued
@@ -112,7 +121,7 @@ class FeatureServer:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await asyncio.get_running_loop().run_in_executor(self.reads, self.open)
+                    self.open()  # on the loop's thread, where the reads will run
                 except Exception as exc:
                     log.error("the feature server could not start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -138,7 +147,7 @@ class FeatureServer:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         request_id = _request_id(headers.get(b"x-request-id"))
-        call = _Call(route=_route(scope["path"]))
+        call = _Call(route=_route(scope["path"]), request_id=request_id)
         status = 500
         try:
             status, body, content_type = await self._route(scope, receive, headers, call)
@@ -231,6 +240,9 @@ class FeatureServer:
         if call.route == "/metrics":
             _allow(method, "GET")
             metrics.track_circuits(self.dl.resilience())
+            for view in self.views.values():
+                if view.log is not None:
+                    metrics.track_feature_log(view.log.stats)
             text, content_type = metrics.exposition()
             return 200, text, content_type
         if call.route == "/openapi.json":
@@ -270,7 +282,7 @@ class FeatureServer:
         unknown = sorted(set(body) - _BODY_KEYS)
         if unknown:
             raise HttpError(
-                400, f"unknown key(s) {unknown}; keys: entities, as_of, features", unknown[0]
+                400, f"unknown key(s) {unknown}; keys: {', '.join(sorted(_BODY_KEYS))}", unknown[0]
             )
         view = self.views[name]
         features = _features_list(body.get("features"))
@@ -282,7 +294,16 @@ class FeatureServer:
         at = _instant(body.get("as_of"))
         call.entities = len(rows)
         metrics.ENTITIES.labels(name).observe(len(rows))
-        read = partial(view.online, rows, as_of=at, features=features)
+        model, version = _text(body, "model"), _text(body, "version")
+        read = partial(
+            view.online,
+            rows,
+            as_of=at,
+            features=features,
+            request_id=call.request_id,
+            model=model,
+            version=version,
+        )
         values = await self._store_call(name, "online", read)
         return {"features": values}
 
@@ -301,7 +322,13 @@ class FeatureServer:
         call.entities = len(rows)
         metrics.ENTITIES.labels(request.pattern).observe(len(rows))
         at = datetime.now(UTC)
-        read = partial(view.online_stamped, rows, as_of=at, features=request.features)
+        read = partial(
+            view.online_stamped,
+            rows,
+            as_of=at,
+            features=request.features,
+            request_id=call.request_id,
+        )
         values, stamps = await self._store_call(request.pattern, "online", read)
         return feast_api.online_response(request, values, stamps, ttls, at)
 
@@ -318,8 +345,8 @@ class FeatureServer:
         return {"pushed": len(request.rows), "view": request.view}
 
     async def _store_call(self, pattern: str, operation: str, call: Callable[[], T]) -> T:
-        """``call`` on the read thread, in this request's context (its span the parent of
-        the store call's)."""
+        """``call`` in this request's context (its span the parent of the store call's): a read
+        on the loop, anything else on the worker's thread."""
         store = self.dl.registry.patterns[pattern].store
         tracer = self.tracer
 
@@ -338,8 +365,10 @@ class FeatureServer:
             with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
                 return call()
 
+        if operation == "online":
+            return traced()  # on the loop: a hop to a thread costs more than the read itself
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self.reads, context.run, traced)
+        return await asyncio.get_running_loop().run_in_executor(self.thread, context.run, traced)
 
     def _entities(self, value: Any, types: Mapping[str, type]) -> list[dict[str, Any]]:
         """Entity rows: a non-empty list of objects, each with every key typed as declared."""
@@ -440,6 +469,13 @@ def _object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HttpError(400, "must be a JSON object", "body")
     return body
+
+
+def _text(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or len(value) > 200):
+        raise HttpError(400, "must be a string of at most 200 characters", key)
+    return value
 
 
 def _features_list(value: Any) -> list[str] | None:

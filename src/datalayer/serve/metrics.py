@@ -20,6 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from datalayer.categories.feature_log import FeatureLogStats
 from datalayer.resilience import GuardStats
 
 _SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -53,6 +54,20 @@ CIRCUIT = Gauge(
     ["store"],
     multiprocess_mode="max",
 )
+
+
+FEATURE_LOG = Gauge(
+    "datalayer_feature_log_records",
+    "Records of a pattern's feature log since the worker started: published, dropped (the "
+    "queue was full) and failed (the publish failed)",
+    ["pattern", "outcome"],
+    multiprocess_mode="livesum",
+)
+
+
+def track_feature_log(stats: FeatureLogStats) -> None:
+    for outcome in ("published", "dropped", "failed"):
+        FEATURE_LOG.labels(stats.pattern, outcome).set(getattr(stats, outcome))
 
 
 def track_circuits(stats: list[GuardStats]) -> None:

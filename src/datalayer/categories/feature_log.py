@@ -1,0 +1,256 @@
+"""Logs of what was served: a sample of online reads, published to a streaming pattern.
+
+The read path never waits for the log and never fails because of it: a sampled read puts
+one record on a bounded queue (full: the record is dropped and counted) and a background
+thread publishes it; a publish that fails is counted and logged, never raised. A record holds
+what a skew check needs to rebuild the same read offline: the request id, the pattern, the
+instant read (``as_of``, or when it was read), the entity keys, every value returned with
+its view's event time, and the model (name and version) that asked, when the caller says.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from datalayer.validators import Name
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class FeatureLogConfig(BaseModel):
+    """A feature pattern's ``log`` block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: Name = Field(description="the streaming pattern the records are published to")
+    sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    queue: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+@dataclass
+class FeatureLogStats:
+    """Records of one pattern's log: published, dropped (queue full), failed (publish)."""
+
+    pattern: str
+    published: int = 0
+    dropped: int = 0
+    failed: int = 0
+
+
+class FeatureLog:
+    """One pattern's log: ``record`` on the read path, a thread that publishes."""
+
+    def __init__(
+        self, pattern: str, config: FeatureLogConfig, publish: Callable[[dict[str, Any]], None]
+    ) -> None:
+        self.pattern = pattern
+        self.config = config
+        self.stats = FeatureLogStats(pattern)
+        self._publish = publish
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=config.queue)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def sampled(self) -> bool:
+        return self.config.sample >= 1.0 or random.random() < self.config.sample
+
+    def record(
+        self,
+        entities: Mapping[str, list[Any]],
+        values: Mapping[str, list[Any]],
+        stamps: Mapping[str, list[int]],
+        at: datetime,
+        *,
+        request_id: str | None,
+        model: str | None,
+        version: str | None,
+    ) -> None:
+        """Queue the record of one read; never blocks, never raises."""
+        try:
+            record = {
+                "request_id": request_id or uuid.uuid4().hex,
+                "pattern": self.pattern,
+                "requested_at": at.isoformat(),
+                "logged_at": datetime.now(UTC).isoformat(),
+                "model": model,
+                "version": version,
+                "entities": {k: [_plain(v) for v in column] for k, column in entities.items()},
+                "features": {
+                    name: [_plain(v) for v in column]
+                    for name, column in values.items()
+                    if name not in entities
+                },
+                "event_times": {
+                    view: [_instant(s) for s in view_stamps] for view, view_stamps in stamps.items()
+                },
+            }
+            self._start()
+            self._queue.put_nowait(record)
+        except queue.Full:
+            with self._lock:
+                self.stats.dropped += 1
+        except Exception:  # the read that asked must not fail because of its log
+            log.exception("pattern '%s': a feature log record could not be made", self.pattern)
+            with self._lock:
+                self.stats.failed += 1
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued record is published (or failed); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Publish what is queued (for up to ``timeout``), then stop the thread."""
+        if self._thread is None:
+            return
+        self.flush(timeout)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return  # the thread is stuck on a store that does not answer: a daemon, left
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name=f"feature-log-{self.pattern}", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            record = self._queue.get()
+            try:
+                if record is _STOP:
+                    return
+                self._publish(record)
+                with self._lock:
+                    self.stats.published += 1
+            except Exception as exc:
+                with self._lock:
+                    self.stats.failed += 1
+                log.warning("pattern '%s': a feature log record was lost: %s", self.pattern, exc)
+            finally:
+                self._queue.task_done()
+
+
+def _plain(value: Any) -> Any:
+    """A value a JSON payload can hold: bytes as base64, times as ISO text, NaN as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, list | dict):  # a numpy scalar
+        return _plain(value.item())
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _instant(stamp: int) -> str | None:
+    if not stamp:
+        return None
+    seconds, nanos = divmod(stamp, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=nanos // 1000).isoformat()
+
+
+def land(
+    stream: Any,
+    pattern: str,
+    folder: Path,
+    *,
+    batch: int = 1000,
+    idle_timeout: float = 5.0,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Write the log records of ``pattern`` from ``stream`` to parquet files in ``folder``,
+    one file per batch of at most ``batch`` records (memory stays bounded by it), one row per
+    entity of each read; returns the rows written. Stops once no record came for
+    ``idle_timeout`` seconds. A batch is committed after its file is in place (written aside,
+    then renamed), so a landing killed midway loses nothing: its batch comes again, and may
+    land twice (``request_id`` and ``row`` identify a row)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    landed = 0
+
+    def write(records: Any) -> None:
+        nonlocal landed
+        rows = [row for record in records.values for row in _rows(record, pattern)]
+        if rows:
+            _write_parquet(rows, folder)
+        landed += len(rows)
+        if on_batch is not None:
+            on_batch(len(records.values))
+
+    stream.process_batch(
+        write,
+        group=f"datalayer-land-logs.{pattern}",
+        max_batch=batch,
+        max_wait=1.0,
+        idle_timeout=idle_timeout,  # from the group's committed offsets (a new group: the first)
+    )
+    return landed
+
+
+def _rows(record: Any, pattern: str) -> list[dict[str, Any]]:
+    """One row per entity of a record: its ids, keys, values and each view's event time."""
+    if not isinstance(record, dict) or record.get("pattern") != pattern:
+        return []  # another pattern's records may share the stream
+    entities, features = record.get("entities") or {}, record.get("features") or {}
+    times = record.get("event_times") or {}
+    count = len(next(iter(entities.values()), []))
+    head = {
+        "request_id": record.get("request_id"),
+        "requested_at": record.get("requested_at"),
+        "logged_at": record.get("logged_at"),
+        "model": record.get("model"),
+        "version": record.get("version"),
+    }
+    return [
+        {
+            **head,
+            "row": i,
+            **{key: column[i] for key, column in entities.items()},
+            **{name: column[i] for name, column in features.items()},
+            **{f"{view}__event_timestamp": column[i] for view, column in times.items()},
+        }
+        for i in range(count)
+    ]
+
+
+def _write_parquet(rows: list[dict[str, Any]], folder: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    for column in ("requested_at", "logged_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    for column in [c for c in frame.columns if c.endswith("__event_timestamp")]:
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    aside = folder / f".{name}.tmp"
+    frame.to_parquet(aside, index=False)
+    aside.replace(folder / name)

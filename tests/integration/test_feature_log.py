@@ -1,0 +1,200 @@
+"""Feature logging: sampled online reads published to a stream without slowing or failing the
+read, then landed as parquet, ready for a point-in-time comparison."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+import datalayer
+from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
+from datalayer.errors import ConfigError
+from tests.example_project import copy_example, materialized
+
+T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+LAND_LOGS = ["-m", "datalayer.cli", "features", "land-logs", "service_features"]
+ROWS = [
+    {"service_id": "svc-01", "account_id": "acct-1"},
+    {"service_id": "svc-02", "account_id": "acct-2"},
+    {"service_id": "svc-nope", "account_id": "acct-nope"},
+]
+
+
+def logged_example(folder: Path, log: dict[str, Any], stream: dict[str, Any] | None = None) -> Path:
+    """The example registry whose service_features logs to a ``feature_reads`` stream, with
+    features written and materialized up to T."""
+    registry_file = copy_example(folder)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["patterns"]["feature_reads"] = stream or {
+        "category": "streaming",
+        "store": "events",
+        "topic": "feature-reads",
+        "partitions": 2,
+    }
+    registry["patterns"]["service_features"]["log"] = log
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    return materialized(registry_file, T)
+
+
+def test_logged_reads_land_as_rows_equal_to_what_was_served(tmp_path: Path) -> None:
+    registry = logged_example(tmp_path, {"to": "feature_reads"})
+    served = []
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        for i, at in enumerate([T, T + timedelta(hours=1, minutes=30)]):
+            served.append(
+                view.online(ROWS, as_of=at, request_id=f"req-{i}", model="grouping", version="v1")
+            )
+        view.online(ROWS[:1], as_of=T)  # no request id: a new one is made
+    # closing published everything queued; landing reads it back
+    with datalayer.open(registry, "local") as dl:
+        from datalayer.categories.feature_log import land
+
+        out = tmp_path / "landed"
+        rows = land(dl.stream("feature_reads"), "service_features", out, idle_timeout=1.0)
+    assert rows == 7
+    frame = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet")))
+    assert not list(out.glob(".*.tmp"))
+    first = frame[frame["request_id"] == "req-0"].sort_values("row")
+    assert first["service_id"].tolist() == ["svc-01", "svc-02", "svc-nope"]
+    assert set(first["model"]) == {"grouping"} and set(first["version"]) == {"v1"}
+    assert (first["requested_at"] == pd.Timestamp(T)).all()
+    for i, answer in enumerate(served):
+        landed = frame[frame["request_id"] == f"req-{i}"].sort_values("row")
+        for column, values in answer.items():
+            got = [None if pd.isna(v) else v for v in landed[column]]
+            assert got == values, column
+    # each view's event time, null where nothing was found
+    stamps = first["service_alert_counts__event_timestamp"].tolist()
+    assert stamps[0] <= pd.Timestamp(T) and pd.isna(stamps[2])
+    other = frame[~frame["request_id"].str.startswith("req-")]
+    assert len(other) == 1 and len(other["request_id"].iloc[0]) == 32
+
+
+def test_sample_decides_how_many_reads_are_logged(tmp_path: Path) -> None:
+    registry = logged_example(tmp_path, {"to": "feature_reads", "sample": 0.25})
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        for _ in range(400):
+            view.online(ROWS[:1], as_of=T)
+        log = view.log
+        assert log is not None
+        log.flush()
+        published = log.stats.published
+    assert 60 <= published <= 140, published  # binomial(400, 0.25): mean 100, sd 8.7
+
+
+def test_a_failing_log_never_fails_or_slows_the_read(tmp_path: Path) -> None:
+    """The log stream's schema refuses every record: reads still answer, failures counted."""
+    stream = {
+        "category": "streaming",
+        "store": "events",
+        "topic": "feature-reads",
+        "schema": "datalayer.examples.alerting:Alert",
+    }
+    registry = logged_example(tmp_path, {"to": "feature_reads"}, stream)
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        answers = [view.online(ROWS, as_of=T) for _ in range(5)]
+        assert view.log is not None and view.log.flush()
+        assert view.log.stats.failed == 5 and view.log.stats.published == 0
+    assert all(a["service_alert_counts__alerts_1h"][0] is not None for a in answers)
+
+
+def test_a_full_queue_drops_and_counts_without_waiting() -> None:
+    """A publish that hangs (a store that does not answer): the queue fills, the rest is
+    dropped and counted, and recording never waits."""
+    release = threading.Event()
+    published: list[dict[str, Any]] = []
+
+    def stuck(record: dict[str, Any]) -> None:
+        release.wait(30)
+        published.append(record)
+
+    log = FeatureLog("p", FeatureLogConfig(to="s", queue=2), stuck)
+    started = time.perf_counter()
+    for i in range(10):
+        log.record({"k": [i]}, {"v__f": [i]}, {}, T, request_id=str(i), model=None, version=None)
+    assert time.perf_counter() - started < 0.5
+    time.sleep(0.1)
+    assert log.stats.dropped >= 7  # one in the publisher's hands, two queued
+    release.set()
+    log.close()
+    assert log.stats.published == len(published) == 10 - log.stats.dropped
+    assert [r["request_id"] for r in published] == sorted(
+        (r["request_id"] for r in published), key=int
+    )
+
+
+def test_log_to_must_name_a_streaming_pattern(tmp_path: Path) -> None:
+    registry_file = copy_example(tmp_path)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["patterns"]["service_features"]["log"] = {"to": "incidents"}
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    with pytest.raises(ConfigError) as info:
+        datalayer.open(registry_file, "local")
+    assert info.value.path == "patterns.service_features.log.to"
+    assert "'incidents' is not a streaming pattern; streaming patterns: alerts" in str(info.value)
+
+
+def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
+    tmp_path: Path,
+) -> None:
+    """A read through the feature server's ASGI application is logged under the caller's
+    X-Request-ID with the model it names; ``datalayer features land-logs`` lands it."""
+    import asyncio
+    import json
+    import subprocess
+    import sys
+
+    from datalayer.serve.app import FeatureServer
+
+    registry = logged_example(tmp_path, {"to": "feature_reads"})
+    app = FeatureServer(datalayer.open(registry, "local"), {})
+    app.open()
+    sent: list[dict[str, Any]] = []
+    body = {"entities": ROWS[:2], "as_of": T.isoformat(), "model": "grouping", "version": "v2"}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/features/service_features",
+        "headers": [(b"x-request-id", b"model-call-17")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        app.close()  # publishes what its reads logged
+    assert sent[0]["status"] == 200, sent
+    landed = subprocess.run(
+        [sys.executable, *LAND_LOGS, "--config", str(registry), "--idle-timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert landed.returncode == 0, landed.stderr
+    assert "2 logged rows landed in" in landed.stdout
+    folder = tmp_path / ".datalayer" / "feature_logs" / "service_features"
+    frame = pd.concat(pd.read_parquet(p) for p in folder.glob("part-*.parquet"))
+    assert set(frame["request_id"]) == {"model-call-17"}
+    assert set(frame["model"]) == {"grouping"} and set(frame["version"]) == {"v2"}
+    again = subprocess.run(
+        [sys.executable, *LAND_LOGS, "--config", str(registry), "--idle-timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "0 logged rows landed" in again.stdout  # the group's offsets were committed
