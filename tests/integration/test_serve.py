@@ -690,6 +690,24 @@ def test_push_then_read_and_the_push_scope(fresh: Server, served: Server) -> Non
     assert unknown.status == 404 and "service_alert_stream_push" in unknown.body.decode()
     bad_to = fresh.call("POST", "/push", {**body, "to": "elsewhere"}, token=READER)
     assert bad_to.status == 400 and bad_to.json()["error"]["field"] == "to"
+    typed = {**body, "df": {**body["df"], "alerts_seen": ["many"]}}
+    wrong = fresh.call("POST", "/push", typed, token=READER)
+    assert wrong.status == 400, wrong.body  # refused before anything is written
+    assert "row 0.alerts_seen: must be int, not 'many'" in wrong.json()["error"]["message"]
+    for bad, named in (
+        ({"feature_service": {"a": 1}}, "feature_service"),
+        (
+            {"feature_service": "alert_grouping_v1", "full_feature_names": "yes"},
+            "full_feature_names",
+        ),
+        (
+            {"feature_service": "alert_grouping_v1", "entities": {"service_id": "svc-01"}},
+            "entities",
+        ),
+    ):
+        request = {"entities": {"service_id": ["svc-01"], "account_id": ["acct-1"]}, **bad}
+        refused = fresh.call("POST", "/get-online-features", request, token=READER)
+        assert refused.status == 400 and refused.json()["error"]["field"] == named, refused.body
     # a token with the read scope only may not push
     refused = served.call("POST", "/push", body, token=READER)
     assert refused.status == 403 and "may not push" in refused.json()["error"]["message"]

@@ -32,7 +32,13 @@ import orjson
 import datalayer
 from datalayer.api import DataLayer
 from datalayer.categories.feature import FeatureView
-from datalayer.errors import DataLayerError, NotFound, QueryError, StoreUnavailable
+from datalayer.errors import (
+    DataLayerError,
+    NotFound,
+    PayloadValidationError,
+    QueryError,
+    StoreUnavailable,
+)
 from datalayer.serve import configure_access_log, feast_api, metrics, tracing
 from datalayer.serve.auth import Auth
 from datalayer.serve.errors import HttpError
@@ -159,7 +165,7 @@ class FeatureServer:
             status, content_type = 503, None
             body = HttpError(503, f"{exc.message}; retry in {RETRY_AFTER}s").body()
             extra = ((b"retry-after", str(RETRY_AFTER).encode()),)
-        except (QueryError, NotFound) as exc:
+        except (QueryError, NotFound, PayloadValidationError) as exc:
             status, body, content_type, extra = 400, HttpError(400, exc.message).body(), None, ()
         except DataLayerError as exc:
             metrics.STORE_ERRORS.labels(exc.store or "-", "error").inc()

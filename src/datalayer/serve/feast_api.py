@@ -59,6 +59,10 @@ def online_request(
     count = lengths.pop()
     rows = [{key: values[i] for key, values in columns.items()} for i in range(count)]
     service, features = body.get("feature_service"), body.get("features") or []
+    if service is not None and not isinstance(service, str):
+        raise HttpError(400, "must be the name of a feature service", "feature_service")
+    if not isinstance(body.get("full_feature_names", False), bool):
+        raise HttpError(400, "must be true or false", "full_feature_names")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise HttpError(400, "must be a list of 'view:feature' strings", "features")
     if bool(service) == bool(features):

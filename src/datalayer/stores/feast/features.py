@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from datalayer.categories.feature import FeatureBackend, FeaturePattern, Progress, PushTo
-from datalayer.errors import NotFound, QueryError
+from datalayer.errors import NotFound, PayloadValidationError, QueryError
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import quiet
 
@@ -34,6 +35,22 @@ _PYTHON: dict[str, type] = {
     "STRING": str,
     "BYTES": bytes,
 }
+
+
+def _of_kind(value: Any, kind: type) -> bool:
+    """Whether a pushed value fits a field of Python type ``kind``: null always does; a bool
+    is not a number; an integer is a float."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    if kind is bool or isinstance(value, bool):
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    if kind is int and isinstance(value, float):
+        return value.is_integer()  # an integer column with a null reads as floats in pandas
+    return isinstance(value, kind)
+
+
 #: The pandas dtype of each Feast type whose values alone would give another one.
 _DTYPES = {"Int64": "Int64", "Int32": "Int32", "Float32": "float32"}
 
@@ -310,6 +327,7 @@ class FeastFeatures(FeatureBackend):
                 f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}",
                 store=self.store.name,
             )
+        self._check_push_types(feature_view, frame)
         source = feature_view.stream_source.batch_source
         stamp = datetime.now(UTC)
         for column in filter(None, [source.timestamp_field, source.created_timestamp_column]):
@@ -325,6 +343,25 @@ class FeastFeatures(FeatureBackend):
                 self._write_offline(feature_view, frame)
             if mode in ("online", "online_and_offline"):
                 self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+
+    def _check_push_types(self, feature_view: Any, frame: Any) -> None:
+        """Every pushed value of the type its field declares (a missing one may be null):
+        nothing is written otherwise, and the error names the row and the column."""
+        declared = {c.name: c.dtype for c in feature_view.entity_columns}
+        declared.update({f.name: f.dtype for f in feature_view.features})
+        problems = []
+        for column, dtype in declared.items():
+            kind = _PYTHON.get(dtype.to_value_type().name)
+            if kind is None:
+                continue
+            for row, value in enumerate(frame[column].tolist()):
+                if not _of_kind(value, kind):
+                    problems.append(
+                        (f"row {row}.{column}", f"must be {kind.__name__}, not {value!r:.40}")
+                    )
+                    break
+        if problems:
+            raise PayloadValidationError(self.pattern.name, problems)
 
     def _write_offline(self, feature_view: Any, frame: Any) -> None:
         """Append pushed rows to the view's offline table first, so a training set sees them.
