@@ -276,7 +276,6 @@ def test_online_read_equals_feast_s(generated: Generated) -> None:
     assert isinstance(backend.online_read, RedisOnlineRead)
     references = backend.stored_references(backend.references())
     wanted = rows(45)
-    generated.client.script_flush()  # a read of many rows loads its script again
     for at in (NOW, NOW + timedelta(minutes=50), NOW + timedelta(days=1)):
         ours = backend.online_read.read(wanted, references, at)
         theirs = FeastOnlineRead(backend).read(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import operator
 import struct
@@ -41,18 +40,6 @@ Reply = Sequence[bytes | None]
 
 #: Serialized entity keys kept per entity key shape and project (least recently used go).
 KEY_CACHE_SIZE = 65_536
-#: Rows from which a read is one script call per plan rather than a pipeline of HMGETs.
-SCRIPT_ROWS = 8
-#: Fields beyond which a plan's HMGETs stay in a pipeline (Lua's ``unpack`` has a limit).
-SCRIPT_FIELDS = 4_000
-#: Every key's HMGET of the same fields, as one nested reply.
-_HMGETS = (
-    "local out = {} "
-    "for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end "
-    "return out"
-)
-_HMGETS_SHA = hashlib.sha1(_HMGETS.encode()).hexdigest()
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NANOS = 1_000_000_000
 #: Value kinds returned as they are by Feast's own decoding (the common scalar ones).
@@ -98,6 +85,9 @@ class ViewPlan:
     pick_stamps: Callable[[Reply], tuple[bytes | None, ...]]
     order: list[str]
     key_cache: OrderedDict[Any, bytes] = field(repr=False)
+    #: An HMGET of ``fields`` in Redis's protocol: ``command``, the key, then ``arguments``.
+    command: bytes = field(default=b"", repr=False)
+    arguments: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +165,8 @@ def read_plan(
                 pick_stamps=_picker(range(len(columns), len(fields))),
                 order=order,
                 key_cache=_KEY_CACHES.setdefault(cache_id, OrderedDict()),
+                command=b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),
+                arguments=b"".join(b"$%d\r\n%b\r\n" % (len(f), f) for f in fields),
             )
         )
     return plans
@@ -218,30 +210,27 @@ def read_online(
 
 
 def _replies(client: Any, rows: list[dict[str, Any]], plans: list[ViewPlan]) -> list[list[Reply]]:
-    """Per plan, one HMGET reply per row, in one round trip: for a few rows a pipeline of
-    HMGETs; for more, one script call per plan, which Redis answers as one nested reply
-    (parsing a hundred replies costs more than the script)."""
-    keys = [entity_keys(plan, rows) for plan in plans]
-    pipe = client.pipeline(transaction=False)
-    if len(rows) < SCRIPT_ROWS or any(len(plan.fields) > SCRIPT_FIELDS for plan in plans):
-        for plan, plan_keys in zip(plans, keys, strict=True):
-            for key in plan_keys:
-                pipe.execute_command("HMGET", key, *plan.fields)
-        replies = pipe.execute()
-        return [replies[i * len(rows) : (i + 1) * len(rows)] for i in range(len(plans))]
-    from redis.exceptions import NoScriptError
-
+    """Per plan, one HMGET reply per row, in one round trip: every HMGET written as one buffer
+    of Redis's protocol, the replies read back in order. Measured at 100 rows x 55 fields,
+    against redis-py's pipeline (which packs each of the 5,500 arguments on its own: 3.5x the
+    client's time) and a Lua script of HMGETs (Redis builds a reply of tables: 1.6x Redis's
+    time), it costs the least of the three on both sides."""
+    payload = b"".join(
+        plan.command + b"$%d\r\n%b\r\n" % (len(key), key) + plan.arguments
+        for plan in plans
+        for key in entity_keys(plan, rows)
+    )
+    pool = client.connection_pool
+    connection = pool.get_connection()
     try:
-        return _scripted(pipe, keys, plans)
-    except NoScriptError:  # a restarted or flushed Redis: load the script, ask once more
-        client.script_load(_HMGETS)
-        return _scripted(client.pipeline(transaction=False), keys, plans)
-
-
-def _scripted(pipe: Any, keys: list[list[bytes]], plans: list[ViewPlan]) -> list[list[Reply]]:
-    for plan, plan_keys in zip(plans, keys, strict=True):
-        pipe.evalsha(_HMGETS_SHA, len(plan_keys), *plan_keys, *plan.fields)
-    return pipe.execute()  # type: ignore[no-any-return]
+        connection.send_packed_command([payload], check_health=False)
+        replies = [connection.read_response() for _ in range(len(rows) * len(plans))]
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: never hand it out again
+        raise
+    finally:
+        pool.release(connection)
+    return [replies[i * len(rows) : (i + 1) * len(rows)] for i in range(len(plans))]
 
 
 def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
