@@ -104,9 +104,9 @@ class FeastOnlineRead(OnlineRead):
 
 
 class RedisOnlineRead(OnlineRead):
-    """Feast's Redis hashes read directly: one HMGET per entity in one round trip (a
-    pipeline, or a script for many entities), decoded column by column
-    (see ``online_redis``)."""
+    """Feast's Redis hashes read directly: one HMGET per entity, all of them written to Redis
+    in one buffer and answered in one round trip, decoded column by column (see
+    ``online_redis``)."""
 
     def __init__(self, features: FeastFeatures, client: Any) -> None:
         super().__init__(features)
