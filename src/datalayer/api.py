@@ -247,9 +247,14 @@ class DataLayer:
 
     def close(self) -> None:
         with self._lock:
-            for handle in self._handles.values():  # logged reads published before stores go
-                if isinstance(handle, FeatureView) and handle.log is not None:
-                    handle.log.close()
+            logs = [
+                handle.log
+                for handle in self._handles.values()
+                if isinstance(handle, FeatureView) and handle.log is not None
+            ]
+        for feature_log in logs:  # logged reads published before the stores go; not under
+            feature_log.close()  # the lock, which a log's first publish takes to open its stream
+        with self._lock:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()

@@ -198,3 +198,19 @@ def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
         timeout=120,
     )
     assert "0 logged rows landed" in again.stdout  # the group's offsets were committed
+
+
+def test_closing_right_after_a_logged_read_publishes_it(tmp_path: Path) -> None:
+    """The log's first publish opens its stream; a close at that moment neither waits on it
+    nor loses the record."""
+    registry = logged_example(tmp_path, {"to": "feature_reads"})
+    started = time.perf_counter()
+    with datalayer.open(registry, "local") as dl:
+        dl.features("service_features").online(ROWS[:1], as_of=T, request_id="last")
+    assert time.perf_counter() - started < 4  # not a flush that timed out
+    with datalayer.open(registry, "local") as dl:
+        got = [
+            m.value["request_id"]
+            for m in dl.stream("feature_reads").consume(None, start="earliest", idle_timeout=1)
+        ]
+    assert got == ["last"]
