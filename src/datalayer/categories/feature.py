@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -46,6 +46,15 @@ class FeaturePattern(PatternConfig):
         if self.feature_service:
             return f"feature service '{self.feature_service}'"
         return f"features {', '.join(self.features)}"
+
+
+#: Event times (``online_stamped``, the feature logs) are integer nanoseconds since this.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_nanos(at: datetime) -> int:
+    """Nanoseconds since the epoch, exact (no float rounding)."""
+    return (at - EPOCH) // timedelta(microseconds=1) * 1000
 
 
 #: The entity DataFrame's time column: each row's features are read as of that instant.

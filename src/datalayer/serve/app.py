@@ -154,7 +154,6 @@ class FeatureServer:
         headers = dict(scope["headers"])
         request_id = _request_id(headers.get(b"x-request-id"))
         call = _Call(route=_route(scope["path"]), request_id=request_id)
-        status = 500
         try:
             status, body, content_type = await self._route(scope, receive, headers, call)
             extra: tuple[tuple[bytes, bytes], ...] = ()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from datalayer.categories.feature import FeatureView, PushTo
+from datalayer.categories.feature import FeatureView, PushTo, epoch_nanos
 from datalayer.config.loader import Registry
 from datalayer.serve.errors import HttpError
 
@@ -106,7 +106,7 @@ def online_response(
 ) -> dict[str, Any]:
     """Feast's answer: the entity columns as sent, then each feature with its status and
     event time."""
-    at_nanos = _nanos(at)
+    at_nanos = epoch_nanos(at)
     names: list[str] = []
     results: list[dict[str, Any]] = []
     count = len(request.rows)
@@ -173,10 +173,6 @@ def _timestamp(stamp: int) -> str:
     if nanos % 1_000 == 0:
         return f"{base}.{nanos // 1_000:06d}Z"
     return f"{base}.{nanos:09d}Z"
-
-
-def _nanos(at: datetime) -> int:
-    return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ from abc import ABC, abstractmethod
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from datalayer.categories.feature import FeatureView
+from datalayer.categories.feature import FeatureView, epoch_nanos
 from datalayer.stores.feast.online_redis import (
     Stamped,
     ViewPlan,
     decode,
-    nanos,
     read_online,
     read_plan,
     ttl_nanos,
@@ -59,7 +58,7 @@ class FeastOnlineRead(OnlineRead):
         stamps: dict[str, list[int]] | None = None,
     ) -> dict[str, list[Any]]:
         stamped = self._stamped(rows, references)
-        at_nanos = nanos(at)
+        at_nanos = epoch_nanos(at)
         out: dict[str, list[Any]] = {}
         for column in FeatureView.columns(references):
             if stamps is not None:
@@ -122,7 +121,7 @@ class RedisOnlineRead(OnlineRead):
     ) -> dict[str, list[Any]]:
         plans = self._plan(references)
         with self.features.store.redis_errors():
-            return read_online(self.client, rows, plans, nanos(at), stamps)
+            return read_online(self.client, rows, plans, epoch_nanos(at), stamps)
 
     def _plan(self, references: list[str]) -> list[ViewPlan]:
         """The read plan for these references, cached per request shape."""

@@ -27,7 +27,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from itertools import chain, repeat
 from typing import Any
 
@@ -40,7 +40,6 @@ Reply = Sequence[bytes | None]
 
 #: Serialized entity keys kept per entity key shape and project (least recently used go).
 KEY_CACHE_SIZE = 65_536
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NANOS = 1_000_000_000
 #: Value kinds returned as they are by Feast's own decoding (the common scalar ones).
 _SCALARS = frozenset(
@@ -478,11 +477,6 @@ def _one_stamp(raw: bytes) -> int:
 
     stamp = Timestamp.FromString(raw)
     return int(stamp.seconds) * _NANOS + int(stamp.nanos)
-
-
-def nanos(at: datetime) -> int:
-    """Nanoseconds since the epoch, exact (no float rounding)."""
-    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def decode(value: Any) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from datalayer.categories.feature import epoch_nanos
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.materialize_redis import RedisLayout
 from datalayer.stores.feast.online_redis import (
@@ -21,7 +22,6 @@ from datalayer.stores.feast.online_redis import (
     decode_column,
     entity_keys,
     event_nanos,
-    nanos,
     read_plan,
 )
 
@@ -137,6 +137,6 @@ def _read_back(
         if ours != theirs:
             return f"decoded values differ from Feast's (column '{column}')"
     stamps = event_nanos([h[plan.fields[len(plan.columns)]] for h in hashes])
-    if stamps != [nanos(t) for t in _TIMES]:
+    if stamps != [epoch_nanos(t) for t in _TIMES]:
         return f"decoded event times differ from Feast's (view '{view.name}')"
     return None
