@@ -4,6 +4,7 @@ over HTTP, its answers compared with the in-process read."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -393,23 +394,30 @@ def test_the_access_log_has_a_line_per_request_and_no_secret(served: Server) -> 
 def test_graceful_shutdown_answers_the_requests_in_flight(tmp_path: Path) -> None:
     registry = example(tmp_path, serve={"max_entities": 5000, "max_body_bytes": 1 << 22})
     server = start(registry, "local")
-    answers: list[Answer] = []
     rows = [{"service_id": f"svc-{i}", "account_id": "acct-1"} for i in range(5000)]
-
-    def read() -> None:
-        answers.append(server.call("POST", "/v1/features/service_features", {"entities": rows}))
-
-    threads = [threading.Thread(target=read) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)  # the requests are in: the first is being read, the others wait for it
-    assert server.stop() == STOPPED, server.log.read_text()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert [a.status for a in answers] == [200, 200, 200]
-    assert all(len(a.json()["features"]["service_id"]) == 5000 for a in answers)
+    body = json.dumps({"entities": rows}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    # Three requests the server has begun: headers and half the body sent, the rest held back.
+    requests = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(3)]
+    for request in requests:
+        request.putrequest("POST", "/v1/features/service_features")
+        request.putheader("content-type", "application/json")
+        request.putheader("content-length", str(len(body)))
+        request.endheaders()
+        request.send(body[: len(body) // 2])
+    # Their bytes reached the server before this request was sent, so once it is answered the
+    # server has read their headers: they are in flight, not waiting in the listen queue.
+    assert server.call("GET", "/health").status == 200
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # the server is draining: no new connection, the three still open
     with pytest.raises(OSError):
         server.call("GET", "/health")
+    for request in requests:
+        request.send(body[len(body) // 2 :])
+    answers = [request.getresponse() for request in requests]
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert all(len(json.loads(a.read())["features"]["service_id"]) == 5000 for a in answers)
+    assert server.process.wait(timeout=60) == STOPPED, server.log.read_text()
 
 
 def test_two_workers_share_one_count_of_requests(tmp_path: Path) -> None:
