@@ -88,7 +88,9 @@ class DataLayer:
                         f"stores: {', '.join(self.registry.stores)}"
                     )
                 config = self.registry.stores[name]
-                self._stores[name] = config.connect(name, self.registry.base_dir)
+                store = config.connect(name, self.registry.base_dir)
+                store.attach([p for p in self.registry.patterns.values() if p.store == name])
+                self._stores[name] = store
             return self._stores[name]
 
     def _handle(self, name: str, category: str) -> Any:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,12 +19,12 @@ import pytest
 import yaml
 
 import datalayer
-from datalayer import DataLayer, NotFound, QueryError
+from datalayer import DataLayer, NotFound, PayloadValidationError, QueryError
 from datalayer.examples.alerting import sample_accounts, sample_services
 from datalayer.examples.features import feature_frames, write_parquet, write_postgres
 from datalayer.examples.streaming_features import AlertFeaturePusher
 from datalayer.stores.feast.features import FeastFeatures
-from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
+from datalayer.stores.feast.online import FeastOnlineRead, PackedOnlineRead, RedisOnlineRead
 from datalayer.stores.feast.store import FeastStore
 from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
 from datalayer.testing.registry import write_registry
@@ -78,6 +80,10 @@ def layer(
         "category": "feature",
         "store": "features",
         "features": ["nope:x"],
+    }
+    registry["patterns"]["packed_features"] = {
+        **registry["patterns"]["service_features"],
+        "layout": "packed",
     }
     write_registry(tmp_path, registry["profiles"], registry["patterns"])
     frames = feature_frames(T, days=3)
@@ -327,6 +333,121 @@ def test_direct_redis_read_equals_feasts_own_read(layer: DataLayer) -> None:
             **through_feast.read(checked, references, at),
         }
     assert features.online(entity_rows, as_of=T)["service_alert_counts__alerts_1h"][0] is not None
+
+
+def test_the_packed_layout_answers_as_feasts_through_materializations_and_pushes(
+    layer: DataLayer,
+) -> None:
+    """Materialized through another pattern, pushed to (newer and older rows, a new entity):
+    the packed pattern answers as the hash layout at every instant. On the local profile
+    (SQLite online store) it reads Feast's layout."""
+    packed = layer.features("packed_features")
+    hashed = layer.features("service_features")
+    read = packed.backend.online_read  # type: ignore[attr-defined]
+    services = layer.profile == "services"
+    assert isinstance(read, PackedOnlineRead) == services
+    hashed.materialize(T - timedelta(days=3), T)
+    now = datetime.now(UTC)
+    stream_rows = [
+        {"service_id": "svc-04", "last_severity_rank": 1, "alerts_seen": 9, "event_timestamp": now},
+        {
+            "service_id": "svc-new",
+            "last_severity_rank": 2,
+            "alerts_seen": 1,
+            "event_timestamp": now,
+        },
+    ]
+    hashed.push(stream_rows)
+    older = [{**stream_rows[0], "alerts_seen": 3, "event_timestamp": now - timedelta(minutes=5)}]
+    packed.push(older)
+    hostile = {"service_id": "svc-\x1e\"'\n🙂" + "x" * 300, "account_id": "acct-1"}
+    packed.push([{**stream_rows[1], "service_id": hostile["service_id"]}])
+    if services:  # PostgreSQL text holds no NUL: refused, naming the row, nothing written
+        nul = {**stream_rows[1], "service_id": "svc-\x00nul"}
+        with pytest.raises(PayloadValidationError, match=r"row 1\.service_id: holds a NUL"):
+            packed.push([stream_rows[1], nul])
+        seen = packed.online(
+            [{"service_id": nul["service_id"]}], features=["service_alert_stream:alerts_seen"]
+        )
+        assert seen["service_alert_stream__alerts_seen"] == [None]
+    entity_rows = [*rows(), {"service_id": "svc-new", "account_id": "acct-1"}]
+    assert packed.online([hostile])["service_alert_stream__alerts_seen"] == [1]
+    assert packed.online_stamped([hostile]) == hashed.online_stamped([hostile])
+    for at in (T, T - timedelta(hours=5), T + timedelta(hours=2, minutes=1), now):
+        assert packed.online_stamped(entity_rows, as_of=at) == hashed.online_stamped(
+            entity_rows, as_of=at
+        ), at
+    latest = packed.online(entity_rows, as_of=now)
+    # Redis keeps the newer value (Feast's SQLite online store takes whichever came last).
+    svc_04 = [row["service_id"] for row in entity_rows].index("svc-04")
+    assert latest["service_alert_stream__alerts_seen"][svc_04] == (9 if services else 3)
+    assert latest["service_alert_stream__alerts_seen"][-1] == 1
+    assert latest["service_alert_counts__alerts_1h"][-1] is None  # a new entity: not packed
+    if services:
+        store = layer.store("features")
+        assert isinstance(store, FeastStore)
+        client = store.fast_redis()
+        complete = {
+            ",".join(sorted(v.name for v in layout.views)): [
+                string[0] if string else None for string in client.mget(layout.keys(entity_rows))
+            ]
+            for layout in read.layouts
+        }
+        # Every sample entity is complete (all its views written); "svc-new" has only its
+        # pushed view (read from the hashes), "svc-missing" and "acct-missing" no string.
+        assert complete == {
+            "account_profile": [1] * 8 + [None, 1],
+            "service_alert_counts,service_alert_stream,service_incident_history": [1] * 8
+            + [None, 0],
+        }
+
+
+@pytest.mark.parametrize("layer", ["services"], indirect=True)
+def test_concurrent_pushes_and_a_materialization_leave_both_layouts_equal(
+    layer: DataLayer,
+) -> None:
+    """Four threads push rows of one view with shuffled event times to the same entities while
+    a materialization writes every view: each layout keeps the newest row per entity, and
+    they agree."""
+    packed = layer.features("packed_features")
+    hashed = layer.features("service_features")
+    services = [f"svc-{i:02d}" for i in range(1, 9)]
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    errors: list[BaseException] = []
+
+    def pusher(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(15):
+                minute = rng.randrange(1, 25)
+                packed.push(
+                    [
+                        {
+                            "service_id": service,
+                            "last_severity_rank": minute,
+                            "alerts_seen": seed,
+                            "event_timestamp": base + timedelta(minutes=minute, seconds=seed),
+                        }
+                        for service in rng.sample(services, 4)
+                    ]
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pusher, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    hashed.materialize(T - timedelta(days=3), T)
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    entity_rows = [{"service_id": s, "account_id": "acct-1"} for s in services]
+    now = datetime.now(UTC)
+    assert packed.online_stamped(entity_rows, as_of=now) == hashed.online_stamped(
+        entity_rows, as_of=now
+    )
+    ranks = packed.online(entity_rows, as_of=now)["service_alert_stream__last_severity_rank"]
+    assert all(rank is not None and rank >= 1 for rank in ranks)
 
 
 def test_incremental_materialization_catches_up_in_steps(layer: DataLayer) -> None:

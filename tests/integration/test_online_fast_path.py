@@ -25,7 +25,8 @@ from datalayer.categories.feature import FeatureView
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.features import FeastFeatures
 from datalayer.stores.feast.materialize import FeastMaterializer
-from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
+from datalayer.stores.feast.online import FeastOnlineRead, PackedOnlineRead, RedisOnlineRead
+from datalayer.stores.feast.online_redis import entity_keys
 from datalayer.stores.feast.store import FeastStore
 from datalayer.testing.feast_repo import feature_store_yaml, write_feast_repo
 from datalayer.testing.registry import write_registry
@@ -52,6 +53,8 @@ class Setup:
     fs: Any
     references: list[str]
     registry: Path
+    #: The same features in the packed layout, packed from the hashes as a push packs them.
+    packed: FeatureView
 
     @property
     def backend(self) -> FeastFeatures:
@@ -224,10 +227,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         "short:x",
         "forever:on",
     ]
+    things = {"category": "feature", "store": "features", "features": references}
     write_registry(
         tmp_path,
         {"fast": {"features": store}},
-        {"things": {"category": "feature", "store": "features", "features": references}},
+        {"things": things, "packed_things": {**things, "layout": "packed"}},
     )
     dl = datalayer.open(tmp_path / "datalayer.yaml", "fast")
     dl.apply()
@@ -235,11 +239,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     assert isinstance(store, FeastStore)
     fs = store.feature_store
     _write(fs, np.random.default_rng(11))
+    packing = store.packing()
+    assert packing is not None
+    views = {name: fs.get_feature_view(name) for name in ("scalars", "short", "forever")}
+    for name in ("scalars", "short"):
+        packing.repack(name, [{"thing_id": i} for i in range(THINGS)], views)
+    packing.repack("forever", _rows(list(range(THINGS))), views)
     features = dl.features("things")
     assert isinstance(features.backend, FeastFeatures)
     assert isinstance(features.backend.online_read, RedisOnlineRead)
+    packed = dl.features("packed_things")
+    assert isinstance(packed.backend, FeastFeatures)
+    assert isinstance(packed.backend.online_read, PackedOnlineRead)
     try:
-        yield Setup(features, fs, features.references(), tmp_path / "datalayer.yaml")
+        yield Setup(features, fs, features.references(), tmp_path / "datalayer.yaml", packed)
     finally:
         fs.teardown()
         dl.close()
@@ -288,6 +301,79 @@ def test_online_equals_feasts_read_with_ttl(setup: Setup, request_name: str, ins
     expected = _through_feast(setup, rows, at)
     assert canon_columns(ours) == canon_columns(expected)
     assert list(ours) == ["thing_id", "region", *setup.features.columns(setup.references)]
+
+
+@pytest.mark.parametrize("instant", sorted(INSTANTS))
+@pytest.mark.parametrize("request_name", sorted(REQUESTS))
+def test_the_packed_layout_answers_as_the_hashes(
+    setup: Setup, request_name: str, instant: str
+) -> None:
+    rows, at = _rows(REQUESTS[request_name]), INSTANTS[instant]
+    packed, packed_stamps = setup.packed.online_stamped(rows, as_of=at)
+    hashed, hashed_stamps = setup.features.online_stamped(rows, as_of=at)
+    assert canon_columns(packed) == canon_columns(hashed)
+    assert packed_stamps == hashed_stamps
+    subset = ["forever:on", "scalars:f32"]
+    assert canon_columns(setup.packed.online(rows, as_of=at, features=subset)) == canon_columns(
+        setup.features.online(rows, as_of=at, features=subset)
+    )
+
+
+def test_the_packed_layout_holds_every_written_entity(setup: Setup) -> None:
+    """Guards the comparison above against a packed read that only ever fell back to the
+    hashes: every entity with all its views written is complete in the packed strings, and
+    its values come from them (the hashes of one are emptied: the packed read still has it)."""
+    backend = setup.packed.backend
+    assert isinstance(backend, FeastFeatures) and isinstance(backend.online_read, PackedOnlineRead)
+    client = backend.store.fast_redis()
+    shapes = sorted(backend.online_read.layouts, key=lambda layout: -len(layout.views))
+    assert [sorted(v.name for v in layout.views) for layout in shapes] == [
+        ["scalars", "short"],
+        ["forever"],
+    ]
+    strings = [client.mget(layout.keys(_rows(list(range(THINGS))))) for layout in shapes]
+    assert [s[0] for s in strings[0]] == [1] * WRITTEN + [0] * (THINGS - WRITTEN)
+    assert [s[0] for s in strings[1][:WRITTEN]] == [1] * WRITTEN
+    before = setup.packed.online(_rows([12]), as_of=T)
+    hashes = shapes[0].hashes
+    (key,) = entity_keys(hashes, [{"thing_id": 12}])
+    saved = client.dump(key)
+    client.delete(key)
+    try:
+        assert setup.features.online(_rows([12]), as_of=T)["scalars__i64"] == [None]
+        assert canon_columns(setup.packed.online(_rows([12]), as_of=T)) == canon_columns(before)
+        assert before["scalars__i64"] != [None]
+    finally:
+        client.restore(key, 0, saved)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x01\x00\x00\x00\x05",  # cut short
+        b"\x01" + b"\x00" * 8 + b"\xc1" * 40,  # a byte MessagePack never uses
+        b"\x01" + b"\x00" * 8 + b"\xa3abc" * 60,  # parses, but event times are strings
+    ],
+    ids=["cut", "unparsable", "misplaced"],
+)
+def test_packed_strings_not_written_by_datalayer_read_from_the_hashes(
+    setup: Setup, bad: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = setup.packed.backend
+    assert isinstance(backend, FeastFeatures) and isinstance(backend.online_read, PackedOnlineRead)
+    client = backend.store.fast_redis()
+    layout = next(layout for layout in backend.online_read.layouts if len(layout.views) == 2)
+    (key,) = layout.keys([{"thing_id": 7}])
+    saved = client.get(key)
+    client.set(key, bad)
+    try:
+        rows = _rows([6, 7, 8])
+        assert canon_columns(setup.packed.online(rows, as_of=T)) == canon_columns(
+            setup.features.online(rows, as_of=T)
+        )
+        assert "do not parse" in caplog.text
+    finally:
+        client.set(key, saved)
 
 
 def test_the_data_covers_what_it_claims(setup: Setup) -> None:

@@ -32,6 +32,9 @@ class FeaturePattern(PatternConfig):
     feature_service: str | None = None
     features: list[str] = Field(default_factory=list)
     log: FeatureLogConfig | None = None
+    #: ``packed``: online reads from one string per entity that datalayer writes beside
+    #: Feast's hashes (Redis online store, views materialized and pushed through datalayer).
+    layout: Literal["feast", "packed"] = "feast"
 
     @model_validator(mode="after")
     def _one_source(self) -> FeaturePattern:
@@ -43,9 +46,10 @@ class FeaturePattern(PatternConfig):
         return iter(())
 
     def summary(self) -> str:
+        packed = ", packed layout" if self.layout == "packed" else ""
         if self.feature_service:
-            return f"feature service '{self.feature_service}'"
-        return f"features {', '.join(self.features)}"
+            return f"feature service '{self.feature_service}'{packed}"
+        return f"features {', '.join(self.features)}{packed}"
 
 
 #: Event times (``online_stamped``, the feature logs) are integer nanoseconds since this.

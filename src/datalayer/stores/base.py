@@ -79,6 +79,11 @@ class Store(ABC, Generic[PatternT, HandleT]):
     def handle(self, pattern: PatternT) -> HandleT:
         """The contract object (table, stream, collection, namespace) for ``pattern``."""
 
+    def attach(self, patterns: list[PatternConfig]) -> None:
+        """Told, when it connects, every pattern of the registry on this store: one whose
+        writes serve other patterns than the one written needs to know them."""
+        return None
+
     @abstractmethod
     def apply(self, patterns: list[PatternT]) -> list[str]:
         """Create what the patterns need (idempotent); returns what was done, for humans."""

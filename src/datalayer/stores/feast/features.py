@@ -75,12 +75,19 @@ class FeastFeatures(FeatureBackend):
     def online_read(self) -> OnlineRead:
         """Straight from Feast's Redis hashes where the online store is Redis and the fast
         paths are on; else Feast's read."""
-        from datalayer.stores.feast.online import FeastOnlineRead, RedisOnlineRead
+        from datalayer.stores.feast.online import (
+            FeastOnlineRead,
+            PackedOnlineRead,
+            RedisOnlineRead,
+        )
 
         client = self.store.fast_redis()
-        if client is not None:
-            return RedisOnlineRead(self, client)
-        return FeastOnlineRead(self)
+        if client is None:
+            return FeastOnlineRead(self)
+        packing = self.store.packing() if self.pattern.layout == "packed" else None
+        if packing is not None and self.pattern.name in packing.by_pattern:
+            return PackedOnlineRead(self, client, packing.by_pattern[self.pattern.name])
+        return RedisOnlineRead(self, client)
 
     @functools.cached_property
     def training_set(self) -> TrainingSet:
@@ -327,8 +334,13 @@ class FeastFeatures(FeatureBackend):
                 f"pattern '{self.pattern.name}': push rows for '{view}' lack {missing}",
                 store=self.store.name,
             )
-        self._check_push_types(feature_view, frame)
+        mode = to or self.store.config.push_mode
         source = feature_view.stream_source.batch_source
+        self._check_push_types(
+            feature_view,
+            frame,
+            text_without_nul=mode != "online" and compat.is_postgres_source(source),
+        )
         stamp = datetime.now(UTC)
         for column in filter(None, [source.timestamp_field, source.created_timestamp_column]):
             if column not in frame.columns:
@@ -337,16 +349,22 @@ class FeastFeatures(FeatureBackend):
         frame = frame[
             [*needed, *filter(None, [source.timestamp_field, source.created_timestamp_column])]
         ]
-        mode = to or self.store.config.push_mode
         with self.store.errors(), quiet():
             if mode in ("offline", "online_and_offline"):
                 self._write_offline(feature_view, frame)
             if mode in ("online", "online_and_offline"):
                 self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+                packing = self.store.packing()
+                if packing is not None:
+                    keys = frame[list(feature_view.join_keys)].to_dict("records")
+                    with self.store.redis_errors():
+                        packing.repack(view, keys, {view: feature_view})
 
-    def _check_push_types(self, feature_view: Any, frame: Any) -> None:
-        """Every pushed value of the type its field declares (a missing one may be null):
-        nothing is written otherwise, and the error names the row and the column."""
+    def _check_push_types(self, feature_view: Any, frame: Any, text_without_nul: bool) -> None:
+        """Every pushed value of the type its field declares (a missing one may be null), and
+        no NUL character in a string bound for a PostgreSQL table (``text_without_nul``: its
+        text type cannot hold one): nothing is written otherwise, and the error names the row
+        and the column."""
         declared = {c.name: c.dtype for c in feature_view.entity_columns}
         declared.update({f.name: f.dtype for f in feature_view.features})
         problems = []
@@ -358,6 +376,11 @@ class FeastFeatures(FeatureBackend):
                 if not _of_kind(value, kind):
                     problems.append(
                         (f"row {row}.{column}", f"must be {kind.__name__}, not {value!r:.40}")
+                    )
+                    break
+                if text_without_nul and kind is str and "\x00" in value:
+                    problems.append(
+                        (f"row {row}.{column}", "holds a NUL character, which PostgreSQL refuses")
                     )
                     break
         if problems:

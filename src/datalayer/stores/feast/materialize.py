@@ -23,6 +23,7 @@ from datalayer.stores.shared.postgres_urls import libpq_url
 
 if TYPE_CHECKING:
     from datalayer.stores.feast.features import FeastFeatures
+    from datalayer.stores.feast.store import FeastStore
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class RedisMaterializer(Materializer):
     def view(self, name: str, start: datetime, end: datetime) -> None:
         fs = self.features.fs
         view = fs.get_feature_view(name)
-        batches = self._latest_rows(view, start, end)
+        batches = latest_rows(self.features.store, view, start, end)
         if batches is None:
             if name not in self._told:
                 self._told.add(name)
@@ -98,20 +99,35 @@ class RedisMaterializer(Materializer):
                 )
             self.fallback.view(name, start, end)
             return
-        with self.features.store.redis_errors():
-            materialize_view(fs, view, self.client, batches)
+        store = self.features.store
+        packing = store.packing()
+        writers = packing.writers(name) if packing else []
+        with store.redis_errors():
+            materialize_view(fs, view, self.client, batches, packed=writers)
         fs.registry.apply_materialization(view, fs.project, start, end)
 
-    def _latest_rows(self, view: Any, start: datetime, end: datetime) -> Iterator[Any] | None:
-        """The view's latest row per entity as record batches, when its source allows."""
-        from feast import FileSource
 
-        store = self.features.store
-        source = view.batch_source
-        if isinstance(source, FileSource) and str(source.path).endswith(".parquet"):
-            path = Path(source.path)
-            path = path if path.is_absolute() else store.repo / path
-            return parquet_latest(view, str(path), start, end)
-        if compat.is_postgres_source(source) and store.offline_postgres_url:
-            return postgres_latest(view, libpq_url(store.offline_postgres_url), start, end)
+def streams(store: FeastStore, view: Any) -> bool:
+    """Whether the view's rows can be streamed into Redis by ``latest_rows``: its source is a
+    parquet file, or a PostgreSQL table with the offline store's URL known."""
+    from feast import FileSource
+
+    source = view.batch_source
+    if isinstance(source, FileSource):
+        return str(source.path).endswith(".parquet")
+    return bool(compat.is_postgres_source(source) and store.offline_postgres_url)
+
+
+def latest_rows(
+    store: FeastStore, view: Any, start: datetime, end: datetime
+) -> Iterator[Any] | None:
+    """The view's latest row per entity as record batches, when it ``streams``; else None."""
+    if not streams(store, view):
         return None
+    source = view.batch_source
+    if compat.is_postgres_source(source):
+        assert store.offline_postgres_url is not None
+        return postgres_latest(view, libpq_url(store.offline_postgres_url), start, end)
+    path = Path(source.path)
+    path = path if path.is_absolute() else store.repo / path
+    return parquet_latest(view, str(path), start, end)

@@ -17,15 +17,19 @@ from __future__ import annotations
 import json
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from datalayer.stores.feast import compat, wire
+from datalayer.stores.feast.online_redis import decode_column, decoder_of, event_nanos
 from datalayer.stores.feast.training_parquet import quoted
+
+if TYPE_CHECKING:
+    from datalayer.stores.feast.packed import PackedWriter
 
 #: Rows per record batch: enough to amortize a Redis round trip, small enough to stay flat.
 BATCH_ROWS = 5_000
@@ -375,13 +379,13 @@ class RedisLayoutWriter:
         self.head = [ttl, self.layout.ts_field]
         self.script = client.register_script(_WRITE_NEWER)
 
-    def encode(self, batch: Any) -> tuple[list[bytes], list[Any]]:
-        """One record batch (one row per entity) as the keys and arguments of ``send``."""
-        keys = self.layout.entity_keys(batch)
+    def encode(self, keys: list[bytes], cells: list[Cells]) -> list[Any]:
+        """One record batch (one row per entity), as its keys and ``RedisLayout.cells``, as
+        the arguments of ``send``."""
         pairs: list[Cells] = []
-        for field, cells in zip(self.packed_fields, self.layout.cells(batch), strict=True):
-            pairs += [Cells.constant(field, len(keys)), _string_headers(cells.lengths), cells]
-        return keys, [*self.head, *joined(pairs).rows()]
+        for field, column in zip(self.packed_fields, cells, strict=True):
+            pairs += [Cells.constant(field, len(keys)), _string_headers(column.lengths), column]
+        return [*self.head, *joined(pairs).rows()]
 
     def send(self, keys: list[bytes], args: list[Any]) -> int:
         """One compare-and-set script call: rows newer than what is stored are written; the
@@ -389,7 +393,8 @@ class RedisLayoutWriter:
         return int(self.script(keys=keys, args=args))
 
     def write(self, batch: Any) -> int:
-        return self.send(*self.encode(batch))
+        keys = self.layout.entity_keys(batch)
+        return self.send(keys, self.encode(keys, self.layout.cells(batch)))
 
 
 def _latest_query(view: Any) -> tuple[list[str], str, str, str]:
@@ -456,8 +461,10 @@ def materialize_view(
     client: Any,
     batches: Iterator[Any],
     on_rows: Callable[[int], None] | None = None,
+    packed: Sequence[PackedWriter] = (),
 ) -> int:
-    """Write every batch of one view; the number of entities whose hash changed."""
+    """Write every batch of one view, and its segments in ``packed`` layouts; the number of
+    entities whose hash changed."""
     writer = RedisLayoutWriter(feature_store, view, client)
     written = 0
     # Batches in flight on their own connections: Redis starts the second as soon as the first
@@ -468,12 +475,30 @@ def materialize_view(
         for batch in batches:
             if not batch.num_rows:
                 continue
-            keys, args = writer.encode(batch)
+            keys, cells = writer.layout.entity_keys(batch), writer.layout.cells(batch)
+            args = writer.encode(keys, cells)
             if len(pending) == IN_FLIGHT:
                 written += pending.popleft().result()
             pending.append(sender.submit(writer.send, keys, args))
+            if packed:
+                _pack(writer.layout, keys, cells, packed)
             if on_rows:
                 on_rows(batch.num_rows)
         while pending:
             written += pending.popleft().result()
     return written
+
+
+def _pack(
+    layout: RedisLayout, keys: list[bytes], cells: list[Cells], packed: Sequence[PackedWriter]
+) -> None:
+    """A batch's segments: the values just encoded for the hashes, decoded as a read of the
+    hashes decodes them, so both layouts answer the same."""
+    raws: list[list[bytes | None]] = [list(column.rows()) for column in cells]
+    stamps = event_nanos(raws[0])
+    decoded = {
+        name: decode_column(decoder_of(kind.name), column)
+        for (name, kind), column in zip(layout.features, raws[1:], strict=True)
+    }
+    for writer in packed:
+        writer.write(keys, stamps, [decoded[name] for name in writer.view.features])

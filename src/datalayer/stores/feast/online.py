@@ -19,6 +19,7 @@ from datalayer.stores.feast.online_redis import (
     read_plan,
     ttl_nanos,
 )
+from datalayer.stores.feast.packed import PackedLayout, PackedRead, read_packed, read_request
 
 if TYPE_CHECKING:
     from datalayer.stores.feast.features import FeastFeatures
@@ -135,3 +136,30 @@ class RedisOnlineRead(OnlineRead):
                 fs.config.entity_key_serialization_version,
             )
         return self._plans[wanted]
+
+
+class PackedOnlineRead(OnlineRead):
+    """The pattern's packed layout (see ``packed``): one MGET of one string per entity and
+    entity key shape, all parsed at once; entities not packed read Feast's hashes."""
+
+    def __init__(self, features: FeastFeatures, client: Any, layouts: list[PackedLayout]) -> None:
+        super().__init__(features)
+        self.client = client
+        self.layouts = layouts
+        self._reads: dict[tuple[str, ...], list[PackedRead]] = {}
+
+    def read(
+        self,
+        rows: list[dict[str, Any]],
+        references: list[str],
+        at: datetime,
+        stamps: dict[str, list[int]] | None = None,
+    ) -> dict[str, list[Any]]:
+        order = [reference.replace(":", "__", 1) for reference in references]
+        wanted = tuple(references)
+        if wanted not in self._reads:
+            self._reads[wanted] = read_request(self.layouts, self.features.views(), references)
+        with self.features.store.redis_errors():
+            return read_packed(
+                self.client, rows, self._reads[wanted], order, epoch_nanos(at), stamps
+            )

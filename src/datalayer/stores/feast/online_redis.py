@@ -144,9 +144,7 @@ def read_plan(
         fields.extend(compat.timestamp_field(name) for name in names)
         by_kind: dict[str, list[int]] = {}
         for position, kind in enumerate(kinds):
-            by_kind.setdefault(kind if kind in _PARSED or kind in _FIXED else "", []).append(
-                position
-            )
+            by_kind.setdefault(kind if decoder_of(kind) else "", []).append(position)
         cache_id = (project, version, keys, key_types)
         plans.append(
             ViewPlan(
@@ -158,7 +156,7 @@ def read_plan(
                 fields=fields,
                 views=plan_views,
                 batches=[
-                    _Batch(positions, _picker(positions), batch_decoder(kind) if kind else None)
+                    _Batch(positions, _picker(positions), decoder_of(kind))
                     for kind, positions in by_kind.items()
                 ],
                 pick_stamps=_picker(range(len(columns), len(fields))),
@@ -219,17 +217,23 @@ def _replies(client: Any, rows: list[dict[str, Any]], plans: list[ViewPlan]) -> 
         for plan in plans
         for key in entity_keys(plan, rows)
     )
+    replies = roundtrip(client, payload, len(rows) * len(plans))
+    return [replies[i * len(rows) : (i + 1) * len(rows)] for i in range(len(plans))]
+
+
+def roundtrip(client: Any, payload: bytes, count: int) -> list[Any]:
+    """``count`` commands, already in Redis's protocol, sent as one buffer on a connection of
+    the client's pool; their replies, in order."""
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
         connection.send_packed_command([payload], check_health=False)
-        replies = [connection.read_response() for _ in range(len(rows) * len(plans))]
+        return [connection.read_response() for _ in range(count)]
     except BaseException:
         connection.disconnect()  # replies may be left unread: never hand it out again
         raise
     finally:
         pool.release(connection)
-    return [replies[i * len(rows) : (i + 1) * len(rows)] for i in range(len(plans))]
 
 
 def entity_keys(plan: ViewPlan, rows: list[dict[str, Any]]) -> list[bytes]:
@@ -320,6 +324,11 @@ def decode_raw(raw: bytes | None) -> Any:
     if not raw:
         return None
     return decode(compat.value_class().FromString(raw))
+
+
+def decoder_of(kind: str) -> Decoder | None:
+    """The batch decoder of a Feast value type's name, if it has one."""
+    return batch_decoder(kind) if kind in _PARSED or kind in _FIXED else None
 
 
 @functools.cache

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -34,6 +34,7 @@ from datalayer.errors import (
     StoreUnavailable,
     redact,
 )
+from datalayer.patterns import PatternConfig
 from datalayer.stores.base import Store, StoreConfig, require_installed
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import feast_environment, quiet
@@ -48,6 +49,9 @@ from datalayer.stores.feast.repo_yaml import (
 from datalayer.stores.feast.training_parquet import ParquetIndexes
 from datalayer.stores.shared.postgres_urls import sqlalchemy_url
 from datalayer.validators import Name
+
+if TYPE_CHECKING:
+    from datalayer.stores.feast.packed import Packing
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +263,10 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
         self._lock = threading.RLock()
         #: Sorted (keys, time) indexes of the parquet sources, for training sets.
         self.parquet_indexes = ParquetIndexes()
+        #: The registry's patterns with ``layout: packed`` (``attach``); their layouts, built
+        #: on first use (None: none can be used here).
+        self.packed_patterns: list[FeaturePattern] = []
+        self._packing: Packing | bool | None = False
 
     @property
     def feature_store(self) -> Any:
@@ -307,6 +315,55 @@ class FeastStore(Store[FeaturePattern, FeatureView]):
 
     def handle(self, pattern: FeaturePattern) -> FeatureView:
         return FeatureView(pattern, FeastFeatures(pattern, self))
+
+    def attach(self, patterns: list[PatternConfig]) -> None:
+        self.packed_patterns = [
+            p for p in patterns if isinstance(p, FeaturePattern) and p.layout == "packed"
+        ]
+
+    def packing(self) -> Packing | None:
+        """The packed layouts every write of a view must update, and the packed patterns
+        read: those whose views our materializer writes, on the fast Redis paths. None when
+        there are none; why a packed pattern cannot be is logged once."""
+        with self._lock:
+            if self._packing is False:
+                self._packing = self._build_packing()
+            assert self._packing is not True
+            return self._packing
+
+    def _build_packing(self) -> Packing | None:
+        from datalayer.stores.feast.materialize import streams
+        from datalayer.stores.feast.packed import Packing, layouts
+
+        if not self.packed_patterns:
+            return None
+        client = self.fast_redis()
+        if client is None:
+            log.info(
+                "%s: patterns %s read Feast's layout: the packed layout needs the fast paths "
+                "on a Redis online store",
+                self.label,
+                ", ".join(p.name for p in self.packed_patterns),
+            )
+            return None
+        fs = self.feature_store
+        version = fs.config.entity_key_serialization_version
+        by_pattern = {}
+        for pattern in self.packed_patterns:
+            views = FeastFeatures(pattern, self).views()
+            slow = [name for name, view in views.items() if not streams(self, view)]
+            if slow:
+                log.info(
+                    "%s: pattern '%s' reads Feast's layout: the packed layout is written by "
+                    "datalayer's materializer, which does not stream the sources of %s",
+                    self.label,
+                    pattern.name,
+                    ", ".join(slow),
+                )
+                continue
+            by_pattern[pattern.name] = layouts(views, fs.project, version)
+        key_ttl = getattr(fs.config.online_store, "key_ttl_seconds", None) or 0
+        return Packing(client, key_ttl, by_pattern) if by_pattern else None
 
     def apply(self, patterns: list[FeaturePattern]) -> list[str]:
         """``feast apply`` for this profile: every definition in the repo, deletions included.
