@@ -20,6 +20,7 @@ from tests.example_project import copy_example, materialized
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LAND_LOGS = ["-m", "datalayer.cli", "features", "land-logs", "service_features"]
+SERVICES_ONE_SECOND = ["--profile", "services", "--idle-timeout", "1"]
 ROWS = [
     {"service_id": "svc-01", "account_id": "acct-1"},
     {"service_id": "svc-02", "account_id": "acct-2"},
@@ -55,10 +56,12 @@ def test_logged_reads_land_as_rows_equal_to_what_was_served(tmp_path: Path) -> N
         view.online(ROWS[:1], as_of=T)  # no request id: a new one is made
     # closing published everything queued; landing reads it back
     with datalayer.open(registry, "local") as dl:
-        from datalayer.categories.feature_log import land
+        from datalayer.categories.feature_log import ParquetFolder, land
 
         out = tmp_path / "landed"
-        rows = land(dl.stream("feature_reads"), "service_features", out, idle_timeout=1.0)
+        rows = land(
+            dl.stream("feature_reads"), "service_features", ParquetFolder(out), idle_timeout=1.0
+        )
     assert rows == 7
     frame = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet")))
     assert not list(out.glob(".*.tmp"))
@@ -214,3 +217,94 @@ def test_closing_right_after_a_logged_read_publishes_it(tmp_path: Path) -> None:
             for m in dl.stream("feature_reads").consume(None, start="earliest", idle_timeout=1)
         ]
     assert got == ["last"]
+
+
+def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_database: str,
+    redis_url: str,
+    kafka_bootstrap: str,
+    mongodb_url: str,
+) -> None:
+    """The services profile's offline store is PostgreSQL: ``land-logs`` writes a table with
+    a row per entity of each read, typed as the features are; a batch landed again (after an
+    interruption) adds nothing."""
+    import subprocess
+    import sys
+    import uuid
+
+    import sqlalchemy as sa
+
+    from datalayer.examples.features import feature_frames, write_postgres
+    from datalayer.stores.feast.features import FeastFeatures
+    from datalayer.stores.shared.postgres_urls import sqlalchemy_url
+
+    registry_file = copy_example(tmp_path)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["profiles"]["services"]["features"]["project"] = f"t{uuid.uuid4().hex[:10]}"
+    registry["patterns"]["feature_reads"] = {
+        "category": "streaming",
+        "store": "events",
+        "topic": f"feature-reads-{uuid.uuid4().hex[:8]}",
+        "partitions": 2,
+    }
+    registry["patterns"]["service_features"]["log"] = {"to": "feature_reads"}
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    servers = {
+        "DATALAYER_POSTGRES_URL": postgres_database,
+        "DATALAYER_REDIS_URL": redis_url,
+        "DATALAYER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "DATALAYER_MONGODB_URL": mongodb_url,
+    }
+    for name, value in servers.items():
+        monkeypatch.setenv(name, value)
+    write_postgres(feature_frames(T, days=3), postgres_database)
+    with datalayer.open(registry_file, "services") as dl:
+        dl.apply()
+        view = dl.features("service_features")
+        view.materialize(T - timedelta(days=3), T)
+        served = view.online(ROWS, as_of=T, request_id="req-0", model="grouping", version="v1")
+        view.online(ROWS[:1], as_of=T, request_id="req-1")
+    landed = subprocess.run(
+        [sys.executable, *LAND_LOGS, "--config", str(registry_file), *SERVICES_ONE_SECOND],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert landed.returncode == 0, landed.stderr
+    assert "4 logged rows landed in table feature_log_service_features" in landed.stdout
+    engine = sa.create_engine(sqlalchemy_url(postgres_database))
+    try:
+        frame = pd.read_sql_table("feature_log_service_features", engine)
+        first = frame[frame["request_id"] == "req-0"].sort_values("row")
+        assert first["service_id"].tolist() == ["svc-01", "svc-02", "svc-nope"]
+        for column, values in served.items():
+            assert [None if pd.isna(v) else v for v in first[column]] == values, column
+        types = {
+            c["name"]: str(c["type"])
+            for c in sa.inspect(engine).get_columns("feature_log_service_features")
+        }
+        assert types["service_alert_counts__alerts_1h"] == "BIGINT"  # null for svc-nope
+        assert types["service_alert_counts__error_rate"] == "DOUBLE PRECISION"
+        assert types["service_alert_counts__event_timestamp"] == "TIMESTAMP"  # with time zone
+        assert types["request_id"] == "TEXT"
+        with datalayer.open(registry_file, "services") as dl:
+            backend = dl.features("service_features").backend
+            assert isinstance(backend, FeastFeatures)
+            table = backend.log_table()
+            assert table is not None
+            again = [
+                {
+                    "request_id": "req-1",
+                    "row": 0,
+                    "requested_at": T.isoformat(),
+                    "logged_at": T.isoformat(),
+                    "model": None,
+                    "version": None,
+                },
+            ]
+            table(again)  # the row the table has: skipped
+        assert len(pd.read_sql_table("feature_log_service_features", engine)) == 4
+    finally:
+        engine.dispose()

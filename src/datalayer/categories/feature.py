@@ -94,6 +94,11 @@ class FeatureBackend(GuardedOperations, ABC):
         """Each reference's column (``view__feature``), one value per row: the latest value,
         None where it is missing or older than its view's TTL at ``at``."""
 
+    def log_table(self) -> Callable[[list[dict[str, Any]]], None] | None:
+        """Where landed feature logs go when the store's offline store keeps tables (one
+        call per batch of rows); None: parquet files."""
+        return None
+
     def online_stamped(
         self, rows: list[dict[str, Any]], references: list[str], at: datetime
     ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:

@@ -182,32 +182,31 @@ def _instant(stamp: int) -> str | None:
 def land(
     stream: Any,
     pattern: str,
-    folder: Path,
+    write: Callable[[list[dict[str, Any]]], None],
     *,
     batch: int = 1000,
     idle_timeout: float = 5.0,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the log records of ``pattern`` from ``stream`` to parquet files in ``folder``,
-    one file per batch of at most ``batch`` records (memory stays bounded by it), one row per
-    entity of each read; returns the rows written. Stops once no record came for
-    ``idle_timeout`` seconds. A batch is committed after its file is in place (written aside,
-    then renamed), so a landing killed midway loses nothing: its batch comes again, and may
-    land twice (``request_id`` and ``row`` identify a row)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Hand the log records of ``pattern`` from ``stream`` to ``write`` (``ParquetFolder``,
+    or a store's table), one call per batch of at most ``batch`` records (memory stays
+    bounded by it), one row per entity of each read; returns the rows written. Stops once no
+    record came for ``idle_timeout`` seconds. A batch is committed after ``write`` returns, so
+    a landing killed midway loses nothing: its batch comes again (``request_id`` and ``row``
+    identify a row; a table skips rows it has, a folder may hold them twice)."""
     landed = 0
 
-    def write(records: Any) -> None:
+    def land_batch(records: Any) -> None:
         nonlocal landed
         rows = [row for record in records.values for row in _rows(record, pattern)]
         if rows:
-            _write_parquet(rows, folder)
+            write(rows)
         landed += len(rows)
         if on_batch is not None:
             on_batch(len(records.values))
 
     stream.process_batch(
-        write,
+        land_batch,
         group=f"datalayer-land-logs.{pattern}",
         max_batch=batch,
         max_wait=1.0,
@@ -242,7 +241,8 @@ def _rows(record: Any, pattern: str) -> list[dict[str, Any]]:
     ]
 
 
-def _write_parquet(rows: list[dict[str, Any]], folder: Path) -> None:
+def log_frame(rows: list[dict[str, Any]]) -> Any:
+    """Landed rows as a DataFrame, the instants as UTC times."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
@@ -250,7 +250,22 @@ def _write_parquet(rows: list[dict[str, Any]], folder: Path) -> None:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     for column in [c for c in frame.columns if c.endswith("__event_timestamp")]:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-    aside = folder / f".{name}.tmp"
-    frame.to_parquet(aside, index=False)
-    aside.replace(folder / name)
+    return frame
+
+
+class ParquetFolder:
+    """Landed rows as parquet files in a folder, one per batch, each written aside and then
+    renamed, so a reader never sees half a file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
+        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+        aside = self.folder / f".{name}.tmp"
+        log_frame(rows).to_parquet(aside, index=False)
+        aside.replace(self.folder / name)

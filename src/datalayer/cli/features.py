@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -193,36 +194,45 @@ def features_land_logs(
     pattern: PatternArgument = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Folder for the parquet files (default: .datalayer/feature_logs/P)."),
+        typer.Option(
+            help="Land into parquet files in this folder (default: the offline PostgreSQL's "
+            "table feature_log_P where the store has one, else .datalayer/feature_logs/P)."
+        ),
     ] = None,
     idle_timeout: Annotated[
         float, typer.Option(help="Stop once no record came for this many seconds.")
     ] = 5.0,
-    batch: Annotated[int, typer.Option(help="Records per parquet file.")] = 1000,
+    batch: Annotated[int, typer.Option(help="Records per parquet file or insert.")] = 1000,
     config: ConfigOption = None,
     profile: ProfileOption = None,
 ) -> None:
-    """Write the logged online reads of a feature pattern to parquet, ready for a skew check."""
-    from datalayer.categories.feature_log import land
+    """Write the logged online reads of a feature pattern to the offline store (a PostgreSQL
+    table, or parquet files), ready for a skew check."""
+    from datalayer.categories.feature_log import ParquetFolder, land
 
     with open_datalayer(config, profile) as dl:
         name = _feature_pattern(dl, pattern)
-        log = dl.features(name).pattern.log
+        view = dl.features(name)
+        log = view.pattern.log
         if log is None:
             raise DataLayerError(
                 f"pattern '{name}' has no log: add 'log: {{to: <streaming pattern>}}' to it"
             )
-        folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
+        table = None if output is not None else view.backend.log_table()
+        sink: Callable[[list[dict[str, Any]]], None]
+        if table is not None:
+            sink, where = table, str(table)
+        else:
+            folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
+            sink, where = ParquetFolder(folder), shown_path(folder)
         with progress_bar(40) as progress:
             task = progress.add_task(f"landing {name}'s log", total=None)
             rows = land(
                 dl.stream(log.to),
                 name,
-                folder,
+                sink,
                 batch=batch,
                 idle_timeout=idle_timeout,
                 on_batch=lambda records: progress.advance(task, records),
             )
-    console.print(
-        f"[green]✓[/] {rows:,} logged rows landed in {escape(shown_path(folder))}", soft_wrap=True
-    )
+    console.print(f"[green]✓[/] {rows:,} logged rows landed in {escape(where)}", soft_wrap=True)

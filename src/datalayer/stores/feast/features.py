@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +276,17 @@ class FeastFeatures(FeatureBackend):
             if str(dtype) in _DTYPES:
                 found[f"{view}__{feature}"] = _DTYPES[str(dtype)]
         return found
+
+    def log_table(self) -> Callable[[list[dict[str, Any]]], None] | None:
+        """The offline PostgreSQL's table of this pattern's log, when there is one."""
+        from datalayer.stores.feast.log_table import LogTable
+
+        url = self.store.offline_postgres_url
+        if not url:
+            return None
+        return LogTable(
+            self.store.offline_engine(url), self.pattern.name, self.dtypes(self.references())
+        )
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
         self.materializer.materialize(start, end, on_view)

@@ -182,7 +182,7 @@ def read_packed(
                 timestamp=3,
             )
             for view in read.views:  # event times where they belong, or the strings are bad
-                if not all(type(s) is int for s in items[view.offset :: width]):
+                if not set(map(type, items[view.offset :: width])) <= {int}:
                     raise ValueError(f"an event time of view '{view.name}' is not an integer")
         except ValueError as exc:  # msgpack's errors too: strings not written by datalayer
             _say_unreadable(layout, exc)
