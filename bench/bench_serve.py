@@ -10,6 +10,9 @@ Servers, each on a free port of 127.0.0.1, both running for the whole benchmark:
 - ours:  ``datalayer serve --workers 2 --no-access-log`` over a registry whose feature pattern
          ``bench`` lists the 50 features; ``POST /v1/features/bench`` with
          ``{"entities": [{"service_id": ...}, ...]}``;
+- ours-packed: the same server, ``POST /v1/features/bench_packed``: the same 50 features as a
+         pattern with ``layout: packed`` (opt-in, see the README); reported beside the others,
+         the targets are ours' default layout;
 - feast: ``feast serve --workers 2 --max-requests 1000000 --registry_ttl_sec 86400
          --no-access-log`` (gunicorn with uvicorn workers), tuned as Feast's docs advise for
          production: workers, no recycling under load, a long registry TTL, no access log;
@@ -99,6 +102,8 @@ from datalayer.categories.feature import FeatureView
 from datalayer.stores.feast.repo_yaml import connection_string
 
 PATTERN = "bench"
+#: The same features in the packed layout (opt-in), served by the same server.
+PACKED_PATTERN = "bench_packed"
 PROFILE = "bench"
 WORKERS = 2
 #: Feast's registry (file cache and the server's refresh timer): a day, so no refresh under load.
@@ -361,7 +366,7 @@ class Measured:
 def measure(
     wrk: str,
     scenario: Scenario,
-    targets: dict[str, tuple[Server, Path]],
+    targets: dict[str, tuple[Server, str, Path]],
     rounds: int,
     seconds: int,
     in_process: Callable[[], None] | None,
@@ -371,8 +376,8 @@ def measure(
     results = {name: Measured() for name in targets}
 
     def wrk_round(name: str) -> None:
-        server, script = targets[name]
-        done = run_wrk(wrk, scenario, script, server.url, seconds)
+        server, url, script = targets[name]
+        done = run_wrk(wrk, scenario, script, url, seconds)
         if sum(done.errors.values()):
             raise SystemExit(f"{name}, {scenario.title}: errors {done.errors}\n{tail(server.log)}")
         results[name].runs.append(done)
@@ -380,8 +385,8 @@ def measure(
     contenders: dict[str, Callable[[], None]] = {name: partial(wrk_round, name) for name in targets}
     if in_process is not None:
         contenders["in-process"] = in_process
-    for server, script in targets.values():
-        run_wrk(wrk, scenario, script, server.url, WARMUP_S)
+    for _, url, script in targets.values():
+        run_wrk(wrk, scenario, script, url, WARMUP_S)
     names = list(contenders)
     for r in range(rounds):
         for i in range(len(names)):
@@ -394,11 +399,14 @@ def feast_columns(answer: dict[str, Any]) -> dict[str, list[Any]]:
     return {name: result["values"] for name, result in zip(names, answer["results"], strict=True)}
 
 
-def check_answers(ours_url: str, feast_url: str, bodies: dict[int, dict[str, bytes]]) -> None:
-    """Both servers answer each body with the same values, none missing (fresh data)."""
+def check_answers(urls: dict[str, str], bodies: dict[int, dict[str, bytes]]) -> None:
+    """Both servers (and our packed pattern) answer each body with the same values, none
+    missing (fresh data)."""
     for batch, body in bodies.items():
-        mine: dict[str, list[Any]] = post(ours_url, body["ours"])["features"]
-        theirs = feast_columns(post(feast_url, body["feast"]))
+        mine: dict[str, list[Any]] = post(urls["ours"], body["ours"])["features"]
+        if post(urls["ours-packed"], body["ours-packed"])["features"] != mine:
+            raise SystemExit(f"{batch} entities: the packed pattern answers otherwise")
+        theirs = feast_columns(post(urls["feast"], body["feast"]))
         missing = [c for c, values in mine.items() if None in values or len(values) != batch]
         if missing:
             raise SystemExit(f"ours, {batch} entities: missing values in {missing[:5]}")
@@ -408,7 +416,9 @@ def check_answers(ours_url: str, feast_url: str, bodies: dict[int, dict[str, byt
                 raise SystemExit(
                     f"{batch} entities: feast's {column} is {str(got)[:80]}, ours {values[:3]}"
                 )
-    console.print("sanity check: ours == feast for 1 and 100 entities, no value missing")
+    console.print(
+        "sanity check: ours == ours-packed == feast for 1 and 100 entities, no value missing"
+    )
 
 
 @dataclass
@@ -419,6 +429,8 @@ class Setup:
     redis_url: str
     features: FeatureView
     servers: dict[str, Server]
+    #: What wrk loads, by contender: ours' two patterns are served by the same server.
+    urls: dict[str, str]
     rows: dict[int, Rows]
     bodies: dict[int, dict[str, bytes]]
 
@@ -490,6 +502,7 @@ def served(entities: int, seed: int) -> Iterator[Setup]:
         bodies = {
             n: {
                 "ours": json.dumps({"entities": r}).encode(),
+                "ours-packed": json.dumps({"entities": r}).encode(),
                 "feast": json.dumps(
                     {
                         "features": references(),
@@ -515,10 +528,15 @@ def served(entities: int, seed: int) -> Iterator[Setup]:
                 log=server.log,
                 process=server.process,
             )
-        check_answers(servers["ours"].url, servers["feast"].url, bodies)
+        urls = {
+            "ours": servers["ours"].url,
+            "ours-packed": f"http://127.0.0.1:{ours_port}/v1/features/{PACKED_PATTERN}",
+            "feast": servers["feast"].url,
+        }
+        check_answers(urls, bodies)
         for _ in range(100):  # the in-process read's first calls plan and connect: not timed
             features.online(rows[1])
-        yield Setup(folder, redis_url, features, servers, rows, bodies)
+        yield Setup(folder, redis_url, features, servers, urls, rows, bodies)
     finally:
         for server in servers.values():
             server.stop()
@@ -535,8 +553,9 @@ def run(size: str, seed: int) -> int:
                 setup.folder / f"{name}-{scenario.key}.lua", setup.bodies[scenario.entities][name]
             )
             for scenario in SCENARIOS
-            for name in setup.servers
+            for name in setup.urls
         }
+        server_of = {"ours": "ours", "ours-packed": "ours", "feast": "feast"}
         measured: dict[str, dict[str, Measured]] = {}
         in_process_samples: list[int] = []
         for scenario in SCENARIOS:
@@ -552,7 +571,10 @@ def run(size: str, seed: int) -> int:
             measured[scenario.key] = measure(
                 wrk,
                 scenario,
-                {name: (s, scripts[scenario.key, name]) for name, s in setup.servers.items()},
+                {
+                    name: (setup.servers[server_of[name]], url, scripts[scenario.key, name])
+                    for name, url in setup.urls.items()
+                },
                 rounds,
                 seconds,
                 in_process if scenario.in_process else None,
@@ -574,9 +596,10 @@ def report(
     scenarios: dict[str, Any] = {}
     for scenario in SCENARIOS:
         ours, feast = measured[scenario.key]["ours"], measured[scenario.key]["feast"]
+        packed = measured[scenario.key]["ours-packed"]
         rows: list[tuple[object, ...]] = [
             (name, m.rps, m.p50_ms, m.p99_ms, m.mean_ms, m.requests)
-            for name, m in (("ours", ours), ("feast", feast))
+            for name, m in (("ours", ours), ("ours-packed", packed), ("feast", feast))
         ]
         if scenario.in_process:
             rows.append(
@@ -598,11 +621,14 @@ def report(
             "connections": scenario.connections,
             "threads": scenario.threads,
             "ours": ours.as_dict(),
+            "ours_packed": packed.as_dict(),
             "feast": feast.as_dict(),
             "ratios": {
                 "ours_over_feast_requests_per_s": rps_ratio,
                 "feast_over_ours_p50": p50_ratio,
                 "feast_over_ours_p99": p99_ratio,
+                "packed_over_feast_requests_per_s": ratio(packed.rps, feast.rps),
+                "feast_over_packed_p99": ratio(feast.p99_ms, packed.p99_ms),
             },
         }
         print_table(
@@ -610,7 +636,9 @@ def report(
             ["server", "requests/s", "p50 ms", "p99 ms", "mean ms", "requests"],
             rows,
             note=f"ours / feast requests/s {rps_ratio:.2f}x; feast / ours p50 {p50_ratio:.2f}x, "
-            f"p99 {p99_ratio:.2f}x",
+            f"p99 {p99_ratio:.2f}x; ours-packed / feast requests/s "
+            f"{ratio(packed.rps, feast.rps):.2f}x, feast / ours-packed p99 "
+            f"{ratio(feast.p99_ms, packed.p99_ms):.2f}x",
         )
         if scenario.connections > 1:
             targets.append(
