@@ -378,9 +378,8 @@ def test_the_packed_layout_answers_as_feasts_through_materializations_and_pushes
             entity_rows, as_of=at
         ), at
     latest = packed.online(entity_rows, as_of=now)
-    # Redis keeps the newer value (Feast's SQLite online store takes whichever came last).
     svc_04 = [row["service_id"] for row in entity_rows].index("svc-04")
-    assert latest["service_alert_stream__alerts_seen"][svc_04] == (9 if services else 3)
+    assert latest["service_alert_stream__alerts_seen"][svc_04] == 9  # the older push lost
     assert latest["service_alert_stream__alerts_seen"][-1] == 1
     assert latest["service_alert_counts__alerts_1h"][-1] is None  # a new entity: not packed
     if services:
@@ -400,6 +399,32 @@ def test_the_packed_layout_answers_as_feasts_through_materializations_and_pushes
             "service_alert_counts,service_alert_stream,service_incident_history": [1] * 8
             + [None, 0],
         }
+
+
+def test_pushes_out_of_order_leave_online_the_newest_as_in_training(layer: DataLayer) -> None:
+    """Events pushed late (an older event time than the one online, or two of one entity in
+    one push in the wrong order) never replace a newer value online: online answers what a
+    training set at the same instant answers, on both profiles."""
+    view = layer.features("service_features")
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def row(service: str, seen: int, age_s: int) -> dict[str, Any]:
+        return {
+            "service_id": service,
+            "last_severity_rank": 1,
+            "alerts_seen": seen,
+            "event_timestamp": now - timedelta(seconds=age_s),
+        }
+
+    view.push([row("svc-01", 5, 10)])
+    view.push([row("svc-01", 4, 20)])  # late
+    view.push([row("svc-02", 7, 5), row("svc-02", 6, 30)])  # one push, newest first
+    wanted = ["service_alert_stream:alerts_seen"]
+    entities = [{"service_id": "svc-01"}, {"service_id": "svc-02"}]
+    online = view.online(entities, as_of=now, features=wanted)
+    assert online["service_alert_stream__alerts_seen"] == [5, 7]
+    training = view.historical(pd.DataFrame(entities).assign(event_timestamp=now), features=wanted)
+    assert training["service_alert_stream__alerts_seen"].tolist() == [5, 7]
 
 
 @pytest.mark.parametrize("layer", ["services"], indirect=True)

@@ -10,7 +10,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from datalayer.categories.feature import FeatureBackend, FeaturePattern, Progress, PushTo
+from datalayer.categories.feature import (
+    FeatureBackend,
+    FeaturePattern,
+    Progress,
+    PushTo,
+    epoch_nanos,
+)
 from datalayer.errors import NotFound, PayloadValidationError, QueryError
 from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import quiet
@@ -364,12 +370,38 @@ class FeastFeatures(FeatureBackend):
             if mode in ("offline", "online_and_offline"):
                 self._write_offline(feature_view, frame)
             if mode in ("online", "online_and_offline"):
-                self.fs.push(feature_view.stream_source.name, frame, to=PushMode.ONLINE)
+                online = frame
+                if self.store.fast_redis() is None:
+                    online = self._newer_than_stored(feature_view, frame, source.timestamp_field)
+                if len(online):
+                    self.fs.push(feature_view.stream_source.name, online, to=PushMode.ONLINE)
                 packing = self.store.packing()
                 if packing is not None:
                     keys = frame[list(feature_view.join_keys)].to_dict("records")
                     with self.store.redis_errors():
                         packing.repack(view, keys, {view: feature_view})
+
+    def _newer_than_stored(self, feature_view: Any, frame: Any, timestamp: str) -> Any:
+        """The pushed rows an online store that overwrites whatever comes last (Feast's SQLite
+        one does) should take: per entity the latest row, if its event time is newer than the
+        one stored, the rule Feast's Redis store and our materializer follow. Without it, an
+        event pushed late would replace a newer value online while a training set at the
+        same instant takes the newer one."""
+        from datalayer.stores.feast.online import FeastOnlineRead
+
+        keys = list(feature_view.join_keys)
+        latest = frame.sort_values(timestamp, kind="stable").drop_duplicates(keys, keep="last")
+        references = [f"{feature_view.name}:{f.name}" for f in feature_view.features]
+        stored: dict[str, list[int]] = {}
+        FeastOnlineRead(self).read(
+            latest[keys].to_dict("records"),
+            references,
+            datetime.max.replace(tzinfo=UTC),
+            stored,
+        )
+        pushed = [epoch_nanos(t) for t in latest[timestamp]]
+        newer = [new > old for new, old in zip(pushed, stored[feature_view.name], strict=True)]
+        return latest[newer]
 
     def _check_push_types(self, feature_view: Any, frame: Any, text_without_nul: bool) -> None:
         """Every pushed value of the type its field declares (a missing one may be null), and
