@@ -33,3 +33,14 @@ def materialized(registry: Path, end: datetime, profile: str = "local") -> Path:
         load_example_features(dl, end=end)
         dl.features("service_features").materialize(end - timedelta(days=3), end)
     return registry
+
+
+def example_entity_rows() -> list[dict[str, str]]:
+    """One row per sample service with an account, then an entity nothing knows."""
+    from datalayer.examples.alerting import sample_accounts, sample_services
+
+    accounts = sample_accounts()
+    return [
+        {"service_id": s.service_id, "account_id": accounts[i % len(accounts)].account_id}
+        for i, s in enumerate(sample_services())
+    ] + [{"service_id": "svc-missing", "account_id": "acct-missing"}]

@@ -20,7 +20,6 @@ import yaml
 
 import datalayer
 from datalayer import DataLayer, NotFound, PayloadValidationError, QueryError
-from datalayer.examples.alerting import sample_accounts, sample_services
 from datalayer.examples.features import feature_frames, write_parquet, write_postgres
 from datalayer.examples.streaming_features import AlertFeaturePusher
 from datalayer.stores.feast.features import FeastFeatures
@@ -28,7 +27,7 @@ from datalayer.stores.feast.online import FeastOnlineRead, PackedOnlineRead, Red
 from datalayer.stores.feast.store import FeastStore
 from datalayer.stores.feast.training import FeastTrainingSet, ParquetTrainingSet
 from datalayer.testing.registry import write_registry
-from tests.example_project import copy_example
+from tests.example_project import copy_example, example_entity_rows
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 PIT_SERVICE = "svc-pit"
@@ -103,14 +102,6 @@ def layer(
     dl.close()
 
 
-def rows() -> list[dict[str, str]]:
-    accounts = sample_accounts()
-    return [
-        {"service_id": s.service_id, "account_id": accounts[i % len(accounts)].account_id}
-        for i, s in enumerate(sample_services())
-    ] + [{"service_id": "svc-missing", "account_id": "acct-missing"}]
-
-
 def same(value: Any) -> Any:
     """One spelling for a missing value, and ints and floats compared as numbers."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -119,13 +110,13 @@ def same(value: Any) -> Any:
 
 
 def training_rows(dl: DataLayer, at: datetime) -> dict[str, list[Any]]:
-    entity_df = pd.DataFrame(rows()).assign(event_timestamp=at)
+    entity_df = pd.DataFrame(example_entity_rows()).assign(event_timestamp=at)
     frame = dl.features("service_features").historical(entity_df)
     return {c: [same(v) for v in frame[c]] for c in frame.columns if "__" in c}
 
 
 def serving_rows(dl: DataLayer, at: datetime) -> dict[str, list[Any]]:
-    online = dl.features("service_features").online(rows(), as_of=at)
+    online = dl.features("service_features").online(example_entity_rows(), as_of=at)
     return {c: [same(v) for v in values] for c, values in online.items() if "__" in c}
 
 
@@ -319,7 +310,7 @@ def test_direct_redis_read_equals_feasts_own_read(layer: DataLayer) -> None:
     features = layer.features("service_features")
     features.materialize(T - timedelta(days=3), T)
     features.push([{"service_id": "svc-04", "last_severity_rank": 1, "alerts_seen": 9}])
-    entity_rows = [*rows(), {"service_id": PIT_SERVICE, "account_id": "acct-1"}]
+    entity_rows = [*example_entity_rows(), {"service_id": PIT_SERVICE, "account_id": "acct-1"}]
     references = features.references()
     checked = features.entity_rows(entity_rows, references)
     backend = features.backend
@@ -370,7 +361,7 @@ def test_the_packed_layout_answers_as_feasts_through_materializations_and_pushes
             [{"service_id": nul["service_id"]}], features=["service_alert_stream:alerts_seen"]
         )
         assert seen["service_alert_stream__alerts_seen"] == [None]
-    entity_rows = [*rows(), {"service_id": "svc-new", "account_id": "acct-1"}]
+    entity_rows = [*example_entity_rows(), {"service_id": "svc-new", "account_id": "acct-1"}]
     assert packed.online([hostile])["service_alert_stream__alerts_seen"] == [1]
     assert packed.online_stamped([hostile]) == hashed.online_stamped([hostile])
     for at in (T, T - timedelta(hours=5), T + timedelta(hours=2, minutes=1), now):
@@ -500,7 +491,7 @@ def test_parquet_join_equals_feasts_own_join(layer: DataLayer) -> None:
         T + timedelta(hours=3),
         T + timedelta(hours=3, seconds=1),
     ]
-    entity_rows = [*rows(), {"service_id": PIT_SERVICE, "account_id": "acct-2"}]
+    entity_rows = [*example_entity_rows(), {"service_id": PIT_SERVICE, "account_id": "acct-2"}]
     entity_df = pd.DataFrame(
         [{**row, "event_timestamp": at} for at in instants for row in entity_rows]
     )

@@ -27,9 +27,8 @@ import pytest
 import yaml
 
 import datalayer
-from datalayer.examples.alerting import sample_accounts, sample_services
 from datalayer.examples.features import load_example_features
-from tests.example_project import copy_example, materialized
+from tests.example_project import copy_example, example_entity_rows, materialized
 from tests.services.toxiproxy import Proxied
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -167,27 +166,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert server.stop() == STOPPED, server.log.read_text()
 
 
-def entity_rows() -> list[dict[str, str]]:
-    accounts = sample_accounts()
-    return [
-        {"service_id": s.service_id, "account_id": accounts[i % len(accounts)].account_id}
-        for i, s in enumerate(sample_services())
-    ] + [{"service_id": "svc-missing", "account_id": "acct-missing"}]
-
-
 @pytest.mark.parametrize("hours", [0, 1.5, 30])
 def test_v1_answers_exactly_what_online_answers(served: Server, hours: float) -> None:
     at = T + timedelta(hours=hours)  # past some views' TTL: those read null, in both
     answer = served.call(
         "POST",
         "/v1/features/service_features",
-        {"entities": entity_rows(), "as_of": at.isoformat()},
+        {"entities": example_entity_rows(), "as_of": at.isoformat()},
         token=READER,
     )
     assert answer.status == 200, answer.body
     registry = served.log.parent / "datalayer.yaml"
     with datalayer.open(registry, "local") as dl:
-        expected = dl.features("service_features").online(entity_rows(), as_of=at)
+        expected = dl.features("service_features").online(example_entity_rows(), as_of=at)
     assert answer.json() == {"features": json.loads(json.dumps(expected))}
     values = answer.json()["features"]["service_alert_counts__alerts_1h"]
     if hours == 0:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
+from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig, LogSink
 from datalayer.errors import NotFound, QueryError
 from datalayer.patterns import PatternConfig
 from datalayer.resilience import GuardedOperations
@@ -94,9 +94,9 @@ class FeatureBackend(GuardedOperations, ABC):
         """Each reference's column (``view__feature``), one value per row: the latest value,
         None where it is missing or older than its view's TTL at ``at``."""
 
-    def log_table(self) -> Callable[[list[dict[str, Any]]], None] | None:
-        """Where landed feature logs go when the store's offline store keeps tables (one
-        call per batch of rows); None: parquet files."""
+    def log_table(self) -> LogSink | None:
+        """Where landed feature logs go when the store's offline store keeps tables; None:
+        parquet files."""
         return None
 
     def online_stamped(

@@ -18,11 +18,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -253,6 +253,17 @@ def log_frame(rows: list[dict[str, Any]]) -> Any:
     return frame
 
 
+class LogSink(Protocol):
+    """Where a pattern's landed log rows go (a call per batch), and how they are read back."""
+
+    def __call__(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def chunks(self, since: datetime | None, until: datetime | None) -> Iterator[Any]:
+        """The landed rows read in [since, until) (either may be None), as DataFrames of a
+        bounded size."""
+        ...
+
+
 class ParquetFolder:
     """Landed rows as parquet files in a folder, one per batch, each written aside and then
     renamed, so a reader never sees half a file."""
@@ -269,3 +280,18 @@ class ParquetFolder:
         aside = self.folder / f".{name}.tmp"
         log_frame(rows).to_parquet(aside, index=False)
         aside.replace(self.folder / name)
+
+    def chunks(self, since: datetime | None, until: datetime | None) -> Iterator[Any]:
+        """One DataFrame per file. A batch landed twice (after an interruption) is read
+        twice."""
+        import pandas as pd
+
+        for path in sorted(self.folder.glob("part-*.parquet")):
+            frame = pd.read_parquet(path)
+            requested = pd.to_datetime(frame["requested_at"], utc=True)
+            keep = pd.Series(True, index=frame.index)
+            if since is not None:
+                keep &= requested >= since
+            if until is not None:
+                keep &= requested < until
+            yield frame[keep]

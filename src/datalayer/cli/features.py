@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,8 @@ from rich.table import Table
 
 from datalayer.api import DataLayer
 from datalayer.api import open as open_datalayer
+from datalayer.categories.feature import FeatureView
+from datalayer.categories.feature_log import FeatureLogConfig, LogSink
 from datalayer.cli.render import (
     ConfigOption,
     JsonOption,
@@ -47,14 +48,38 @@ def _feature_pattern(dl: DataLayer, name: str | None) -> str:
     return names[0]
 
 
-def _instant(text: str | None, default: datetime) -> datetime:
+def logged(view: FeatureView) -> FeatureLogConfig:
+    """The pattern's log block; an error saying how to add one when it has none."""
+    if view.pattern.log is None:
+        raise DataLayerError(
+            f"pattern '{view.pattern.name}' has no log: add 'log: {{to: <streaming pattern>}}' "
+            "to it"
+        )
+    return view.pattern.log
+
+
+def log_sink(dl: DataLayer, view: FeatureView, output: Path | None) -> tuple[LogSink, str]:
+    """Where a pattern's log lands, and how to name it: parquet files in ``output`` when
+    given, else the store's table when it has one, else parquet in .datalayer/feature_logs."""
+    from datalayer.categories.feature_log import ParquetFolder
+
+    table = None if output is not None else view.backend.log_table()
+    if table is not None:
+        return table, str(table)
+    name = view.pattern.name
+    folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
+    return ParquetFolder(folder), shown_path(folder)
+
+
+def instant(text: str | None, option: str) -> datetime | None:
+    """An option's ISO date or time (UTC when it names no zone); None when not given."""
     if text is None:
-        return default
+        return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise DataLayerError(
-            f"'{text}' is not an ISO date or time (e.g. 2026-11-20T12:00:00Z)"
+            f"{option}: '{text}' is not an ISO date or time (e.g. 2026-11-20T12:00:00Z)"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -72,7 +97,7 @@ def features_materialize(
     """Copy feature values from the offline store to the online store."""
     with open_datalayer(config, profile) as dl:
         view = dl.features(_feature_pattern(dl, pattern))
-        until = _instant(end, datetime.now(UTC))
+        until = instant(end, "--end") or datetime.now(UTC)
         with progress_bar(40) as progress:
             task = progress.add_task("materializing", total=None)
 
@@ -84,7 +109,8 @@ def features_materialize(
             if incremental:
                 view.materialize_incremental(until, on_view=on_view)
             else:
-                view.materialize(_instant(start, until - timedelta(days=7)), until, on_view=on_view)
+                since = instant(start, "--start") or until - timedelta(days=7)
+                view.materialize(since, until, on_view=on_view)
     console.print(f"[green]✓[/] materialized up to {until.isoformat()}")
 
 
@@ -208,23 +234,13 @@ def features_land_logs(
 ) -> None:
     """Write the logged online reads of a feature pattern to the offline store (a PostgreSQL
     table, or parquet files), ready for a skew check."""
-    from datalayer.categories.feature_log import ParquetFolder, land
+    from datalayer.categories.feature_log import land
 
     with open_datalayer(config, profile) as dl:
         name = _feature_pattern(dl, pattern)
         view = dl.features(name)
-        log = view.pattern.log
-        if log is None:
-            raise DataLayerError(
-                f"pattern '{name}' has no log: add 'log: {{to: <streaming pattern>}}' to it"
-            )
-        table = None if output is not None else view.backend.log_table()
-        sink: Callable[[list[dict[str, Any]]], None]
-        if table is not None:
-            sink, where = table, str(table)
-        else:
-            folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
-            sink, where = ParquetFolder(folder), shown_path(folder)
+        log = logged(view)
+        sink, where = log_sink(dl, view, output)
         with progress_bar(40) as progress:
             task = progress.add_task(f"landing {name}'s log", total=None)
             rows = land(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import quiet
 
 if TYPE_CHECKING:
+    from datalayer.categories.feature_log import LogSink
     from datalayer.stores.feast.materialize import Materializer
     from datalayer.stores.feast.on_demand import OnDemandRead
     from datalayer.stores.feast.online import OnlineRead
@@ -283,7 +284,7 @@ class FeastFeatures(FeatureBackend):
                 found[f"{view}__{feature}"] = _DTYPES[str(dtype)]
         return found
 
-    def log_table(self) -> Callable[[list[dict[str, Any]]], None] | None:
+    def log_table(self) -> LogSink | None:
         """The offline PostgreSQL's table of this pattern's log, when there is one."""
         from datalayer.stores.feast.log_table import LogTable
 

@@ -9,6 +9,8 @@ again after an interruption skips the rows the table has (``request_id`` and ``r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from datalayer.categories.feature_log import log_frame
@@ -17,6 +19,8 @@ from datalayer.errors import DataLayerError
 #: PostgreSQL keeps identifiers of at most this many bytes (longer ones are cut, silently).
 MAX_NAME_BYTES = 63
 _KEY = ("request_id", "row")
+#: Rows per chunk read back.
+CHUNK_ROWS = 50_000
 
 
 def table_name(pattern: str) -> str:
@@ -60,6 +64,28 @@ class LogTable:
             self._create_or_widen(connection, types)
             insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(_KEY))
             connection.execute(insert, _records(frame))
+
+    def chunks(
+        self, since: datetime | None, until: datetime | None, size: int = CHUNK_ROWS
+    ) -> Iterator[Any]:
+        """The table's rows in [since, until), ``size`` at a time (a server-side cursor)."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        clauses, params = [], {}
+        if since is not None:
+            clauses.append("requested_at >= :since")
+            params["since"] = since
+        if until is not None:
+            clauses.append("requested_at < :until")
+            params["until"] = until
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        quoted = self.engine.dialect.identifier_preparer.quote(self.name)
+        with self.engine.connect().execution_options(stream_results=True) as connection:
+            if not sa.inspect(connection).has_table(self.name):
+                return
+            sql = sa.text(f"SELECT * FROM {quoted}{where}")
+            yield from pd.read_sql(sql, connection, params=params, chunksize=size)
 
     def _create_or_widen(self, connection: Any, types: dict[str, Any]) -> None:
         import sqlalchemy as sa

@@ -1,0 +1,383 @@
+"""Training/serving skew: what a feature pattern served, compared with what its training set
+would have held at the same instant, and with the training set a model was built on.
+
+The logged reads (``feature_log``, landed) say, per entity and instant, every value served and
+its view's event time. ``historical()`` rebuilds the same rows at the same instants; every
+feature is compared value by value (integers and strings exactly, floats within a stated
+tolerance). Served values are also binned against a training set (population stability index,
+a Kolmogorov-Smirnov statistic over its quantiles, and category shares), so drift is seen even
+where serving and training agree. Everything is accumulated chunk by chunk: memory depends on
+the chunk size and the number of features, not on the size of the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from datalayer.categories.feature import TIMESTAMP, FeatureView
+
+#: Columns of a landed log row that are not entity keys or features.
+META = ("request_id", "row", "requested_at", "logged_at", "model", "version")
+STAMP_SUFFIX = "__event_timestamp"
+#: Example mismatches kept per feature, for the report's links to entities.
+EXAMPLES = 5
+#: Bins of the population stability index (training deciles) and of the KS statistic.
+PSI_BINS = 10
+KS_QUANTILES = 1000
+#: Share floor of an empty bin in the PSI, so one empty bin does not make it infinite.
+PSI_FLOOR = 1e-4
+#: Distinct values kept per categorical feature; the rest are counted as one.
+MAX_CATEGORIES = 1000
+
+
+@dataclass
+class Thresholds:
+    """When ``skew`` fails (exit 2): a share of rows that disagree, a PSI, a KS statistic."""
+
+    max_mismatch: float = 0.001
+    max_psi: float = 0.2
+    max_ks: float | None = None
+    float_tolerance: float = 1e-9
+
+
+@dataclass
+class FeatureSkew:
+    """One feature's comparison."""
+
+    feature: str
+    rows: int = 0
+    equal: int = 0
+    mismatches: int = 0
+    online_only: int = 0
+    offline_only: int = 0
+    both_missing: int = 0
+    largest_difference: float | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    psi: float | None = None
+    ks: float | None = None
+    share_changes: dict[str, float] | None = None
+
+    @property
+    def disagreeing(self) -> int:
+        return self.mismatches + self.online_only + self.offline_only
+
+    @property
+    def mismatch_rate(self) -> float:
+        return self.disagreeing / self.rows if self.rows else 0.0
+
+
+@dataclass
+class Freshness:
+    """Age of the served values of one view (requested instant minus event time), seconds."""
+
+    view: str
+    served: int = 0
+    p50_s: float | None = None
+    p99_s: float | None = None
+    max_s: float | None = None
+
+
+@dataclass
+class SkewReport:
+    pattern: str
+    rows: int
+    reads: int
+    thresholds: Thresholds
+    features: list[FeatureSkew]
+    freshness: list[Freshness]
+    training: str | None
+    failures: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary (``--json``)."""
+        return {
+            "pattern": self.pattern,
+            "passed": self.passed,
+            "failures": self.failures,
+            "rows": self.rows,
+            "reads": self.reads,
+            "training_set": self.training,
+            "thresholds": asdict(self.thresholds),
+            "features": [{**asdict(f), "mismatch_rate": f.mismatch_rate} for f in self.features],
+            "freshness": [asdict(f) for f in self.freshness],
+        }
+
+
+class _Distribution:
+    """Served values of one feature, counted against the training set's bins."""
+
+    def __init__(self, training: Any) -> None:
+        import numpy as np
+
+        values = training.dropna()
+        self.numeric = bool(len(values)) and _is_numeric(values)
+        if self.numeric:
+            data = np.sort(values.to_numpy(dtype=float))
+            self.training_count = len(data)
+            inner = np.quantile(data, np.linspace(0, 1, PSI_BINS + 1)[1:-1], method="inverted_cdf")
+            self.psi_edges = np.unique(inner)
+            self.training_psi = np.bincount(
+                np.searchsorted(self.psi_edges, data, side="right"),
+                minlength=len(self.psi_edges) + 1,
+            )
+            quantiles = np.linspace(0, 1, KS_QUANTILES + 1)
+            self.ks_edges = np.unique(np.quantile(data, quantiles, method="inverted_cdf"))
+            self.training_cdf = np.searchsorted(data, self.ks_edges, side="right") / len(data)
+            self.served_psi = np.zeros(len(self.psi_edges) + 1, dtype=np.int64)
+            self.served_ks = np.zeros(len(self.ks_edges) + 1, dtype=np.int64)
+        else:
+            shares = values.astype(str).value_counts(normalize=True)
+            self.training_shares = {str(k): float(v) for k, v in shares.items()}
+            self.served_counts: dict[str, int] = {}
+        self.served = 0
+
+    def add(self, served: Any) -> None:
+        import numpy as np
+
+        values = served.dropna()
+        if not len(values):
+            return
+        if self.numeric:
+            try:
+                data = values.to_numpy(dtype=float)
+            except (TypeError, ValueError):
+                return  # not numbers online: the value comparison reports it
+            self.served_psi += np.bincount(
+                np.searchsorted(self.psi_edges, data, side="right"),
+                minlength=len(self.served_psi),
+            )
+            self.served_ks += np.bincount(
+                np.searchsorted(self.ks_edges, data, side="right"),
+                minlength=len(self.served_ks),
+            )
+        else:
+            for value, count in values.astype(str).value_counts().items():
+                key = str(value)
+                if key not in self.served_counts and len(self.served_counts) >= MAX_CATEGORIES:
+                    key = "(other)"
+                self.served_counts[key] = self.served_counts.get(key, 0) + int(count)
+        self.served += len(values)
+
+    def finish(self, skew: FeatureSkew) -> None:
+        import numpy as np
+
+        if not self.served:
+            return
+        if self.numeric:
+            served = np.maximum(self.served_psi / self.served, PSI_FLOOR)
+            trained = np.maximum(self.training_psi / self.training_count, PSI_FLOOR)
+            skew.psi = float(np.sum((served - trained) * np.log(served / trained)))
+            served_cdf = np.cumsum(self.served_ks)[: len(self.ks_edges)] / self.served
+            skew.ks = float(np.max(np.abs(served_cdf - self.training_cdf)))
+        else:
+            served_shares = {k: v / self.served for k, v in self.served_counts.items()}
+            keys = set(served_shares) | set(self.training_shares)
+            changes = {
+                k: served_shares.get(k, 0.0) - self.training_shares.get(k, 0.0) for k in keys
+            }
+            top = sorted(changes.items(), key=lambda kv: -abs(kv[1]))[:10]
+            skew.share_changes = {k: round(v, 6) for k, v in top}
+
+
+def _is_numeric(series: Any) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in series.head(1000))
+
+
+def compare(
+    view: FeatureView,
+    chunks: Iterable[Any],
+    *,
+    thresholds: Thresholds,
+    training: Any = None,
+    training_name: str | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> SkewReport:
+    """Compare the landed log rows (``chunks`` of DataFrames) with ``view.historical()`` at
+    the same instants, and their values with ``training`` (a DataFrame of ``view__feature``
+    columns), if given."""
+    import numpy as np
+    import pandas as pd
+
+    skews: dict[str, FeatureSkew] = {}
+    distributions: dict[str, _Distribution] = {}
+    ages: dict[str, list[Any]] = {}
+    rows = 0
+    reads: set[str] = set()
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        features = [
+            c for c in chunk.columns if "__" in c and not c.endswith(STAMP_SUFFIX) and c not in META
+        ]
+        inputs = [c for c in chunk.columns if c not in META and "__" not in c]
+        entity_df = chunk[inputs].copy()
+        entity_df[TIMESTAMP] = pd.to_datetime(chunk["requested_at"], utc=True)
+        references = [f.replace("__", ":", 1) for f in features]
+        offline = view.historical(entity_df, features=references).reset_index(drop=True)
+        served = chunk.reset_index(drop=True)
+        for feature in features:
+            skew = skews.setdefault(feature, FeatureSkew(feature))
+            _compare_column(skew, served, offline, feature, inputs, thresholds.float_tolerance)
+            if training is not None and feature in training.columns:
+                if feature not in distributions:
+                    distributions[feature] = _Distribution(training[feature])
+                distributions[feature].add(served[feature])
+        requested = pd.to_datetime(served["requested_at"], utc=True)
+        for column in [c for c in served.columns if c.endswith(STAMP_SUFFIX)]:
+            stamps = pd.to_datetime(served[column], utc=True)
+            age = (requested - stamps).dt.total_seconds().dropna().to_numpy()
+            ages.setdefault(column.removesuffix(STAMP_SUFFIX), []).append(age)
+        rows += len(served)
+        reads.update(served["request_id"].astype(str))
+        if on_chunk is not None:
+            on_chunk(len(served))
+    for feature, distribution in distributions.items():
+        distribution.finish(skews[feature])
+    freshness = []
+    for name, parts in sorted(ages.items()):
+        found = np.concatenate(parts) if parts else np.array([])
+        entry = Freshness(name, len(found))
+        if len(found):
+            entry.p50_s, entry.p99_s = (float(q) for q in np.quantile(found, [0.5, 0.99]))
+            entry.max_s = float(found.max())
+        freshness.append(entry)
+    report = SkewReport(
+        view.pattern.name,
+        rows,
+        len(reads),
+        thresholds,
+        sorted(skews.values(), key=lambda s: -s.mismatch_rate),
+        freshness,
+        training_name,
+        [],
+    )
+    report.failures = _failures(report)
+    return report
+
+
+def _failures(report: SkewReport) -> list[str]:
+    limits = report.thresholds
+    out = []
+    for skew in report.features:
+        if skew.mismatch_rate > limits.max_mismatch:
+            out.append(
+                f"{skew.feature}: {skew.disagreeing:,} of {skew.rows:,} rows disagree "
+                f"({skew.mismatch_rate:.4%} > {limits.max_mismatch:.4%})"
+            )
+        if skew.psi is not None and skew.psi > limits.max_psi:
+            out.append(f"{skew.feature}: PSI {skew.psi:.3f} > {limits.max_psi}")
+        if limits.max_ks is not None and skew.ks is not None and skew.ks > limits.max_ks:
+            out.append(f"{skew.feature}: KS {skew.ks:.3f} > {limits.max_ks}")
+    return out
+
+
+def _compare_column(
+    skew: FeatureSkew,
+    served: Any,
+    offline: Any,
+    feature: str,
+    inputs: list[str],
+    tolerance: float,
+) -> None:
+    """One chunk of one feature: counts, the largest numeric difference, a few examples.
+    Numbers are compared a column at a time; other values one by one."""
+    import numpy as np
+    import pandas as pd
+
+    a_missing = served[feature].isna().to_numpy()
+    b_missing = offline[feature].isna().to_numpy()
+    numbers = _numbers(served[feature], offline[feature])
+    if numbers is not None:
+        a, b = numbers
+        difference = np.abs(a - b)
+        both = ~a_missing & ~b_missing
+        whole = (a == np.round(a)) & (b == np.round(b))
+        allowed = np.where(whole, 0.0, tolerance * np.maximum(1.0, np.maximum(abs(a), abs(b))))
+        different = both & ~(difference <= allowed)
+        if both.any():
+            largest = float(difference[both].max())
+            if skew.largest_difference is None or largest > skew.largest_difference:
+                skew.largest_difference = largest
+    else:
+        pairs = zip(served[feature].tolist(), offline[feature].tolist(), strict=True)
+        different = np.array(
+            [
+                not (x or y) and not _same(a, b)
+                for (a, b), x, y in zip(pairs, a_missing, b_missing, strict=True)
+            ],
+            dtype=bool,
+        )
+    online_only = ~a_missing & b_missing
+    offline_only = a_missing & ~b_missing
+    skew.rows += len(a_missing)
+    skew.both_missing += int((a_missing & b_missing).sum())
+    skew.online_only += int(online_only.sum())
+    skew.offline_only += int(offline_only.sum())
+    skew.mismatches += int(different.sum())
+    skew.equal += int((~a_missing & ~b_missing & ~different).sum())
+    for kind, mask in (
+        ("different", different),
+        ("missing offline", online_only),
+        ("missing online", offline_only),
+    ):
+        for i in np.flatnonzero(mask)[: EXAMPLES - len(skew.examples)]:
+            skew.examples.append(
+                {
+                    "request_id": str(served["request_id"].iat[i]),
+                    "requested_at": str(pd.Timestamp(served["requested_at"].iat[i])),
+                    "entity": {k: _plain(served[k].iat[i]) for k in inputs},
+                    "online": _plain(served[feature].iat[i]),
+                    "offline": _plain(offline[feature].iat[i]),
+                    "kind": kind,
+                }
+            )
+
+
+def _numbers(online: Any, offline: Any) -> tuple[Any, Any] | None:
+    """Both columns as float arrays (missing as NaN), when both hold numbers (not bools)."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(online) or pd.api.types.is_bool_dtype(offline):
+        return None
+    try:
+        a = pd.to_numeric(online, errors="raise").to_numpy(dtype=float, na_value=float("nan"))
+        b = pd.to_numeric(offline, errors="raise").to_numpy(dtype=float, na_value=float("nan"))
+    except (TypeError, ValueError):
+        return None
+    return a, b
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Strings, lists and maps: equal as Python values."""
+    if hasattr(a, "tolist"):
+        a = a.tolist()
+    if hasattr(b, "tolist"):
+        b = b.tolist()
+    return bool(a == b)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, list | dict):
+        with contextlib.suppress(ValueError, AttributeError):
+            value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value

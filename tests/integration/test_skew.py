@@ -1,0 +1,167 @@
+"""``datalayer skew`` catches skew: untouched data agrees everywhere; an online-only write is
+reported for exactly the entities and the feature it changed; a shifted distribution crosses
+the PSI threshold; every threshold decides the exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import datalayer
+from datalayer.examples.alerting import sample_services
+from tests.example_project import copy_example, example_entity_rows, materialized
+
+T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+LATER = T + timedelta(minutes=1)
+SKEW = [sys.executable, "-m", "datalayer.cli", "skew", "--pattern", "service_features"]
+CHANGED = ["svc-02", "svc-05"]
+
+
+def logged_registry(folder: Path) -> Path:
+    registry_file = copy_example(folder)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["patterns"]["feature_reads"] = {
+        "category": "streaming",
+        "store": "events",
+        "topic": "feature-reads",
+        "partitions": 2,
+    }
+    registry["patterns"]["service_features"]["log"] = {"to": "feature_reads"}
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    return materialized(registry_file, T)
+
+
+def skew(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SKEW, "--config", str(registry), "--idle-timeout", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) -> None:
+    registry = logged_registry(tmp_path)
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        view.push(  # the streaming view's values, online and offline
+            [
+                {
+                    "service_id": s.service_id,
+                    "last_severity_rank": i % 3,
+                    "alerts_seen": i,
+                    "event_timestamp": T - timedelta(minutes=10),
+                }
+                for i, s in enumerate(sample_services())
+            ]
+        )
+        for i in range(3):
+            view.online(example_entity_rows(), as_of=T, request_id=f"clean-{i}")
+    clean = skew(registry, "--until", LATER.isoformat(), "--json", str(tmp_path / "clean.json"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    summary = json.loads((tmp_path / "clean.json").read_text())
+    assert summary["passed"] and summary["rows"] == 3 * len(example_entity_rows())
+    assert summary["reads"] == 3
+    assert {
+        f["mismatches"] + f["online_only"] + f["offline_only"] for f in summary["features"]
+    } == {0}
+    assert len(summary["features"]) == len(view.references())
+    assert all(f["equal"] > 0 for f in summary["features"])  # compared, not all missing
+
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        now = view.online([{"service_id": s} for s in CHANGED], as_of=T, features=STREAM)
+        view.push(
+            [
+                {
+                    "service_id": service,
+                    "last_severity_rank": rank,
+                    "alerts_seen": seen + 100,  # the one feature that changes
+                    "event_timestamp": T - timedelta(seconds=30),
+                }
+                for service, rank, seen in zip(
+                    CHANGED,
+                    now["service_alert_stream__last_severity_rank"],
+                    now["service_alert_stream__alerts_seen"],
+                    strict=True,
+                )
+            ],
+            to="online",
+        )
+        for i in range(2):
+            view.online(example_entity_rows(), as_of=LATER, request_id=f"skewed-{i}")
+    skewed = skew(registry, "--since", LATER.isoformat(), "--json", str(tmp_path / "skew.json"))
+    assert skewed.returncode == 2, skewed.stdout + skewed.stderr
+    summary = json.loads((tmp_path / "skew.json").read_text())
+    by_feature = {f["feature"]: f for f in summary["features"]}
+    changed = by_feature.pop("service_alert_stream__alerts_seen")
+    assert (changed["mismatches"], changed["online_only"], changed["offline_only"]) == (4, 0, 0)
+    assert changed["largest_difference"] == 100
+    assert sorted({e["entity"]["service_id"] for e in changed["examples"]}) == CHANGED
+    assert all(e["online"] - e["offline"] == 100 for e in changed["examples"])
+    assert all(
+        f["mismatches"] + f["online_only"] + f["offline_only"] == 0 for f in by_feature.values()
+    )
+    assert summary["failures"] == [
+        "service_alert_stream__alerts_seen: 4 of 18 rows disagree (22.2222% > 0.1000%)"
+    ]
+    assert "service_alert_stream__alerts_seen: 4 of 18 rows disagree" in skewed.stdout
+    # a threshold the change stays under passes
+    tolerant = skew(registry, "--since", LATER.isoformat(), "--max-mismatch", "0.25")
+    assert tolerant.returncode == 0, tolerant.stdout + tolerant.stderr
+
+
+STREAM = ["service_alert_stream:last_severity_rank", "service_alert_stream:alerts_seen"]
+
+
+def test_a_shifted_distribution_crosses_the_psi_threshold(tmp_path: Path) -> None:
+    """Served values compared with a training set: the example's own training set passes,
+    the same set with one feature shifted does not (PSI), and the report says which."""
+    registry = logged_registry(tmp_path)
+    rows = example_entity_rows()[:-1]
+    with datalayer.open(registry, "local") as dl:
+        view = dl.features("service_features")
+        served_spend = []
+        for _ in range(6):
+            served_spend += view.online(rows, as_of=T)["account_profile__monthly_spend"]
+        training = view.historical(pd.DataFrame(rows * 6).assign(event_timestamp=T))
+    same = tmp_path / "training.parquet"
+    training.to_parquet(same)
+    shifted = tmp_path / "shifted.parquet"
+    moved: Any = training.copy()
+    moved["account_profile__monthly_spend"] = moved["account_profile__monthly_spend"] * 3 + 1000
+    moved.to_parquet(shifted)
+    passed = skew(registry, "--training", str(same), "--json", str(tmp_path / "same.json"))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    psi = {
+        f["feature"]: f["psi"] for f in json.loads((tmp_path / "same.json").read_text())["features"]
+    }
+    assert max(v for v in psi.values() if v is not None) < 0.01
+    crossed = skew(registry, "--training", str(shifted), "--json", str(tmp_path / "moved.json"))
+    assert crossed.returncode == 2, crossed.stdout + crossed.stderr
+    summary = json.loads((tmp_path / "moved.json").read_text())
+    failing = [f for f in summary["failures"] if "PSI" in f]
+    assert len(failing) == 1 and failing[0].startswith("account_profile__monthly_spend: PSI")
+    # KS at the training set's values (all of them: fewer than its 1,000 quantiles)
+    served = np.sort(np.array(served_spend, dtype=float))
+    trained = np.sort(moved["account_profile__monthly_spend"].to_numpy(dtype=float))
+    points = np.unique(trained)
+    exact = np.max(
+        np.abs(
+            np.searchsorted(served, points, side="right") / len(served)
+            - np.searchsorted(trained, points, side="right") / len(trained)
+        )
+    )
+    ks = {f["feature"]: f["ks"] for f in summary["features"]}
+    assert ks["account_profile__monthly_spend"] == pytest.approx(exact) and exact > 0.5
