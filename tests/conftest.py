@@ -75,6 +75,7 @@ SERVERS_BY_PARAM: dict[tuple[str, str], tuple[str, ...]] = {
     ("proxied_store", "mongodb"): ("mongodb", "toxiproxy"),
     ("sql_store", "postgres"): ("postgres",),  # test_sql_errors.py
     ("layer", "services"): SERVERS,  # test_features.py
+    ("logged", "services"): SERVERS,  # test_skew.py
     ("case", "pg"): ("postgres",),  # test_materialize_fast_path.py
 }
 

@@ -53,8 +53,14 @@ class Setup:
     fs: Any
     references: list[str]
     registry: Path
-    #: The same features in the packed layout, packed from the hashes as a push packs them.
-    packed: FeatureView
+    #: The same features in the packed layout, packed from the hashes as a push packs them
+    #: (this module's setup has one; other modules reuse the class without).
+    packed_view: FeatureView | None = None
+
+    @property
+    def packed(self) -> FeatureView:
+        assert self.packed_view is not None
+        return self.packed_view
 
     @property
     def backend(self) -> FeastFeatures:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 
 import datalayer
 from datalayer.examples.alerting import sample_services
+from datalayer.stores.feast.store import FeastStore
 from tests.example_project import copy_example, example_entity_rows, materialized
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -27,23 +29,39 @@ SKEW = [sys.executable, "-m", "datalayer.cli", "skew", "--pattern", "service_fea
 CHANGED = ["svc-02", "svc-05"]
 
 
-def logged_registry(folder: Path) -> Path:
-    registry_file = copy_example(folder)
+@pytest.fixture(params=["local", "services"])
+def logged(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, str]:
+    """The example registry whose service_features logs to a stream of its own, with feature
+    data ending at T materialized, on each profile (services: the log lands in PostgreSQL)."""
+    profile = request.param
+    registry_file = copy_example(tmp_path)
     registry = yaml.safe_load(registry_file.read_text())
     registry["patterns"]["feature_reads"] = {
         "category": "streaming",
         "store": "events",
-        "topic": "feature-reads",
+        "topic": f"feature-reads-{uuid.uuid4().hex[:8]}",
         "partitions": 2,
     }
     registry["patterns"]["service_features"]["log"] = {"to": "feature_reads"}
+    if profile == "services":
+        registry["profiles"]["services"]["features"]["project"] = f"t{uuid.uuid4().hex[:10]}"
+        for variable, fixture in (
+            ("DATALAYER_POSTGRES_URL", "postgres_database"),
+            ("DATALAYER_REDIS_URL", "redis_url"),
+            ("DATALAYER_KAFKA_BOOTSTRAP", "kafka_bootstrap"),
+            ("DATALAYER_MONGODB_URL", "mongodb_url"),
+        ):
+            monkeypatch.setenv(variable, request.getfixturevalue(fixture))
     registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
-    return materialized(registry_file, T)
+    return materialized(registry_file, T, profile), profile
 
 
-def skew(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def skew(logged: tuple[Path, str], *args: str) -> subprocess.CompletedProcess[str]:
+    registry, profile = logged
     return subprocess.run(
-        [*SKEW, "--config", str(registry), "--idle-timeout", "1", *args],
+        [*SKEW, "--config", str(registry), "--profile", profile, "--idle-timeout", "1", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -51,9 +69,11 @@ def skew(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) -> None:
-    registry = logged_registry(tmp_path)
-    with datalayer.open(registry, "local") as dl:
+def test_skew_finds_exactly_what_an_online_only_write_changed(
+    logged: tuple[Path, str], tmp_path: Path
+) -> None:
+    registry, profile = logged
+    with datalayer.open(registry, profile) as dl:
         view = dl.features("service_features")
         view.push(  # the streaming view's values, online and offline
             [
@@ -68,7 +88,7 @@ def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) ->
         )
         for i in range(3):
             view.online(example_entity_rows(), as_of=T, request_id=f"clean-{i}")
-    clean = skew(registry, "--until", LATER.isoformat(), "--json", str(tmp_path / "clean.json"))
+    clean = skew(logged, "--until", LATER.isoformat(), "--json", str(tmp_path / "clean.json"))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     summary = json.loads((tmp_path / "clean.json").read_text())
     assert summary["passed"] and summary["rows"] == 3 * len(example_entity_rows())
@@ -79,7 +99,7 @@ def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) ->
     assert len(summary["features"]) == len(view.references())
     assert all(f["equal"] > 0 for f in summary["features"])  # compared, not all missing
 
-    with datalayer.open(registry, "local") as dl:
+    with datalayer.open(registry, profile) as dl:
         view = dl.features("service_features")
         now = view.online([{"service_id": s} for s in CHANGED], as_of=T, features=STREAM)
         view.push(
@@ -101,7 +121,7 @@ def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) ->
         )
         for i in range(2):
             view.online(example_entity_rows(), as_of=LATER, request_id=f"skewed-{i}")
-    skewed = skew(registry, "--since", LATER.isoformat(), "--json", str(tmp_path / "skew.json"))
+    skewed = skew(logged, "--since", LATER.isoformat(), "--json", str(tmp_path / "skew.json"))
     assert skewed.returncode == 2, skewed.stdout + skewed.stderr
     summary = json.loads((tmp_path / "skew.json").read_text())
     by_feature = {f["feature"]: f for f in summary["features"]}
@@ -118,19 +138,21 @@ def test_skew_finds_exactly_what_an_online_only_write_changed(tmp_path: Path) ->
     ]
     assert "service_alert_stream__alerts_seen: 4 of 18 rows disagree" in skewed.stdout
     # a threshold the change stays under passes
-    tolerant = skew(registry, "--since", LATER.isoformat(), "--max-mismatch", "0.25")
+    tolerant = skew(logged, "--since", LATER.isoformat(), "--max-mismatch", "0.25")
     assert tolerant.returncode == 0, tolerant.stdout + tolerant.stderr
 
 
 STREAM = ["service_alert_stream:last_severity_rank", "service_alert_stream:alerts_seen"]
 
 
-def test_a_shifted_distribution_crosses_the_psi_threshold(tmp_path: Path) -> None:
+def test_a_shifted_distribution_crosses_the_psi_threshold(
+    logged: tuple[Path, str], tmp_path: Path
+) -> None:
     """Served values compared with a training set: the example's own training set passes,
     the same set with one feature shifted does not (PSI), and the report says which."""
-    registry = logged_registry(tmp_path)
+    registry, profile = logged
     rows = example_entity_rows()[:-1]
-    with datalayer.open(registry, "local") as dl:
+    with datalayer.open(registry, profile) as dl:
         view = dl.features("service_features")
         served_spend = []
         for _ in range(6):
@@ -142,13 +164,13 @@ def test_a_shifted_distribution_crosses_the_psi_threshold(tmp_path: Path) -> Non
     moved: Any = training.copy()
     moved["account_profile__monthly_spend"] = moved["account_profile__monthly_spend"] * 3 + 1000
     moved.to_parquet(shifted)
-    passed = skew(registry, "--training", str(same), "--json", str(tmp_path / "same.json"))
+    passed = skew(logged, "--training", str(same), "--json", str(tmp_path / "same.json"))
     assert passed.returncode == 0, passed.stdout + passed.stderr
     psi = {
         f["feature"]: f["psi"] for f in json.loads((tmp_path / "same.json").read_text())["features"]
     }
     assert max(v for v in psi.values() if v is not None) < 0.01
-    crossed = skew(registry, "--training", str(shifted), "--json", str(tmp_path / "moved.json"))
+    crossed = skew(logged, "--training", str(shifted), "--json", str(tmp_path / "moved.json"))
     assert crossed.returncode == 2, crossed.stdout + crossed.stderr
     summary = json.loads((tmp_path / "moved.json").read_text())
     failing = [f for f in summary["failures"] if "PSI" in f]
@@ -165,3 +187,45 @@ def test_a_shifted_distribution_crosses_the_psi_threshold(tmp_path: Path) -> Non
     )
     ks = {f["feature"]: f["ks"] for f in summary["features"]}
     assert ks["account_profile__monthly_spend"] == pytest.approx(exact) and exact > 0.5
+
+
+def test_values_served_past_their_ttl_are_present_online_but_missing_offline(
+    logged: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A service that reads Feast directly gets values however old (Feast's online read
+    ignores the TTL); logged, they are reported as present online and missing offline."""
+    registry, profile = logged
+    at = T + timedelta(hours=3)  # past service_alert_counts' 2 h TTL
+    services = [row["service_id"] for row in example_entity_rows()[:-1]]
+    wanted = ["service_alert_counts:alerts_1h", "service_alert_counts:error_rate"]
+    with datalayer.open(registry, profile) as dl:
+        view = dl.features("service_features")
+        store = dl.store("features")
+        assert isinstance(store, FeastStore) and view.log is not None
+        served = store.feature_store.get_online_features(
+            features=wanted,
+            entity_rows=[{"service_id": s} for s in services],
+            full_feature_names=True,
+        ).to_dict()
+        assert None not in served["service_alert_counts__alerts_1h"]  # however old
+        view.log.record(
+            {"service_id": services},
+            {
+                c: served[c]
+                for c in ("service_alert_counts__alerts_1h", "service_alert_counts__error_rate")
+            },
+            {},
+            at,
+            request_id="feast-direct",
+            model=None,
+            version=None,
+        )
+    result = skew(logged, "--json", str(tmp_path / "ttl.json"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    features = {
+        f["feature"]: f for f in json.loads((tmp_path / "ttl.json").read_text())["features"]
+    }
+    for column in ("service_alert_counts__alerts_1h", "service_alert_counts__error_rate"):
+        found = features[column]
+        assert (found["online_only"], found["mismatches"], found["equal"]) == (len(services), 0, 0)
+        assert {e["kind"] for e in found["examples"]} == {"missing offline"}

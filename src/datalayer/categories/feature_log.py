@@ -228,6 +228,8 @@ def _rows(record: Any, pattern: str) -> list[dict[str, Any]]:
         "logged_at": record.get("logged_at"),
         "model": record.get("model"),
         "version": record.get("version"),
+        # Which features the read asked for: a row's other feature columns are not served.
+        "features_read": ",".join(features),
     }
     return [
         {

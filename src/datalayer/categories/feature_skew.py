@@ -21,7 +21,7 @@ from typing import Any
 from datalayer.categories.feature import TIMESTAMP, FeatureView
 
 #: Columns of a landed log row that are not entity keys or features.
-META = ("request_id", "row", "requested_at", "logged_at", "model", "version")
+META = ("request_id", "row", "requested_at", "logged_at", "model", "version", "features_read")
 STAMP_SUFFIX = "__event_timestamp"
 #: Example mismatches kept per feature, for the report's links to entities.
 EXAMPLES = 5
@@ -220,22 +220,22 @@ def compare(
     for chunk in chunks:
         if not len(chunk):
             continue
-        features = [
-            c for c in chunk.columns if "__" in c and not c.endswith(STAMP_SUFFIX) and c not in META
-        ]
-        inputs = [c for c in chunk.columns if c not in META and "__" not in c]
-        entity_df = chunk[inputs].copy()
-        entity_df[TIMESTAMP] = pd.to_datetime(chunk["requested_at"], utc=True)
-        references = [f.replace("__", ":", 1) for f in features]
-        offline = view.historical(entity_df, features=references).reset_index(drop=True)
         served = chunk.reset_index(drop=True)
-        for feature in features:
-            skew = skews.setdefault(feature, FeatureSkew(feature))
-            _compare_column(skew, served, offline, feature, inputs, thresholds.float_tolerance)
-            if training is not None and feature in training.columns:
-                if feature not in distributions:
-                    distributions[feature] = _Distribution(training[feature])
-                distributions[feature].add(served[feature])
+        # Rows of reads that asked for the same features are compared together, on those.
+        groups: Iterable[tuple[Any, Any]] = (
+            served.groupby("features_read", sort=False)
+            if "features_read" in served.columns
+            else [(None, served)]
+        )
+        for read, group in groups:
+            _compare_group(
+                view,
+                group.reset_index(drop=True),
+                read,
+                (skews, distributions),
+                training,
+                thresholds.float_tolerance,
+            )
         requested = pd.to_datetime(served["requested_at"], utc=True)
         for column in [c for c in served.columns if c.endswith(STAMP_SUFFIX)]:
             stamps = pd.to_datetime(served[column], utc=True)
@@ -267,6 +267,41 @@ def compare(
     )
     report.failures = _failures(report)
     return report
+
+
+def _compare_group(
+    view: FeatureView,
+    served: Any,
+    read: str | None,
+    found: tuple[dict[str, FeatureSkew], dict[str, _Distribution]],
+    training: Any,
+    tolerance: float,
+) -> None:
+    """Rows of reads that asked for the same features (``read``: their names, comma-joined;
+    None when the log does not say: every feature column) against ``historical()`` at their
+    instants, with the entity columns those reads carried."""
+    import pandas as pd
+
+    skews, distributions = found
+    columns = [c for c in served.columns if c not in META and not c.endswith(STAMP_SUFFIX)]
+    if read is None:
+        features = [c for c in columns if "__" in c]
+    else:
+        features = [c for c in str(read).split(",") if c in served.columns]
+    if not features:
+        return
+    inputs = [c for c in columns if "__" not in c and served[c].notna().any()]
+    entity_df = served[inputs].copy()
+    entity_df[TIMESTAMP] = pd.to_datetime(served["requested_at"], utc=True)
+    references = [f.replace("__", ":", 1) for f in features]
+    offline = view.historical(entity_df, features=references).reset_index(drop=True)
+    for feature in features:
+        skew = skews.setdefault(feature, FeatureSkew(feature))
+        _compare_column(skew, served, offline, feature, inputs, tolerance)
+        if training is not None and feature in training.columns:
+            if feature not in distributions:
+                distributions[feature] = _Distribution(training[feature])
+            distributions[feature].add(served[feature])
 
 
 def _failures(report: SkewReport) -> list[str]:

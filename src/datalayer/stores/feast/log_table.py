@@ -54,14 +54,18 @@ class LogTable:
                 f"{self}: PostgreSQL names are at most {MAX_NAME_BYTES} bytes, and "
                 f"'{long[0]}' is longer: land this log into parquet files (--output FOLDER)"
             )
-        types = {column: _sql_type(frame[column]) for column in frame.columns}
-        table = sa.Table(self.name, sa.MetaData(), *(sa.Column(c, t) for c, t in types.items()))
+        inferred = {column: _sql_type(frame[column]) for column in frame.columns}
         with self.engine.begin() as connection:
             # One lander at a time creates or widens the table (concurrent DDL would collide).
             connection.execute(
                 sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": self.name}
             )
-            self._create_or_widen(connection, types)
+            # A column keeps the type it was created with (a later batch may look otherwise:
+            # all nulls, say).
+            types = {**inferred, **self._create_or_widen(connection, inferred)}
+            table = sa.Table(
+                self.name, sa.MetaData(), *(sa.Column(c, types[c]) for c in frame.columns)
+            )
             insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(_KEY))
             connection.execute(insert, _records(frame))
 
@@ -87,17 +91,14 @@ class LogTable:
             sql = sa.text(f"SELECT * FROM {quoted}{where}")
             yield from pd.read_sql(sql, connection, params=params, chunksize=size)
 
-    def _create_or_widen(self, connection: Any, types: dict[str, Any]) -> None:
+    def _create_or_widen(self, connection: Any, types: dict[str, Any]) -> dict[str, Any]:
+        """Create the table, or add the columns it lacks; the types of those it had."""
         import sqlalchemy as sa
 
         preparer = connection.dialect.identifier_preparer
         quoted = preparer.quote(self.name)
-        existing = (
-            {c["name"] for c in sa.inspect(connection).get_columns(self.name)}
-            if (sa.inspect(connection).has_table(self.name))
-            else None
-        )
-        if existing is None:
+        inspector = sa.inspect(connection)
+        if not inspector.has_table(self.name):
             columns = ", ".join(
                 f"{preparer.quote(c)} {t.compile(dialect=connection.dialect)}"
                 + (" NOT NULL" if c in _KEY else "")
@@ -105,7 +106,8 @@ class LogTable:
             )
             keys = ", ".join(preparer.quote(c) for c in _KEY)
             connection.execute(sa.text(f"CREATE TABLE {quoted} ({columns}, PRIMARY KEY ({keys}))"))
-            return
+            return {}
+        existing = {c["name"]: c["type"] for c in inspector.get_columns(self.name)}
         for column, kind in types.items():
             if column not in existing:
                 connection.execute(
@@ -114,6 +116,7 @@ class LogTable:
                         f"{kind.compile(dialect=connection.dialect)}"
                     )
                 )
+        return existing
 
 
 def _sql_type(series: Any) -> Any:
@@ -132,7 +135,7 @@ def _sql_type(series: Any) -> Any:
         return sa.BigInteger()
     if pd.api.types.is_float_dtype(series):
         return sa.Float(precision=53)
-    present = [v for v in series.tolist() if v is not None and v is not pd.NA]
+    present = series.dropna().tolist()
     for kinds, sql_type in (
         ((str,), sa.Text()),
         ((bool,), sa.Boolean()),
