@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +32,8 @@ KS_QUANTILES = 1000
 PSI_FLOOR = 1e-4
 #: Distinct values kept per categorical feature; the rest are counted as one.
 MAX_CATEGORIES = 1000
+#: Log rows compared at a time (memory grows with it, not with the log).
+CHUNK_ROWS = 250_000
 
 
 @dataclass
@@ -210,23 +212,20 @@ def compare(
     the same instants, and their values with ``training`` (a DataFrame of ``view__feature``
     columns), if given."""
     import numpy as np
-    import pandas as pd
 
     skews: dict[str, FeatureSkew] = {}
     distributions: dict[str, _Distribution] = {}
     ages: dict[str, list[Any]] = {}
     rows = 0
     reads: set[str] = set()
-    for chunk in chunks:
-        if not len(chunk):
-            continue
-        served = chunk.reset_index(drop=True)
+    for served in _rechunked(chunks, CHUNK_ROWS):
         # Rows of reads that asked for the same features are compared together, on those.
-        groups: Iterable[tuple[Any, Any]] = (
-            served.groupby("features_read", sort=False)
-            if "features_read" in served.columns
-            else [(None, served)]
-        )
+        groups: Iterable[tuple[Any, Any]] = [(None, served)]
+        if "features_read" in served.columns:
+            read = served["features_read"].to_numpy()
+            # Usually every read asked for the same features: one comparison, no grouping.
+            same = len(read) and (read == read[0]).all()
+            groups = [(read[0], served)] if same else served.groupby("features_read", sort=False)
         for read, group in groups:
             _compare_group(
                 view,
@@ -236,9 +235,9 @@ def compare(
                 training,
                 thresholds.float_tolerance,
             )
-        requested = pd.to_datetime(served["requested_at"], utc=True)
+        requested = _utc(served["requested_at"])
         for column in [c for c in served.columns if c.endswith(STAMP_SUFFIX)]:
-            stamps = pd.to_datetime(served[column], utc=True)
+            stamps = _utc(served[column])
             age = (requested - stamps).dt.total_seconds().dropna().to_numpy()
             ages.setdefault(column.removesuffix(STAMP_SUFFIX), []).append(age)
         rows += len(served)
@@ -269,6 +268,33 @@ def compare(
     return report
 
 
+def _utc(column: Any) -> Any:
+    """A column of instants as UTC times (converted only when it is not already)."""
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.DatetimeTZDtype) and str(column.dtype.tz) == "UTC":
+        return column
+    return pd.to_datetime(column, utc=True)
+
+
+def _rechunked(chunks: Iterable[Any], rows: int) -> Iterator[Any]:
+    """The log's rows in DataFrames of about ``rows`` rows: each one costs a ``historical()``
+    call, whose fixed part (reading the feature files' columns) small chunks would repeat."""
+    import pandas as pd
+
+    pending: list[Any] = []
+    count = 0
+    for chunk in chunks:
+        if len(chunk):
+            pending.append(chunk)
+            count += len(chunk)
+        if count >= rows:
+            yield pd.concat(pending, ignore_index=True)
+            pending, count = [], 0
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
+
+
 def _compare_group(
     view: FeatureView,
     served: Any,
@@ -280,7 +306,6 @@ def _compare_group(
     """Rows of reads that asked for the same features (``read``: their names, comma-joined;
     None when the log does not say: every feature column) against ``historical()`` at their
     instants, with the entity columns those reads carried."""
-    import pandas as pd
 
     skews, distributions = found
     columns = [c for c in served.columns if c not in META and not c.endswith(STAMP_SUFFIX)]
@@ -292,7 +317,7 @@ def _compare_group(
         return
     inputs = [c for c in columns if "__" not in c and served[c].notna().any()]
     entity_df = served[inputs].copy()
-    entity_df[TIMESTAMP] = pd.to_datetime(served["requested_at"], utc=True)
+    entity_df[TIMESTAMP] = _utc(served["requested_at"])
     references = [f.replace("__", ":", 1) for f in features]
     offline = view.historical(entity_df, features=references).reset_index(drop=True)
     for feature in features:
