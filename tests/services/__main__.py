@@ -3,16 +3,15 @@
 ``up`` starts the servers in the background and prints ``export DATALAYER_...=...`` lines, so
 ``eval "$(scripts/services up)"`` points this shell at them; ``down`` stops them all.
 ``install`` only fetches or builds what the local processes need (into the cache), e.g. once
-in CI before the tests.
+in CI before the tests, and installs the tools the tests run (Chromium), which are no servers:
+``up`` and ``down`` never name them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from datalayer.errors import redact
 from tests.services.base import Running
@@ -20,11 +19,11 @@ from tests.services.launcher import (
     ENV_VARS,
     NAMES,
     ROOT,
+    TOOLS,
     Launcher,
-    cache_dir,
+    install,
     load_state,
     save_state,
-    server_class,
     stop,
 )
 from tests.services.process import ServiceError
@@ -38,24 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        choices=[[], *NAMES],
+        choices=[[], *NAMES, *TOOLS],
         default=[],
         metavar="NAME",
-        help=f"servers (default: all of {', '.join(NAMES)})",
+        help=f"servers (default: all of {', '.join(NAMES)}); install also takes the tools "
+        f"the tests run ({', '.join(TOOLS)}) and installs them too by default",
     )
     args = parser.parse_args(argv)
-    names = args.names or NAMES
     if args.command == "install":
         try:
-            for name in names:  # install() writes the cache only, never the state folder
+            for name in args.names or [*NAMES, *TOOLS]:
                 started = time.monotonic()
                 say(f"{name}: installing ...")
-                server_class(name)(Path(tempfile.gettempdir()), cache_dir()).install()
+                install(name)  # the cache and PATH only, never the state folder
                 say(f"{name}: installed ({time.monotonic() - started:.1f} s)")
         except ServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
+    tools = [n for n in args.names if n in TOOLS]
+    if tools:
+        parser.error(
+            f"{', '.join(tools)}: a tool the tests run, not a server: only install takes it"
+        )
+    names = args.names or NAMES
     state = load_state(STATE_FILE)
     if args.command == "up":
         missing = [n for n in names if n not in state]

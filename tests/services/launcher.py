@@ -2,6 +2,7 @@
 
 The four data servers, and Toxiproxy (a fault-injecting TCP proxy for fault tests), which
 always runs as a local process: it must reach the others and be reached on this machine.
+Tools the tests run (Chromium) are installed the same way but never started.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ NAMES = list(ENV_VARS)
 
 #: Servers that never run as a container, Docker or not.
 LOCAL_ONLY = frozenset({"toxiproxy"})
+
+#: Tools the tests run, not servers: ``install`` puts them on PATH, ``up`` never starts them.
+#: Each names the function that installs it (idempotent: nothing to do when it is there).
+TOOLS = {"chromium": "tests.services.chromium:install"}
+
+
+def install(name: str) -> None:
+    """Install what server or tool ``name`` needs (the cache and PATH only, no state folder)."""
+    if name in TOOLS:
+        module, _, attr = TOOLS[name].partition(":")
+        getattr(importlib.import_module(module), attr)()
+    else:
+        server_class(name)(Path(tempfile.gettempdir()), cache_dir()).install()
 
 
 def cache_dir() -> Path:
