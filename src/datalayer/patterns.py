@@ -313,9 +313,18 @@ def check_storable(pattern: str, value: Any, path: str = "") -> None:
 
 def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:
     """Import ``package.module:ClassName``; ``search_dir`` (the registry's folder) is tried too."""
+    obj = import_object(ref, search_dir, "ClassName")
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise ValueError(f"'{ref}' is not a pydantic model class")
+    return obj
+
+
+def import_object(ref: str, search_dir: Path | None, kind: str = "name") -> Any:
+    """Import ``package.module:name`` (``kind`` names what ``name`` should be, for the
+    error); ``search_dir`` (the registry's folder) is tried too."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"'{ref}' is not of the form 'package.module:ClassName'")
+        raise ValueError(f"'{ref}' is not of the form 'package.module:{kind}'")
     if search_dir is not None and str(search_dir) not in sys.path:
         sys.path.append(str(search_dir))
     try:
@@ -341,8 +350,6 @@ def import_schema(ref: str, search_dir: Path | None) -> type[BaseModel]:
                 f"module '{module_name}' has no attribute '{attr}'{did_you_mean(attr, members)}"
             )
         obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
-        raise ValueError(f"'{ref}' is not a pydantic model class")
     return obj
 
 

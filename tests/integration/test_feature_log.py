@@ -59,10 +59,10 @@ def test_logged_reads_land_as_rows_equal_to_what_was_served(tmp_path: Path) -> N
         from datalayer.categories.feature_log import ParquetFolder, land
 
         out = tmp_path / "landed"
-        rows = land(
+        landed = land(
             dl.stream("feature_reads"), "service_features", ParquetFolder(out), idle_timeout=1.0
         )
-    assert rows == 7
+    assert landed.reads == 7 and landed.predictions == 0
     frame = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet")))
     assert not list(out.glob(".*.tmp"))
     first = frame[frame["request_id"] == "req-0"].sort_values("row")
@@ -151,7 +151,8 @@ def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
     tmp_path: Path,
 ) -> None:
     """A read through the feature server's ASGI application is logged under the caller's
-    X-Request-ID with the model it names; ``datalayer features land-logs`` lands it."""
+    X-Request-ID with the model it names, and so are the predictions the caller then posts
+    for that request id; ``datalayer features land-logs`` lands both."""
     import asyncio
     import json
     import subprocess
@@ -162,26 +163,43 @@ def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
     registry = logged_example(tmp_path, {"to": "feature_reads"})
     app = FeatureServer(datalayer.open(registry, "local"), {})
     app.open()
-    sent: list[dict[str, Any]] = []
-    body = {"entities": ROWS[:2], "as_of": T.isoformat(), "model": "grouping", "version": "v2"}
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/features/service_features",
-        "headers": [(b"x-request-id", b"model-call-17")],
-    }
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+    def post(path: str, body: Any) -> tuple[int, Any]:
+        sent: list[dict[str, Any]] = []
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": path,
+            "headers": [(b"x-request-id", b"model-call-17")],
+        }
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
 
-    try:
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
         asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    body = {"entities": ROWS[:2], "as_of": T.isoformat(), "model": "grouping", "version": "v2"}
+    predictions = "/v1/predictions/service_features"
+    try:
+        assert post("/v1/features/service_features", body)[0] == 200
+        logged = {"request_id": "model-call-17", "model": "grouping", "version": "v2"}
+        assert post(predictions, {**logged, "predictions": [1, 0.25]}) == (202, {"logged": 2})
+        for wrong, field in (
+            ({"predictions": [1]}, "request_id"),
+            ({**logged, "prediction": 1, "predictions": [1]}, "prediction"),
+            ({**logged, "prediction": [1]}, "prediction"),
+            ({**logged, "predictions": [{"a": 1}]}, "predictions"),
+            ({**logged, "predictions": [1], "label": 1}, "label"),
+        ):
+            status, answer = post(predictions, wrong)
+            assert (status, answer["error"]["field"]) == (400, field), (wrong, answer)
+        assert post("/v1/predictions/nope", {**logged, "prediction": 1})[0] == 404
     finally:
         app.close()  # publishes what its reads logged
-    assert sent[0]["status"] == 200, sent
     landed = subprocess.run(
         [sys.executable, *LAND_LOGS, "--config", str(registry), "--idle-timeout", "1"],
         capture_output=True,
@@ -189,18 +207,28 @@ def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
         timeout=120,
     )
     assert landed.returncode == 0, landed.stderr
-    assert "2 logged rows landed in" in landed.stdout
+    assert "2 logged rows and 2 predictions landed in" in landed.stdout
     folder = tmp_path / ".datalayer" / "feature_logs" / "service_features"
     frame = pd.concat(pd.read_parquet(p) for p in folder.glob("part-*.parquet"))
     assert set(frame["request_id"]) == {"model-call-17"}
     assert set(frame["model"]) == {"grouping"} and set(frame["version"]) == {"v2"}
+    predicted = pd.concat(pd.read_parquet(p) for p in (folder / "predictions").glob("*.parquet"))
+    assert predicted.sort_values("row")[
+        ["request_id", "row", "model", "version"]
+    ].values.tolist() == [
+        ["model-call-17", 0, "grouping", "v2"],
+        ["model-call-17", 1, "grouping", "v2"],
+    ]
+    assert sorted(predicted["prediction"]) == [0.25, 1]
     again = subprocess.run(
         [sys.executable, *LAND_LOGS, "--config", str(registry), "--idle-timeout", "1"],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert "0 logged rows landed" in again.stdout  # the group's offsets were committed
+    assert (
+        "0 logged rows and 0 predictions landed" in again.stdout
+    )  # the group's offsets were committed
 
 
 def test_closing_right_after_a_logged_read_publishes_it(tmp_path: Path) -> None:
@@ -273,7 +301,10 @@ def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
         timeout=120,
     )
     assert landed.returncode == 0, landed.stderr
-    assert "4 logged rows landed in table feature_log_service_features" in landed.stdout
+    assert (
+        "4 logged rows and 0 predictions landed in tables feature_log_service_features"
+        in landed.stdout
+    )
     engine = sa.create_engine(sqlalchemy_url(postgres_database))
     try:
         frame = pd.read_sql_table("feature_log_service_features", engine)
@@ -292,8 +323,9 @@ def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
         with datalayer.open(registry_file, "services") as dl:
             backend = dl.features("service_features").backend
             assert isinstance(backend, FeastFeatures)
-            table = backend.log_table()
-            assert table is not None
+            tables = backend.log_tables()
+            assert tables is not None
+            table = tables.reads
             again = [
                 {
                     "request_id": "req-1",

@@ -365,7 +365,7 @@ def test_ready_metrics_and_openapi(served: Server) -> None:
     spec = served.call("GET", "/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     parameter = spec["paths"]["/v1/features/{pattern}"]["post"]["parameters"][0]
-    assert parameter["schema"]["enum"] == ["service_features", "account_features"]
+    assert parameter["schema"]["enum"] == ["service_features", "model_features", "account_features"]
     assert served.call("DELETE", "/health").status == 405
 
 

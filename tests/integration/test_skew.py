@@ -1,6 +1,8 @@
 """``datalayer skew`` catches skew: untouched data agrees everywhere; an online-only write is
 reported for exactly the entities and the feature it changed; a shifted distribution crosses
-the PSI threshold; every threshold decides the exit status."""
+the PSI threshold; every threshold decides the exit status. ``datalayer evaluate`` joins the
+logged predictions and the labels that came later: online against offline accuracy, and the
+feature that explains the predictions that differ."""
 
 from __future__ import annotations
 
@@ -229,3 +231,107 @@ def test_values_served_past_their_ttl_are_present_online_but_missing_offline(
         found = features[column]
         assert (found["online_only"], found["mismatches"], found["equal"]) == (len(services), 0, 0)
         assert {e["kind"] for e in found["examples"]} == {"missing offline"}
+
+
+MODEL = """
+def predict(frame):
+    return (frame["service_alert_stream__alerts_seen"].astype("float64") >= 50).astype(int)
+"""
+
+
+def test_evaluate_compares_online_and_offline_accuracy_and_explains_the_difference(
+    logged: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A threshold model on alerts_seen; an online-only write lifts it past the threshold for
+    two services, so online predictions differ there (and are wrong against labels of 0),
+    offline ones do not. Labels come through a transactional pattern on the embedded
+    profile and a stream on services."""
+    registry, profile = logged
+    (registry.parent / "busy_model.py").write_text(MODEL)
+    config = yaml.safe_load(registry.read_text())
+    if profile == "local":
+        config["profiles"]["local"]["labels_sql"] = {
+            "type": "sqlite",
+            "path": ".datalayer/labels.db",
+            "migrations": None,
+        }
+        config["profiles"]["services"]["labels_sql"] = config["profiles"]["services"]["sql"]
+        labels = {"category": "transactional", "store": "labels_sql", "table": "outcomes"}
+        labels["key"] = ["request_id", "row"]
+    else:
+        labels = {"category": "streaming", "store": "events"}
+        labels["topic"] = f"labels-{uuid.uuid4().hex[:8]}"
+    labels["schema"] = "datalayer.examples.alerting:GroupingLabel"
+    config["patterns"]["outcomes"] = labels
+    registry.write_text(yaml.safe_dump(config, sort_keys=False))
+    rows = example_entity_rows()
+    with datalayer.open(registry, profile) as dl:
+        dl.apply()
+        view = dl.features("service_features")
+        view.push(
+            [
+                {
+                    "service_id": s.service_id,
+                    "last_severity_rank": 0,
+                    "alerts_seen": i,
+                    "event_timestamp": T - timedelta(minutes=10),
+                }
+                for i, s in enumerate(sample_services())
+            ]
+        )
+        view.push(
+            [
+                {"service_id": s, "last_severity_rank": 0, "alerts_seen": 100 + i}
+                | {"event_timestamp": T - timedelta(seconds=30)}
+                for i, s in enumerate(CHANGED)
+            ],
+            to="online",
+        )
+        predict = _module_function(registry.parent / "busy_model.py")
+        outcomes = []
+        for i in range(2):
+            request_id = f"eval-{i}"
+            served = view.online(rows, as_of=LATER, request_id=request_id, model="busy")
+            view.log_prediction(request_id, predict(pd.DataFrame(served)), model="busy")
+            outcomes += [
+                {"request_id": request_id, "row": j, "label": 0, "observed_at": LATER}
+                for j in range(len(rows))
+                if (i, j) != (1, 0)  # one read's first row is never labelled
+            ]
+        if profile == "local":
+            dl.transactional("outcomes").put_many(outcomes)
+        else:
+            dl.stream("outcomes").publish_many(outcomes)
+    evaluate = [*SKEW[:3], "evaluate", *SKEW[4:], "--model", "busy_model:predict"]
+    evaluate += ["--labels", "outcomes", "--since", LATER.isoformat(), "--max-mismatch", "0.5"]
+    evaluate += ["--config", str(registry), "--profile", profile, "--idle-timeout", "1"]
+    evaluate += ["--json", str(tmp_path / "eval.json"), "--output", str(tmp_path / "eval.html")]
+    done = subprocess.run(
+        evaluate,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "eval.json").read_text())["evaluation"]
+    changed_rows = 2 * len(CHANGED)
+    assert (result["rows"], result["unpredicted"], result["labelled"]) == (18, 0, 17)
+    assert result["differing"] == changed_rows
+    assert result["offline_correct"] == 17  # offline every prediction is 0, as the labels
+    assert result["online_correct"] == 17 - changed_rows
+    assert result["predicted_by"] == "busy"
+    explained = result["explanations"]
+    assert [e["feature"] for e in explained] == ["service_alert_stream__alerts_seen"]
+    assert explained[0]["with_differing_predictions"] == changed_rows
+    assert {(e["online"], e["offline"], e["label"]) for e in result["examples"]} == {(1, 0, 0)}
+    assert "accuracy online 76.47%, offline 100.00%; 4 predictions differ" in done.stdout
+    page = (tmp_path / "eval.html").read_text()
+    assert "online accuracy" in page and "<h2>Why predictions differ</h2>" in page
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+
+
+def _module_function(path: Path) -> Any:
+    namespace: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace["predict"]

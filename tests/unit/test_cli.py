@@ -113,7 +113,7 @@ def test_validate_example(example: Path) -> None:
     assert result.exit_code == 0, result.output
     out = plain(result.output)
     assert "is valid for profile local" in out
-    assert "6 patterns on 5 stores" in out
+    assert "9 patterns on 5 stores" in out
 
 
 def test_describe_example(example: Path) -> None:
@@ -200,7 +200,12 @@ def test_quickstart(example: Path) -> None:
     # at 80 columns (no terminal) no id is cut; it ends with where the data is and what next
     assert len(re.findall(r"inc-al-\d{5} ", result.output)) == 5 and "inc-al-0…" not in out
     assert f"sql (sqlite): {(example.parent / '.datalayer' / 'local.db').resolve()}" in out
-    for step in ("serve:", "datalayer features online --row", "train:", "register a pattern"):
+    for step in (
+        "serve:",
+        "datalayer features online service_features --row",
+        "train:",
+        "register a pattern",
+    ):
         assert step in out
     assert "incidents" in out
     assert "alerts.dlq" in out

@@ -98,6 +98,9 @@ def test_example_loads_for_local_without_service_env() -> None:
         "incidents",
         "grouping_window",
         "service_features",
+        "model_features",
+        "feature_reads",
+        "model_labels",
     }
     assert reg.patterns["alerts"].schema_cls is Alert
     assert reg.patterns["services"].schema_cls is Service
@@ -124,7 +127,7 @@ def test_example_loads_for_services(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reg.stores["events"].bootstrap_servers == "127.0.0.1:9092"  # type: ignore[attr-defined]
     assert reg.stores["docs"].url == "mongodb://127.0.0.1:27017"  # type: ignore[attr-defined]
     assert reg.stores["cache"].url == "redis://127.0.0.1:6379/0"  # type: ignore[attr-defined]
-    assert len(reg.patterns) == 6
+    assert len(reg.patterns) == 9
 
 
 def test_services_profile_without_env_names_the_variable() -> None:

@@ -13,6 +13,7 @@ from datalayer.categories.feature_skew import (
     FeatureSkew,
     SkewReport,
     Thresholds,
+    Timeline,
     _compare_column,
     _Distribution,
     _failures,
@@ -69,6 +70,32 @@ def test_psi_and_ks_are_near_zero_for_the_same_distribution_and_large_when_shift
     assert same.psi is not None and same.psi < 0.01 and same.ks is not None and same.ks < 0.03
     assert shifted.psi is not None and shifted.psi > 0.5
     assert shifted.ks == pytest.approx(0.38, abs=0.03)  # normal(1) vs normal(0): 2 Phi(0.5) - 1
+    # the report's histograms: shares over the same bins, each summing to 1
+    for skew in (same, shifted):
+        assert skew.histogram is not None and len(skew.histogram["edges"]) == 31
+        assert sum(skew.histogram["training"]) == pytest.approx(1)
+        assert sum(skew.histogram["served"]) == pytest.approx(1)
+    # shifted right by one standard deviation: its served mass sits in the higher bins
+    middle = len(shifted.histogram["served"]) // 2
+    assert sum(shifted.histogram["served"][middle:]) > 0.8
+
+
+def test_a_timeline_keeps_its_counts_in_bounded_buckets() -> None:
+    timeline = Timeline()
+    start = 1_767_225_600
+    timeline.add(np.array([start, start + 1, start + 1]), rows=np.ones(3), bad=[1, 0, 1])
+    assert timeline.width == 1
+    assert [(p["seconds"], p["rows"], p["bad"]) for p in timeline.series()] == [
+        (1, 1, 1),
+        (1, 2, 1),
+    ]
+    week = start + 7 * 86_400
+    timeline.add(np.array([week]), rows=np.ones(1), bad=[0])
+    assert timeline.width == 512  # a week in at most 2,048 buckets
+    assert sum(len(c) for c in timeline.counts.values()) <= 2 * 2048
+    series = timeline.series(points=10)
+    assert len(series) <= 10 and sum(p["rows"] for p in series) == 4
+    assert series[0]["start"] <= "2026-01-01T00:00:00+00:00" and series[-1]["bad"] == 0
 
 
 def test_category_shares_report_the_largest_changes() -> None:
@@ -77,13 +104,20 @@ def test_category_shares_report_the_largest_changes() -> None:
     skew = FeatureSkew("s")
     distribution.finish(skew)
     assert skew.share_changes == {"b": -0.5, "a": 0.4, "c": 0.1}
+    assert skew.histogram == {
+        "labels": ["b", "a", "c"],
+        "training": [0.5, 0.5, 0.0],
+        "served": [0.0, 0.9, 0.1],
+    }
     assert skew.psi is None and skew.ks is None
 
 
 def test_each_threshold_names_the_feature_that_crossed_it() -> None:
     bad = FeatureSkew("v__bad", rows=1000, equal=990, mismatches=10, psi=0.5, ks=0.3)
     good = FeatureSkew("v__good", rows=1000, equal=1000, psi=0.01, ks=0.01)
-    report = SkewReport("p", 2000, 10, Thresholds(max_ks=0.2), [bad, good], [], None, [])
+    report = SkewReport(
+        "p", 2000, 10, Thresholds(max_ks=0.2), [bad, good], [], None, [], Timeline()
+    )
     assert _failures(report) == [
         "v__bad: 10 of 1,000 rows disagree (1.0000% > 0.1000%)",
         "v__bad: PSI 0.500 > 0.2",

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig, LogSink
-from datalayer.errors import NotFound, QueryError
+from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig, LogSinks
+from datalayer.errors import DataLayerError, NotFound, QueryError
 from datalayer.patterns import PatternConfig
 from datalayer.resilience import GuardedOperations
 
@@ -94,9 +94,9 @@ class FeatureBackend(GuardedOperations, ABC):
         """Each reference's column (``view__feature``), one value per row: the latest value,
         None where it is missing or older than its view's TTL at ``at``."""
 
-    def log_table(self) -> LogSink | None:
-        """Where landed feature logs go when the store's offline store keeps tables; None:
-        parquet files."""
+    def log_tables(self) -> LogSinks | None:
+        """Where landed feature logs and predictions go when the store's offline store keeps
+        tables; None: parquet files."""
         return None
 
     def online_stamped(
@@ -258,6 +258,39 @@ class FeatureView:
         to each value."""
         who = (request_id, model, version)
         return self._read(entity_rows, as_of, features, stamped=True, who=who)
+
+    def log_prediction(
+        self,
+        request_id: str,
+        prediction: Any,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Log what a model predicted from the read ``request_id`` (give the read that id):
+        one prediction, or a list of one per entity row, in the read's order. Queued like
+        the read's log record, never sampled out; ``datalayer evaluate`` joins it with the
+        read and its label."""
+        if self.log is None:
+            raise DataLayerError(
+                f"pattern '{self.pattern.name}' has no log to record predictions in: add "
+                "'log: {to: <streaming pattern>}' to it"
+            )
+        if not isinstance(request_id, str) or not request_id or "\x00" in request_id:
+            raise QueryError(
+                f"pattern '{self.pattern.name}': log_prediction needs the read's request id "
+                f"(non-empty text without NUL), not {request_id!r}"
+            )
+        if hasattr(prediction, "tolist"):  # numpy arrays and scalars, pandas series
+            prediction = prediction.tolist()
+        predictions = list(prediction) if isinstance(prediction, list | tuple) else [prediction]
+        for i, value in enumerate(predictions):
+            if value is not None and not isinstance(value, bool | int | float | str):
+                raise QueryError(
+                    f"pattern '{self.pattern.name}': prediction {i} is a "
+                    f"{type(value).__name__}; a prediction is a number, a bool or text"
+                )
+        self.log.record_prediction(request_id, predictions, model=model, version=version)
 
     def _read(
         self,

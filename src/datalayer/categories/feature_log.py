@@ -1,4 +1,5 @@
-"""Logs of what was served: a sample of online reads, published to a streaming pattern.
+"""Logs of what was served: a sample of online reads, published to a streaming pattern, and
+the predictions a model made from them.
 
 The read path never waits for the log and never fails because of it: a sampled read puts
 one record on a bounded queue (full: the record is dropped and counted) and a background
@@ -6,6 +7,8 @@ thread publishes it; a publish that fails is counted and logged, never raised. A
 what a skew check needs to rebuild the same read offline: the request id, the pattern, the
 instant read (``as_of``, or when it was read), the entity keys, every value returned with
 its view's event time, and the model (name and version) that asked, when the caller says.
+A prediction record (``"kind": "prediction"``) names the request id of the read it was made
+from and holds one prediction per entity row of that read; it is never sampled out.
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ class FeatureLog:
         version: str | None,
     ) -> None:
         """Queue the record of one read; never blocks, never raises."""
-        try:
-            record = {
+        self._put(
+            lambda: {
                 "request_id": request_id or uuid.uuid4().hex,
                 "pattern": self.pattern,
                 "requested_at": at.isoformat(),
@@ -100,12 +103,39 @@ class FeatureLog:
                     view: [_instant(s) for s in view_stamps] for view, view_stamps in stamps.items()
                 },
             }
+        )
+
+    def record_prediction(
+        self,
+        request_id: str,
+        predictions: list[Any],
+        *,
+        model: str | None,
+        version: str | None,
+    ) -> None:
+        """Queue the predictions made from the read ``request_id`` (one per entity row);
+        never blocks, never raises."""
+        self._put(
+            lambda: {
+                "kind": "prediction",
+                "request_id": request_id,
+                "pattern": self.pattern,
+                "logged_at": datetime.now(UTC).isoformat(),
+                "model": model,
+                "version": version,
+                "predictions": [_plain(p) for p in predictions],
+            }
+        )
+
+    def _put(self, make: Callable[[], dict[str, Any]]) -> None:
+        try:
+            record = make()
             self._start()
             self._queue.put_nowait(record)
         except queue.Full:
             with self._lock:
                 self.stats.dropped += 1
-        except Exception:  # the read that asked must not fail because of its log
+        except Exception:  # the caller must not fail because of its log
             log.exception("pattern '%s': a feature log record could not be made", self.pattern)
             with self._lock:
                 self.stats.failed += 1
@@ -179,29 +209,44 @@ def _instant(stamp: int) -> str | None:
     return datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=nanos // 1000).isoformat()
 
 
+@dataclass
+class Landed:
+    """Rows landed: one per entity of each read, one per prediction."""
+
+    reads: int = 0
+    predictions: int = 0
+
+
 def land(
     stream: Any,
     pattern: str,
     write: Callable[[list[dict[str, Any]]], None],
     *,
+    predictions: Callable[[list[dict[str, Any]]], None] | None = None,
     batch: int = 1000,
     idle_timeout: float = 5.0,
     on_batch: Callable[[int], None] | None = None,
-) -> int:
+) -> Landed:
     """Hand the log records of ``pattern`` from ``stream`` to ``write`` (``ParquetFolder``,
-    or a store's table), one call per batch of at most ``batch`` records (memory stays
-    bounded by it), one row per entity of each read; returns the rows written. Stops once no
-    record came for ``idle_timeout`` seconds. A batch is committed after ``write`` returns, so
-    a landing killed midway loses nothing: its batch comes again (``request_id`` and ``row``
-    identify a row; a table skips rows it has, a folder may hold them twice)."""
-    landed = 0
+    or a store's table) and its prediction records to ``predictions``, one call per batch of
+    at most ``batch`` records (memory stays bounded by it): one row per entity of each read,
+    one per prediction; returns how many of each were written. Stops once no record came for
+    ``idle_timeout`` seconds. A batch is committed after both calls return, so a landing
+    killed midway loses nothing: its batch comes again (``request_id`` and ``row`` identify a
+    row; a table skips rows it has, a folder may hold them twice). Without ``predictions``,
+    prediction records are skipped."""
+    landed = Landed()
 
     def land_batch(records: Any) -> None:
-        nonlocal landed
-        rows = [row for record in records.values for row in _rows(record, pattern)]
+        mine = [r for r in records.values if isinstance(r, dict) and r.get("pattern") == pattern]
+        rows = [row for r in mine if r.get("kind") is None for row in _rows(r)]
+        predicted = [row for r in mine if r.get("kind") == "prediction" for row in _predicted(r)]
         if rows:
             write(rows)
-        landed += len(rows)
+        if predicted and predictions is not None:
+            predictions(predicted)
+            landed.predictions += len(predicted)
+        landed.reads += len(rows)
         if on_batch is not None:
             on_batch(len(records.values))
 
@@ -215,10 +260,9 @@ def land(
     return landed
 
 
-def _rows(record: Any, pattern: str) -> list[dict[str, Any]]:
-    """One row per entity of a record: its ids, keys, values and each view's event time."""
-    if not isinstance(record, dict) or record.get("pattern") != pattern:
-        return []  # another pattern's records may share the stream
+def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per entity of a read's record: its ids, keys, values and each view's event
+    time."""
     entities, features = record.get("entities") or {}, record.get("features") or {}
     times = record.get("event_times") or {}
     count = len(next(iter(entities.values()), []))
@@ -243,12 +287,27 @@ def _rows(record: Any, pattern: str) -> list[dict[str, Any]]:
     ]
 
 
+def _predicted(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per prediction of a prediction record (model and version: '' when unnamed,
+    so that they can be part of a key)."""
+    head = {
+        "request_id": record.get("request_id"),
+        "model": record.get("model") or "",
+        "version": record.get("version") or "",
+        "logged_at": record.get("logged_at"),
+    }
+    values = record.get("predictions")
+    if not isinstance(values, list):
+        return []
+    return [{**head, "row": i, "prediction": value} for i, value in enumerate(values)]
+
+
 def log_frame(rows: list[dict[str, Any]]) -> Any:
     """Landed rows as a DataFrame, the instants as UTC times."""
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    for column in ("requested_at", "logged_at"):
+    for column in [c for c in ("requested_at", "logged_at") if c in frame.columns]:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     for column in [c for c in frame.columns if c.endswith("__event_timestamp")]:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
@@ -266,12 +325,31 @@ class LogSink(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LogSinks:
+    """Where one pattern's landed log goes: its reads, its predictions, named for people."""
+
+    reads: LogSink
+    predictions: LogSink
+    where: str
+
+    @classmethod
+    def folder(cls, folder: Path, shown: str) -> LogSinks:
+        """Parquet files in ``folder``, the predictions in its ``predictions`` folder."""
+        return cls(
+            ParquetFolder(folder),
+            ParquetFolder(folder / "predictions", time_column="logged_at"),
+            shown,
+        )
+
+
 class ParquetFolder:
     """Landed rows as parquet files in a folder, one per batch, each written aside and then
     renamed, so a reader never sees half a file."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, time_column: str = "requested_at") -> None:
         self.folder = folder
+        self.time_column = time_column
         folder.mkdir(parents=True, exist_ok=True)
 
     def __str__(self) -> str:
@@ -290,7 +368,7 @@ class ParquetFolder:
 
         for path in sorted(self.folder.glob("part-*.parquet")):
             frame = pd.read_parquet(path)
-            requested = pd.to_datetime(frame["requested_at"], utc=True)
+            requested = pd.to_datetime(frame[self.time_column], utc=True)
             keep = pd.Series(True, index=frame.index)
             if since is not None:
                 keep &= requested >= since

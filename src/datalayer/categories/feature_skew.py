@@ -16,7 +16,8 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from datalayer.categories.feature import TIMESTAMP, FeatureView
 
@@ -34,6 +35,85 @@ PSI_FLOOR = 1e-4
 MAX_CATEGORIES = 1000
 #: Log rows compared at a time (memory grows with it, not with the log).
 CHUNK_ROWS = 250_000
+
+
+#: Time buckets a timeline keeps; past it, its buckets are merged two by two.
+MAX_BUCKETS = 2048
+#: Bins of the served-vs-training histograms the report draws.
+HISTOGRAM_BINS = 30
+
+
+class Timeline:
+    """Counts per time bucket (rows, rows that disagree, correct predictions...) in bounded
+    memory: a bucket starts one second wide and doubles whenever the log spans more than
+    ``MAX_BUCKETS`` of them."""
+
+    def __init__(self) -> None:
+        self.width = 1
+        self.counts: dict[str, dict[int, float]] = {}
+
+    def add(self, seconds: Any, **counts: Any) -> None:
+        """Add each row's counts (arrays aligned with ``seconds``, epoch seconds)."""
+        import numpy as np
+
+        if not len(seconds):
+            return
+        known = [b for c in self.counts.values() for b in c]
+        low = min([int(seconds.min()) // self.width, *known])
+        high = max([int(seconds.max()) // self.width, *known])
+        while high - low >= MAX_BUCKETS:
+            self._widen()
+            low, high = low // 2, high // 2
+        buckets, inverse = np.unique(seconds // self.width, return_inverse=True)
+        for name, values in counts.items():
+            sums = np.bincount(inverse, weights=np.asarray(values, dtype=float))
+            target = self.counts.setdefault(name, {})
+            for bucket, total in zip(buckets.tolist(), sums.tolist(), strict=True):
+                target[bucket] = target.get(bucket, 0.0) + total
+
+    def _widen(self) -> None:
+        self.width *= 2
+        for name, counts in self.counts.items():
+            merged: dict[int, float] = {}
+            for bucket, total in counts.items():
+                merged[bucket // 2] = merged.get(bucket // 2, 0.0) + total
+            self.counts[name] = merged
+
+    def series(self, points: int = 60) -> list[dict[str, Any]]:
+        """At most ``points`` buckets, oldest first: their start (ISO), width in seconds and
+        every count."""
+        buckets = sorted({b for c in self.counts.values() for b in c})
+        if not buckets:
+            return []
+        step = max(1, -(-(buckets[-1] - buckets[0] + 1) // points))
+        out: dict[int, dict[str, float]] = {}
+        for name, counts in self.counts.items():
+            for bucket, total in counts.items():
+                slot = out.setdefault((bucket - buckets[0]) // step, {})
+                slot[name] = slot.get(name, 0.0) + total
+        return [
+            {
+                "start": datetime.fromtimestamp(
+                    (buckets[0] + slot * step) * self.width, tz=UTC
+                ).isoformat(),
+                "seconds": step * self.width,
+                **{name: int(found.get(name, 0)) for name in sorted(self.counts)},
+            }
+            for slot, found in sorted(out.items())
+        ]
+
+
+class Evaluating(Protocol):
+    """What ``compare`` hands each compared chunk to (``feature_evaluation.Evaluation``)."""
+
+    def add(
+        self, served: Any, offline: Any, masks: dict[str, Any], seconds: Any, timeline: Timeline
+    ) -> None: ...
+
+
+def _seconds(column: Any) -> Any:
+    """Instants as integer epoch seconds."""
+    return _utc(column).dt.as_unit("ns").astype("int64").to_numpy() // 1_000_000_000
 
 
 @dataclass
@@ -62,6 +142,9 @@ class FeatureSkew:
     psi: float | None = None
     ks: float | None = None
     share_changes: dict[str, float] | None = None
+    #: Served against training shares: numeric bins (``edges``) or top categories
+    #: (``labels``), for the report's charts.
+    histogram: dict[str, list[Any]] | None = None
 
     @property
     def disagreeing(self) -> int:
@@ -93,6 +176,7 @@ class SkewReport:
     freshness: list[Freshness]
     training: str | None
     failures: list[str]
+    timeline: Timeline
 
     @property
     def passed(self) -> bool:
@@ -110,6 +194,7 @@ class SkewReport:
             "thresholds": asdict(self.thresholds),
             "features": [{**asdict(f), "mismatch_rate": f.mismatch_rate} for f in self.features],
             "freshness": [asdict(f) for f in self.freshness],
+            "timeline": self.timeline.series(),
         }
 
 
@@ -133,6 +218,10 @@ class _Distribution:
             quantiles = np.linspace(0, 1, KS_QUANTILES + 1)
             self.ks_edges = np.unique(np.quantile(data, quantiles, method="inverted_cdf"))
             self.training_cdf = np.searchsorted(data, self.ks_edges, side="right") / len(data)
+            low, high = np.quantile(data, [0.005, 0.995])
+            self.hist_edges = np.linspace(low, high if high > low else low + 1, HISTOGRAM_BINS + 1)
+            self.training_hist = self._binned(data)
+            self.served_hist = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
             self.served_psi = np.zeros(len(self.psi_edges) + 1, dtype=np.int64)
             self.served_ks = np.zeros(len(self.ks_edges) + 1, dtype=np.int64)
         else:
@@ -160,6 +249,7 @@ class _Distribution:
                 np.searchsorted(self.ks_edges, data, side="right"),
                 minlength=len(self.served_ks),
             )
+            self.served_hist += self._binned(data)
         else:
             for value, count in values.astype(str).value_counts().items():
                 key = str(value)
@@ -167,6 +257,13 @@ class _Distribution:
                     key = "(other)"
                 self.served_counts[key] = self.served_counts.get(key, 0) + int(count)
         self.served += len(values)
+
+    def _binned(self, data: Any) -> Any:
+        """Counts in the histogram's bins, values outside them in the end bins."""
+        import numpy as np
+
+        inner = np.searchsorted(self.hist_edges, data, side="right") - 1
+        return np.bincount(np.clip(inner, 0, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
 
     def finish(self, skew: FeatureSkew) -> None:
         import numpy as np
@@ -179,6 +276,11 @@ class _Distribution:
             skew.psi = float(np.sum((served - trained) * np.log(served / trained)))
             served_cdf = np.cumsum(self.served_ks)[: len(self.ks_edges)] / self.served
             skew.ks = float(np.max(np.abs(served_cdf - self.training_cdf)))
+            skew.histogram = {
+                "edges": [float(e) for e in self.hist_edges],
+                "training": (self.training_hist / self.training_count).tolist(),
+                "served": (self.served_hist / self.served).tolist(),
+            }
         else:
             served_shares = {k: v / self.served for k, v in self.served_counts.items()}
             keys = set(served_shares) | set(self.training_shares)
@@ -187,6 +289,12 @@ class _Distribution:
             }
             top = sorted(changes.items(), key=lambda kv: -abs(kv[1]))[:10]
             skew.share_changes = {k: round(v, 6) for k, v in top}
+            labels = [k for k, _ in top]
+            skew.histogram = {
+                "labels": labels,
+                "training": [self.training_shares.get(k, 0.0) for k in labels],
+                "served": [served_shares.get(k, 0.0) for k in labels],
+            }
 
 
 def _is_numeric(series: Any) -> bool:
@@ -206,13 +314,16 @@ def compare(
     thresholds: Thresholds,
     training: Any = None,
     training_name: str | None = None,
+    evaluation: Evaluating | None = None,
     on_chunk: Callable[[int], None] | None = None,
 ) -> SkewReport:
     """Compare the landed log rows (``chunks`` of DataFrames) with ``view.historical()`` at
     the same instants, and their values with ``training`` (a DataFrame of ``view__feature``
-    columns), if given."""
+    columns), if given; ``evaluation`` is handed each compared chunk with its offline rows
+    (``datalayer evaluate``)."""
     import numpy as np
 
+    timeline = Timeline()
     skews: dict[str, FeatureSkew] = {}
     distributions: dict[str, _Distribution] = {}
     ages: dict[str, list[Any]] = {}
@@ -227,14 +338,15 @@ def compare(
             same = len(read) and (read == read[0]).all()
             groups = [(read[0], served)] if same else served.groupby("features_read", sort=False)
         for read, group in groups:
-            _compare_group(
-                view,
-                group.reset_index(drop=True),
-                read,
-                (skews, distributions),
-                training,
-                thresholds.float_tolerance,
+            group = group.reset_index(drop=True)
+            offline, masks = _compare_group(
+                view, group, read, (skews, distributions), training, thresholds.float_tolerance
             )
+            disagree = np.logical_or.reduce([*masks.values(), np.zeros(len(group), dtype=bool)])
+            seconds = _seconds(group["requested_at"])
+            timeline.add(seconds, rows=np.ones(len(group)), disagreeing=disagree)
+            if evaluation is not None and offline is not None:
+                evaluation.add(group, offline, masks, seconds, timeline)
         requested = _utc(served["requested_at"])
         for column in [c for c in served.columns if c.endswith(STAMP_SUFFIX)]:
             stamps = _utc(served[column])
@@ -263,6 +375,7 @@ def compare(
         freshness,
         training_name,
         [],
+        timeline,
     )
     report.failures = _failures(report)
     return report
@@ -302,10 +415,11 @@ def _compare_group(
     found: tuple[dict[str, FeatureSkew], dict[str, _Distribution]],
     training: Any,
     tolerance: float,
-) -> None:
+) -> tuple[Any, dict[str, Any]]:
     """Rows of reads that asked for the same features (``read``: their names, comma-joined;
     None when the log does not say: every feature column) against ``historical()`` at their
-    instants, with the entity columns those reads carried."""
+    instants, with the entity columns those reads carried. Returns the offline rows and, per
+    feature, which rows disagree."""
 
     skews, distributions = found
     columns = [c for c in served.columns if c not in META and not c.endswith(STAMP_SUFFIX)]
@@ -314,19 +428,21 @@ def _compare_group(
     else:
         features = [c for c in str(read).split(",") if c in served.columns]
     if not features:
-        return
+        return None, {}
     inputs = [c for c in columns if "__" not in c and served[c].notna().any()]
     entity_df = served[inputs].copy()
     entity_df[TIMESTAMP] = _utc(served["requested_at"])
     references = [f.replace("__", ":", 1) for f in features]
     offline = view.historical(entity_df, features=references).reset_index(drop=True)
+    masks = {}
     for feature in features:
         skew = skews.setdefault(feature, FeatureSkew(feature))
-        _compare_column(skew, served, offline, feature, inputs, tolerance)
+        masks[feature] = _compare_column(skew, served, offline, feature, inputs, tolerance)
         if training is not None and feature in training.columns:
             if feature not in distributions:
                 distributions[feature] = _Distribution(training[feature])
             distributions[feature].add(served[feature])
+    return offline, masks
 
 
 def _failures(report: SkewReport) -> list[str]:
@@ -352,9 +468,10 @@ def _compare_column(
     feature: str,
     inputs: list[str],
     tolerance: float,
-) -> None:
+) -> Any:
     """One chunk of one feature: counts, the largest numeric difference, a few examples.
-    Numbers are compared a column at a time; other values one by one."""
+    Numbers are compared a column at a time; other values one by one. Returns which rows
+    disagree."""
     import numpy as np
     import pandas as pd
 
@@ -405,6 +522,7 @@ def _compare_column(
                     "kind": kind,
                 }
             )
+    return different | online_only | offline_only
 
 
 def _numbers(online: Any, offline: Any) -> tuple[Any, Any] | None:

@@ -1,5 +1,5 @@
 """The ``datalayer`` command: validate, describe, apply, doctor, quickstart, migrations,
-features, serve and skew.
+features, serve, skew and evaluate.
 
 Every error is printed as one message (no traceback) and the exit status is non-zero;
 ``DATALAYER_DEBUG=1`` shows the traceback of an unexpected internal error.
@@ -11,12 +11,13 @@ from datalayer.cli.core import app
 from datalayer.cli.features import features_app
 from datalayer.cli.migrations import migrations_app
 from datalayer.cli.serve import serve
-from datalayer.cli.skew import skew
+from datalayer.cli.skew import evaluate, skew
 
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(features_app, name="features")
 app.command()(serve)
 app.command()(skew)
+app.command()(evaluate)
 
 
 def main() -> None:

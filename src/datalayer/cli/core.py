@@ -203,6 +203,13 @@ def doctor(
         raise typer.Exit(1)
 
 
+def _can_train() -> bool:
+    """Whether the quickstart's model loop can run (its extra is installed)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("sklearn", "matplotlib"))
+
+
 def _reason(item: StoreHealth) -> str:
     """A failed check's detail without the store's own label (the line names it already), on
     one line."""
@@ -223,11 +230,12 @@ def quickstart(
     seed: Annotated[int, typer.Option(help="Seed of the sample data.")] = 7,
 ) -> None:
     """The main job: apply the registry, load the example data, group alerts into incidents."""
-    from datalayer.cli.report import print_summary
+    from datalayer.cli.report import evaluate_model, print_summary
     from datalayer.examples import quickstart as job
 
     with open_datalayer(config, profile) as dl:
         apply_with_progress(dl)
+        model = _can_train()
         with progress_bar(28) as progress:
             tasks: dict[str, Any] = {}
 
@@ -236,8 +244,16 @@ def quickstart(
                     tasks[step] = progress.add_task(job.STEPS[step], total=total)
                 progress.update(tasks[step], completed=done)
 
-            summary = job.run(dl, alert_count=alerts, seed=seed, on_progress=on_progress)
-        print_summary(console, dl, summary)
+            summary = job.run(
+                dl, alert_count=alerts, seed=seed, model=model, on_progress=on_progress
+            )
+        evaluated = evaluate_model(dl, summary.model) if summary.model is not None else None
+        print_summary(console, dl, summary, evaluated)
+        if not model:
+            console.print(
+                "the example model was not trained: pip install 'datalayer[quickstart]' "
+                "(scikit-learn and matplotlib) for the train, serve, label, evaluate loop"
+            )
 
 
 @app.command()

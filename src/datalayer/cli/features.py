@@ -15,7 +15,7 @@ from rich.table import Table
 from datalayer.api import DataLayer
 from datalayer.api import open as open_datalayer
 from datalayer.categories.feature import FeatureView
-from datalayer.categories.feature_log import FeatureLogConfig, LogSink
+from datalayer.categories.feature_log import FeatureLogConfig, LogSinks
 from datalayer.cli.render import (
     ConfigOption,
     JsonOption,
@@ -58,17 +58,14 @@ def logged(view: FeatureView) -> FeatureLogConfig:
     return view.pattern.log
 
 
-def log_sink(dl: DataLayer, view: FeatureView, output: Path | None) -> tuple[LogSink, str]:
-    """Where a pattern's log lands, and how to name it: parquet files in ``output`` when
-    given, else the store's table when it has one, else parquet in .datalayer/feature_logs."""
-    from datalayer.categories.feature_log import ParquetFolder
-
-    table = None if output is not None else view.backend.log_table()
-    if table is not None:
-        return table, str(table)
-    name = view.pattern.name
-    folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / name
-    return ParquetFolder(folder), shown_path(folder)
+def log_sinks(dl: DataLayer, view: FeatureView, output: Path | None) -> LogSinks:
+    """Where a pattern's log lands: parquet files in ``output`` when given, else the store's
+    tables when it has some, else parquet in .datalayer/feature_logs."""
+    tables = None if output is not None else view.backend.log_tables()
+    if tables is not None:
+        return tables
+    folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / view.pattern.name
+    return LogSinks.folder(folder, shown_path(folder))
 
 
 def instant(text: str | None, option: str) -> datetime | None:
@@ -240,15 +237,20 @@ def features_land_logs(
         name = _feature_pattern(dl, pattern)
         view = dl.features(name)
         log = logged(view)
-        sink, where = log_sink(dl, view, output)
+        sinks = log_sinks(dl, view, output)
         with progress_bar(40) as progress:
             task = progress.add_task(f"landing {name}'s log", total=None)
-            rows = land(
+            landed = land(
                 dl.stream(log.to),
                 name,
-                sink,
+                sinks.reads,
+                predictions=sinks.predictions,
                 batch=batch,
                 idle_timeout=idle_timeout,
                 on_batch=lambda records: progress.advance(task, records),
             )
-    console.print(f"[green]✓[/] {rows:,} logged rows landed in {escape(where)}", soft_wrap=True)
+    console.print(
+        f"[green]✓[/] {landed.reads:,} logged rows and {landed.predictions:,} predictions landed "
+        f"in {escape(sinks.where)}",
+        soft_wrap=True,
+    )

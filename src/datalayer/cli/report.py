@@ -1,9 +1,11 @@
 """The quickstart's summary as Rich tables: what went where, the largest incidents, the
-features a model service reads and a sample of the training set."""
+features a model service reads, a sample of the training set and the model's evaluation."""
 
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -11,19 +13,87 @@ from rich.markup import escape
 from rich.table import Table
 
 from datalayer.api import DataLayer
+from datalayer.categories.feature_evaluation import EvaluationReport
+from datalayer.categories.feature_skew import SkewReport
 from datalayer.cli.render import fitted_table, shown_path
 from datalayer.config import config_path, profile_name
-from datalayer.examples.quickstart import Summary
+from datalayer.examples.quickstart import ModelRun, Summary
+
+#: Where the quickstart writes the model's skew and evaluation report.
+REPORT = Path(".datalayer") / "reports" / "model_features.html"
 
 
-def print_summary(console: Console, dl: DataLayer, summary: Summary) -> None:
+@dataclass
+class Evaluated:
+    """The quickstart model's skew and evaluation, and where its report is."""
+
+    skew: SkewReport
+    evaluation: EvaluationReport
+    report: Path
+
+
+def evaluate_model(dl: DataLayer, run: ModelRun) -> Evaluated:
+    """What ``datalayer evaluate`` does, on the quickstart model's logged reads: land them,
+    compare them with the training set at the same instants, recompute the predictions
+    offline, join the labels, write the HTML report."""
+    from datalayer.cli.skew import Check, ModelCheck, checked
+    from datalayer.cli.skew_report import write_html
+
+    # Without the training set: a few reads of 8 services at one instant are no sample of
+    # 48 hours of them, and their distributions would differ by design.
+    check = Check("model_features", idle_timeout=1.0)
+    model = ModelCheck(run.predict, "model_labels", shown=f"{run.name} (the quickstart's fit)")
+    skew, evaluation, where = checked(dl, check, model, start=run.since)
+    assert evaluation is not None
+    report = dl.registry.base_dir / REPORT
+    write_html(report, skew, evaluation, source=where)
+    return Evaluated(skew, evaluation, report)
+
+
+def print_summary(
+    console: Console, dl: DataLayer, summary: Summary, evaluated: Evaluated | None = None
+) -> None:
     """Every table of the quickstart's summary, in order, then where the data lives and
     what to try next."""
     console.print(_placement(dl, summary))
     console.print(_largest(summary, console.width))
     if summary.online_features:
         _print_features(console, summary)
+    if summary.model is not None and evaluated is not None:
+        _print_model(console, summary.model, evaluated)
     _print_where_and_next(console, dl, summary)
+
+
+def _print_model(console: Console, run: ModelRun, evaluated: Evaluated) -> None:
+    """The model loop: trained, served and logged, labelled, evaluated."""
+    evaluation, skew = evaluated.evaluation, evaluated.skew
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    disagree = sum(f.disagreeing for f in skew.features)
+    values = sum(f.rows for f in skew.features)
+    lines = [
+        f"trained on the training set {shown_path(run.training_path)}",
+        f"saved as {shown_path(run.path)}",
+        f"{run.reads} reads served with a request id, {evaluation.rows} predictions and "
+        f"{run.labels} labels logged",
+        f"accuracy online {share(evaluation.online_accuracy)}, offline "
+        f"{share(evaluation.offline_accuracy)}; {evaluation.differing} predictions differ; "
+        f"{disagree} of {values} served values disagree with training",
+        f"report: {shown_path(evaluated.report)}",
+    ]
+    console.print("[bold]model[/] busy next hour (train, serve, log, label, evaluate)")
+    for line in lines:  # a path is never broken: it ends its line
+        wrapped = textwrap.fill(
+            line,
+            console.width,
+            initial_indent="  ",
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        console.print(escape(wrapped), soft_wrap=True)
 
 
 def _print_where_and_next(console: Console, dl: DataLayer, summary: Summary) -> None:
@@ -48,13 +118,13 @@ def _print_where_and_next(console: Console, dl: DataLayer, summary: Summary) -> 
     steps = (
         (
             "serve: read the features a model service gets",
-            f"datalayer features online --row {row}{where}",
+            f"datalayer features online service_features --row {row}{where}",
         ),
         (
             "train: a point-in-time training set for the rows of a CSV with the columns "
             "service_id, account_id and event_timestamp",
-            f"datalayer features historical --entities entities.csv --output training.parquet"
-            f"{where}",
+            "datalayer features historical service_features --entities entities.csv "
+            f"--output training.parquet{where}",
         ),
         ("register a pattern of your own", "README.md, 'Registering a new pattern'"),
     )

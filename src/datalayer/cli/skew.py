@@ -1,16 +1,20 @@
-"""``datalayer skew``: what a feature pattern served against what training would have seen."""
+"""``datalayer skew`` and ``datalayer evaluate``: what a feature pattern served against what
+training would have seen, and a model's online accuracy against its offline accuracy."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from datalayer.api import open as open_datalayer
-from datalayer.cli.features import instant, log_sink, logged
+from datalayer.cli.features import instant, log_sinks, logged
 from datalayer.cli.render import (
     ConfigOption,
     ProfileOption,
@@ -22,8 +26,150 @@ from datalayer.cli.render import (
 )
 from datalayer.errors import DataLayerError
 
+if TYPE_CHECKING:
+    from datalayer.api import DataLayer
+    from datalayer.categories.feature_evaluation import EvaluationReport
+    from datalayer.categories.feature_skew import SkewReport
+
 #: The exit status when a threshold is crossed (1 is an error).
 CROSSED = 2
+
+PatternOption = Annotated[str, typer.Option(help="The feature pattern whose log is checked.")]
+SinceOption = Annotated[str | None, typer.Option(help="Reads at or after this ISO time.")]
+UntilOption = Annotated[str | None, typer.Option(help="Reads before this ISO time.")]
+TrainingOption = Annotated[
+    Path | None,
+    typer.Option(help="The model's training set (parquet or CSV, view__feature columns)."),
+]
+OutputOption = Annotated[
+    Path | None, typer.Option(help="Write the HTML report here (one self-contained file).")
+]
+JsonPathOption = Annotated[
+    Path | None, typer.Option("--json", help="Write the summary as JSON here.")
+]
+LogsOption = Annotated[
+    Path | None,
+    typer.Option(help="The landed log's parquet folder (default: where land-logs puts it)."),
+]
+MaxMismatchOption = Annotated[
+    float, typer.Option(help="Largest share of rows that may disagree, per feature.")
+]
+MaxPsiOption = Annotated[
+    float, typer.Option(help="Largest population stability index against --training.")
+]
+MaxKsOption = Annotated[
+    float | None, typer.Option(help="Largest Kolmogorov-Smirnov statistic (unset: none).")
+]
+ToleranceOption = Annotated[
+    float, typer.Option(help="Floats are equal within this share of the larger one.")
+]
+IdleOption = Annotated[
+    float, typer.Option(help="Landing (and reading labels) stops once nothing came for this long.")
+]
+
+
+@dataclass
+class Check:
+    """What both commands were asked."""
+
+    pattern: str
+    since: str | None = None
+    until: str | None = None
+    training: Path | None = None
+    output: Path | None = None
+    json_path: Path | None = None
+    logs: Path | None = None
+    max_mismatch: float = 0.001
+    max_psi: float = 0.2
+    max_ks: float | None = None
+    float_tolerance: float = 1e-9
+    idle_timeout: float = 5.0
+    config: Path | None = None
+    profile: str | None = None
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> Check:
+        """The check a command's options (its ``locals()``) ask for."""
+        return cls(**{f.name: options[f.name] for f in fields(cls)})
+
+
+@dataclass
+class ModelCheck:
+    """What ``evaluate`` adds: the model (``module:function``, or the function itself) and
+    where the labels come from."""
+
+    function: str | Callable[[Any], Any]
+    labels: str
+    label_field: str = "label"
+    name: str | None = None
+    version: str | None = None
+    #: How the report names the model (default: the function).
+    shown: str | None = None
+
+
+@reports_errors
+def skew(
+    pattern: PatternOption,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    training: TrainingOption = None,
+    output: OutputOption = None,
+    json_path: JsonPathOption = None,
+    logs: LogsOption = None,
+    max_mismatch: MaxMismatchOption = 0.001,
+    max_psi: MaxPsiOption = 0.2,
+    max_ks: MaxKsOption = None,
+    float_tolerance: ToleranceOption = 1e-9,
+    idle_timeout: IdleOption = 5.0,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Compare a feature pattern's served values (its log) with the training set at the same
+    instants, and with a model's training set; exit 2 when a threshold is crossed."""
+    _run(Check.of(locals()), None)
+
+
+@reports_errors
+def evaluate(
+    pattern: PatternOption,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="The model as module:function (a DataFrame of point-in-time rows in, one "
+            "prediction per row out)."
+        ),
+    ],
+    labels: Annotated[
+        str,
+        typer.Option(help="The streaming or transactional pattern the labels arrive through."),
+    ],
+    label_field: Annotated[
+        str, typer.Option(help="The label records' field holding the label.")
+    ] = "label",
+    model_name: Annotated[
+        str | None, typer.Option(help="Whose logged predictions (default: the only model).")
+    ] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Which version's logged predictions.")
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    training: TrainingOption = None,
+    output: OutputOption = None,
+    json_path: JsonPathOption = None,
+    logs: LogsOption = None,
+    max_mismatch: MaxMismatchOption = 0.001,
+    max_psi: MaxPsiOption = 0.2,
+    max_ks: MaxKsOption = None,
+    float_tolerance: ToleranceOption = 1e-9,
+    idle_timeout: IdleOption = 5.0,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """A model's online accuracy against its accuracy on the point-in-time features of the
+    same reads, the share of predictions that differ and the features that explain it, with
+    the skew check; exit 2 when a skew threshold is crossed."""
+    _run(Check.of(locals()), ModelCheck(model, labels, label_field, model_name, model_version))
 
 
 def _training(path: Path | None) -> object:
@@ -38,70 +184,84 @@ def _training(path: Path | None) -> object:
     return pd.read_parquet(path)
 
 
-@reports_errors
-def skew(
-    pattern: Annotated[str, typer.Option(help="The feature pattern whose log is checked.")],
-    since: Annotated[str | None, typer.Option(help="Reads at or after this ISO time.")] = None,
-    until: Annotated[str | None, typer.Option(help="Reads before this ISO time.")] = None,
-    training: Annotated[
-        Path | None,
-        typer.Option(help="The model's training set (parquet or CSV, view__feature columns)."),
-    ] = None,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the summary as JSON here.")
-    ] = None,
-    logs: Annotated[
-        Path | None,
-        typer.Option(help="The landed log's parquet folder (default: where land-logs puts it)."),
-    ] = None,
-    max_mismatch: Annotated[
-        float, typer.Option(help="Largest share of rows that may disagree, per feature.")
-    ] = 0.001,
-    max_psi: Annotated[
-        float, typer.Option(help="Largest population stability index against --training.")
-    ] = 0.2,
-    max_ks: Annotated[
-        float | None, typer.Option(help="Largest Kolmogorov-Smirnov statistic (unset: none).")
-    ] = None,
-    float_tolerance: Annotated[
-        float, typer.Option(help="Floats are equal within this share of the larger one.")
-    ] = 1e-9,
-    idle_timeout: Annotated[
-        float, typer.Option(help="Landing stops once no log record came for this long.")
-    ] = 5.0,
-    config: ConfigOption = None,
-    profile: ProfileOption = None,
-) -> None:
-    """Compare a feature pattern's served values (its log) with the training set at the same
-    instants, and with a model's training set; exit 2 when a threshold is crossed."""
+def _run(check: Check, model: ModelCheck | None) -> None:
+    start, end = instant(check.since, "--since"), instant(check.until, "--until")
+    with open_datalayer(check.config, check.profile) as dl:
+        report, evaluated, where = checked(dl, check, model, start, end)
+    _print(report, evaluated, where)
+    _write(check, report, evaluated, where)
+    if report.failures:
+        for failure in report.failures:
+            console.print(f"[red]✗[/] {escape(failure)}")
+        raise typer.Exit(CROSSED)
+    if not report.rows:
+        console.print(f"[yellow]no logged reads of {check.pattern} in {escape(where)}[/]")
+    console.print("[green]✓[/] every threshold holds")
+
+
+def checked(
+    dl: DataLayer,
+    check: Check,
+    model: ModelCheck | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> tuple[SkewReport, EvaluationReport | None, str]:
+    """Land what is pending of the pattern's log, then compare its reads in [start, end)
+    (and evaluate the model, when given); returns the reports and where the log is."""
     from datalayer.categories.feature_log import land
     from datalayer.categories.feature_skew import Thresholds, compare
 
-    start, end = instant(since, "--since"), instant(until, "--until")
-    thresholds = Thresholds(max_mismatch, max_psi, max_ks, float_tolerance)
-    reference = _training(training)
-    with open_datalayer(config, profile) as dl:
-        view = dl.features(pattern)
-        log = logged(view)
-        sink, where = log_sink(dl, view, logs)
-        with progress_bar(40) as progress:
-            task = progress.add_task(f"landing {pattern}'s log", total=None)
-            land(
-                dl.stream(log.to),
-                pattern,
-                sink,
-                idle_timeout=idle_timeout,
-                on_batch=lambda records: progress.advance(task, records),
-            )
-            checking = progress.add_task(f"checking {pattern}'s reads", total=None)
-            report = compare(
-                view,
-                sink.chunks(start, end),
-                thresholds=thresholds,
-                training=reference,
-                training_name=str(training) if training else None,
-                on_chunk=lambda rows: progress.advance(checking, rows),
-            )
+    thresholds = Thresholds(check.max_mismatch, check.max_psi, check.max_ks, check.float_tolerance)
+    reference = _training(check.training)
+    view = dl.features(check.pattern)
+    log = logged(view)
+    sinks = log_sinks(dl, view, check.logs)
+    with progress_bar(40) as progress:
+        task = progress.add_task(f"landing {check.pattern}'s log", total=None)
+        land(
+            dl.stream(log.to),
+            check.pattern,
+            sinks.reads,
+            predictions=sinks.predictions,
+            idle_timeout=check.idle_timeout,
+            on_batch=lambda records: progress.advance(task, records),
+        )
+        evaluation = None
+        if model is not None:
+            evaluation = _evaluation(dl, model, sinks.predictions, check)
+        checking = progress.add_task(f"checking {check.pattern}'s reads", total=None)
+        report = compare(
+            view,
+            sinks.reads.chunks(start, end),
+            thresholds=thresholds,
+            training=reference,
+            training_name=str(check.training) if check.training else None,
+            evaluation=evaluation,
+            on_chunk=lambda rows: progress.advance(checking, rows),
+        )
+    return report, evaluation.finish() if evaluation is not None else None, sinks.where
+
+
+def _evaluation(dl: DataLayer, model: ModelCheck, predictions: Any, check: Check) -> Any:
+    from datalayer.categories.feature_evaluation import Evaluation, Predictions, read_labels
+    from datalayer.patterns import import_object
+
+    function = model.function
+    shown = model.shown or str(getattr(function, "__qualname__", "the model"))
+    if isinstance(function, str):
+        shown = model.shown or function
+        try:
+            function = import_object(function, dl.registry.base_dir, "function")
+        except ValueError as exc:
+            raise DataLayerError(f"--model: {exc}") from None
+        if not callable(function):
+            raise DataLayerError(f"--model: '{model.function}' is not a function")
+    found = Predictions.of(predictions.chunks(None, None), model.name, model.version)
+    labels = read_labels(dl, model.labels, model.label_field, check.idle_timeout)
+    return Evaluation(function, shown, found, labels, check.float_tolerance)
+
+
+def _print(report: SkewReport, evaluation: EvaluationReport | None, where: str) -> None:
     rows = [
         {
             "feature": feature.feature,
@@ -118,7 +278,7 @@ def skew(
         for feature in report.features
     ]
     table = fitted_table(
-        f"skew of {pattern}: {report.rows:,} rows of {report.reads:,} reads from {where}",
+        f"skew of {report.pattern}: {report.rows:,} rows of {report.reads:,} reads from {where}",
         rows,
         keep=["feature", "disagree"],
         drop_first=["KS", "largest diff", "online only", "offline only"],
@@ -126,8 +286,8 @@ def skew(
     )
     console.print(table)
     console.print(
-        f"floats equal within {thresholds.float_tolerance:g} of the larger magnitude; integers "
-        "and strings exactly"
+        f"floats equal within {report.thresholds.float_tolerance:g} of the larger magnitude; "
+        "integers and strings exactly"
     )
     for entry in report.freshness:
         if entry.served:
@@ -135,13 +295,39 @@ def skew(
                 f"age of {entry.view}'s served values: p50 {entry.p50_s:,.0f} s, "
                 f"p99 {entry.p99_s:,.0f} s, max {entry.max_s:,.0f} s"
             )
-    if json_path is not None:
-        json_path.write_text(json.dumps(report.summary(), indent=2, default=str) + "\n")
-        console.print(f"summary written to {escape(shown_path(json_path))}", soft_wrap=True)
-    if report.failures:
-        for failure in report.failures:
-            console.print(f"[red]✗[/] {escape(failure)}")
-        raise typer.Exit(CROSSED)
-    if not report.rows:
-        console.print(f"[yellow]no logged reads of {pattern} in {escape(where)}[/]")
-    console.print("[green]✓[/] every threshold holds")
+    if evaluation is not None:
+        _print_evaluation(evaluation)
+
+
+def _print_evaluation(evaluation: EvaluationReport) -> None:
+    def share(value: float | None) -> str:
+        return "no labels" if value is None else f"{value:.2%}"
+
+    console.print(
+        f"model {escape(evaluation.model)} ({escape(evaluation.predicted_by)}): "
+        f"{evaluation.rows:,} predicted rows, {evaluation.labelled:,} labelled; accuracy "
+        f"online {share(evaluation.online_accuracy)}, offline "
+        f"{share(evaluation.offline_accuracy)}; {evaluation.differing:,} predictions differ "
+        f"({evaluation.differing_share:.2%})"
+    )
+    if evaluation.explanations:
+        named = ", ".join(
+            f"{e.feature} ({e.with_differing_predictions:,})" for e in evaluation.explanations[:3]
+        )
+        console.print(f"features that disagree where predictions differ: {escape(named)}")
+
+
+def _write(
+    check: Check, report: SkewReport, evaluation: EvaluationReport | None, where: str
+) -> None:
+    if check.json_path is not None:
+        summary = report.summary()
+        if evaluation is not None:
+            summary["evaluation"] = evaluation.summary()
+        check.json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        console.print(f"summary written to {escape(shown_path(check.json_path))}", soft_wrap=True)
+    if check.output is not None:
+        from datalayer.cli.skew_report import write_html
+
+        write_html(check.output, report, evaluation, source=where)
+        console.print(f"report written to {escape(shown_path(check.output))}", soft_wrap=True)

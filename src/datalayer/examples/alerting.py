@@ -72,6 +72,15 @@ class GroupingWindow(BaseModel):
     last_seen: datetime
 
 
+class GroupingLabel(BaseModel):
+    """What came true after a logged read: the label of its ``row`` (streaming)."""
+
+    request_id: str = Field(min_length=1)
+    row: int = Field(default=0, ge=0)
+    label: int
+    observed_at: datetime
+
+
 _TEAMS = ["payments", "search", "identity", "platform"]
 _FINGERPRINTS = {
     "cpu_high": "CPU above 90% for 5 minutes",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from datalayer.api import DataLayer
@@ -21,6 +22,7 @@ from datalayer.errors import NotFound
 from datalayer.examples.alerting import (
     SEVERITY_RANK,
     Alert,
+    GroupingLabel,
     GroupingWindow,
     Incident,
     TimelineEntry,
@@ -36,7 +38,10 @@ STEPS = {
     "publish": "publishing alerts",
     "group": "grouping into incidents",
     "materialize": "materializing feature views",
+    "model": "serving the model, logging, labelling",
 }
+#: Reads the model loop serves (each of every sample service).
+MODEL_READS = 6
 
 
 class UnknownService(NotFound):
@@ -59,6 +64,21 @@ class Summary:
     incoming_alert: dict[str, Any] = field(default_factory=dict)
     online_features: dict[str, Any] = field(default_factory=dict)
     training_set: Any = None
+    model: ModelRun | None = None
+
+
+@dataclass
+class ModelRun:
+    """The model loop's outcome: where the model and its training set are, since when its
+    reads were logged, and the fitted model's predict function."""
+
+    name: str
+    path: Path
+    training_path: Path
+    since: datetime
+    reads: int
+    labels: int
+    predict: Callable[[Any], Any]
 
 
 class AlertGrouper:
@@ -127,10 +147,12 @@ def run(
     alert_count: int = 240,
     seed: int = 7,
     features: bool = True,
+    model: bool = True,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Summary:
     """Load the sample data, run the grouping consumer until every alert is settled, then
-    serve features for an incoming alert and build a small training set."""
+    serve features for an incoming alert and build a small training set; with ``model``,
+    train the example model and serve it, logging its reads, predictions and labels."""
     report = on_progress or (lambda _step, _done, _total: None)
     summary = Summary()
     accounts, services = sample_accounts(), sample_services()
@@ -155,7 +177,9 @@ def run(
         )
     summary.windows = sum(v is not None for v in dl.kv("grouping_window").mget(window_keys))
     if features:
-        serve_and_train(dl, summary, report)
+        end = serve_and_train(dl, summary, report)
+        if model:
+            summary.model = model_loop(dl, end, seed, report)
     return summary
 
 
@@ -207,8 +231,9 @@ def _publish_and_group(
 
 def serve_and_train(
     dl: DataLayer, summary: Summary, report: Callable[[str, int, int], None]
-) -> None:
-    """What a model service and a training job do with the same features."""
+) -> datetime:
+    """What a model service and a training job do with the same features; returns the end
+    of the example feature data."""
     import pandas as pd
 
     from datalayer.examples.features import load_example_features
@@ -260,3 +285,55 @@ def serve_and_train(
         ]
     )
     summary.training_set = view.historical(entity_df)
+    return end
+
+
+def model_loop(
+    dl: DataLayer, end: datetime, seed: int, report: Callable[[str, int, int], None]
+) -> ModelRun:
+    """Train the example model on a point-in-time training set, then serve it as a model
+    service would: read features with a request id, predict, log the prediction; the labels
+    arrive on their stream afterwards."""
+    import random
+
+    import pandas as pd
+
+    from datalayer.examples import model as busy
+
+    since = datetime.now(UTC)
+    view = dl.features("model_features")
+    services = sample_services()
+    training_set = busy.labelled(view.historical(busy.training_entities(services, end)))
+    fitted = busy.train(training_set, seed=seed)
+    folder = dl.registry.base_dir / busy.DEFAULT_PATH.parent
+    path = busy.save(fitted, folder / busy.DEFAULT_PATH.name)
+    training_path = folder / f"{busy.NAME}-{busy.VERSION}-training.parquet"
+    training_set.to_parquet(training_path, index=False)
+
+    def predict(frame: Any) -> Any:
+        return busy.predicted(fitted, frame)
+
+    rng, run = random.Random(seed), uuid.uuid4().hex[:8]
+    rows = [{"service_id": s.service_id, "account_id": s.account_id} for s in services]
+    labels = dl.stream("model_labels")
+    for i in range(MODEL_READS):
+        request_id = f"quickstart-{run}-{i}"
+        served = view.online(rows, request_id=request_id, model=busy.NAME, version=busy.VERSION)
+        view.log_prediction(
+            request_id, predict(pd.DataFrame(served)), model=busy.NAME, version=busy.VERSION
+        )
+        labels.publish_many(
+            GroupingLabel(
+                request_id=request_id,
+                row=j,
+                label=busy.simulated_label(service, rng),
+                observed_at=datetime.now(UTC),
+            )
+            for j, service in enumerate(services)
+        )
+        report("model", i + 1, MODEL_READS)
+    if view.log is not None:
+        view.log.flush()
+    count = MODEL_READS * len(services)
+    name = f"{busy.NAME} {busy.VERSION}"
+    return ModelRun(name, path, training_path, since, MODEL_READS, count, predict)

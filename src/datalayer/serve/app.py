@@ -53,7 +53,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _V1 = "/v1/features/"
+_PREDICTIONS = "/v1/predictions/"
 _BODY_KEYS = {"entities", "as_of", "features", "model", "version"}
+_PREDICTION_KEYS = {"request_id", "prediction", "predictions", "model", "version"}
 _ROUTES = {"/health", "/ready", "/metrics", "/openapi.json", "/get-online-features", "/push"}
 _JSON = (b"content-type", b"application/json")
 _FINER_THAN_MICROSECONDS = re.compile(r"[.,]\d{7,}")
@@ -213,9 +215,10 @@ class FeatureServer:
         self, scope: Scope, receive: Receive, headers: Mapping[bytes, bytes], call: _Call
     ) -> tuple[int, Any, str | None]:
         method, path = scope["method"], scope["path"]
-        if call.route == "/v1/features/{pattern}":
+        if call.route in ("/v1/features/{pattern}", "/v1/predictions/{pattern}"):
             _allow(method, "POST")
-            name = path[len(_V1) :]
+            prefix = _V1 if call.route.startswith(_V1) else _PREDICTIONS
+            name = path[len(prefix) :]
             call.caller = self.auth.caller(headers.get(b"authorization"))
             if name not in self.views:
                 visible = [n for n in self.names if self.auth.sees(call.caller, n)]
@@ -228,6 +231,8 @@ class FeatureServer:
             call.pattern = name
             self.auth.check(call.caller, name, "read")
             raw = await self._body(receive, headers)
+            if prefix == _PREDICTIONS:
+                return 202, self._prediction(name, raw), None
             return 200, await self._features(name, raw, call), None
         if call.route in ("/get-online-features", "/push"):
             _allow(method, "POST")
@@ -256,7 +261,7 @@ class FeatureServer:
         raise HttpError(
             404,
             "no such endpoint; endpoints: POST /v1/features/{pattern}, POST "
-            "/get-online-features, POST /push, GET /health, GET /ready, GET /metrics, "
+            "/v1/predictions/{pattern}, POST /get-online-features, POST /push, GET /health, GET /ready, GET /metrics, "
             "GET /openapi.json",
             "path",
         )
@@ -311,6 +316,43 @@ class FeatureServer:
         )
         values = await self._store_call(name, "online", read)
         return {"features": values}
+
+    def _prediction(self, name: str, raw: bytes) -> dict[str, Any]:
+        """``POST /v1/predictions/{pattern}``: a model's prediction(s) from the read
+        ``request_id``, queued on the pattern's log (never waits for the store)."""
+        body = _object(raw)
+        unknown = sorted(set(body) - _PREDICTION_KEYS)
+        if unknown:
+            keys = ", ".join(sorted(_PREDICTION_KEYS))
+            raise HttpError(400, f"unknown key(s) {unknown}; keys: {keys}", unknown[0])
+        request_id = _text(body, "request_id")
+        if not request_id:
+            raise HttpError(400, "'request_id' (the read's X-Request-ID) is required", "request_id")
+        given = [key for key in ("prediction", "predictions") if key in body]
+        if len(given) != 1:
+            raise HttpError(
+                400, "give 'prediction' (one value) or 'predictions' (one per entity)", "prediction"
+            )
+        value = body[given[0]]
+        if given[0] == "predictions" and not isinstance(value, list):
+            raise HttpError(400, "'predictions' must be a list, one per entity", "predictions")
+        if given[0] == "prediction" and isinstance(value, list | dict):
+            raise HttpError(
+                400, "'prediction' is one value; a list goes in 'predictions'", given[0]
+            )
+        view = self.views[name]
+        if view.log is None:
+            raise HttpError(409, f"pattern '{name}' has no log to record predictions in", "pattern")
+        try:
+            view.log_prediction(
+                request_id,
+                value,
+                model=_text(body, "model"),
+                version=_text(body, "version"),
+            )
+        except QueryError as exc:
+            raise HttpError(400, exc.message, given[0]) from None
+        return {"logged": len(value) if isinstance(value, list) else 1}
 
     async def _feast_online(self, body: dict[str, Any], call: _Call) -> dict[str, Any]:
         """``POST /get-online-features``: Feast's request and answer (see ``feast_api``)."""
@@ -456,6 +498,8 @@ def _route(path: str) -> str:
     """The route template of a path (a metric label never holds what a caller wrote)."""
     if path.startswith(_V1):
         return "/v1/features/{pattern}"
+    if path.startswith(_PREDICTIONS):
+        return "/v1/predictions/{pattern}"
     if path in _ROUTES:
         return path
     return "-"

@@ -14,6 +14,12 @@ def openapi(patterns: list[str], max_entities: int) -> dict[str, Any]:
         content = {"application/json": {"schema": schema or error}}
         return {"description": description, "content": content}
 
+    pattern = {
+        "name": "pattern",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": patterns},
+    }
     errors = {
         "400": answer("a field is missing, of the wrong type or unknown: 'field' names it"),
         "401": answer("no bearer token, or not one the server knows"),
@@ -79,14 +85,7 @@ def openapi(patterns: list[str], max_entities: int) -> dict[str, Any]:
             "/v1/features/{pattern}": {
                 "post": {
                     "summary": "Online features of entity rows, as online() reads them",
-                    "parameters": [
-                        {
-                            "name": "pattern",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "enum": patterns},
-                        }
-                    ],
+                    "parameters": [pattern],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -100,6 +99,41 @@ def openapi(patterns: list[str], max_entities: int) -> dict[str, Any]:
                             "the features", {"$ref": "#/components/schemas/FeaturesResponse"}
                         ),
                         **errors,
+                    },
+                }
+            },
+            "/v1/predictions/{pattern}": {
+                "post": {
+                    "summary": "Log a model's prediction(s) from the read request_id (the "
+                    "read's X-Request-ID), one per entity in 'predictions'; needs the read "
+                    "scope and a pattern with a log",
+                    "parameters": [pattern],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["request_id"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "request_id": {"type": "string", "maxLength": 200},
+                                        "prediction": {},
+                                        "predictions": {"type": "array"},
+                                        "model": {"type": "string", "maxLength": 200},
+                                        "version": {"type": "string", "maxLength": 200},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": answer(
+                            "queued on the log",
+                            {"type": "object", "properties": {"logged": {"type": "integer"}}},
+                        ),
+                        **errors,
+                        "409": answer("the pattern has no log"),
                     },
                 }
             },

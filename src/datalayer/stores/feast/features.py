@@ -22,7 +22,7 @@ from datalayer.stores.feast import compat
 from datalayer.stores.feast.environment import quiet
 
 if TYPE_CHECKING:
-    from datalayer.categories.feature_log import LogSink
+    from datalayer.categories.feature_log import LogSinks
     from datalayer.stores.feast.materialize import Materializer
     from datalayer.stores.feast.on_demand import OnDemandRead
     from datalayer.stores.feast.online import OnlineRead
@@ -284,16 +284,29 @@ class FeastFeatures(FeatureBackend):
                 found[f"{view}__{feature}"] = _DTYPES[str(dtype)]
         return found
 
-    def log_table(self) -> LogSink | None:
-        """The offline PostgreSQL's table of this pattern's log, when there is one."""
-        from datalayer.stores.feast.log_table import LogTable
+    def log_tables(self) -> LogSinks | None:
+        """The offline PostgreSQL's tables of this pattern's log and predictions, when there
+        are some."""
+        from datalayer.categories.feature_log import LogSinks
+        from datalayer.stores.feast.log_table import (
+            LogTable,
+            predictions_table_name,
+            table_name,
+        )
 
         url = self.store.offline_postgres_url
         if not url:
             return None
-        return LogTable(
-            self.store.offline_engine(url), self.pattern.name, self.dtypes(self.references())
+        engine, name = self.store.offline_engine(url), self.pattern.name
+        reads = LogTable(engine, table_name(name), self.dtypes(self.references()))
+        predictions = LogTable(
+            engine,
+            predictions_table_name(name),
+            {},
+            key=("request_id", "row", "model", "version"),
+            time_column="logged_at",
         )
+        return LogSinks(reads, predictions, f"tables {reads.name} and {predictions.name}")
 
     def materialize(self, start: datetime, end: datetime, on_view: Progress | None) -> None:
         self.materializer.materialize(start, end, on_view)

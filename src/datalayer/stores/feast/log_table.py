@@ -27,15 +27,30 @@ def table_name(pattern: str) -> str:
     return f"feature_log_{pattern}"
 
 
-class LogTable:
-    """Writes landed rows of one pattern's log into its table."""
+def predictions_table_name(pattern: str) -> str:
+    return f"feature_predictions_{pattern}"
 
-    def __init__(self, engine: Any, pattern: str, dtypes: dict[str, str]) -> None:
+
+class LogTable:
+    """Writes landed rows of one pattern's log (or of its predictions) into a table keyed by
+    ``key``."""
+
+    def __init__(
+        self,
+        engine: Any,
+        name: str,
+        dtypes: dict[str, str],
+        *,
+        key: tuple[str, ...] = _KEY,
+        time_column: str = "requested_at",
+    ) -> None:
         self.engine = engine
-        self.name = table_name(pattern)
+        self.name = name
         #: pandas dtypes of the features whose values alone would not give theirs (an
         #: integer feature with a null would be floats).
         self.dtypes = dtypes
+        self.key = key
+        self.time_column = time_column
 
     def __str__(self) -> str:
         return f"table {self.name}"
@@ -66,7 +81,7 @@ class LogTable:
             table = sa.Table(
                 self.name, sa.MetaData(), *(sa.Column(c, types[c]) for c in frame.columns)
             )
-            insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(_KEY))
+            insert = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(self.key))
             connection.execute(insert, _records(frame))
 
     def chunks(
@@ -77,11 +92,12 @@ class LogTable:
         import sqlalchemy as sa
 
         clauses, params = [], {}
+        column = self.engine.dialect.identifier_preparer.quote(self.time_column)
         if since is not None:
-            clauses.append("requested_at >= :since")
+            clauses.append(f"{column} >= :since")
             params["since"] = since
         if until is not None:
-            clauses.append("requested_at < :until")
+            clauses.append(f"{column} < :until")
             params["until"] = until
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         quoted = self.engine.dialect.identifier_preparer.quote(self.name)
@@ -101,10 +117,10 @@ class LogTable:
         if not inspector.has_table(self.name):
             columns = ", ".join(
                 f"{preparer.quote(c)} {t.compile(dialect=connection.dialect)}"
-                + (" NOT NULL" if c in _KEY else "")
+                + (" NOT NULL" if c in self.key else "")
                 for c, t in types.items()
             )
-            keys = ", ".join(preparer.quote(c) for c in _KEY)
+            keys = ", ".join(preparer.quote(c) for c in self.key)
             connection.execute(sa.text(f"CREATE TABLE {quoted} ({columns}, PRIMARY KEY ({keys}))"))
             return {}
         existing = {c["name"]: c["type"] for c in inspector.get_columns(self.name)}
