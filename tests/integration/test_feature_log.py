@@ -219,7 +219,7 @@ def test_the_server_logs_with_the_callers_request_id_and_the_cli_lands_it(
         ["model-call-17", 0, "grouping", "v2"],
         ["model-call-17", 1, "grouping", "v2"],
     ]
-    assert sorted(predicted["prediction"]) == [0.25, 1]
+    assert sorted(predicted["prediction"]) == ["0.25", "1"]  # JSON: each value's type kept
     again = subprocess.run(
         [sys.executable, *LAND_LOGS, "--config", str(registry), "--idle-timeout", "1"],
         capture_output=True,

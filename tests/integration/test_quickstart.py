@@ -61,6 +61,10 @@ def test_quickstart_groups_every_alert_once_and_reruns_identically(tmp_path: Pat
     assert first.online_features["service_alert_stream__last_severity_rank"] == 2
     assert first.online_features["service_alert_counts__alerts_1h"] is not None
     assert len(first.training_set) == 24 and first.feature_views == 4
+    # the model loop: trained, saved, served with its reads and predictions logged, labelled
+    assert first.model is not None and first.model.path.exists()
+    assert (first.model.reads, first.model.labels) == (6, 48)
+    assert len(first.model.predict(first.training_set)) == 24
     assert (second.handled, second.incidents, second.largest) == (
         first.handled,
         first.incidents,
@@ -118,3 +122,10 @@ def test_both_profiles_group_the_same_alerts_into_the_same_incidents(
     assert "kafka" in result.output and "mongodb" in result.output and "postgres" in result.output
     assert f"{outcomes['local'][0].incidents} incidents" in result.output
     assert "online features for incoming alert" in result.output and "training set" in result.output
+    # the model loop, evaluated on the servers: every served value agrees with training
+    said = " ".join(result.output.split())
+    assert "6 reads served with a request id, 48 predictions and 48 labels logged" in said
+    assert "0 predictions differ; 0 of 576 served values disagree with training" in said
+    report = tmp_path / ".datalayer" / "reports" / "model_features.html"
+    assert f"report: {report}" in said or "report: .datalayer/reports/model_features.html" in said
+    assert "online accuracy" in report.read_text()

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import datalayer
+from datalayer.categories.feature_skew import FeatureSkew, _Distribution
 from datalayer.examples.alerting import sample_services
 from datalayer.stores.feast.store import FeastStore
 from tests.example_project import copy_example, example_entity_rows, materialized
@@ -160,6 +161,8 @@ def test_a_shifted_distribution_crosses_the_psi_threshold(
         for _ in range(6):
             served_spend += view.online(rows, as_of=T)["account_profile__monthly_spend"]
         training = view.historical(pd.DataFrame(rows * 6).assign(event_timestamp=T))
+        instants = pd.DataFrame({"event_timestamp": [T - timedelta(hours=1), T]})
+        over_range = view.historical(pd.DataFrame(rows).merge(instants, how="cross"))
     same = tmp_path / "training.parquet"
     training.to_parquet(same)
     shifted = tmp_path / "shifted.parquet"
@@ -189,6 +192,31 @@ def test_a_shifted_distribution_crosses_the_psi_threshold(
     )
     ks = {f["feature"]: f["ks"] for f in summary["features"]}
     assert ks["account_profile__monthly_spend"] == pytest.approx(exact) and exact > 0.5
+    # a training time range: the logged entities' point-in-time rows at each hour of it
+    since, until = (T - timedelta(hours=1)).isoformat(), (T + timedelta(minutes=30)).isoformat()
+    ranged = skew(
+        logged,
+        "--training-since",
+        since,
+        "--training-until",
+        until,
+        "--max-psi",
+        "1000",
+        "--json",
+        str(tmp_path / "range.json"),
+    )
+    assert ranged.returncode == 0, ranged.stdout + ranged.stderr
+    summary = json.loads((tmp_path / "range.json").read_text())
+    assert summary["training_set"].startswith(
+        f"point-in-time rows of {len(rows)} logged entities every 1:00:00 from"
+    )
+    expected = FeatureSkew("account_profile__monthly_spend")
+    distribution = _Distribution(over_range["account_profile__monthly_spend"])
+    distribution.add(pd.Series(served_spend))
+    distribution.finish(expected)
+    got = {f["feature"]: f for f in summary["features"]}["account_profile__monthly_spend"]
+    assert (got["psi"], got["ks"]) == (pytest.approx(expected.psi), pytest.approx(expected.ks))
+    assert got["histogram"] == expected.histogram
 
 
 def test_values_served_past_their_ttl_are_present_online_but_missing_offline(

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datalayer.categories.feature_evaluation import Evaluation, Labels, Predictions
 from datalayer.categories.feature_skew import (
     FeatureSkew,
     SkewReport,
@@ -18,6 +19,7 @@ from datalayer.categories.feature_skew import (
     _Distribution,
     _failures,
 )
+from datalayer.errors import DataLayerError
 
 
 def compared(online: list[object], offline: list[object], tolerance: float = 1e-9) -> FeatureSkew:
@@ -123,3 +125,45 @@ def test_each_threshold_names_the_feature_that_crossed_it() -> None:
         "v__bad: PSI 0.500 > 0.2",
         "v__bad: KS 0.300 > 0.2",
     ]
+
+
+def _predictions(*rows: tuple[str, str, str, int, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["model", "version", "request_id", "row", "prediction"])
+
+
+def test_predictions_of_one_model_and_version_or_a_clear_error() -> None:
+    landed = _predictions(("a", "v1", "r1", 0, "1"), ("a", "v2", "r1", 0, "0.5"))
+    assert Predictions.of([landed], "a", "v2").values == {("r1", 0): 0.5}
+    with pytest.raises(DataLayerError, match=r"several models are logged \(a v1, a v2\)"):
+        Predictions.of([landed], None, None)
+    with pytest.raises(DataLayerError, match="no logged predictions of model b"):
+        Predictions.of([landed], "b", None)
+    text = _predictions(("", "", "r1", 0, '"busy"'), ("", "", "r1", 1, "not json"))
+    assert Predictions.of([text], None, None).values == {("r1", 0): "busy", ("r1", 1): "not json"}
+
+
+def test_labels_that_cannot_be_joined_are_counted_not_used() -> None:
+    labels = Labels()
+    for record in (
+        {"request_id": "r1", "row": 2, "label": 1},
+        {"request_id": "r1", "label": 0},  # row 0 by default
+        {"request_id": "r2", "row": True, "label": 1},  # a bool is no row
+        {"request_id": 7, "label": 1},
+        {"request_id": "r3", "row": 0},  # no label
+        "not a record",
+    ):
+        labels.add(record, "label")
+    assert labels.values == {("r1", 2): 1, ("r1", 0): 0}
+    assert (labels.read, labels.unusable) == (6, 4)
+
+
+def test_a_model_that_fails_or_miscounts_is_named() -> None:
+    predictions = Predictions({("r", 0): 1}, "m")
+    served = pd.DataFrame({"request_id": ["r"], "row": [0], "v__f": [1]})
+    for model, message in (
+        (lambda frame: 1 / 0, "model busy raised ZeroDivisionError on 1 point-in-time rows"),
+        (lambda frame: [1, 2], "model busy returned 2 predictions for 1 rows"),
+    ):
+        evaluation = Evaluation(model, "busy", predictions, Labels(), 1e-9)
+        with pytest.raises(DataLayerError, match=message):
+            evaluation.add(served, served, {}, np.array([0]), Timeline())

@@ -12,6 +12,7 @@ the features that disagreed in those rows are what explains it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -235,7 +236,7 @@ class Predictions:
                 chunk["prediction"].tolist(),
                 strict=True,
             ):
-                values.setdefault((name, kind), {})[(request_id, row)] = _plain(prediction)
+                values.setdefault((name, kind), {})[(request_id, row)] = _decoded(prediction)
         wanted = [
             pair
             for pair in values
@@ -254,6 +255,16 @@ class Predictions:
             f"predictions of several models are logged ({found}): name one with --model-name "
             "and --model-version"
         )
+
+
+def _decoded(text: Any) -> Any:
+    """A landed prediction (JSON text; unreadable text stays as it is)."""
+    if not isinstance(text, str):
+        return _plain(text)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _equal(a: list[Any], b: list[Any], tolerance: float) -> Any:

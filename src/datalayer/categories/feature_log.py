@@ -14,6 +14,7 @@ from and holds one prediction per entity row of that read; it is never sampled o
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import math
 import queue
@@ -289,7 +290,9 @@ def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _predicted(record: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per prediction of a prediction record (model and version: '' when unnamed,
-    so that they can be part of a key)."""
+    so that they can be part of a key). A prediction is kept as JSON text: a model that
+    logs integers, then floats or labels, keeps each exactly (a typed column would round or
+    refuse a later batch, and a refused batch would come back forever)."""
     head = {
         "request_id": record.get("request_id"),
         "model": record.get("model") or "",
@@ -299,7 +302,7 @@ def _predicted(record: dict[str, Any]) -> list[dict[str, Any]]:
     values = record.get("predictions")
     if not isinstance(values, list):
         return []
-    return [{**head, "row": i, "prediction": value} for i, value in enumerate(values)]
+    return [{**head, "row": i, "prediction": json.dumps(value)} for i, value in enumerate(values)]
 
 
 def log_frame(rows: list[dict[str, Any]]) -> Any:

@@ -16,10 +16,11 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from datalayer.categories.feature import TIMESTAMP, FeatureView
+from datalayer.errors import DataLayerError
 
 #: Columns of a landed log row that are not entity keys or features.
 META = ("request_id", "row", "requested_at", "logged_at", "model", "version", "features_read")
@@ -379,6 +380,58 @@ def compare(
     )
     report.failures = _failures(report)
     return report
+
+
+#: Rows a training set built over a time range holds at most (entities are sampled past it).
+TRAINING_ROWS = 1_000_000
+#: Instants such a training set is built at, at most.
+MAX_INSTANTS = 100_000
+
+
+def training_over(
+    view: FeatureView,
+    chunks: Iterable[Any],
+    since: datetime,
+    until: datetime,
+    step: timedelta,
+    *,
+    max_rows: int = TRAINING_ROWS,
+) -> tuple[Any, str]:
+    """The training set a model of this pattern would have been built on over [since,
+    until): the point-in-time rows (``historical()``, TTLs applied) of the entities the log
+    holds, every ``step``; entities are sampled (seeded) when that passes ``max_rows``.
+    Returns it and a description for the report."""
+    import numpy as np
+    import pandas as pd
+
+    if until <= since or step <= timedelta(0):
+        raise DataLayerError(
+            f"training range: {since.isoformat()} to {until.isoformat()} every {step} is empty"
+        )
+    if (until - since) / step > MAX_INSTANTS:
+        raise DataLayerError(
+            f"training range: {since.isoformat()} to {until.isoformat()} every {step} is more "
+            f"than {MAX_INSTANTS:,} instants; take a longer step"
+        )
+    seen: list[Any] = []
+    for chunk in chunks:
+        inputs = [c for c in chunk.columns if c not in META and "__" not in c]
+        seen.append(chunk[inputs].drop_duplicates())
+    entities = pd.concat(seen, ignore_index=True).drop_duplicates() if seen else pd.DataFrame()
+    instants = pd.date_range(since, until, freq=step, inclusive="left")
+    if entities.empty or not len(instants):
+        raise DataLayerError("training range: the log holds no entity to build it for")
+    wanted = max(1, max_rows // len(instants))
+    if len(entities) > wanted:
+        rng = np.random.default_rng(0)
+        entities = entities.iloc[np.sort(rng.choice(len(entities), wanted, replace=False))]
+    entity_df = entities.merge(pd.DataFrame({TIMESTAMP: instants}), how="cross")
+    built = view.historical(entity_df)
+    said = (
+        f"point-in-time rows of {len(entities):,} logged entities every {step} from "
+        f"{since.isoformat()} to {until.isoformat()} ({len(built):,} rows)"
+    )
+    return built, said
 
 
 def _utc(column: Any) -> Any:

@@ -28,7 +28,9 @@ from datalayer.errors import DataLayerError
 
 if TYPE_CHECKING:
     from datalayer.api import DataLayer
+    from datalayer.categories.feature import FeatureView
     from datalayer.categories.feature_evaluation import EvaluationReport
+    from datalayer.categories.feature_log import LogSinks
     from datalayer.categories.feature_skew import SkewReport
 
 #: The exit status when a threshold is crossed (1 is an error).
@@ -40,6 +42,19 @@ UntilOption = Annotated[str | None, typer.Option(help="Reads before this ISO tim
 TrainingOption = Annotated[
     Path | None,
     typer.Option(help="The model's training set (parquet or CSV, view__feature columns)."),
+]
+TrainingSinceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Instead of --training: the training set over a time range, from this ISO time "
+        "(the logged entities' point-in-time rows every --training-step)."
+    ),
+]
+TrainingUntilOption = Annotated[
+    str | None, typer.Option(help="The end of that range (default: the first logged read).")
+]
+TrainingStepOption = Annotated[
+    str, typer.Option(help="Time between the instants of that training set (e.g. 1h, 30m).")
 ]
 OutputOption = Annotated[
     Path | None, typer.Option(help="Write the HTML report here (one self-contained file).")
@@ -76,6 +91,9 @@ class Check:
     since: str | None = None
     until: str | None = None
     training: Path | None = None
+    training_since: str | None = None
+    training_until: str | None = None
+    training_step: str = "1h"
     output: Path | None = None
     json_path: Path | None = None
     logs: Path | None = None
@@ -113,6 +131,9 @@ def skew(
     since: SinceOption = None,
     until: UntilOption = None,
     training: TrainingOption = None,
+    training_since: TrainingSinceOption = None,
+    training_until: TrainingUntilOption = None,
+    training_step: TrainingStepOption = "1h",
     output: OutputOption = None,
     json_path: JsonPathOption = None,
     logs: LogsOption = None,
@@ -155,6 +176,9 @@ def evaluate(
     since: SinceOption = None,
     until: UntilOption = None,
     training: TrainingOption = None,
+    training_since: TrainingSinceOption = None,
+    training_until: TrainingUntilOption = None,
+    training_step: TrainingStepOption = "1h",
     output: OutputOption = None,
     json_path: JsonPathOption = None,
     logs: LogsOption = None,
@@ -172,16 +196,39 @@ def evaluate(
     _run(Check.of(locals()), ModelCheck(model, labels, label_field, model_name, model_version))
 
 
-def _training(path: Path | None) -> object:
-    if path is None:
-        return None
+def _training(
+    check: Check, view: FeatureView, sinks: LogSinks, until: datetime | None
+) -> tuple[Any, str | None]:
+    """The model's training set (a file, or one built over a time range) and its name."""
     import pandas as pd
 
+    from datalayer.categories.feature_skew import training_over
+    from datalayer.validators import parse_duration
+
+    path, since = check.training, instant(check.training_since, "--training-since")
+    if path is not None and since is not None:
+        raise DataLayerError("--training and --training-since: give one training set")
+    if since is not None:
+        end = instant(check.training_until, "--training-until") or _first_read(sinks, until)
+        try:
+            step = parse_duration(check.training_step)
+        except ValueError as exc:
+            raise DataLayerError(f"--training-step: {exc}") from None
+        return training_over(view, sinks.reads.chunks(None, until), since, end, step)
+    if path is None:
+        return None, None
     if not path.exists():
         raise DataLayerError(f"--training: no file {path}")
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    return pd.read_parquet(path)
+    return (pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)), str(path)
+
+
+def _first_read(sinks: LogSinks, until: datetime | None) -> datetime:
+    firsts = [chunk["requested_at"].min() for chunk in sinks.reads.chunks(None, until)]
+    found = [f for f in firsts if f is not None and f == f]
+    if not found:
+        raise DataLayerError("--training-since: no logged read to end the range at")
+    first: datetime = min(found).to_pydatetime()
+    return first
 
 
 def _run(check: Check, model: ModelCheck | None) -> None:
@@ -212,7 +259,6 @@ def checked(
     from datalayer.categories.feature_skew import Thresholds, compare
 
     thresholds = Thresholds(check.max_mismatch, check.max_psi, check.max_ks, check.float_tolerance)
-    reference = _training(check.training)
     view = dl.features(check.pattern)
     log = logged(view)
     sinks = log_sinks(dl, view, check.logs)
@@ -226,6 +272,7 @@ def checked(
             idle_timeout=check.idle_timeout,
             on_batch=lambda records: progress.advance(task, records),
         )
+        reference, training_name = _training(check, view, sinks, end)
         evaluation = None
         if model is not None:
             evaluation = _evaluation(dl, model, sinks.predictions, check)
@@ -235,7 +282,7 @@ def checked(
             sinks.reads.chunks(start, end),
             thresholds=thresholds,
             training=reference,
-            training_name=str(check.training) if check.training else None,
+            training_name=training_name,
             evaluation=evaluation,
             on_chunk=lambda rows: progress.advance(checking, rows),
         )
