@@ -59,12 +59,13 @@ def land(registry: Path, entity_df: pd.DataFrame, folder: Path, copies: int) -> 
     for copy in range(copies):
         for start in range(0, len(served), FILE_ROWS):
             part = served.iloc[start : start + FILE_ROWS]
+            instants = part["event_timestamp"].reset_index(drop=True)  # UTC, as landing writes
             frame = pd.DataFrame(
                 {
                     "request_id": [f"r{copy}-{i}" for i in range(start, start + len(part))],
                     "row": 0,
-                    "requested_at": part["event_timestamp"].to_numpy(),
-                    "logged_at": part["event_timestamp"].to_numpy(),
+                    "requested_at": instants,
+                    "logged_at": instants,
                     "model": None,
                     "version": None,
                     "features_read": ",".join(features),

@@ -64,6 +64,8 @@ class Rendered:
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    #: What ``script`` returned (JSON values), when one was given.
+    evaluated: Any = None
 
     @property
     def errors(self) -> list[str]:
@@ -83,11 +85,14 @@ def open_in_chromium(
     height: int = 2000,
     timeout: float = 60,
     settle: float = SETTLE,
+    script: str | None = None,
 ) -> Rendered:
     """Load ``html`` (a file) in headless Chromium with a ``width`` x ``height`` viewport, save a
     PNG of it to ``screenshot`` and return what went wrong. Raises ``ChromiumError`` when the
     browser cannot start or crashes, or when the page has not rendered within ``timeout``
     seconds (e.g. a script that never returns); the message then lists the errors seen so far.
+    ``script``, a JavaScript expression (a promise is awaited), runs once the page rendered and
+    before the screenshot, as a user's clicks would; its value is ``Rendered.evaluated``.
     """
     html = Path(html).resolve()
     if not html.is_file():
@@ -102,6 +107,7 @@ def open_in_chromium(
             page = _Page(browser, deadline)
             page.open(html.as_uri(), width, height)
             title = page.rendered(settle)
+            evaluated = page.evaluate(script, settle) if script is not None else None
             png = page.screenshot()
         finally:
             browser.kill()
@@ -113,6 +119,7 @@ def open_in_chromium(
         console_errors=page.console_errors,
         page_errors=page.page_errors,
         failed_requests=list(page.failed_requests.values()),
+        evaluated=evaluated,
     )
 
 
@@ -316,10 +323,27 @@ class _Page:
         if "exceptionDetails" in result:
             raise ChromiumError(f"the page did not render: {_exception_text(result)}")
         title = str(result["result"].get("value", ""))
-        quiet_until = min(time.monotonic() + settle, self.deadline)
+        self._settle(settle)
+        return title
+
+    def evaluate(self, script: str, settle: float) -> Any:
+        """Run ``script`` in the page (awaited), then ``settle`` seconds of events; its value.
+        An exception it throws is a page error."""
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": script, "awaitPromise": True, "returnByValue": True},
+            what="the script to finish",
+        )
+        if "exceptionDetails" in result:
+            self.page_errors.append(f"the test's script threw: {_exception_text(result)}")
+        self._settle(settle)
+        return result.get("result", {}).get("value")
+
+    def _settle(self, seconds: float) -> None:
+        """Handle what the page reports for ``seconds`` more (timers, late promises)."""
+        quiet_until = min(time.monotonic() + seconds, self.deadline)
         while (message := self.browser.receive(quiet_until)) is not None:
             self._dispatch(message)
-        return title
 
     def screenshot(self) -> bytes:
         shot = self.call("Page.captureScreenshot", {"format": "png", "fromSurface": True})

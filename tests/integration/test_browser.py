@@ -141,6 +141,18 @@ def test_a_page_with_content_renders_without_errors_and_is_not_blank(tmp_path: P
     assert not blank(rendered.screenshot)
 
 
+def test_a_script_acts_on_the_page_and_its_throw_is_a_page_error(tmp_path: Path) -> None:
+    html = page(tmp_path, "<button onclick=\"this.textContent = 'clicked'\">press</button>")
+    script = (
+        "(() => { const b = document.querySelector('button'); b.click(); return b.textContent; })()"
+    )
+    done = open_in_chromium(html, tmp_path / "shot.png", script=script)
+    assert (done.evaluated, done.errors) == ("clicked", [])
+    thrown = open_in_chromium(html, tmp_path / "shot.png", script="missing.call()")
+    assert thrown.evaluated is None
+    assert len(thrown.page_errors) == 1 and "missing is not defined" in thrown.page_errors[0]
+
+
 def test_an_empty_page_is_blank(tmp_path: Path) -> None:
     rendered = open_in_chromium(page(tmp_path, "", title=""), tmp_path / "shot.png")
     assert rendered.errors == [] and rendered.title == ""

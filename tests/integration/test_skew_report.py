@@ -97,6 +97,20 @@ def _report() -> tuple[SkewReport, EvaluationReport]:
     return report, evaluation
 
 
+#: The features' order as written, then after one and two clicks on the KS header.
+SORT_BY_CLICKS = """(() => {
+  const names = () => Array.from(document.querySelectorAll("#features tbody tr"),
+                                 row => row.cells[0].dataset.value);
+  const header = Array.from(document.querySelectorAll("#features th"))
+                      .find(th => th.textContent === "KS");
+  const written = names();
+  header.click();
+  const descending = names();
+  header.click();
+  return [written, descending, names()];
+})()"""
+
+
 class _Tags(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -129,8 +143,17 @@ def test_the_report_renders_in_chromium_with_its_charts_and_no_error(tmp_path: P
     report, evaluation = _report()
     page = tmp_path / "report.html"
     write_html(page, report, evaluation, source="a test")
-    shown = open_in_chromium(page, tmp_path / "report.png", width=1280, height=2400)
+    shown = open_in_chromium(
+        page, tmp_path / "report.png", width=1280, height=2400, script=SORT_BY_CLICKS
+    )
     assert shown.errors == [], shown.errors
+    # sorted by share as written; by KS, highest first, after one click on its header; lowest
+    # first after another
+    written, by_ks, by_ks_ascending = shown.evaluated
+    assert written[:2] == ["view__f7", "view__f6"]
+    ks = {f.feature: f.ks or -1 for f in report.features}
+    assert by_ks == sorted(ks, key=lambda name: -ks[name])
+    assert by_ks_ascending == list(reversed(by_ks))
     assert shown.title == f"skew of {HOSTILE}"
     assert not blank(shown.screenshot)
     # the charts are drawn: the histograms' training bars (Matplotlib's grey at 45% on

@@ -339,7 +339,8 @@ def compare(
             same = len(read) and (read == read[0]).all()
             groups = [(read[0], served)] if same else served.groupby("features_read", sort=False)
         for read, group in groups:
-            group = group.reset_index(drop=True)
+            if group is not served:  # a part of the chunk (the chunk is indexed from 0)
+                group = group.reset_index(drop=True)
             offline, masks = _compare_group(
                 view, group, read, (skews, distributions), training, thresholds.float_tolerance
             )

@@ -185,7 +185,7 @@ def _features(features: list[FeatureSkew]) -> str:
     rows = []
     for i, f in enumerate(features):
         cells = [
-            (f"<code>{e(f.feature)}</code>", e(f.feature)),
+            (f"<code>{e(f.feature)}</code>", f.feature),  # the sort value: escaped once, below
             (f"{f.rows:,}", str(f.rows)),
             (f"{f.disagreeing:,}", str(f.disagreeing)),
             (f"{f.mismatch_rate:.4%}", repr(f.mismatch_rate)),
