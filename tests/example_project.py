@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,35 @@ def copy_example(folder: Path, *, migrations: bool = False) -> Path:
     if migrations:
         shutil.copytree(ROOT / "migrations", folder / "migrations")
     return registry
+
+
+def logging_example(
+    folder: Path,
+    log: dict[str, Any] | None = None,
+    stream: dict[str, Any] | None = None,
+    *,
+    services: bool = False,
+) -> Path:
+    """The example registry copied into ``folder`` with service_features logging (``log``,
+    default to ``feature_reads``) to a ``feature_reads`` stream of its own topic (or
+    ``stream``); with ``services``, a Feast project of its own too (tests share servers)."""
+    import uuid
+
+    import yaml
+
+    registry_file = copy_example(folder)
+    registry = yaml.safe_load(registry_file.read_text())
+    registry["patterns"]["feature_reads"] = stream or {
+        "category": "streaming",
+        "store": "events",
+        "topic": f"feature-reads-{uuid.uuid4().hex[:8]}",
+        "partitions": 2,
+    }
+    registry["patterns"]["service_features"]["log"] = log or {"to": "feature_reads"}
+    if services:
+        registry["profiles"]["services"]["features"]["project"] = f"t{uuid.uuid4().hex[:10]}"
+    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    return registry_file
 
 
 def materialized(registry: Path, end: datetime, profile: str = "local") -> Path:

@@ -16,7 +16,7 @@ import yaml
 import datalayer
 from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
 from datalayer.errors import ConfigError
-from tests.example_project import copy_example, materialized
+from tests.example_project import copy_example, logging_example, materialized
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LAND_LOGS = ["-m", "datalayer.cli", "features", "land-logs", "service_features"]
@@ -31,17 +31,7 @@ ROWS = [
 def logged_example(folder: Path, log: dict[str, Any], stream: dict[str, Any] | None = None) -> Path:
     """The example registry whose service_features logs to a ``feature_reads`` stream, with
     features written and materialized up to T."""
-    registry_file = copy_example(folder)
-    registry = yaml.safe_load(registry_file.read_text())
-    registry["patterns"]["feature_reads"] = stream or {
-        "category": "streaming",
-        "store": "events",
-        "topic": "feature-reads",
-        "partitions": 2,
-    }
-    registry["patterns"]["service_features"]["log"] = log
-    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
-    return materialized(registry_file, T)
+    return materialized(logging_example(folder, log, stream), T)
 
 
 def test_logged_reads_land_as_rows_equal_to_what_was_served(tmp_path: Path) -> None:
@@ -260,7 +250,6 @@ def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
     interruption) adds nothing."""
     import subprocess
     import sys
-    import uuid
 
     import sqlalchemy as sa
 
@@ -268,17 +257,7 @@ def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
     from datalayer.stores.feast.features import FeastFeatures
     from datalayer.stores.shared.postgres_urls import sqlalchemy_url
 
-    registry_file = copy_example(tmp_path)
-    registry = yaml.safe_load(registry_file.read_text())
-    registry["profiles"]["services"]["features"]["project"] = f"t{uuid.uuid4().hex[:10]}"
-    registry["patterns"]["feature_reads"] = {
-        "category": "streaming",
-        "store": "events",
-        "topic": f"feature-reads-{uuid.uuid4().hex[:8]}",
-        "partitions": 2,
-    }
-    registry["patterns"]["service_features"]["log"] = {"to": "feature_reads"}
-    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
+    registry_file = logging_example(tmp_path, services=True)
     servers = {
         "DATALAYER_POSTGRES_URL": postgres_database,
         "DATALAYER_REDIS_URL": redis_url,

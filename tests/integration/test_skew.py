@@ -24,7 +24,7 @@ import datalayer
 from datalayer.categories.feature_skew import FeatureSkew, _Distribution
 from datalayer.examples.alerting import sample_services
 from datalayer.stores.feast.store import FeastStore
-from tests.example_project import copy_example, example_entity_rows, materialized
+from tests.example_project import example_entity_rows, logging_example, materialized
 
 T = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LATER = T + timedelta(minutes=1)
@@ -39,17 +39,8 @@ def logged(
     """The example registry whose service_features logs to a stream of its own, with feature
     data ending at T materialized, on each profile (services: the log lands in PostgreSQL)."""
     profile = request.param
-    registry_file = copy_example(tmp_path)
-    registry = yaml.safe_load(registry_file.read_text())
-    registry["patterns"]["feature_reads"] = {
-        "category": "streaming",
-        "store": "events",
-        "topic": f"feature-reads-{uuid.uuid4().hex[:8]}",
-        "partitions": 2,
-    }
-    registry["patterns"]["service_features"]["log"] = {"to": "feature_reads"}
+    registry_file = logging_example(tmp_path, services=profile == "services")
     if profile == "services":
-        registry["profiles"]["services"]["features"]["project"] = f"t{uuid.uuid4().hex[:10]}"
         for variable, fixture in (
             ("DATALAYER_POSTGRES_URL", "postgres_database"),
             ("DATALAYER_REDIS_URL", "redis_url"),
@@ -57,7 +48,6 @@ def logged(
             ("DATALAYER_MONGODB_URL", "mongodb_url"),
         ):
             monkeypatch.setenv(variable, request.getfixturevalue(fixture))
-    registry_file.write_text(yaml.safe_dump(registry, sort_keys=False))
     return materialized(registry_file, T, profile), profile
 
 
