@@ -26,7 +26,7 @@ from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig
 from datalayer.config import Registry, load
 from datalayer.errors import DataLayerError, NotApplied, NotFound, StoreUnavailable, did_you_mean
 from datalayer.migrations import Migrations
-from datalayer.patterns import PatternConfig
+from datalayer.patterns import PatternConfig, RolloutConfig
 from datalayer.resilience import GuardStats, guard_backend
 from datalayer.stores.base import Store
 
@@ -59,6 +59,7 @@ class DataLayer:
         self.registry = registry
         self._stores: dict[str, Store[Any, Any]] = {}
         self._handles: dict[str, Any] = {}
+        self._rollouts: dict[str, Any] = {}
         self._lock = threading.RLock()
 
     @property
@@ -106,10 +107,31 @@ class DataLayer:
             store = self.store(pattern.store)
             handle = store.handle(pattern)
             guard_backend(handle.backend, store.guard, store.guard.policy(pattern.resilience))
+            rollout = getattr(pattern, "rollout", None)
+            if rollout is not None:
+                handle.backend = self._rolled_out(pattern, rollout, handle.backend)
             if isinstance(handle, FeatureView) and handle.pattern.log is not None:
                 handle.log = self._feature_log(name, handle.pattern.log)
             self._handles[name] = handle
             return handle
+
+    def _rolled_out(self, pattern: PatternConfig, config: RolloutConfig, old: Any) -> Any:
+        """The pattern's backend during its rollout: the current store's and the new
+        store's, routed by the stage."""
+        from datalayer.rollout import Rollout, router
+
+        moved = pattern.model_copy(update={"store": config.to, "rollout": None})
+        moved.bind(pattern.name, pattern.schema_cls)
+        store = self.store(config.to)
+        new = store.handle(moved).backend
+        guard_backend(new, store.guard, store.guard.policy(pattern.resilience))
+        rollout = self._rollouts.setdefault(pattern.name, Rollout(pattern.name, config))
+        return router(pattern.category)(rollout, old, new)
+
+    def rollouts(self) -> list[Any]:
+        """The rollouts of the patterns opened so far, with what they met in this process."""
+        with self._lock:
+            return list(self._rollouts.values())
 
     def _feature_log(self, name: str, config: FeatureLogConfig) -> FeatureLog:
         """The log of a feature pattern: records published to its ``log.to`` stream."""

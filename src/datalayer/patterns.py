@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic import ValidationError as PydanticValidationError
@@ -41,6 +41,23 @@ class Target(NamedTuple):
         systems), and a topic's ``.`` as ``_`` (Kafka's metric names do not tell them apart)."""
         folded = self.name.lower()
         return folded.replace(".", "_") if self.kind == "topic" else folded
+
+
+Stage = Literal["shadow", "split", "cutover", "done"]
+
+
+class RolloutConfig(BaseModel):
+    """A pattern's ``rollout`` block: the store it moves to, how far it is (``datalayer.rollout``
+    routes by it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: Name = Field(description="the store the pattern moves to")
+    stage: Stage
+    percent: float = Field(default=0.0, ge=0.0, le=100.0, description="split: reads from `to`")
+    compare_sample: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="shadow: the share of reads compared"
+    )
 
 
 class PatternConfig(BaseModel):

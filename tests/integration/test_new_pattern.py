@@ -97,7 +97,7 @@ def test_a_new_pattern_of_each_category_needs_only_config_and_a_schema(tmp_path:
 
     validated = cli("validate", cwd=tmp_path)
     assert validated.returncode == 0, validated.stderr
-    assert "11 patterns" in validated.stdout
+    assert "14 patterns" in validated.stdout
     described = cli("describe", cwd=tmp_path)
     for name in ("deployments", "deploy_events", "runbooks", "rate_limits", "deploy_features"):
         assert name in described.stdout

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from datalayer.errors import DataLayerError, PayloadValidationError, QueryError, shown
-from datalayer.patterns import PatternConfig, Target, loads_json
+from datalayer.patterns import PatternConfig, RolloutConfig, Target, loads_json
 from datalayer.query import INT64_MAX, INT64_MIN
 from datalayer.resilience import GuardedOperations
 from datalayer.validators import Duration, is_utf8, parse_duration
@@ -43,6 +43,7 @@ class KeyValuePattern(PatternConfig):
     ttl: Duration | None = None
     require_ttl: bool = False
     prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
+    rollout: RolloutConfig | None = None
 
     @property
     def key_prefix(self) -> str:

@@ -118,6 +118,7 @@ class _Loader:
         }
         self.check_targets(patterns)
         self.check_feature_logs(patterns)
+        self.check_rollouts(patterns, stores)
         serve = self.serve(shape.serve, patterns)
         return Registry(self.file, self.profile, stores, patterns, list(shape.profiles), serve)
 
@@ -298,14 +299,7 @@ class _Loader:
             raise self.error(f"{what}; categories: {', '.join(known)}", (*path, "category"))
         pattern: PatternConfig = self.validated(_PATTERN_ADAPTER, entry, path, strip=category)
         pattern.bind(name)
-        store = stores.get(pattern.store)
-        if store is None:
-            names = list(stores)
-            raise self.error(
-                f"store '{pattern.store}' is not defined in profile '{self.profile}'"
-                f"{did_you_mean(pattern.store, names)}; stores there: {', '.join(names) or 'none'}",
-                (*path, "store"),
-            )
+        store = self.defined_store(pattern.store, stores, (*path, "store"))
         if pattern.category not in serves(store.type):
             able = [t for t in sorted(store_types()) if pattern.category in serves(t)]
             raise self.error(
@@ -355,6 +349,43 @@ class _Loader:
                     f"'{target}' is not a streaming pattern{did_you_mean(target, streams)}; "
                     f"streaming patterns: {', '.join(streams) or 'none'}",
                     ("patterns", name, "log", "to"),
+                )
+
+    def defined_store(
+        self, name: str, stores: dict[str, StoreConfig], where: YamlPath
+    ) -> StoreConfig:
+        """The profile's store ``name``; an error at ``where`` naming the stores there."""
+        store = stores.get(name)
+        if store is None:
+            names = list(stores)
+            raise self.error(
+                f"store '{name}' is not defined in profile '{self.profile}'"
+                f"{did_you_mean(name, names)}; stores there: {', '.join(names) or 'none'}",
+                where,
+            )
+        return store
+
+    def check_rollouts(
+        self, patterns: dict[str, PatternConfig], stores: dict[str, StoreConfig]
+    ) -> None:
+        """A pattern's ``rollout.to`` names another store of the profile that serves its
+        category."""
+        for name, pattern in patterns.items():
+            rollout = getattr(pattern, "rollout", None)
+            if rollout is None:
+                continue
+            where = ("patterns", name, "rollout", "to")
+            target = self.defined_store(rollout.to, stores, where)
+            if rollout.to == pattern.store:
+                raise self.error(
+                    f"the pattern is on store '{rollout.to}' already: name the store it moves to",
+                    where,
+                )
+            if pattern.category not in serves(target.type):
+                raise self.error(
+                    f"store '{rollout.to}' is of type '{target.type}', which cannot serve "
+                    f"category '{pattern.category}'",
+                    where,
                 )
 
     def check_targets(self, patterns: dict[str, PatternConfig]) -> None:

@@ -1,0 +1,209 @@
+"""A key-value pattern moves from the embedded store to Redis by stages: every write lands on
+both stores while both are written, reads come from the side the stage (and the key's stable
+bucket) says, a divergence on the new store is seen by shadow reads, a failing new store never
+fails a shadow write, and going back a stage loses nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import datalayer
+from datalayer.errors import ConfigError
+from datalayer.rollout import BUCKETS, bucket
+from datalayer.testing.registry import write_registry
+
+WRITERS, KEYS = 4, 50
+
+
+def registry(folder: Path, redis_url: str, rollout: dict[str, Any] | None) -> Path:
+    pattern: dict[str, Any] = {"category": "key-value", "store": "cache", "prefix": "win"}
+    if rollout is not None:
+        pattern["rollout"] = rollout
+    stores = {
+        "cache": {"type": "embedded-kv", "path": str(folder / "kv.db")},
+        "redis": {"type": "redis", "url": redis_url},
+    }
+    return write_registry(folder, {"local": stores}, {"windows": pattern})
+
+
+def write_concurrently(file: Path, stage: str) -> dict[str, Any]:
+    """Writers of distinct keys at once (sets, increments, deletes); the values each key
+    should hold afterwards."""
+    expected: dict[str, Any] = {}
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with datalayer.open(file, "local") as dl:
+                kv = dl.kv("windows")
+                for i in range(KEYS):
+                    key = f"w{n}-{i}"
+                    kv.set(key, {"stage": stage, "i": i})
+                    kv.incr(f"count-{n}")
+                    if i % 10 == 0:
+                        kv.delete(key)
+                    with lock:
+                        expected[key] = None if i % 10 == 0 else {"stage": stage, "i": i}
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+    return expected
+
+
+def new_side(folder: Path, redis_url: str) -> Path:
+    """A registry of the pattern on the new store alone (no rollout): to look at, or write
+    into, the new store behind the rollout's back."""
+    folder = folder / "new-side"
+    folder.mkdir(exist_ok=True)
+    return write_registry(
+        folder,
+        {"local": {"redis": {"type": "redis", "url": redis_url}}},
+        {"windows": {"category": "key-value", "store": "redis", "prefix": "win"}},
+    )
+
+
+def both_sides(file: Path, redis_url: str, keys: list[str]) -> tuple[list[Any], list[Any]]:
+    """The values of ``keys`` on the old store and on the new one, read without the
+    rollout."""
+    old = datalayer.open(registry(file.parent, redis_url, None), "local")
+    with old, datalayer.open(new_side(file.parent, redis_url), "local") as new:
+        return old.kv("windows").mget(keys), new.kv("windows").mget(keys)
+
+
+def test_each_stage_writes_both_stores_and_reads_the_side_it_says(
+    tmp_path: Path, redis_url: str
+) -> None:
+    expected: dict[str, Any] = {}
+    counts = {f"count-{n}": 0 for n in range(WRITERS)}
+    for stage, percent in (("shadow", 0), ("split", 50), ("cutover", 0), ("split", 50)):
+        file = registry(tmp_path, redis_url, {"to": "redis", "stage": stage, "percent": percent})
+        expected |= write_concurrently(file, stage)
+        counts = {key: value + KEYS for key, value in counts.items()}
+        keys = [*expected, *counts]
+        with datalayer.open(file, "local") as dl:
+            assert dl.kv("windows").mget(keys) == [*expected.values(), *counts.values()], stage
+        old, new = both_sides(file, redis_url, keys)
+        # every stage so far writes the old store first, then the new one: both hold it all
+        assert old == new == [*expected.values(), *counts.values()], stage
+    # done: only the new store is written; the old one keeps what it had
+    file = registry(tmp_path, redis_url, {"to": "redis", "stage": "done"})
+    with datalayer.open(file, "local") as dl:
+        dl.kv("windows").set("w0-1", {"stage": "done", "i": 1})
+        assert dl.kv("windows").get("w0-1") == {"stage": "done", "i": 1}
+    old, new = both_sides(file, redis_url, ["w0-1"])
+    assert old == [expected["w0-1"]] and new == [{"stage": "done", "i": 1}]
+
+
+def test_split_reads_each_key_from_its_stable_side(tmp_path: Path, redis_url: str) -> None:
+    """Values that differ on purpose between the stores show which side a read came from:
+    about ``percent`` of the keys read the new store, the same keys every time."""
+    file = registry(tmp_path, redis_url, None)
+    keys = [f"k{i}" for i in range(400)]
+    new_file = new_side(tmp_path, redis_url)
+    with datalayer.open(file, "local") as old, datalayer.open(new_file, "local") as new:
+        for key in keys:
+            old.kv("windows").set(key, "old")
+            new.kv("windows").set(key, "new")
+    split = registry(tmp_path, redis_url, {"to": "redis", "stage": "split", "percent": 25})
+    with datalayer.open(split, "local") as dl:
+        first = dl.kv("windows").mget(keys)
+        assert first == dl.kv("windows").mget(keys)  # stable
+        assert [dl.kv("windows").get(k) for k in keys[:20]] == first[:20]
+    news = {k for k, v in zip(keys, first, strict=True) if v == "new"}
+    assert news == {k for k in keys if bucket(f"win:{k}") < 2500}
+    assert 0.18 < len(news) / len(keys) < 0.32
+
+
+def test_the_split_is_within_two_points_over_ten_thousand_keys_in_every_process() -> None:
+    keys = [f"service-{i}:latency" for i in range(10_000)]
+    here = [bucket(k) for k in keys]
+    for percent in (1, 10, 50, 90):
+        share = sum(b < percent * BUCKETS / 100 for b in here) / len(keys) * 100
+        assert abs(share - percent) <= 2, (percent, share)
+    code = (
+        "import sys; from datalayer.rollout import bucket; "
+        "print(','.join(str(bucket(f'service-{i}:latency')) for i in range(10000)))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"} | _python_env(),
+    )
+    assert [int(b) for b in other.stdout.strip().split(",")] == here
+
+
+def _python_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+
+
+def test_shadow_reads_report_a_divergence_on_the_new_store(tmp_path: Path, redis_url: str) -> None:
+    file = registry(tmp_path, redis_url, {"to": "redis", "stage": "shadow", "compare_sample": 1.0})
+    with datalayer.open(file, "local") as dl:
+        kv = dl.kv("windows")
+        kv.set("a", 1)
+        kv.set("b", 2)
+        assert kv.mget(["a", "b"]) == [1, 2]
+        (rollout,) = dl.rollouts()
+        assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 0)
+    # written straight into the new store, behind the rollout's back
+    with datalayer.open(new_side(tmp_path, redis_url), "local") as new:
+        new.kv("windows").set("b", 3)
+    with datalayer.open(file, "local") as dl:
+        assert dl.kv("windows").mget(["a", "b"]) == [1, 2]  # shadow reads the current store
+        (rollout,) = dl.rollouts()
+        assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1)
+
+
+def test_a_failing_new_store_never_fails_a_shadow_write(tmp_path: Path) -> None:
+    file = registry(tmp_path, "redis://127.0.0.1:9/0", {"to": "redis", "stage": "shadow"})
+    with datalayer.open(file, "local") as dl:
+        kv = dl.kv("windows")
+        kv.set("a", 1)
+        assert kv.incr("n") == 1
+        assert kv.get("a") == 1
+        (rollout,) = dl.rollouts()
+        assert rollout.stats.write_failures == 2
+    compared = registry(
+        tmp_path, "redis://127.0.0.1:9/0", {"to": "redis", "stage": "shadow", "compare_sample": 1}
+    )
+    with datalayer.open(compared, "local") as dl:
+        assert dl.kv("windows").get("a") == 1  # the comparison fails, the read does not
+        (rollout,) = dl.rollouts()
+        assert (rollout.stats.compare_failures, rollout.stats.compared) == (1, 0)
+    split = registry(tmp_path, "redis://127.0.0.1:9/0", {"to": "redis", "stage": "split"})
+    with datalayer.open(split, "local") as dl, pytest.raises(datalayer.StoreUnavailable):
+        dl.kv("windows").set("a", 2)  # past shadow, both stores must take the write
+
+
+@pytest.mark.parametrize(
+    ("rollout", "where", "said"),
+    [
+        ({"to": "nowhere", "stage": "shadow"}, "rollout.to", "store 'nowhere' is not defined"),
+        ({"to": "cache", "stage": "shadow"}, "rollout.to", "on store 'cache' already"),
+        ({"to": "redis", "stage": "halfway"}, "rollout.stage", "shadow"),
+        ({"to": "redis", "stage": "split", "percent": 101}, "rollout.percent", "100"),
+    ],
+)
+def test_a_broken_rollout_block_names_the_key(
+    tmp_path: Path, rollout: dict[str, Any], where: str, said: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        datalayer.open(registry(tmp_path, "redis://127.0.0.1:9/0", rollout), "local")
+    assert info.value.path == f"patterns.windows.{where}" and said in str(info.value)
