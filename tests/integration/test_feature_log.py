@@ -316,6 +316,9 @@ def test_on_services_the_log_lands_once_in_a_typed_postgresql_table(
                 },
             ]
             table(again)  # the row the table has: skipped
-        assert len(pd.read_sql_table("feature_log_service_features", engine)) == 4
+            assert len(pd.read_sql_table("feature_log_service_features", engine)) == 4
+            tables.clear()  # the predictions table was never made: nothing to clear there
+        assert len(pd.read_sql_table("feature_log_service_features", engine)) == 0
+        assert sum(len(chunk) for chunk in tables.reads.chunks(None, None)) == 0
     finally:
         engine.dispose()

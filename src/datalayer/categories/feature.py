@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -258,6 +259,21 @@ class FeatureView:
         to each value."""
         who = (request_id, model, version)
         return self._read(entity_rows, as_of, features, stamped=True, who=who)
+
+    def log_sinks(
+        self,
+        base_dir: Path,
+        output: Path | None = None,
+        shown: Callable[[Path], str] = str,
+    ) -> LogSinks:
+        """Where this pattern's log lands: parquet files in ``output`` when given, else the
+        store's tables when it has some, else parquet in ``base_dir``/.datalayer/feature_logs
+        (``shown`` names a folder for people)."""
+        tables = None if output is not None else self.backend.log_tables()
+        if tables is not None:
+            return tables
+        folder = output or base_dir / ".datalayer" / "feature_logs" / self.pattern.name
+        return LogSinks.folder(folder, shown(folder))
 
     def log_prediction(
         self,

@@ -327,6 +327,10 @@ class LogSink(Protocol):
         bounded size."""
         ...
 
+    def clear(self) -> None:
+        """Forget every landed row."""
+        ...
+
 
 @dataclass(frozen=True)
 class LogSinks:
@@ -335,6 +339,12 @@ class LogSinks:
     reads: LogSink
     predictions: LogSink
     where: str
+
+    def clear(self) -> None:
+        """Forget every landed read and prediction (a log whose features were rewritten can
+        no longer be compared with them)."""
+        self.reads.clear()
+        self.predictions.clear()
 
     @classmethod
     def folder(cls, folder: Path, shown: str) -> LogSinks:
@@ -363,6 +373,10 @@ class ParquetFolder:
         aside = self.folder / f".{name}.tmp"
         log_frame(rows).to_parquet(aside, index=False)
         aside.replace(self.folder / name)
+
+    def clear(self) -> None:
+        for path in self.folder.glob("part-*.parquet"):
+            path.unlink(missing_ok=True)
 
     def chunks(self, since: datetime | None, until: datetime | None) -> Iterator[Any]:
         """One DataFrame per file. A batch landed twice (after an interruption) is read

@@ -59,13 +59,8 @@ def logged(view: FeatureView) -> FeatureLogConfig:
 
 
 def log_sinks(dl: DataLayer, view: FeatureView, output: Path | None) -> LogSinks:
-    """Where a pattern's log lands: parquet files in ``output`` when given, else the store's
-    tables when it has some, else parquet in .datalayer/feature_logs."""
-    tables = None if output is not None else view.backend.log_tables()
-    if tables is not None:
-        return tables
-    folder = output or dl.registry.base_dir / ".datalayer" / "feature_logs" / view.pattern.name
-    return LogSinks.folder(folder, shown_path(folder))
+    """Where a pattern's log lands (``FeatureView.log_sinks``), folders named for people."""
+    return view.log_sinks(dl.registry.base_dir, output, shown_path)
 
 
 def instant(text: str | None, option: str) -> datetime | None:

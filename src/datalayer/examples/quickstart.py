@@ -183,6 +183,19 @@ def run(
     return summary
 
 
+def _forget_logged_reads(dl: DataLayer, view: Any) -> None:
+    """Land what an earlier run logged of the model's reads, then forget all of it: this run
+    rewrites the example features, so those reads can no longer be rebuilt as they were
+    served (the model loop's log is the quickstart's own, as its incidents are)."""
+    from datalayer.categories.feature_log import land
+
+    assert view.log is not None
+    sinks = view.log_sinks(dl.registry.base_dir)
+    stream = dl.stream(view.log.config.to)
+    land(stream, view.pattern.name, sinks.reads, predictions=sinks.predictions, idle_timeout=1.0)
+    sinks.clear()
+
+
 def _forget_earlier_runs(dl: DataLayer, service_ids: list[str], window_keys: list[str]) -> None:
     """Drop the incidents and windows a previous run left, so a re-run groups the same way."""
     incidents, windows = dl.documents("incidents"), dl.kv("grouping_window")
@@ -300,8 +313,9 @@ def model_loop(
 
     from datalayer.examples import model as busy
 
-    since = datetime.now(UTC)
     view = dl.features("model_features")
+    _forget_logged_reads(dl, view)
+    since = datetime.now(UTC)
     services = sample_services()
     training_set = busy.labelled(view.historical(busy.training_entities(services, end)))
     fitted = busy.train(training_set, seed=seed)

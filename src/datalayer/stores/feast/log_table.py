@@ -107,6 +107,15 @@ class LogTable:
             sql = sa.text(f"SELECT * FROM {quoted}{where}")
             yield from pd.read_sql(sql, connection, params=params, chunksize=size)
 
+    def clear(self) -> None:
+        """Delete every row (the table stays, with its columns)."""
+        import sqlalchemy as sa
+
+        quoted = self.engine.dialect.identifier_preparer.quote(self.name)
+        with self.engine.begin() as connection:
+            if sa.inspect(connection).has_table(self.name):
+                connection.execute(sa.text(f"DELETE FROM {quoted}"))
+
     def _create_or_widen(self, connection: Any, types: dict[str, Any]) -> dict[str, Any]:
         """Create the table, or add the columns it lacks; the types of those it had."""
         import sqlalchemy as sa
