@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from datalayer.categories import (
@@ -283,6 +284,18 @@ class DataLayer:
                 store.close()
             self._stores.clear()
             self._handles.clear()
+            rollouts, self._rollouts = list(self._rollouts.values()), {}
+        if rollouts:
+            from datalayer.rollout import Checkpoints
+
+            checkpoints = Checkpoints(self.rollout_folder)
+            for rollout in rollouts:
+                checkpoints.add_counts(rollout.stats)
+
+    @property
+    def rollout_folder(self) -> Path:
+        """Where rollouts keep their backfill checkpoints and counts."""
+        return self.registry.base_dir / ".datalayer" / "rollout"
 
     def __enter__(self) -> DataLayer:
         return self

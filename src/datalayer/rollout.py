@@ -21,11 +21,13 @@ write); writers of distinct keys never do.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from datalayer.categories.kv import KVBackend
@@ -177,6 +179,20 @@ class RolloutKV(KVBackend):
     def ttl(self, key: str) -> float | None:
         return (self.new if self.rollout.reads_new(key) else self.old).ttl(key)
 
+    def scan(self, prefix: str, cursor: str, count: int) -> tuple[list[str], str]:
+        side = self.new if self.rollout.stage in ("cutover", "done") else self.old
+        return side.scan(prefix, cursor, count)
+
+    def delete_if(self, key: str, value: bytes) -> bool:
+        deleted = self.old.delete_if(key, value) if self.rollout.writes_old() else False
+        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete_if(key, value))
+        return bool(on_new) if self.rollout.stage in ("cutover", "done") else deleted
+
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        added = self.old.add(key, value, ttl_seconds) if self.rollout.writes_old() else False
+        on_new = self.rollout.shadow_write("add", lambda: self.new.add(key, value, ttl_seconds))
+        return bool(on_new) if self.rollout.stage in ("cutover", "done") else added
+
     def _new_values(self, keys: list[str]) -> list[bytes | None] | None:
         """The new store's values for a shadow comparison; None (counted, never raised) when
         it fails."""
@@ -193,3 +209,165 @@ _ROUTERS: dict[str, Callable[[Rollout, Any, Any], Any]] = {"key-value": RolloutK
 def router(category: str) -> Callable[[Rollout, Any, Any], Any]:
     """The router of a category's backends."""
     return _ROUTERS[category]
+
+
+#: Keys a backfill or verify pass reads at a time (memory stays bounded by it).
+BATCH = 500
+
+
+@dataclass
+class Progress:
+    """A backfill's progress, kept in a checkpoint file so that it resumes where it stopped."""
+
+    to: str
+    cursor: str = ""
+    copied: int = 0
+    present: int = 0
+    done: bool = False
+
+
+class Checkpoints:
+    """Backfill checkpoints, one JSON file per pattern under ``folder`` (written aside, then
+    renamed: an interrupted write leaves the previous one), and the counts processes met,
+    added up under a file lock when each closes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def add_counts(self, stats: RolloutStats) -> None:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / f"{stats.pattern}.counts.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            total = self.counts(stats.pattern)
+            for name, value in asdict(stats).items():
+                if name != "pattern":
+                    total[name] = total.get(name, 0) + value
+            path = self.folder / f"{stats.pattern}.counts.json"
+            aside = path.with_name(f".{path.name}.tmp")
+            aside.write_text(json.dumps(total))
+            aside.replace(path)
+
+    def counts(self, pattern: str) -> dict[str, int]:
+        """What every closed process of the pattern's rollout met, added up."""
+        path = self.folder / f"{pattern}.counts.json"
+        found: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        return found
+
+    def load(self, pattern: str, to: str) -> Progress:
+        path = self.folder / f"{pattern}.json"
+        if not path.exists():
+            return Progress(to)
+        found = Progress(**json.loads(path.read_text()))
+        return found if found.to == to else Progress(to)  # a new target starts over
+
+    def save(self, pattern: str, progress: Progress) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        aside = self.folder / f".{pattern}.json.tmp"
+        aside.write_text(json.dumps(asdict(progress)))
+        aside.replace(self.folder / f"{pattern}.json")
+
+
+def backfill(
+    router: RolloutKV,
+    prefix: str,
+    progress: Progress,
+    save: Callable[[Progress], None],
+    on_batch: Callable[[int], None] | None = None,
+) -> Progress:
+    """Copy the old store's keys under ``prefix`` to the new store from ``progress.cursor``,
+    ``BATCH`` keys at a time, saving the progress after each batch. A key is added only
+    where the new store lacks it, so a write made during the copy (which reached the new
+    store too) is never overwritten by the older value the copy read; a key deleted while
+    its value was being copied is deleted from the new store again, unless it was written
+    again meanwhile (a compare-and-delete of the value the copy put there)."""
+    old, new = router.old, router.new
+    while not progress.done:
+        keys, cursor = old.scan(prefix, progress.cursor, BATCH)
+        values = old.get_many(keys) if keys else []
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                continue  # expired or deleted since the scan
+            try:
+                left = old.ttl(key)
+            except KeyError:
+                continue
+            if new.add(key, value, left):
+                progress.copied += 1
+                if old.get_many([key])[0] is None:  # deleted meanwhile: not resurrected,
+                    new.delete_if(key, value)  # unless written again since
+            else:
+                progress.present += 1
+        progress.cursor, progress.done = cursor, cursor == ""
+        save(progress)
+        if on_batch is not None:
+            on_batch(len(keys))
+    return progress
+
+
+#: Keys a verify lists per kind of mismatch (all of them are counted).
+LISTED = 100
+
+
+@dataclass
+class Verified:
+    """A complete comparison of both stores under a prefix: counts, and the first keys of
+    each kind of mismatch."""
+
+    old_keys: int = 0
+    new_keys: int = 0
+    mismatches: dict[str, int] = field(
+        default_factory=lambda: {"differing": 0, "only_old": 0, "only_new": 0}
+    )
+    keys: dict[str, list[str]] = field(
+        default_factory=lambda: {"differing": [], "only_old": [], "only_new": []}
+    )
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.mismatches.values())
+
+    def found(self, kind: str, key: str) -> None:
+        self.mismatches[kind] += 1
+        if len(self.keys[kind]) < LISTED:
+            self.keys[kind].append(key)
+
+
+def verify(
+    router: RolloutKV, prefix: str, on_batch: Callable[[int], None] | None = None
+) -> Verified:
+    """Count both stores' keys, and compare every key's value by its SHA-256 digest (each
+    side scanned ``BATCH`` keys at a time; the other side read for the same keys)."""
+    found = Verified()
+    for side, other, count_side in (
+        (router.old, router.new, "old"),
+        (router.new, router.old, "new"),
+    ):
+        cursor, first = "", True
+        while first or cursor:
+            first = False
+            keys, cursor = side.scan(prefix, cursor, BATCH)
+            if not keys:
+                continue
+            mine, theirs = side.get_many(keys), other.get_many(keys)
+            for key, a, b in zip(keys, mine, theirs, strict=True):
+                if a is None:
+                    continue  # expired or deleted since the scan
+                if count_side == "old":
+                    found.old_keys += 1
+                    if b is None:
+                        found.found("only_old", key)
+                    elif _digest(a) != _digest(b):
+                        found.found("differing", key)
+                else:
+                    found.new_keys += 1
+                    if b is None:
+                        found.found("only_new", key)
+            if on_batch is not None:
+                on_batch(len(keys))
+    return found
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()

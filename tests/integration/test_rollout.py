@@ -5,6 +5,8 @@ fails a shadow write, and going back a stage loses nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -21,8 +23,13 @@ from datalayer.testing.registry import write_registry
 WRITERS, KEYS = 4, 50
 
 
+def prefix(folder: Path) -> str:
+    """The pattern's key prefix in one test's folder: tests share the Redis server."""
+    return "w" + hashlib.sha256(str(folder).encode()).hexdigest()[:10]
+
+
 def registry(folder: Path, redis_url: str, rollout: dict[str, Any] | None) -> Path:
-    pattern: dict[str, Any] = {"category": "key-value", "store": "cache", "prefix": "win"}
+    pattern: dict[str, Any] = {"category": "key-value", "store": "cache", "prefix": prefix(folder)}
     if rollout is not None:
         pattern["rollout"] = rollout
     stores = {
@@ -66,12 +73,11 @@ def write_concurrently(file: Path, stage: str) -> dict[str, Any]:
 def new_side(folder: Path, redis_url: str) -> Path:
     """A registry of the pattern on the new store alone (no rollout): to look at, or write
     into, the new store behind the rollout's back."""
-    folder = folder / "new-side"
-    folder.mkdir(exist_ok=True)
+    side = folder / "new-side"
+    side.mkdir(exist_ok=True)
+    pattern = {"category": "key-value", "store": "redis", "prefix": prefix(folder)}
     return write_registry(
-        folder,
-        {"local": {"redis": {"type": "redis", "url": redis_url}}},
-        {"windows": {"category": "key-value", "store": "redis", "prefix": "win"}},
+        side, {"local": {"redis": {"type": "redis", "url": redis_url}}}, {"windows": pattern}
     )
 
 
@@ -123,7 +129,7 @@ def test_split_reads_each_key_from_its_stable_side(tmp_path: Path, redis_url: st
         assert first == dl.kv("windows").mget(keys)  # stable
         assert [dl.kv("windows").get(k) for k in keys[:20]] == first[:20]
     news = {k for k, v in zip(keys, first, strict=True) if v == "new"}
-    assert news == {k for k in keys if bucket(f"win:{k}") < 2500}
+    assert news == {k for k in keys if bucket(f"{prefix(tmp_path)}:{k}") < 2500}
     assert 0.18 < len(news) / len(keys) < 0.32
 
 
@@ -207,3 +213,82 @@ def test_a_broken_rollout_block_names_the_key(
     with pytest.raises(ConfigError) as info:
         datalayer.open(registry(tmp_path, "redis://127.0.0.1:9/0", rollout), "local")
     assert info.value.path == f"patterns.windows.{where}" and said in str(info.value)
+
+
+def rollout_cli(file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datalayer.cli", "rollout", *args, "--config", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_environment(), "COLUMNS": "160"},
+    )
+
+
+def _environment() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Keys written before the rollout are copied by a backfill that is interrupted once and
+    resumed, while writers update and delete some of those keys through the rollout; at the
+    end both stores hold the same keys and values. A value changed on the new store alone is
+    then reported by verify."""
+    from datalayer.rollout import BATCH, Checkpoints, Progress, backfill
+
+    before = registry(tmp_path, redis_url, None)
+    with datalayer.open(before, "local") as dl:
+        kv = dl.kv("windows")
+        for i in range(3 * BATCH):
+            kv.set(f"old-{i}", {"i": i}, ttl="1h" if i % 3 == 0 else None)
+    file = registry(tmp_path, redis_url, {"to": "redis", "stage": "shadow"})
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        with datalayer.open(file, "local") as dl:
+            kv, i = dl.kv("windows"), 0
+            while not stop.is_set():
+                key = f"old-{(n * 7 + i * 13) % (3 * BATCH)}"
+                if i % 5 == 0:
+                    kv.delete(key)
+                else:
+                    kv.set(key, {"writer": n, "i": i})
+                i += 1
+
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for thread in writers:
+        thread.start()
+    try:
+        with datalayer.open(file, "local") as dl:
+            router = dl.kv("windows").backend
+            checkpoints = Checkpoints(dl.rollout_folder)
+
+            def interrupted(progress: Progress) -> None:
+                checkpoints.save("windows", progress)
+                raise KeyboardInterrupt  # killed after its first batch
+
+            with pytest.raises(KeyboardInterrupt):
+                backfill(router, f"{prefix(tmp_path)}:", Progress("redis"), interrupted)
+            assert checkpoints.load("windows", "redis").cursor  # a place to resume from
+        resumed = rollout_cli(file, "backfill", "windows")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join(30)
+    checked = rollout_cli(file, "verify", "windows", "--json")
+    result = json.loads(checked.stdout)
+    status = rollout_cli(file, "status")
+    said = (result["mismatches"], result["keys"], status.stdout)
+    assert checked.returncode == 0 and result["clean"], said
+    assert result["old_keys"] == result["new_keys"] > BATCH
+    assert "windows" in status.stdout and "done" in status.stdout, status.stdout
+    with datalayer.open(new_side(tmp_path, redis_url), "local") as new:
+        new.kv("windows").set("old-1", {"tampered": True})
+    diverged = rollout_cli(file, "verify", "windows")
+    assert diverged.returncode == 1
+    assert f"1 values differ: {prefix(tmp_path)}:old-1" in diverged.stdout, diverged.stdout

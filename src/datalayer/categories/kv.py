@@ -83,6 +83,21 @@ class KVBackend(GuardedOperations, ABC):
         key counts as 0 and gets ``ttl_seconds``; an existing one keeps its expiry. Raise
         ``ValueError`` saying why when the value is not a JSON integer or the sum leaves 64 bits."""
 
+    @abstractmethod
+    def scan(self, prefix: str, cursor: str, count: int) -> tuple[list[str], str]:
+        """About ``count`` live keys starting with ``prefix``, from ``cursor`` ('' to begin),
+        and the cursor to go on from ('' once done): a key present for the whole scan is
+        returned at least once, and a cursor stays valid in another process (a rollout's
+        backfill resumes from it)."""
+
+    @abstractmethod
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        """Set ``key`` only when it is missing (or expired); whether it was set."""
+
+    @abstractmethod
+    def delete_if(self, key: str, value: bytes) -> bool:
+        """Delete ``key`` only while it holds ``value``, in one step; whether it was."""
+
 
 class KVNamespace:
     """One key-value pattern bound to its store: keys prefixed, values validated and encoded."""

@@ -129,6 +129,36 @@ class EmbeddedKV(KVBackend):
             )
         return total
 
+    def scan(self, prefix: str, cursor: str, count: int) -> tuple[list[str], str]:
+        """Keys in order after ``cursor`` (the last key returned)."""
+        now = time.time()
+        with self.store.db.read() as conn:
+            rows = conn.execute(
+                "SELECT key FROM kv WHERE key > ? AND substr(key, 1, ?) = ? "
+                "AND (expires_at IS NULL OR expires_at > ?) ORDER BY key LIMIT ?",
+                (cursor or prefix, len(prefix), prefix, now, count),
+            ).fetchall()
+        keys = [row[0] for row in rows]
+        return keys, keys[-1] if len(keys) == count else ""
+
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        now = time.time()
+        expires = now + ttl_seconds if ttl_seconds is not None else None
+        with self.store.db.write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO kv(key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "expires_at = excluded.expires_at "
+                "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
+                (key, value, expires, now),
+            )
+        return cursor.rowcount > 0
+
+    def delete_if(self, key: str, value: bytes) -> bool:
+        with self.store.db.write() as conn:
+            cursor = conn.execute("DELETE FROM kv WHERE key = ? AND value = ?", (key, value))
+        return cursor.rowcount > 0
+
 
 def _integer(raw: bytes) -> int:
     """A stored value that ``incr`` can add to: a JSON integer (as Redis's INCRBY requires)."""

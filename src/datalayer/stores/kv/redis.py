@@ -99,6 +99,13 @@ class RedisStore(Store[KeyValuePattern, KVNamespace]):
         self.client.close()
 
 
+#: Delete a key while it holds a value, atomically (a script runs alone on the server).
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisKV(KVBackend):
     def __init__(self, store: RedisStore) -> None:
         self.store = store
@@ -123,6 +130,23 @@ class RedisKV(KVBackend):
         if millis == -2:
             raise KeyError(key)
         return None if millis == -1 else millis / 1000
+
+    def scan(self, prefix: str, cursor: str, count: int) -> tuple[list[str], str]:
+        """``SCAN`` with a ``MATCH`` of the prefix (its glob characters escaped)."""
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*"
+        with self.store.errors():
+            after, keys = self.client.scan(int(cursor or 0), match=pattern, count=count)
+        names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        return names, "" if int(after) == 0 else str(after)
+
+    def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
+        px = max(1, round(ttl_seconds * 1000)) if ttl_seconds is not None else None
+        with self.store.errors():
+            return bool(self.client.set(key, value, px=px, nx=True))
+
+    def delete_if(self, key: str, value: bytes) -> bool:
+        with self.store.errors():
+            return bool(self.client.eval(_DELETE_IF, 1, key, value))
 
     def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
         """``INCRBY``; with a TTL, ``SET key 0 NX PX`` first in the same MULTI, so a key this

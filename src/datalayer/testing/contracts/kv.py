@@ -48,6 +48,30 @@ class KeyValueContract(Contract):
         assert cache.delete("a") is False
         assert cache.get("a") is None
 
+    def test_the_backend_scans_adds_and_deletes_if_for_rollouts(self, dl: DataLayer) -> None:
+        """What a rollout's backfill and verify use: a resumable scan of a pattern's live
+        keys, a set only where missing, a compare-and-delete."""
+        cache, other = dl.kv("cache"), dl.kv("other")
+        for i in range(25):
+            cache.set(f"k{i:02d}", i)
+        cache.set("gone", 1, ttl="300ms")
+        other.set("k00", "another pattern's")
+        time.sleep(0.5)
+        backend, prefix = cache.backend, cache.pattern.key_prefix
+        seen: list[str] = []
+        keys, cursor = backend.scan(prefix, "", 7)
+        seen += keys
+        while cursor:
+            keys, cursor = backend.scan(prefix, cursor, 7)
+            seen += keys
+        assert set(seen) == {f"{prefix}k{i:02d}" for i in range(25)}
+        assert backend.add(f"{prefix}k00", b"9", None) is False and cache.get("k00") == 0
+        assert backend.add(f"{prefix}new", b"5", 60) is True and cache.get("new") == 5
+        assert backend.add(f"{prefix}gone", b"7", None) is True  # expired counts as missing
+        assert cache.get("gone") == 7 and cache.ttl("gone") is None
+        assert backend.delete_if(f"{prefix}new", b"6") is False and cache.get("new") == 5
+        assert backend.delete_if(f"{prefix}new", b"5") is True and cache.get("new") is None
+
     def test_mget_keeps_the_order_asked(self, dl: DataLayer) -> None:
         cache = dl.kv("cache")
         cache.set("k1", 1)
