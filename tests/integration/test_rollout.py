@@ -175,6 +175,37 @@ def test_shadow_reads_report_a_divergence_on_the_new_store(tmp_path: Path, redis
         assert dl.kv("windows").mget(["a", "b"]) == [1, 2]  # shadow reads the current store
         (rollout,) = dl.rollouts()
         assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1)
+    # the counts of both closed processes, in status and in the feature server's metrics
+    status = rollout_cli(file, "status")
+    assert "windows" in status.stdout and "shadow" in status.stdout, status.stdout
+    lines = _metrics(file).splitlines()
+    assert 'datalayer_rollout_events{kind="mismatches",pattern="windows"} 1.0' in lines
+    assert 'datalayer_rollout_events{kind="compared",pattern="windows"} 4.0' in lines
+
+
+def _metrics(file: Path) -> str:
+    """A scrape of the feature server's /metrics over the registry of ``file``."""
+    import asyncio
+
+    from datalayer.serve.app import FeatureServer
+
+    app = FeatureServer(datalayer.open(file, "local"), {})
+    app.open()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "headers": []}
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        app.close()
+    assert sent[0]["status"] == 200, sent
+    return bytes(sent[1]["body"]).decode()
 
 
 def test_a_failing_new_store_never_fails_a_shadow_write(tmp_path: Path) -> None:

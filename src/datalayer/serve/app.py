@@ -253,6 +253,7 @@ class FeatureServer:
             for view in self.views.values():
                 if view.log is not None:
                     metrics.track_feature_log(view.log.stats)
+            metrics.track_rollouts(self._rollout_counts())
             text, content_type = metrics.exposition()
             return 200, text, content_type
         if call.route == "/openapi.json":
@@ -316,6 +317,23 @@ class FeatureServer:
         )
         values = await self._store_call(name, "online", read)
         return {"features": values}
+
+    def _rollout_counts(self) -> dict[str, dict[str, int]]:
+        """Each rolled-out pattern's counts: those of closed processes (shared files) and
+        those of this one."""
+        from datalayer.rollout import Checkpoints
+
+        checkpoints = Checkpoints(self.dl.rollout_folder)
+        counts = {
+            name: checkpoints.counts(name)
+            for name, pattern in self.dl.registry.patterns.items()
+            if getattr(pattern, "rollout", None) is not None
+        }
+        for rollout in self.dl.rollouts():
+            found = counts.setdefault(rollout.pattern, {})
+            for kind in metrics.ROLLOUT_KINDS:
+                found[kind] = found.get(kind, 0) + getattr(rollout.stats, kind)
+        return counts
 
     def _prediction(self, name: str, raw: bytes) -> dict[str, Any]:
         """``POST /v1/predictions/{pattern}``: a model's prediction(s) from the read

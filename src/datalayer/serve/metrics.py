@@ -65,6 +65,23 @@ FEATURE_LOG = Gauge(
 )
 
 
+ROLLOUT = Gauge(
+    "datalayer_rollout_events",
+    "What the rollouts of the registry's patterns met, summed over the processes that closed "
+    "(.datalayer/rollout): reads compared in shadow, mismatches, failed comparisons and "
+    "writes the new store failed",
+    ["pattern", "kind"],
+    multiprocess_mode="max",  # every worker reads the same files
+)
+ROLLOUT_KINDS = ("compared", "mismatches", "compare_failures", "write_failures")
+
+
+def track_rollouts(counts: dict[str, dict[str, int]]) -> None:
+    for pattern, found in counts.items():
+        for kind in ROLLOUT_KINDS:
+            ROLLOUT.labels(pattern, kind).set(found.get(kind, 0))
+
+
 def track_feature_log(stats: FeatureLogStats) -> None:
     for outcome in ("published", "dropped", "failed"):
         FEATURE_LOG.labels(stats.pattern, outcome).set(getattr(stats, outcome))
