@@ -33,6 +33,8 @@ BENCHES = {
     "materialize": "bench_materialize.py",
     "template": "bench_template.py",
     "serve": "bench_serve.py",
+    "skew": "bench_skew.py",
+    "rollout": "bench_rollout.py",
 }
 
 
@@ -115,6 +117,12 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
                    f"{ours['requests_per_s']:,.0f} / {feast['requests_per_s']:,.0f}; "
                    f"{ours['p50_ms']:.2f} / {feast['p50_ms']:.2f} ms; "
                    f"{ours['p99_ms']:.2f} / {feast['p99_ms']:.2f} ms", "(reported)", "")  # fmt: skip
+    elif name == "skew":
+        for t in document["targets"]:
+            yield f"skew: {t['what']}", value(t["value"]), t["target"], verdict(t["met"])
+    elif name == "rollout":
+        for t in document["targets"]:
+            yield f"rollout: {t['what']}", value(t["value"]), t["target"], verdict(t["met"])
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),

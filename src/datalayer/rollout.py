@@ -86,10 +86,6 @@ class Rollout:
     def writes_new(self) -> bool:
         return True
 
-    def compares(self) -> bool:
-        sample = self.config.compare_sample
-        return self.config.stage == "shadow" and sample > 0 and random.random() < sample
-
     def shadow_write(self, what: str, write: Callable[[], T]) -> T | None:
         """Run a write on the new store: raised at every stage but ``shadow``, where a failure
         is counted and logged instead."""
@@ -141,6 +137,9 @@ class RolloutKV(KVBackend):
         self.rollout = rollout
         self.old = old
         self.new = new
+        # A read's path is decided by the stage, fixed for this router: looked up once.
+        self._stage = rollout.stage
+        self._sample = rollout.config.compare_sample
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
         if self.rollout.writes_old():
@@ -163,12 +162,17 @@ class RolloutKV(KVBackend):
         return value
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
-        to_new = [self.rollout.reads_new(k) for k in keys]
-        if not any(to_new):
+        stage = self._stage
+        if stage == "shadow":
             values = self.old.get_many(keys)
-            if self.rollout.compares() and (found := self._new_values(keys)) is not None:
+            if random.random() < self._sample and (found := self._new_values(keys)) is not None:
                 self.rollout.compared(keys, values, found)
             return values
+        if stage != "split":
+            return self.new.get_many(keys)
+        to_new = [self.rollout.reads_new(k) for k in keys]
+        if not any(to_new):
+            return self.old.get_many(keys)
         if all(to_new):
             return self.new.get_many(keys)
         olds = self.old.get_many([k for k, n in zip(keys, to_new, strict=True) if not n])
