@@ -323,3 +323,18 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     diverged = rollout_cli(file, "verify", "windows")
     assert diverged.returncode == 1
     assert f"1 values differ: {prefix(tmp_path)}:old-1" in diverged.stdout, diverged.stdout
+
+
+def test_describe_says_where_a_pattern_is_moving(tmp_path: Path) -> None:
+    file = registry(
+        tmp_path, "redis://127.0.0.1:9/0", {"to": "redis", "stage": "split", "percent": 25}
+    )
+    described = subprocess.run(
+        [sys.executable, "-m", "datalayer.cli", "describe", "--config", str(file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert described.returncode == 0, described.stderr
+    (row,) = [r for r in json.loads(described.stdout)["patterns"] if r["pattern"] == "windows"]
+    assert row["target"].endswith("moving to 'redis' (split 25%)"), row
