@@ -69,6 +69,20 @@ class Rollout:
         self._lock = threading.Lock()
         self._threshold = round(config.percent * BUCKETS / 100)
 
+    def compare(self, router: RolloutKV, keys: list[str], old: list[Any]) -> None:
+        """Compare what a shadow read returned with the new store's values (counted and
+        logged, never raised). A value that differs may have been written since the read:
+        it counts only when the current store's value now differs from the new one too."""
+        try:
+            new = router.new.get_many(keys)
+            differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
+            now = router.old.get_many([keys[i] for i in differing]) if differing else []
+        except Exception as exc:
+            self.failed_comparison(exc)
+            return
+        moved = {i for i, value in zip(differing, now, strict=True) if value == new[i]}
+        self.compared(keys, [new[i] if i in moved else a for i, a in enumerate(old)], new)
+
     @property
     def stage(self) -> Stage:
         return self.config.stage
@@ -165,8 +179,8 @@ class RolloutKV(KVBackend):
         stage = self._stage
         if stage == "shadow":
             values = self.old.get_many(keys)
-            if random.random() < self._sample and (found := self._new_values(keys)) is not None:
-                self.rollout.compared(keys, values, found)
+            if random.random() < self._sample:
+                self.rollout.compare(self, keys, values)
             return values
         if stage != "split":
             return self.new.get_many(keys)

@@ -338,3 +338,28 @@ def test_describe_says_where_a_pattern_is_moving(tmp_path: Path) -> None:
     assert described.returncode == 0, described.stderr
     (row,) = [r for r in json.loads(described.stdout)["patterns"] if r["pattern"] == "windows"]
     assert row["target"].endswith("moving to 'redis' (split 25%)"), row
+
+
+def test_a_value_written_since_the_read_is_no_shadow_mismatch(tmp_path: Path) -> None:
+    """A comparison reads the new store after the read: a value both stores changed
+    meanwhile is not counted, one the new store alone holds is."""
+    stores = {
+        "cache": {"type": "embedded-kv", "path": str(tmp_path / "old.db")},
+        "next": {"type": "embedded-kv", "path": str(tmp_path / "new.db")},
+    }
+    pattern = {
+        "category": "key-value",
+        "store": "cache",
+        "rollout": {"to": "next", "stage": "shadow", "compare_sample": 0.0},
+    }
+    file = write_registry(tmp_path, {"local": stores}, {"windows": pattern})
+    with datalayer.open(file, "local") as dl:
+        kv = dl.kv("windows")
+        kv.set("moved", 1)
+        kv.set("diverged", 1)
+        router, key = kv.backend, kv.full_key
+        router.new.set(key("diverged"), b"2", None)  # behind the rollout's back
+        (rollout,) = dl.rollouts()
+        # what two reads returned before "moved" was written as 1 on both stores
+        rollout.compare(router, [key("moved"), key("diverged")], [b"0", b"1"])
+        assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1)
