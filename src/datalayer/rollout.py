@@ -97,9 +97,6 @@ class Rollout:
     def writes_old(self) -> bool:
         return self.config.stage != "done"
 
-    def writes_new(self) -> bool:
-        return True
-
     def shadow_write(self, what: str, write: Callable[[], T]) -> T | None:
         """Run a write on the new store: raised at every stage but ``shadow``, where a failure
         is counted and logged instead."""
@@ -166,8 +163,9 @@ class RolloutKV(KVBackend):
         return bool(on_new) if self.rollout.reads_new(key) else deleted
 
     def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
-        """Added on the store reads come from; the other store gets the resulting value (a
-        store that missed a write would otherwise count from a different start)."""
+        """Added on the old store (written first at every stage but ``done``); the new store
+        gets the resulting value and expiry (a store that missed a write would otherwise count
+        from a different start)."""
         if not self.rollout.writes_old():
             return self.new.incr(key, by, ttl_seconds)
         value = self.old.incr(key, by, ttl_seconds)

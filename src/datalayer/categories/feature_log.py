@@ -300,8 +300,8 @@ def _predicted(record: dict[str, Any]) -> list[dict[str, Any]]:
         "logged_at": record.get("logged_at"),
     }
     values = record.get("predictions")
-    if not isinstance(values, list):
-        return []
+    if not isinstance(values, list) or not isinstance(head["request_id"], str):
+        return []  # not one of ours: nothing to join it on
     return [{**head, "row": i, "prediction": json.dumps(value)} for i, value in enumerate(values)]
 
 
