@@ -116,13 +116,21 @@ class DataLayer:
             self._handles[name] = handle
             return handle
 
+    def _moving_to(self, store_name: str) -> list[PatternConfig]:
+        """The patterns rolling out to ``store_name``, as they will be there (for ``apply``,
+        which creates their collections and indexes on it too)."""
+        return [
+            _moved(p, rollout)
+            for p in self.registry.patterns.values()
+            if (rollout := getattr(p, "rollout", None)) is not None and rollout.to == store_name
+        ]
+
     def _rolled_out(self, pattern: PatternConfig, config: RolloutConfig, old: Any) -> Any:
         """The pattern's backend during its rollout: the current store's and the new
         store's, routed by the stage."""
         from datalayer.rollout import Rollout, router
 
-        moved = pattern.model_copy(update={"store": config.to, "rollout": None})
-        moved.bind(pattern.name, pattern.schema_cls)
+        moved = _moved(pattern, config)
         store = self.store(config.to)
         new = store.handle(moved).backend
         guard_backend(new, store.guard, store.guard.policy(pattern.resilience))
@@ -205,6 +213,7 @@ class DataLayer:
         results = []
         for store_name, config in self.registry.stores.items():
             patterns = [p for p in self.registry.patterns.values() if p.store == store_name]
+            patterns += self._moving_to(store_name)
             if on_store:
                 on_store(store_name)
             if not patterns:
@@ -302,6 +311,13 @@ class DataLayer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _moved(pattern: PatternConfig, config: RolloutConfig) -> PatternConfig:
+    """``pattern`` as it is on the store it rolls out to."""
+    moved = pattern.model_copy(update={"store": config.to, "rollout": None})
+    moved.bind(pattern.name, pattern.schema_cls)
+    return moved
 
 
 def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:

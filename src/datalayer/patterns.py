@@ -100,8 +100,14 @@ class PatternConfig(BaseModel):
         return []
 
     def summary(self) -> str:
-        """What the pattern reads or writes on its store, in one line for ``describe``."""
-        return ", ".join(target.label for target in self.targets())
+        """What the pattern reads or writes on its store, in one line for ``describe``; where
+        it is moving, when it is."""
+        said = ", ".join(target.label for target in self.targets())
+        rollout: RolloutConfig | None = getattr(self, "rollout", None)
+        if rollout is None:
+            return said
+        split = f" {rollout.percent:g}%" if rollout.stage == "split" else ""
+        return f"{said}, moving to '{rollout.to}' ({rollout.stage}{split})"
 
     def validate_payload(self, payload: Any) -> dict[str, Any]:
         """Check a payload against the schema and return its JSON-ready dict."""

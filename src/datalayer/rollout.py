@@ -28,10 +28,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from datalayer.categories.document import DocumentBackend, DocumentUpdate
 from datalayer.categories.kv import KVBackend
 from datalayer.patterns import RolloutConfig, Stage
+from datalayer.query import Condition, SortKey
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +221,71 @@ class RolloutKV(KVBackend):
             return None
 
 
-_ROUTERS: dict[str, Callable[[Rollout, Any, Any], Any]] = {"key-value": RolloutKV}
+class RolloutDocuments(DocumentBackend):
+    """A document pattern's backend during a rollout. ``get`` follows the key's side;
+    ``find`` and ``count`` (queries across keys) read the old store until ``cutover``. An
+    ``update`` is applied on the old store, and the document it left there is written whole
+    to the new one (which may not have had it yet)."""
+
+    def __init__(self, rollout: Rollout, old: DocumentBackend, new: DocumentBackend) -> None:
+        self.rollout = rollout
+        self.old = old
+        self.new = new
+
+    def _reads_new(self) -> bool:
+        return self.rollout.stage in ("cutover", "done")
+
+    def write(self, key: str, doc: dict[str, Any]) -> None:
+        if self.rollout.writes_old():
+            self.old.write(key, doc)
+        self.rollout.shadow_write("write", lambda: self.new.write(key, doc))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return (self.new if self.rollout.reads_new(key) else self.old).get(key)
+
+    def delete(self, key: str) -> bool:
+        deleted = self.old.delete(key) if self.rollout.writes_old() else False
+        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete(key))
+        return bool(on_new) if self.rollout.reads_new(key) else deleted
+
+    def update(
+        self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> bool:
+        if not self.rollout.writes_old():
+            return self.new.update(key, update, merged)
+        if not self.old.update(key, update, merged):
+            return False
+        after = self.old.get(key)
+        if after is not None:
+            self.rollout.shadow_write("update", lambda: self.new.write(key, after))
+        return True
+
+    def find(
+        self, conditions: list[Condition], sort: list[SortKey], limit: int | None
+    ) -> list[dict[str, Any]]:
+        return (self.new if self._reads_new() else self.old).find(conditions, sort, limit)
+
+    def count(self, conditions: list[Condition]) -> int:
+        return (self.new if self._reads_new() else self.old).count(conditions)
+
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        return (self.new if self._reads_new() else self.old).scan(cursor, count)
+
+    def add(self, key: str, doc: dict[str, Any]) -> bool:
+        added = self.old.add(key, doc) if self.rollout.writes_old() else False
+        on_new = self.rollout.shadow_write("add", lambda: self.new.add(key, doc))
+        return bool(on_new) if self._reads_new() else added
+
+    def delete_if(self, key: str, doc: dict[str, Any]) -> bool:
+        deleted = self.old.delete_if(key, doc) if self.rollout.writes_old() else False
+        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete_if(key, doc))
+        return bool(on_new) if self._reads_new() else deleted
+
+
+_ROUTERS: dict[str, Callable[[Rollout, Any, Any], Any]] = {
+    "key-value": RolloutKV,
+    "document": RolloutDocuments,
+}
 
 
 def router(category: str) -> Callable[[Rollout, Any, Any], Any]:
@@ -285,33 +351,102 @@ class Checkpoints:
         aside.replace(self.folder / f"{pattern}.json")
 
 
+class Side(Protocol):
+    """One store of a rollout as backfill and verify see it: keys scanned in batches, values
+    read by key (a key-value pattern's with its remaining TTL), added where missing and
+    removed while unchanged."""
+
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]: ...
+
+    def values(self, keys: list[str]) -> list[Any]: ...
+
+    def add(self, key: str, value: Any) -> bool: ...
+
+    def delete_if(self, key: str, value: Any) -> bool: ...
+
+    def digest(self, value: Any) -> bytes: ...
+
+
+@dataclass
+class KVSide:
+    """A key-value backend under a prefix; a value is (bytes, seconds left or None)."""
+
+    backend: KVBackend
+    prefix: str
+
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        return self.backend.scan(self.prefix, cursor, count)
+
+    def values(self, keys: list[str]) -> list[Any]:
+        out: list[Any] = []
+        for key, value in zip(keys, self.backend.get_many(keys) if keys else [], strict=True):
+            try:
+                out.append(None if value is None else (value, self.backend.ttl(key)))
+            except KeyError:  # expired or deleted since
+                out.append(None)
+        return out
+
+    def add(self, key: str, value: Any) -> bool:
+        return self.backend.add(key, value[0], value[1])
+
+    def delete_if(self, key: str, value: Any) -> bool:
+        return self.backend.delete_if(key, value[0])
+
+    def digest(self, value: Any) -> bytes:
+        return _digest(value[0])
+
+
+@dataclass
+class DocumentSide:
+    """A document backend; a value is the document."""
+
+    backend: DocumentBackend
+
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        return self.backend.scan(cursor, count)
+
+    def values(self, keys: list[str]) -> list[Any]:
+        return [self.backend.get(key) for key in keys]
+
+    def add(self, key: str, value: Any) -> bool:
+        return self.backend.add(key, value)
+
+    def delete_if(self, key: str, value: Any) -> bool:
+        return self.backend.delete_if(key, value)
+
+    def digest(self, value: Any) -> bytes:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return _digest(text.encode())
+
+
+def sides(router: Any, pattern: Any) -> tuple[Side, Side]:
+    """The old and the new store of a pattern's rollout router."""
+    if isinstance(router, RolloutKV):
+        return KVSide(router.old, pattern.key_prefix), KVSide(router.new, pattern.key_prefix)
+    return DocumentSide(router.old), DocumentSide(router.new)
+
+
 def backfill(
-    router: RolloutKV,
-    prefix: str,
+    old: Side,
+    new: Side,
     progress: Progress,
     save: Callable[[Progress], None],
     on_batch: Callable[[int], None] | None = None,
 ) -> Progress:
-    """Copy the old store's keys under ``prefix`` to the new store from ``progress.cursor``,
-    ``BATCH`` keys at a time, saving the progress after each batch. A key is added only
-    where the new store lacks it, so a write made during the copy (which reached the new
-    store too) is never overwritten by the older value the copy read; a key deleted while
-    its value was being copied is deleted from the new store again, unless it was written
-    again meanwhile (a compare-and-delete of the value the copy put there)."""
-    old, new = router.old, router.new
+    """Copy the old store's keys to the new store from ``progress.cursor``, ``BATCH`` keys
+    at a time, saving the progress after each batch. A key is added only where the new store
+    lacks it, so a write made during the copy (which reached the new store too) is never
+    overwritten by the older value the copy read; a key deleted while its value was being
+    copied is deleted from the new store again, unless it was written again meanwhile (a
+    compare-and-delete of the value the copy put there)."""
     while not progress.done:
-        keys, cursor = old.scan(prefix, progress.cursor, BATCH)
-        values = old.get_many(keys) if keys else []
-        for key, value in zip(keys, values, strict=True):
+        keys, cursor = old.scan(progress.cursor, BATCH)
+        for key, value in zip(keys, old.values(keys), strict=True):
             if value is None:
                 continue  # expired or deleted since the scan
-            try:
-                left = old.ttl(key)
-            except KeyError:
-                continue
-            if new.add(key, value, left):
+            if new.add(key, value):
                 progress.copied += 1
-                if old.get_many([key])[0] is None:  # deleted meanwhile: not resurrected,
+                if old.values([key])[0] is None:  # deleted meanwhile: not resurrected,
                     new.delete_if(key, value)  # unless written again since
             else:
                 progress.present += 1
@@ -328,8 +463,8 @@ LISTED = 100
 
 @dataclass
 class Verified:
-    """A complete comparison of both stores under a prefix: counts, and the first keys of
-    each kind of mismatch."""
+    """A complete comparison of both stores: counts, and the first keys of each kind of
+    mismatch."""
 
     old_keys: int = 0
     new_keys: int = 0
@@ -350,31 +485,23 @@ class Verified:
             self.keys[kind].append(key)
 
 
-def verify(
-    router: RolloutKV, prefix: str, on_batch: Callable[[int], None] | None = None
-) -> Verified:
+def verify(old: Side, new: Side, on_batch: Callable[[int], None] | None = None) -> Verified:
     """Count both stores' keys, and compare every key's value by its SHA-256 digest (each
     side scanned ``BATCH`` keys at a time; the other side read for the same keys)."""
     found = Verified()
-    for side, other, count_side in (
-        (router.old, router.new, "old"),
-        (router.new, router.old, "new"),
-    ):
+    for side, other, is_old in ((old, new, True), (new, old, False)):
         cursor, first = "", True
         while first or cursor:
             first = False
-            keys, cursor = side.scan(prefix, cursor, BATCH)
-            if not keys:
-                continue
-            mine, theirs = side.get_many(keys), other.get_many(keys)
-            for key, a, b in zip(keys, mine, theirs, strict=True):
+            keys, cursor = side.scan(cursor, BATCH)
+            for key, a, b in zip(keys, side.values(keys), other.values(keys), strict=True):
                 if a is None:
                     continue  # expired or deleted since the scan
-                if count_side == "old":
+                if is_old:
                     found.old_keys += 1
                     if b is None:
                         found.found("only_old", key)
-                    elif _digest(a) != _digest(b):
+                    elif side.digest(a) != other.digest(b):
                         found.found("differing", key)
                 else:
                     found.new_keys += 1

@@ -269,7 +269,7 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     resumed, while writers update and delete some of those keys through the rollout; at the
     end both stores hold the same keys and values. A value changed on the new store alone is
     then reported by verify."""
-    from datalayer.rollout import BATCH, Checkpoints, Progress, backfill
+    from datalayer.rollout import BATCH, Checkpoints, Progress, backfill, sides
 
     before = registry(tmp_path, redis_url, None)
     with datalayer.open(before, "local") as dl:
@@ -303,7 +303,8 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
                 raise KeyboardInterrupt  # killed after its first batch
 
             with pytest.raises(KeyboardInterrupt):
-                backfill(router, f"{prefix(tmp_path)}:", Progress("redis"), interrupted)
+                old, new = sides(router, dl.pattern("windows"))
+                backfill(old, new, Progress("redis"), interrupted)
             assert checkpoints.load("windows", "redis").cursor  # a place to resume from
         resumed = rollout_cli(file, "backfill", "windows")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -363,3 +364,92 @@ def test_a_value_written_since_the_read_is_no_shadow_mismatch(tmp_path: Path) ->
         # what two reads returned before "moved" was written as 1 on both stores
         rollout.compare(router, [key("moved"), key("diverged")], [b"0", b"1"])
         assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1)
+
+
+def documents_registry(folder: Path, mongodb_url: str, rollout: dict[str, Any] | None) -> Path:
+    pattern: dict[str, Any] = {
+        "category": "document",
+        "store": "docs",
+        "collection": f"notes_{prefix(folder)}",  # tests share the MongoDB server
+        "key": "note_id",
+        "indexes": ["service_id"],
+    }
+    if rollout is not None:
+        pattern["rollout"] = rollout
+    stores = {
+        "docs": {"type": "embedded-documents", "path": str(folder / "docs.db")},
+        "mongo": {"type": "mongodb", "url": mongodb_url, "database": "rollouts"},
+    }
+    return write_registry(folder, {"local": stores}, {"notes": pattern})
+
+
+def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
+    tmp_path: Path, mongodb_url: str
+) -> None:
+    """Documents written before the rollout are backfilled while a writer updates and
+    deletes some of them through it; verify is clean; split and cutover read each document
+    from their side; going back from cutover to split finds every write on the old store;
+    a document changed on MongoDB alone is reported by verify."""
+
+    def note(i: int) -> dict[str, Any]:
+        return {"note_id": f"n{i:04d}", "service_id": f"svc-{i % 7}", "text": f"t{i}"}
+
+    with datalayer.open(documents_registry(tmp_path, mongodb_url, None), "local") as dl:
+        dl.apply()
+        for i in range(700):
+            dl.documents("notes").put(note(i))
+    shadow = documents_registry(tmp_path, mongodb_url, {"to": "mongo", "stage": "shadow"})
+    stop = threading.Event()
+
+    def writer() -> None:
+        with datalayer.open(shadow, "local") as dl:
+            notes, i = dl.documents("notes"), 0
+            while not stop.is_set():
+                key = f"n{(i * 37) % 700:04d}"
+                if i % 4 == 0:
+                    notes.delete(key)
+                else:
+                    notes.update(key, set={"text": f"edited {i}"})
+                i += 1
+
+    with datalayer.open(shadow, "local") as dl:
+        dl.apply()  # the collection and its index on MongoDB too
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        copied = rollout_cli(shadow, "backfill", "notes")
+        assert copied.returncode == 0, copied.stdout + copied.stderr
+    finally:
+        stop.set()
+        thread.join(30)
+    checked = rollout_cli(shadow, "verify", "notes", "--json")
+    result = json.loads(checked.stdout)
+    assert checked.returncode == 0 and result["clean"], (result["mismatches"], result["keys"])
+    assert result["old_keys"] == result["new_keys"] > 400
+    for stage in ("split", "cutover", "split"):
+        file = documents_registry(
+            tmp_path, mongodb_url, {"to": "mongo", "stage": stage, "percent": 50}
+        )
+        with datalayer.open(file, "local") as dl:
+            notes = dl.documents("notes")
+            notes.put(note(900) | {"text": stage})
+            assert notes.update("n0900", push={"tags": stage}) is True
+            assert notes.get("n0900") == note(900) | {"text": stage, "tags": [stage]}
+            assert len(notes.find({"service_id": "svc-3"})) == notes.count({"service_id": "svc-3"})
+        checked = rollout_cli(file, "verify", "notes")
+        assert checked.returncode == 0, checked.stdout  # both sides took every write
+    with datalayer.open(documents_registry(tmp_path, mongodb_url, None), "local") as old:
+        assert old.documents("notes").get("n0900")["tags"] == ["split"]  # type: ignore[index]
+    (tmp_path / "mongo-side").mkdir()
+    mongo_only = {"category": "document", "store": "mongo", "key": "note_id"}
+    mongo_only["collection"] = f"notes_{prefix(tmp_path)}"
+    moved = write_registry(
+        tmp_path / "mongo-side",
+        {"local": {"mongo": {"type": "mongodb", "url": mongodb_url, "database": "rollouts"}}},
+        {"notes": mongo_only},
+    )
+    with datalayer.open(moved, "local") as new:
+        new.documents("notes").update("n0900", set={"text": "tampered"})
+    file = documents_registry(tmp_path, mongodb_url, {"to": "mongo", "stage": "split"})
+    diverged = rollout_cli(file, "verify", "notes")
+    assert diverged.returncode == 1 and "1 values differ: n0900" in diverged.stdout, diverged.stdout

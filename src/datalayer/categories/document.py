@@ -53,6 +53,7 @@ from pydantic import BaseModel, Field, TypeAdapter, field_validator
 from datalayer.errors import PayloadValidationError, QueryError, shown
 from datalayer.patterns import (
     PatternConfig,
+    RolloutConfig,
     Target,
     check_storable,
     schema_has_field,
@@ -86,6 +87,7 @@ class DocumentPattern(PatternConfig):
     collection: CollectionName
     key: SqlIdentifier
     indexes: list[str] = Field(default_factory=list)
+    rollout: RolloutConfig | None = None
 
     @field_validator("key")
     @classmethod
@@ -160,6 +162,19 @@ class DocumentBackend(GuardedOperations, ABC):
 
     @abstractmethod
     def count(self, conditions: list[Condition]) -> int: ...
+
+    @abstractmethod
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        """Up to ``count`` keys after ``cursor`` ('' to begin) in the order of their text,
+        and the cursor to go on from ('' once done); a rollout's backfill resumes from it."""
+
+    @abstractmethod
+    def add(self, key: str, doc: dict[str, Any]) -> bool:
+        """Write ``doc`` only when no document has ``key``; whether it was written."""
+
+    @abstractmethod
+    def delete_if(self, key: str, doc: dict[str, Any]) -> bool:
+        """Delete the document of ``key`` only while it is ``doc``; whether it was."""
 
 
 class DocumentCollection:

@@ -52,14 +52,6 @@ class KeyValuePattern(PatternConfig):
     def targets(self) -> list[Target]:
         return [Target("prefix", "key prefix", self.key_prefix)]
 
-    def summary(self) -> str:
-        said = super().summary()
-        rollout = self.rollout
-        if rollout is None:
-            return said
-        split = f" {rollout.percent:g}%" if rollout.stage == "split" else ""
-        return f"{said}, moving to '{rollout.to}' ({rollout.stage}{split})"
-
 
 class KVBackend(GuardedOperations, ABC):
     """What a store provides for one key-value pattern: full keys and encoded values in."""

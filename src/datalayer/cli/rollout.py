@@ -30,17 +30,14 @@ PatternArgument = Annotated[str, typer.Argument(help="The pattern being rolled o
 
 def _router(dl: DataLayer, name: str) -> Any:
     """The pattern's rollout router; an error saying why there is none."""
-    from datalayer.rollout import RolloutKV
-
     pattern = dl.pattern(name)
     if getattr(pattern, "rollout", None) is None:
         raise DataLayerError(
             f"pattern '{name}' has no rollout: add 'rollout: {{to: <store>, stage: shadow}}'"
         )
-    router = dl.kv(name).backend
-    if not isinstance(router, RolloutKV):
-        raise DataLayerError(f"pattern '{name}' is not routed by its rollout")
-    return router
+    if pattern.category == "key-value":
+        return dl.kv(name).backend
+    return dl.documents(name).backend
 
 
 @rollout_app.command("backfill")
@@ -53,10 +50,10 @@ def rollout_backfill(
     config: ConfigOption = None,
     profile: ProfileOption = None,
 ) -> None:
-    """Copy the pattern's keys from its store to the one it moves to, resuming where an
-    interrupted run stopped; a key the new store has already (a write made since the
-    rollout began) is left as it is."""
-    from datalayer.rollout import Checkpoints, Progress, backfill
+    """Copy the pattern's keys (or documents) from its store to the one it moves to,
+    resuming where an interrupted run stopped; a key the new store has already (a write made
+    since the rollout began) is left as it is."""
+    from datalayer.rollout import Checkpoints, Progress, backfill, sides
 
     with open_datalayer(config, profile) as dl:
         router = _router(dl, pattern)
@@ -66,11 +63,12 @@ def rollout_backfill(
         if progress.done:
             console.print(f"[green]✓[/] {pattern}: backfilled already (--restart to copy again)")
             return
+        old, new = sides(router, dl.pattern(pattern))
         with progress_bar(40) as bar:
             task = bar.add_task(f"copying {pattern} to {to}", total=None)
             done = backfill(
-                router,
-                dl.pattern(pattern).key_prefix,  # type: ignore[attr-defined]
+                old,
+                new,
                 progress,
                 lambda p: checkpoints.save(pattern, p),
                 on_batch=lambda keys: bar.advance(task, keys),
@@ -91,17 +89,14 @@ def rollout_verify(
 ) -> None:
     """Compare both stores completely: key counts, then every key's value (SHA-256); exit 1
     when they differ, listing the keys."""
-    from datalayer.rollout import verify
+    from datalayer.rollout import sides, verify
 
     with open_datalayer(config, profile) as dl:
         router = _router(dl, pattern)
+        old, new = sides(router, dl.pattern(pattern))
         with progress_bar(40) as bar:
             task = bar.add_task(f"comparing {pattern}", total=None)
-            found = verify(
-                router,
-                dl.pattern(pattern).key_prefix,  # type: ignore[attr-defined]
-                on_batch=lambda keys: bar.advance(task, keys),
-            )
+            found = verify(old, new, on_batch=lambda keys: bar.advance(task, keys))
     if as_json:
         print(json.dumps({"pattern": pattern, "clean": found.clean, **asdict(found)}, indent=2))
     else:

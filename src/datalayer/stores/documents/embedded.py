@@ -142,6 +142,32 @@ class EmbeddedCollection(DocumentBackend):
             cursor = conn.execute(f'DELETE FROM "{self.table}" WHERE id = ?', (key,))
         return cursor.rowcount > 0
 
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        with self.store.db.read() as conn:
+            rows = conn.execute(
+                f'SELECT id FROM "{self.table}" WHERE id > ? ORDER BY id LIMIT ?', (cursor, count)
+            ).fetchall()
+        keys = [row[0] for row in rows]
+        return keys, keys[-1] if len(keys) == count else ""
+
+    def add(self, key: str, doc: dict[str, Any]) -> bool:
+        body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        with self.store.db.write() as conn:
+            cursor = conn.execute(
+                f'INSERT INTO "{self.table}"(id, body) VALUES (?, ?) ON CONFLICT(id) DO NOTHING',
+                (key, body),
+            )
+        return cursor.rowcount > 0
+
+    def delete_if(self, key: str, doc: dict[str, Any]) -> bool:
+        """In the write transaction: the stored document is read, compared and deleted at once."""
+        with self.store.db.write() as conn:
+            row = conn.execute(f'SELECT body FROM "{self.table}" WHERE id = ?', (key,)).fetchone()
+            if row is None or json.loads(row[0]) != doc:
+                return False
+            conn.execute(f'DELETE FROM "{self.table}" WHERE id = ?', (key,))
+        return True
+
     def update(
         self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> bool:

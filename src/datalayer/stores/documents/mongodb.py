@@ -364,6 +364,35 @@ class MongoCollection(DocumentBackend):
         with self.store.errors():
             return int(self.collection.count_documents(mongo_filter(conditions)))
 
+    def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
+        """Keys are text ``_id`` s: MongoDB orders them by their UTF-8 bytes, as SQLite does."""
+        self.store.check_applied(self.name)
+        with self.store.errors():
+            found = self.collection.find({"_id": {"$gt": cursor}}, projection={"_id": True})
+            keys = [str(doc["_id"]) for doc in found.sort("_id", 1).limit(count)]
+        return keys, keys[-1] if len(keys) == count else ""
+
+    def add(self, key: str, doc: dict[str, Any]) -> bool:
+        import pymongo.errors
+
+        self.store.check_applied(self.name)
+        with self.store.errors():
+            try:
+                self.collection.insert_one({"_id": key, **doc})
+            except pymongo.errors.DuplicateKeyError:
+                return False
+        return True
+
+    def delete_if(self, key: str, doc: dict[str, Any]) -> bool:
+        """A delete whose filter is the whole document: every top-level field ``$eq`` (a
+        subdocument matches only field for field, in order, as it was written). A stored
+        document with fields ``doc`` lacks would match too; ``update`` and ``put`` of the
+        same pattern write whole documents of its schema."""
+        self.store.check_applied(self.name)
+        with self.store.errors():
+            filter_ = {"_id": key, **{name: {"$eq": value} for name, value in doc.items()}}
+            return bool(self.collection.delete_one(filter_).deleted_count)
+
 
 def _at(doc: Mapping[str, Any], path: str) -> Any:
     node: Any = doc

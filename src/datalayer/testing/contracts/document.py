@@ -73,6 +73,30 @@ class DocumentContract(Contract):
         assert notes.delete("n01") is False
         assert notes.get("n01") is None
 
+    def test_the_backend_scans_adds_and_deletes_if_for_rollouts(self, dl: DataLayer) -> None:
+        """What a rollout's backfill and verify use: keys in the order of their text from a
+        cursor, a write only where missing, a compare-and-delete."""
+        notes = dl.documents("notes")
+        for i in range(1, 12):
+            notes.put(note(i))
+        backend = notes.backend
+        seen: list[str] = []
+        keys, cursor = backend.scan("", 4)
+        seen += keys
+        while cursor:
+            keys, cursor = backend.scan(cursor, 4)
+            seen += keys
+        assert seen == sorted(f"n{i:02d}" for i in range(1, 12))
+        stored = notes.get("n01")
+        assert stored is not None
+        assert backend.add("n01", {**stored, "title": "other"}) is False
+        assert notes.get("n01") == stored
+        assert backend.add("n50", {**stored, "note_id": "n50"}) is True
+        assert notes.get("n50") == {**stored, "note_id": "n50"}
+        assert backend.delete_if("n50", stored) is False and notes.get("n50") is not None
+        assert backend.delete_if("n50", {**stored, "note_id": "n50"}) is True
+        assert notes.get("n50") is None
+
     def test_put_replaces_the_whole_document(self, dl: DataLayer) -> None:
         notes = dl.documents("notes")
         notes.put(note(1, tags=["a", "b"]))
