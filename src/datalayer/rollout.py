@@ -364,6 +364,8 @@ class Side(Protocol):
 
     def delete_if(self, key: str, value: Any) -> bool: ...
 
+    def put(self, key: str, value: Any) -> None: ...
+
     def digest(self, value: Any) -> bytes: ...
 
 
@@ -392,6 +394,9 @@ class KVSide:
     def delete_if(self, key: str, value: Any) -> bool:
         return self.backend.delete_if(key, value[0])
 
+    def put(self, key: str, value: Any) -> None:
+        self.backend.set(key, value[0], value[1])
+
     def digest(self, value: Any) -> bytes:
         return _digest(value[0])
 
@@ -413,6 +418,9 @@ class DocumentSide:
 
     def delete_if(self, key: str, value: Any) -> bool:
         return self.backend.delete_if(key, value)
+
+    def put(self, key: str, value: Any) -> None:
+        self.backend.write(key, value)
 
     def digest(self, value: Any) -> bytes:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -468,6 +476,8 @@ class Verified:
 
     old_keys: int = 0
     new_keys: int = 0
+    #: Mismatches set right (``repair``): the new store given the current store's value.
+    repaired: int = 0
     mismatches: dict[str, int] = field(
         default_factory=lambda: {"differing": 0, "only_old": 0, "only_new": 0}
     )
@@ -485,10 +495,27 @@ class Verified:
             self.keys[kind].append(key)
 
 
-def verify(old: Side, new: Side, on_batch: Callable[[int], None] | None = None) -> Verified:
+def verify(
+    old: Side,
+    new: Side,
+    on_batch: Callable[[int], None] | None = None,
+    *,
+    repair: bool = False,
+) -> Verified:
     """Count both stores' keys, and compare every key's value by its SHA-256 digest (each
-    side scanned ``BATCH`` keys at a time; the other side read for the same keys)."""
+    side scanned ``BATCH`` keys at a time; the other side read for the same keys). With
+    ``repair``, each mismatch found is set right at once: the new store gets the value the
+    current store holds then (read again), or loses a key the current store does not have."""
     found = Verified()
+
+    def set_right(key: str, theirs: Any) -> None:
+        current = old.values([key])[0]
+        if current is not None:
+            new.put(key, current)
+        elif theirs is not None:
+            new.delete_if(key, theirs)
+        found.repaired += 1
+
     for side, other, is_old in ((old, new, True), (new, old, False)):
         cursor, first = "", True
         while first or cursor:
@@ -499,14 +526,17 @@ def verify(old: Side, new: Side, on_batch: Callable[[int], None] | None = None) 
                     continue  # expired or deleted since the scan
                 if is_old:
                     found.old_keys += 1
-                    if b is None:
-                        found.found("only_old", key)
-                    elif side.digest(a) != other.digest(b):
-                        found.found("differing", key)
+                    kind = "only_old" if b is None else None
+                    if kind is None and side.digest(a) != other.digest(b):
+                        kind = "differing"
+                    theirs = b
                 else:
                     found.new_keys += 1
-                    if b is None:
-                        found.found("only_new", key)
+                    kind, theirs = ("only_new" if b is None else None), a
+                if kind is not None:
+                    found.found(kind, key)
+                    if repair:
+                        set_right(key, theirs)
             if on_batch is not None:
                 on_batch(len(keys))
     return found

@@ -324,6 +324,14 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     diverged = rollout_cli(file, "verify", "windows")
     assert diverged.returncode == 1
     assert f"1 values differ: {prefix(tmp_path)}:old-1" in diverged.stdout, diverged.stdout
+    # the new store given the current store's value, and a key only it has removed
+    with datalayer.open(new_side(tmp_path, redis_url), "local") as new:
+        new.kv("windows").set("stray", 1)
+    repaired = rollout_cli(file, "verify", "windows", "--repair", "--json")
+    result = json.loads(repaired.stdout)
+    assert repaired.returncode == 0 and result["clean"] and result["repaired"] == 2, result
+    with datalayer.open(file, "local") as dl:
+        assert dl.kv("windows").get("old-1") != {"tampered": True}
 
 
 def test_describe_says_where_a_pattern_is_moving(tmp_path: Path) -> None:
@@ -453,3 +461,8 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     file = documents_registry(tmp_path, mongodb_url, {"to": "mongo", "stage": "split"})
     diverged = rollout_cli(file, "verify", "notes")
     assert diverged.returncode == 1 and "1 values differ: n0900" in diverged.stdout, diverged.stdout
+    repaired = rollout_cli(file, "verify", "notes", "--repair")
+    assert repaired.returncode == 0, repaired.stdout
+    assert "notes: 1 mismatches set right from the current store" in repaired.stdout
+    with datalayer.open(moved, "local") as new:
+        assert new.documents("notes").get("n0900")["text"] == "split"  # type: ignore[index]

@@ -84,6 +84,13 @@ def rollout_backfill(
 def rollout_verify(
     pattern: PatternArgument,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="Give the new store the current store's value of each mismatch, then verify "
+            "again (best with writers quiet)."
+        ),
+    ] = False,
     config: ConfigOption = None,
     profile: ProfileOption = None,
 ) -> None:
@@ -96,7 +103,15 @@ def rollout_verify(
         old, new = sides(router, dl.pattern(pattern))
         with progress_bar(40) as bar:
             task = bar.add_task(f"comparing {pattern}", total=None)
-            found = verify(old, new, on_batch=lambda keys: bar.advance(task, keys))
+            found = verify(old, new, on_batch=lambda k: bar.advance(task, k), repair=repair)
+            if repair and found.repaired:
+                repaired = found.repaired
+                found = verify(old, new, on_batch=lambda k: bar.advance(task, k))
+                found.repaired = repaired
+                if not as_json:  # JSON has it as "repaired"
+                    console.print(
+                        f"{pattern}: {repaired:,} mismatches set right from the current store"
+                    )
     if as_json:
         print(json.dumps({"pattern": pattern, "clean": found.clean, **asdict(found)}, indent=2))
     else:
