@@ -94,10 +94,24 @@ class Rollout:
         stage = self.config.stage
         if stage == "split":
             return bucket(key) < self._threshold
-        return stage in ("cutover", "done")
+        return self.reads_new_only()
 
     def writes_old(self) -> bool:
         return self.config.stage != "done"
+
+    def reads_new_only(self) -> bool:
+        """Whether reads that span keys (scans, queries) come from the new store."""
+        return self.config.stage in ("cutover", "done")
+
+    def write_both(
+        self, what: str, old: Callable[[], T], new: Callable[[], T], *, new_answers: bool
+    ) -> T | None:
+        """A write as the stage says: on the old store first (but in ``done``), then on the
+        new one (``shadow_write``); the answer of the new store when ``new_answers``, else
+        the old one's."""
+        on_old = old() if self.writes_old() else None
+        on_new = self.shadow_write(what, new)
+        return on_new if new_answers else on_old
 
     def shadow_write(self, what: str, write: Callable[[], T]) -> T | None:
         """Run a write on the new store: raised at every stage but ``shadow``, where a failure
@@ -155,14 +169,22 @@ class RolloutKV(KVBackend):
         self._sample = rollout.config.compare_sample
 
     def set(self, key: str, value: bytes, ttl_seconds: float | None) -> None:
-        if self.rollout.writes_old():
-            self.old.set(key, value, ttl_seconds)
-        self.rollout.shadow_write("set", lambda: self.new.set(key, value, ttl_seconds))
+        self.rollout.write_both(
+            "set",
+            lambda: self.old.set(key, value, ttl_seconds),
+            lambda: self.new.set(key, value, ttl_seconds),
+            new_answers=False,
+        )
 
     def delete(self, key: str) -> bool:
-        deleted = self.old.delete(key) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete(key))
-        return bool(on_new) if self.rollout.reads_new(key) else deleted
+        return bool(
+            self.rollout.write_both(
+                "delete",
+                lambda: self.old.delete(key),
+                lambda: self.new.delete(key),
+                new_answers=self.rollout.reads_new(key),
+            )
+        )
 
     def incr(self, key: str, by: int, ttl_seconds: float | None) -> int:
         """Added on the old store (written first at every stage but ``done``); the new store
@@ -198,27 +220,28 @@ class RolloutKV(KVBackend):
         return (self.new if self.rollout.reads_new(key) else self.old).ttl(key)
 
     def scan(self, prefix: str, cursor: str, count: int) -> tuple[list[str], str]:
-        side = self.new if self.rollout.stage in ("cutover", "done") else self.old
+        side = self.new if self.rollout.reads_new_only() else self.old
         return side.scan(prefix, cursor, count)
 
     def delete_if(self, key: str, value: bytes) -> bool:
-        deleted = self.old.delete_if(key, value) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete_if(key, value))
-        return bool(on_new) if self.rollout.stage in ("cutover", "done") else deleted
+        return bool(
+            self.rollout.write_both(
+                "delete",
+                lambda: self.old.delete_if(key, value),
+                lambda: self.new.delete_if(key, value),
+                new_answers=self.rollout.reads_new_only(),
+            )
+        )
 
     def add(self, key: str, value: bytes, ttl_seconds: float | None) -> bool:
-        added = self.old.add(key, value, ttl_seconds) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("add", lambda: self.new.add(key, value, ttl_seconds))
-        return bool(on_new) if self.rollout.stage in ("cutover", "done") else added
-
-    def _new_values(self, keys: list[str]) -> list[bytes | None] | None:
-        """The new store's values for a shadow comparison; None (counted, never raised) when
-        it fails."""
-        try:
-            return self.new.get_many(keys)
-        except Exception as exc:
-            self.rollout.failed_comparison(exc)
-            return None
+        return bool(
+            self.rollout.write_both(
+                "add",
+                lambda: self.old.add(key, value, ttl_seconds),
+                lambda: self.new.add(key, value, ttl_seconds),
+                new_answers=self.rollout.reads_new_only(),
+            )
+        )
 
 
 class RolloutDocuments(DocumentBackend):
@@ -232,21 +255,30 @@ class RolloutDocuments(DocumentBackend):
         self.old = old
         self.new = new
 
-    def _reads_new(self) -> bool:
-        return self.rollout.stage in ("cutover", "done")
+    def _queried(self) -> DocumentBackend:
+        """The store that reads spanning keys come from."""
+        return self.new if self.rollout.reads_new_only() else self.old
 
     def write(self, key: str, doc: dict[str, Any]) -> None:
-        if self.rollout.writes_old():
-            self.old.write(key, doc)
-        self.rollout.shadow_write("write", lambda: self.new.write(key, doc))
+        self.rollout.write_both(
+            "write",
+            lambda: self.old.write(key, doc),
+            lambda: self.new.write(key, doc),
+            new_answers=False,
+        )
 
     def get(self, key: str) -> dict[str, Any] | None:
         return (self.new if self.rollout.reads_new(key) else self.old).get(key)
 
     def delete(self, key: str) -> bool:
-        deleted = self.old.delete(key) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete(key))
-        return bool(on_new) if self.rollout.reads_new(key) else deleted
+        return bool(
+            self.rollout.write_both(
+                "delete",
+                lambda: self.old.delete(key),
+                lambda: self.new.delete(key),
+                new_answers=self.rollout.reads_new(key),
+            )
+        )
 
     def update(
         self, key: str, update: DocumentUpdate, merged: Callable[[dict[str, Any]], dict[str, Any]]
@@ -263,23 +295,33 @@ class RolloutDocuments(DocumentBackend):
     def find(
         self, conditions: list[Condition], sort: list[SortKey], limit: int | None
     ) -> list[dict[str, Any]]:
-        return (self.new if self._reads_new() else self.old).find(conditions, sort, limit)
+        return self._queried().find(conditions, sort, limit)
 
     def count(self, conditions: list[Condition]) -> int:
-        return (self.new if self._reads_new() else self.old).count(conditions)
+        return self._queried().count(conditions)
 
     def scan(self, cursor: str, count: int) -> tuple[list[str], str]:
-        return (self.new if self._reads_new() else self.old).scan(cursor, count)
+        return self._queried().scan(cursor, count)
 
     def add(self, key: str, doc: dict[str, Any]) -> bool:
-        added = self.old.add(key, doc) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("add", lambda: self.new.add(key, doc))
-        return bool(on_new) if self._reads_new() else added
+        return bool(
+            self.rollout.write_both(
+                "add",
+                lambda: self.old.add(key, doc),
+                lambda: self.new.add(key, doc),
+                new_answers=self.rollout.reads_new_only(),
+            )
+        )
 
     def delete_if(self, key: str, doc: dict[str, Any]) -> bool:
-        deleted = self.old.delete_if(key, doc) if self.rollout.writes_old() else False
-        on_new = self.rollout.shadow_write("delete", lambda: self.new.delete_if(key, doc))
-        return bool(on_new) if self._reads_new() else deleted
+        return bool(
+            self.rollout.write_both(
+                "delete",
+                lambda: self.old.delete_if(key, doc),
+                lambda: self.new.delete_if(key, doc),
+                new_answers=self.rollout.reads_new_only(),
+            )
+        )
 
 
 _ROUTERS: dict[str, Callable[[Rollout, Any, Any], Any]] = {

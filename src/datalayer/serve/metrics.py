@@ -9,6 +9,7 @@ codes: never anything a caller wrote, so a hostile path cannot grow the series.
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +23,7 @@ from prometheus_client import (
 
 from datalayer.categories.feature_log import FeatureLogStats
 from datalayer.resilience import GuardStats
+from datalayer.rollout import RolloutStats
 
 _SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ENTITIES = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
@@ -73,7 +75,8 @@ ROLLOUT = Gauge(
     ["pattern", "kind"],
     multiprocess_mode="max",  # every worker reads the same files
 )
-ROLLOUT_KINDS = ("compared", "mismatches", "compare_failures", "write_failures")
+#: What a rollout counts: every field of its stats but the pattern.
+ROLLOUT_KINDS = tuple(f.name for f in fields(RolloutStats) if f.name != "pattern")
 
 
 def track_rollouts(counts: dict[str, dict[str, int]]) -> None:
