@@ -202,7 +202,7 @@ class DataLayer:
             raise DataLayerError(f"store '{store}' is not a SQL store; migrations need one")
         patterns = [
             p
-            for p in self.registry.patterns.values()
+            for p in [*self.registry.patterns.values(), *self._moving_to(store)]
             if p.store == store and isinstance(p, TransactionalPattern)
         ]
         migrations: Migrations = connected.migrations(patterns)

@@ -12,8 +12,9 @@ that writes and reads each store as the stage says:
 - ``cutover``: reads from the new store, writes to both: the old store stays a rollback target.
 - ``done``: only the new store.
 
-Writes go to the old store first and then to the new one at every stage where both are
-written, so going back one stage finds the old store holding every write. Two writers of the
+A transactional pattern's ``transaction()`` opens one on each store written and commits the
+old store's first. Writes go to the old store first and then to the new one at every stage
+where both are written, so going back one stage finds the old store holding every write. Two writers of the
 same key at once may leave the stores with different winners (each store keeps its own last
 write); writers of distinct keys never do.
 """
@@ -25,13 +26,17 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel, TypeAdapter
+
 from datalayer.categories.document import DocumentBackend, DocumentUpdate
 from datalayer.categories.kv import KVBackend
+from datalayer.categories.transactional import TransactionalBackend
 from datalayer.patterns import RolloutConfig, Stage
 from datalayer.query import Condition, SortKey
 
@@ -71,14 +76,20 @@ class Rollout:
         self._lock = threading.Lock()
         self._threshold = round(config.percent * BUCKETS / 100)
 
-    def compare(self, router: RolloutKV, keys: list[str], old: list[Any]) -> None:
+    def compare(
+        self,
+        keys: list[Any],
+        old: list[Any],
+        read_new: Callable[[list[Any]], list[Any]],
+        read_old: Callable[[list[Any]], list[Any]],
+    ) -> None:
         """Compare what a shadow read returned with the new store's values (counted and
         logged, never raised). A value that differs may have been written since the read:
         it counts only when the current store's value now differs from the new one too."""
         try:
-            new = router.new.get_many(keys)
+            new = read_new(keys)
             differing = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
-            now = router.old.get_many([keys[i] for i in differing]) if differing else []
+            now = read_old([keys[i] for i in differing]) if differing else []
         except Exception as exc:
             self.failed_comparison(exc)
             return
@@ -121,16 +132,19 @@ class Rollout:
         try:
             return write()
         except Exception as exc:
-            with self._lock:
-                self.stats.write_failures += 1
-            log.warning(
-                "pattern '%s': %s on the new store '%s' failed (shadow stage, not raised): %s",
-                self.pattern,
-                what,
-                self.config.to,
-                exc,
-            )
+            self.failed_write(what, exc)
             return None
+
+    def failed_write(self, what: str, exc: Exception) -> None:
+        with self._lock:
+            self.stats.write_failures += 1
+        log.warning(
+            "pattern '%s': %s on the new store '%s' failed (shadow stage, not raised): %s",
+            self.pattern,
+            what,
+            self.config.to,
+            exc,
+        )
 
     def failed_comparison(self, exc: Exception) -> None:
         with self._lock:
@@ -202,7 +216,7 @@ class RolloutKV(KVBackend):
         if stage == "shadow":
             values = self.old.get_many(keys)
             if random.random() < self._sample:
-                self.rollout.compare(self, keys, values)
+                self.rollout.compare(keys, values, self.new.get_many, self.old.get_many)
             return values
         if stage != "split":
             return self.new.get_many(keys)
@@ -324,9 +338,136 @@ class RolloutDocuments(DocumentBackend):
         )
 
 
+def key_text(key: dict[str, Any]) -> str:
+    """A row key as the text its bucket and the listings use: the value of a one-column key,
+    the JSON list of a composite one's."""
+    values = list(key.values())
+    if len(values) == 1:
+        return str(values[0])
+    return json.dumps(values, default=str, ensure_ascii=False)
+
+
+class RolloutTable(TransactionalBackend):
+    """A transactional pattern's backend during a rollout. ``get`` follows the key's side;
+    ``select`` and ``count`` read the old store until ``cutover``. ``transaction()`` opens one
+    on each store written, and commits the old store's first."""
+
+    def __init__(
+        self, rollout: Rollout, old: TransactionalBackend, new: TransactionalBackend
+    ) -> None:
+        self.rollout = rollout
+        self.old = old
+        self.new = new
+
+    def _queried(self) -> TransactionalBackend:
+        return self.new if self.rollout.reads_new_only() else self.old
+
+    def get(self, key: dict[str, Any], *, for_update: bool = False) -> dict[str, Any] | None:
+        """The row from the key's side. ``for_update`` locks the key on the old store first
+        (every writer writes it first), then on the new store when the row is read there."""
+        reads_new = self.rollout.reads_new(key_text(key))
+        if for_update:
+            if self.rollout.writes_old():
+                row = self.old.get(key, for_update=True)
+                if not reads_new:
+                    return row
+            return self.new.get(key, for_update=True)
+        if reads_new:
+            return self.new.get(key)
+        row = self.old.get(key)
+        if self.rollout.stage == "shadow" and random.random() < self.rollout.config.compare_sample:
+            self.rollout.compare(
+                [key],
+                [self._form(row)],
+                lambda keys: [self._form(self.new.get(k)) for k in keys],
+                lambda keys: [self._form(self.old.get(k)) for k in keys],
+            )
+        return row
+
+    @staticmethod
+    def _form(row: dict[str, Any] | None) -> str | None:
+        """A row as both stores' rows compare (their drivers' types may differ)."""
+        return None if row is None else json.dumps(row, default=str, sort_keys=True)
+
+    def upsert(self, rows: list[BaseModel]) -> None:
+        self.rollout.write_both(
+            "upsert",
+            lambda: self.old.upsert(rows),
+            lambda: self.new.upsert(rows),
+            new_answers=False,
+        )
+
+    def add(self, row: BaseModel) -> bool:
+        return bool(
+            self.rollout.write_both(
+                "add",
+                lambda: self.old.add(row),
+                lambda: self.new.add(row),
+                new_answers=self.rollout.reads_new_only(),
+            )
+        )
+
+    def delete(self, key: dict[str, Any]) -> bool:
+        return bool(
+            self.rollout.write_both(
+                "delete",
+                lambda: self.old.delete(key),
+                lambda: self.new.delete(key),
+                new_answers=self.rollout.reads_new(key_text(key)),
+            )
+        )
+
+    def select(
+        self, conditions: list[Condition], order: list[SortKey], limit: int | None
+    ) -> list[dict[str, Any]]:
+        return self._queried().select(conditions, order, limit)
+
+    def count(self, conditions: list[Condition]) -> int:
+        return self._queried().count(conditions)
+
+    def scan(self, after: dict[str, Any] | None, count: int) -> list[dict[str, Any]]:
+        return self._queried().scan(after, count)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A transaction on each store written; the old store's commits first. In ``shadow``
+        the new store's may fail to begin or commit: counted and logged, never raised."""
+        if not self.rollout.writes_old():
+            with self.new.transaction():
+                yield
+            return
+        with self._new_transaction(), self.old.transaction():
+            yield
+
+    @contextmanager
+    def _new_transaction(self) -> Iterator[None]:
+        if self.rollout.stage != "shadow":
+            with self.new.transaction():
+                yield
+            return
+        opened = self.new.transaction()
+        try:
+            opened.__enter__()
+        except Exception as exc:
+            self.rollout.failed_write("BEGIN", exc)
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            with suppress(Exception):
+                opened.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        try:
+            opened.__exit__(None, None, None)
+        except Exception as exc:
+            self.rollout.failed_write("COMMIT", exc)
+
+
 _ROUTERS: dict[str, Callable[[Rollout, Any, Any], Any]] = {
     "key-value": RolloutKV,
     "document": RolloutDocuments,
+    "transactional": RolloutTable,
 }
 
 
@@ -410,6 +551,10 @@ class Side(Protocol):
 
     def digest(self, value: Any) -> bytes: ...
 
+    def label(self, key: Any) -> str:
+        """The key as listings show it."""
+        ...
+
 
 @dataclass
 class KVSide:
@@ -442,6 +587,9 @@ class KVSide:
     def digest(self, value: Any) -> bytes:
         return _digest(value[0])
 
+    def label(self, key: Any) -> str:
+        return str(key)
+
 
 @dataclass
 class DocumentSide:
@@ -468,11 +616,69 @@ class DocumentSide:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return _digest(text.encode())
 
+    def label(self, key: Any) -> str:
+        return str(key)
+
+
+@dataclass
+class TableSide:
+    """A transactional backend; a key is ``{column: value}``, a value the row. Rows are
+    compared as their schema's JSON (two drivers may hand the same value back as different
+    Python types), and the scan's cursor is the last key as that JSON too."""
+
+    backend: TransactionalBackend
+    schema: type[BaseModel]
+    key: list[str]
+
+    def __post_init__(self) -> None:
+        self._key_types: dict[str, TypeAdapter[Any]] = {
+            c: TypeAdapter(self.schema.model_fields[c].annotation) for c in self.key
+        }
+
+    def scan(self, cursor: str, count: int) -> tuple[list[Any], str]:
+        after = None
+        if cursor:
+            found = json.loads(cursor)
+            after = {c: self._key_types[c].validate_python(found[c]) for c in self.key}
+        keys = self.backend.scan(after, count)
+        if len(keys) < count:
+            return keys, ""
+        last = keys[-1]
+        return keys, json.dumps(
+            {c: self._key_types[c].dump_python(last[c], mode="json") for c in self.key}
+        )
+
+    def values(self, keys: list[Any]) -> list[Any]:
+        return [self.backend.get(key) for key in keys]
+
+    def add(self, key: Any, value: Any) -> bool:
+        return self.backend.add(self.schema.model_validate(value))
+
+    def delete_if(self, key: Any, value: Any) -> bool:
+        """Deleted under the row's lock, only while the row is still ``value``."""
+        with self.backend.transaction():
+            current = self.backend.get(key, for_update=True)
+            if current is None or self.digest(current) != self.digest(value):
+                return False
+            return self.backend.delete(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        self.backend.upsert([self.schema.model_validate(value)])
+
+    def digest(self, value: Any) -> bytes:
+        return _digest(self.schema.model_validate(value).model_dump_json().encode())
+
+    def label(self, key: Any) -> str:
+        return key_text(key)
+
 
 def sides(router: Any, pattern: Any) -> tuple[Side, Side]:
     """The old and the new store of a pattern's rollout router."""
     if isinstance(router, RolloutKV):
         return KVSide(router.old, pattern.key_prefix), KVSide(router.new, pattern.key_prefix)
+    if isinstance(router, RolloutTable):
+        schema, key = pattern.schema_cls, list(pattern.key)
+        return TableSide(router.old, schema, key), TableSide(router.new, schema, key)
     return DocumentSide(router.old), DocumentSide(router.new)
 
 
@@ -576,7 +782,7 @@ def verify(
                     found.new_keys += 1
                     kind, theirs = ("only_new" if b is None else None), a
                 if kind is not None:
-                    found.found(kind, key)
+                    found.found(kind, side.label(key))
                     if repair:
                         set_right(key, theirs)
             if on_batch is not None:

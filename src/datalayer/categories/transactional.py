@@ -23,6 +23,9 @@ Guarantees every implementation keeps:
   datetimes, dates; a JSON column with None and ``$exists`` only), else ``QueryError`` on every
   store (SQLite used to convert ``0`` to ``'0'``, PostgreSQL to fail).
 - Reads return plain dicts of column values; a missing key reads as ``None``.
+- ``scan`` lists keys in key order after a given key, and ``add`` inserts a row only where its
+  key has none, in one statement: a rollout's backfill copies rows with them, never over a
+  row written meanwhile.
 """
 
 from __future__ import annotations
@@ -43,7 +46,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from pydantic import BaseModel, Field, field_validator
 
 from datalayer.errors import QueryError, shown
-from datalayer.patterns import PatternConfig, Target, check_storable, validate_model
+from datalayer.patterns import (
+    PatternConfig,
+    RolloutConfig,
+    Target,
+    check_storable,
+    validate_model,
+)
 from datalayer.query import (
     Condition,
     SortKey,
@@ -69,6 +78,7 @@ class TransactionalPattern(PatternConfig):
     key: list[SqlIdentifier] = Field(min_length=1)
     schema_: str = Field(alias="schema")
     indexes: list[SqlIdentifier] = Field(default_factory=list)
+    rollout: RolloutConfig | None = None
 
     @field_validator("key", mode="before")
     @classmethod
@@ -123,6 +133,15 @@ class TransactionalBackend(GuardedOperations, ABC):
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """A transaction spanning every pattern of this store until the block ends."""
+
+    @abstractmethod
+    def scan(self, after: dict[str, Any] | None, count: int) -> list[dict[str, Any]]:
+        """Up to ``count`` keys (``{column: value}``) in key order, after ``after`` (None to
+        begin): a rollout's backfill goes through a table by them, resuming where it stopped."""
+
+    @abstractmethod
+    def add(self, row: BaseModel) -> bool:
+        """Insert ``row`` only when no row has its key, in one step; whether it was."""
 
 
 @runtime_checkable

@@ -35,9 +35,7 @@ def _router(dl: DataLayer, name: str) -> Any:
         raise DataLayerError(
             f"pattern '{name}' has no rollout: add 'rollout: {{to: <store>, stage: shadow}}'"
         )
-    if pattern.category == "key-value":
-        return dl.kv(name).backend
-    return dl.documents(name).backend
+    return getattr(dl, pattern.accessor)(name).backend
 
 
 @rollout_app.command("backfill")

@@ -339,17 +339,7 @@ class SQLTable(TransactionalBackend):
     def upsert(self, rows: list[BaseModel]) -> None:
         values = [self.row_values(row) for row in rows]
         with self.store.connection() as conn:
-            dialect = conn.dialect.name
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            elif dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-            else:
-                raise DataLayerError(
-                    f"{self.store.label}: upsert is not implemented for {dialect}",
-                    store=self.store.name,
-                )
-            stmt = insert(self.table)
+            stmt = self._insert(conn)
             if self._value_columns:
                 stmt = stmt.on_conflict_do_update(
                     index_elements=self.key,
@@ -358,6 +348,36 @@ class SQLTable(TransactionalBackend):
             else:
                 stmt = stmt.on_conflict_do_nothing(index_elements=self.key)
             conn.execute(stmt, values)
+
+    def add(self, row: BaseModel) -> bool:
+        with self.store.connection() as conn:
+            stmt = self._insert(conn).on_conflict_do_nothing(index_elements=self.key)
+            # RETURNING says whether it inserted (psycopg's rowcount here is -1)
+            stmt = stmt.returning(self.table.c[self.key[0]])
+            return conn.execute(stmt, self.row_values(row)).first() is not None
+
+    def _insert(self, conn: Connection) -> Any:
+        """The dialect's INSERT, which has ON CONFLICT."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        else:
+            raise DataLayerError(
+                f"{self.store.label}: upsert is not implemented for {dialect}",
+                store=self.store.name,
+            )
+        return insert(self.table)
+
+    def scan(self, after: dict[str, Any] | None, count: int) -> list[dict[str, Any]]:
+        columns = [self.table.c[c] for c in self.key]
+        stmt = sa.select(*columns).order_by(*columns).limit(count)
+        if after is not None:  # a row comparison: the next keys in the order, composite too
+            bound = [sa.bindparam(None, after[c.name], type_=c.type) for c in columns]
+            stmt = stmt.where(sa.tuple_(*columns) > sa.tuple_(*bound))
+        with self.store.reading() as conn:
+            return [dict(row) for row in conn.execute(stmt).mappings()]
 
     def key_select(self) -> sa.Select[Any]:
         """SELECT of one row by its key, with one bound parameter per key column."""

@@ -131,6 +131,28 @@ class TransactionalContract(Contract):
         assert items.delete("i001") is False
         assert items.get("i001") is None
 
+    def test_the_backend_scans_keys_in_order_and_adds_only_where_missing(
+        self, dl: DataLayer
+    ) -> None:
+        """What a rollout's backfill uses: keys in key order after a key (composite ones by
+        row comparison), resumable, and an insert that never overwrites a row."""
+        ledger = dl.transactional("ledger")
+        rows = [
+            {"account_id": a, "entry_no": n, "amount": float(n)} for a in "bca" for n in (10, 2)
+        ]
+        ledger.put_many(rows)
+        backend, seen, after = ledger.backend, [], None
+        while page := backend.scan(after, 4):
+            seen += page
+            after = page[-1]
+        assert seen == [
+            {"account_id": a, "entry_no": n} for a in "abc" for n in (2, 10)
+        ]  # 2 before 10: numbers in number order, not as text
+        taken = ledger.validated({"account_id": "a", "entry_no": 2, "amount": 99.0})
+        assert backend.add(taken) is False and ledger.get(("a", 2))["amount"] == 2.0  # type: ignore[index]
+        fresh = ledger.validated({"account_id": "a", "entry_no": 3, "amount": 3.5})
+        assert backend.add(fresh) is True and ledger.get(("a", 3))["amount"] == 3.5  # type: ignore[index]
+
     def test_composite_keys(self, dl: DataLayer) -> None:
         ledger = dl.transactional("ledger")
         ledger.put_many([{"account_id": "a", "entry_no": n, "amount": n * 1.5} for n in range(3)])
