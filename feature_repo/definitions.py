@@ -108,3 +108,9 @@ alert_grouping_v1 = FeatureService(
     features=[service_alert_counts, service_incident_history, account_profile, service_alert_stream],
     description="Everything the alert-grouping model reads for one incoming alert.",
 )
+
+alert_grouping_v2 = FeatureService(
+    name="alert_grouping_v2",
+    features=[service_alert_counts, service_incident_history, service_alert_stream],
+    description="The next grouping model's features: per service only, no account profile.",
+)

@@ -94,6 +94,7 @@ FEAST = (
     "tests/integration/test_serve.py",
     "tests/integration/test_feature_log.py",
     "tests/integration/test_skew.py",
+    "tests/integration/test_feature_rollout.py",
     "tests/integration/test_new_pattern.py",
     "tests/integration/test_migrations.py::test_the_shipped_revisions_build_the_example_tables",
     "tests/unit/test_cli.py::test_apply_is_idempotent",

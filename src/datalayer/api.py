@@ -16,6 +16,7 @@ from typing import Any
 from datalayer.categories import (
     CATEGORIES,
     DocumentCollection,
+    FeaturePattern,
     FeatureView,
     KVNamespace,
     Migratable,
@@ -108,11 +109,15 @@ class DataLayer:
             store = self.store(pattern.store)
             handle = store.handle(pattern)
             guard_backend(handle.backend, store.guard, store.guard.policy(pattern.resilience))
-            rollout = getattr(pattern, "rollout", None)
+            rollout = pattern.store_rollout()
             if rollout is not None:
                 handle.backend = self._rolled_out(pattern, rollout, handle.backend)
             if isinstance(handle, FeatureView) and handle.pattern.log is not None:
                 handle.log = self._feature_log(name, handle.pattern.log)
+            if isinstance(handle, FeatureView) and handle.pattern.rollout is not None:
+                handle.next = store.handle(_next_variant(handle.pattern))
+                policy = store.guard.policy(pattern.resilience)
+                guard_backend(handle.next.backend, store.guard, policy)
             self._handles[name] = handle
             return handle
 
@@ -122,7 +127,7 @@ class DataLayer:
         return [
             _moved(p, rollout)
             for p in self.registry.patterns.values()
-            if (rollout := getattr(p, "rollout", None)) is not None and rollout.to == store_name
+            if (rollout := p.store_rollout()) is not None and rollout.to == store_name
         ]
 
     def _rolled_out(self, pattern: PatternConfig, config: RolloutConfig, old: Any) -> Any:
@@ -318,6 +323,16 @@ def _moved(pattern: PatternConfig, config: RolloutConfig) -> PatternConfig:
     moved = pattern.model_copy(update={"store": config.to, "rollout": None})
     moved.bind(pattern.name, pattern.schema_cls)
     return moved
+
+
+def _next_variant(pattern: FeaturePattern) -> FeaturePattern:
+    """A feature pattern as its rollout's feature service serves it (under the same name:
+    its reads are the pattern's)."""
+    assert pattern.rollout is not None
+    update = {"feature_service": pattern.rollout.to_feature_service, "features": []}
+    variant = pattern.model_copy(update=update | {"rollout": None, "log": None})
+    variant.bind(pattern.name, pattern.schema_cls)
+    return variant
 
 
 def open(path: str | os.PathLike[str] | None = None, profile: str | None = None) -> DataLayer:

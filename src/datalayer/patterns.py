@@ -99,11 +99,17 @@ class PatternConfig(BaseModel):
         one."""
         return []
 
+    def store_rollout(self) -> RolloutConfig | None:
+        """The pattern's move to another store, if it is moving (a feature pattern's
+        ``rollout`` moves a model to another feature service instead)."""
+        found = getattr(self, "rollout", None)
+        return found if isinstance(found, RolloutConfig) else None
+
     def summary(self) -> str:
         """What the pattern reads or writes on its store, in one line for ``describe``; where
         it is moving, when it is."""
         said = ", ".join(target.label for target in self.targets())
-        rollout: RolloutConfig | None = getattr(self, "rollout", None)
+        rollout = self.store_rollout()
         if rollout is None:
             return said
         split = f" {rollout.percent:g}%" if rollout.stage == "split" else ""

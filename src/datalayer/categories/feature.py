@@ -6,6 +6,9 @@ Guarantees every implementation keeps:
 - ``historical`` is point-in-time correct: for each entity row it uses the latest feature row
   at or before the row's event timestamp and within the TTL, never a later one.
 - ``materialize`` copies offline values into the online store in bounded memory.
+- A pattern with a ``rollout`` to another feature service serves each entity from one
+  variant: the other service for ``percent``% of entities (a stable hash of the join keys,
+  the same in every process), its own otherwise; a read's ``variant`` column says which.
 """
 
 from __future__ import annotations
@@ -16,12 +19,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datalayer.categories.feature_log import FeatureLog, FeatureLogConfig, LogSinks
 from datalayer.errors import DataLayerError, NotFound, QueryError
 from datalayer.patterns import PatternConfig
 from datalayer.resilience import GuardedOperations
+
+
+class FeatureRolloutConfig(BaseModel):
+    """A feature pattern's ``rollout`` block: a model's next feature service, served to a
+    stable share of entities."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to_feature_service: str = Field(min_length=1, description="the variant's feature service")
+    percent: float = Field(ge=0.0, le=100.0, description="the entities it serves")
 
 
 class FeaturePattern(PatternConfig):
@@ -36,21 +49,39 @@ class FeaturePattern(PatternConfig):
     #: ``packed``: online reads from one string per entity that datalayer writes beside
     #: Feast's hashes (Redis online store, views materialized and pushed through datalayer).
     layout: Literal["feast", "packed"] = "feast"
+    rollout: FeatureRolloutConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> FeaturePattern:
         if bool(self.feature_service) == bool(self.features):
             raise ValueError("set exactly one of feature_service or features")
+        if self.rollout is not None and self.rollout.to_feature_service == self.feature_service:
+            raise ValueError(
+                f"rollout.to_feature_service is the pattern's own '{self.feature_service}': "
+                "name the feature service its next model reads"
+            )
         return self
+
+    @property
+    def variant(self) -> str:
+        """What a read names this pattern's own features as: its feature service, or the
+        pattern's name for a list of features."""
+        return self.feature_service or self.name
 
     def referenced_fields(self) -> Iterator[tuple[str, str]]:
         return iter(())
 
     def summary(self) -> str:
         packed = ", packed layout" if self.layout == "packed" else ""
+        rollout = ""
+        if self.rollout is not None:
+            rollout = (
+                f", {self.rollout.percent:g}% of entities to feature service "
+                f"'{self.rollout.to_feature_service}'"
+            )
         if self.feature_service:
-            return f"feature service '{self.feature_service}'{packed}"
-        return f"features {', '.join(self.features)}{packed}"
+            return f"feature service '{self.feature_service}'{packed}{rollout}"
+        return f"features {', '.join(self.features)}{packed}{rollout}"
 
 
 #: Event times (``online_stamped``, the feature logs) are integer nanoseconds since this.
@@ -164,6 +195,37 @@ class FeatureView:
         self.pattern = pattern
         self.backend = backend
         self.log: FeatureLog | None = None  # set by the facade when the pattern has ``log``
+        #: The other feature service's view, when the pattern has a ``rollout`` (the facade).
+        self.next: FeatureView | None = None
+
+    def variants(self) -> dict[str, FeatureView]:
+        """The views a read may be served by, by variant name: the pattern's own, and the
+        feature service it rolls out to."""
+        found = {self.pattern.variant: self}
+        if self.next is not None:
+            found[self.next.pattern.variant] = self.next
+        return found
+
+    def variant(self, name: str) -> FeatureView:
+        """The view of one variant; an error listing them."""
+        found = self.variants()
+        if name not in found:
+            raise NotFound(
+                f"pattern '{self.pattern.name}' has no variant {name!r}; "
+                f"its variants: {', '.join(found)}"
+            )
+        return found[name]
+
+    def routed(self, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Which entity rows the rollout's feature service serves: those whose join keys'
+        stable bucket is below ``percent`` (rows lacking a join key are refused first)."""
+        from datalayer.rollout import BUCKETS, bucket, key_text
+
+        assert self.pattern.rollout is not None
+        keys = self.join_keys()
+        threshold = round(self.pattern.rollout.percent * BUCKETS / 100)
+        checked = self.entity_rows(rows, self.references())
+        return [bucket(key_text({k: row[k] for k in keys})) < threshold for row in checked]
 
     def references(self) -> list[str]:
         """``view:feature`` of every feature of the pattern."""
@@ -317,8 +379,24 @@ class FeatureView:
         stamped: bool,
         who: tuple[str | None, str | None, str | None],
     ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
-        references, rows, at, out = self._online_request(entity_rows, as_of, features)
+        if self.next is not None:
+            return self._read_split(entity_rows, as_of, features, stamped=stamped, who=who)
         feature_log = self.log if self.log is not None and self.log.sampled() else None
+        return self._read_one(entity_rows, as_of, features, stamped, feature_log, who)
+
+    def _read_one(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        as_of: datetime | None,
+        features: Sequence[str] | None,
+        stamped: bool,
+        feature_log: FeatureLog | None,
+        who: tuple[str | None, str | None, str | None],
+        positions: list[int] | None = None,
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+        """An online read of this view, logged to ``feature_log`` when given (``positions``:
+        the rows' places in the caller's read, which the log keeps)."""
+        references, rows, at, out = self._online_request(entity_rows, as_of, features)
         if stamped or feature_log is not None:
             values, stamps = self.backend.online_stamped(rows, references, at)
         else:
@@ -328,9 +406,63 @@ class FeatureView:
             entities = {k: [row[k] for row in rows] for k in (rows[0] if rows else {})}
             request_id, model, version = who
             feature_log.record(
-                entities, values, stamps, at, request_id=request_id, model=model, version=version
+                entities,
+                values,
+                stamps,
+                at,
+                request_id=request_id,
+                model=model,
+                version=version,
+                variant=self.pattern.variant if positions is not None else None,
+                positions=positions,
             )
         return out, stamps
+
+    def _read_split(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        as_of: datetime | None,
+        features: Sequence[str] | None,
+        *,
+        stamped: bool,
+        who: tuple[str | None, str | None, str | None],
+    ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
+        """A read of a pattern rolling out to another feature service: each variant reads
+        its entities, in one call each; the columns are both variants' (None where the
+        other variant served the row), with ``variant`` after the join keys. Logged as one
+        record per variant under one request id, each row at its place in this read."""
+        import uuid
+
+        assert self.next is not None
+        if features is not None:
+            raise QueryError(
+                f"pattern '{self.pattern.name}' serves each entity from one of two feature "
+                "services (its rollout): read all of its features, without features="
+            )
+        as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+        to_next = self.routed(entity_rows)
+        feature_log = self.log if self.log is not None and self.log.sampled() else None
+        if feature_log is not None and who[0] is None:
+            who = (uuid.uuid4().hex, who[1], who[2])  # one id for both variants' records
+        out: dict[str, list[Any]] = {k: [] for k in self.join_keys()}
+        out["variant"] = [(self.next if n else self).pattern.variant for n in to_next]
+        parts = []
+        for view, served in ((self, False), (self.next, True)):
+            positions = [i for i, n in enumerate(to_next) if n == served]
+            rows = [entity_rows[i] for i in positions]
+            read = view._read_one(rows, as_of, None, stamped, feature_log, who, positions)
+            parts.append((positions, read))
+        total = len(to_next)
+        merged: dict[str, list[Any]] = {}
+        for positions, (values, stamps) in parts:
+            for target, columns, empty in ((out, values, None), (merged, stamps, 0)):
+                for name, column in columns.items():
+                    # a column of one variant's only: the other's rows keep ``empty``
+                    whole = target.setdefault(name, [])
+                    whole.extend([empty] * (total - len(whole)))
+                    for i, value in zip(positions, column, strict=True):
+                        whole[i] = value
+        return out, merged
 
     def _online_request(
         self,
@@ -429,8 +561,12 @@ class FeatureView:
             self.backend.push(rows, view, to)
 
     def ttls(self, features: Sequence[str] | None = None) -> dict[str, int]:
-        """Each view's TTL in nanoseconds (0: none), where the store declares one."""
-        return self.backend.ttls(self.selected(features))
+        """Each view's TTL in nanoseconds (0: none), where the store declares one (those of
+        the rollout's feature service too, when ``features`` is not given)."""
+        found = self.backend.ttls(self.selected(features))
+        if self.next is not None and features is None:
+            found = self.next.ttls() | found
+        return found
 
     def push_sources(self) -> dict[str, str]:
         """The view each push source of the pattern feeds, by the source's name."""

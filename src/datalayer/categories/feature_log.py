@@ -84,8 +84,12 @@ class FeatureLog:
         request_id: str | None,
         model: str | None,
         version: str | None,
+        variant: str | None = None,
+        positions: list[int] | None = None,
     ) -> None:
-        """Queue the record of one read; never blocks, never raises."""
+        """Queue the record of one read; never blocks, never raises. A read split between a
+        rollout's variants is recorded once per ``variant``, each row with its place in the
+        read (``positions``)."""
         self._put(
             lambda: {
                 "request_id": request_id or uuid.uuid4().hex,
@@ -94,6 +98,7 @@ class FeatureLog:
                 "logged_at": datetime.now(UTC).isoformat(),
                 "model": model,
                 "version": version,
+                **({"variant": variant, "rows": positions} if variant is not None else {}),
                 "entities": {k: [_plain(v) for v in column] for k, column in entities.items()},
                 "features": {
                     name: [_plain(v) for v in column]
@@ -275,11 +280,16 @@ def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "version": record.get("version"),
         # Which features the read asked for: a row's other feature columns are not served.
         "features_read": ",".join(features),
+        # The feature service that served it, when a rollout split the read (else None).
+        "variant": record.get("variant"),
     }
+    positions = record.get("rows")
+    if not isinstance(positions, list) or len(positions) != count:
+        positions = list(range(count))
     return [
         {
             **head,
-            "row": i,
+            "row": positions[i],
             **{key: column[i] for key, column in entities.items()},
             **{name: column[i] for name, column in features.items()},
             **{f"{view}__event_timestamp": column[i] for view, column in times.items()},

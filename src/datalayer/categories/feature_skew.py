@@ -23,7 +23,16 @@ from datalayer.categories.feature import TIMESTAMP, FeatureView
 from datalayer.errors import DataLayerError
 
 #: Columns of a landed log row that are not entity keys or features.
-META = ("request_id", "row", "requested_at", "logged_at", "model", "version", "features_read")
+META = (
+    "request_id",
+    "row",
+    "requested_at",
+    "logged_at",
+    "model",
+    "version",
+    "features_read",
+    "variant",
+)
 STAMP_SUFFIX = "__event_timestamp"
 #: Example mismatches kept per feature, for the report's links to entities.
 EXAMPLES = 5
@@ -178,15 +187,23 @@ class SkewReport:
     training: str | None
     failures: list[str]
     timeline: Timeline
+    #: The rollout variant (feature service) whose reads alone were compared, if one was.
+    variant: str | None = None
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
+    @property
+    def subject(self) -> str:
+        """What was compared, as the report's title names it."""
+        return f"{self.pattern} ({self.variant})" if self.variant else self.pattern
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (``--json``)."""
         return {
             "pattern": self.pattern,
+            "variant": self.variant,
             "passed": self.passed,
             "failures": self.failures,
             "rows": self.rows,
@@ -331,18 +348,10 @@ def compare(
     rows = 0
     reads: set[str] = set()
     for served in _rechunked(chunks, CHUNK_ROWS):
-        # Rows of reads that asked for the same features are compared together, on those.
-        groups: Iterable[tuple[Any, Any]] = [(None, served)]
-        if "features_read" in served.columns:
-            read = served["features_read"].to_numpy()
-            # Usually every read asked for the same features: one comparison, no grouping.
-            same = len(read) and (read == read[0]).all()
-            groups = [(read[0], served)] if same else served.groupby("features_read", sort=False)
-        for read, group in groups:
-            if group is not served:  # a part of the chunk (the chunk is indexed from 0)
-                group = group.reset_index(drop=True)
+        for read, variant, group in _groups(served):
+            served_by = view if variant is None else view.variant(variant)
             offline, masks = _compare_group(
-                view, group, read, (skews, distributions), training, thresholds.float_tolerance
+                served_by, group, read, (skews, distributions), training, thresholds.float_tolerance
             )
             disagree = np.logical_or.reduce([*masks.values(), np.zeros(len(group), dtype=bool)])
             seconds = _seconds(group["requested_at"])
@@ -433,6 +442,45 @@ def training_over(
         f"{since.isoformat()} to {until.isoformat()} ({len(built):,} rows)"
     )
     return built, said
+
+
+def _groups(served: Any) -> Iterator[tuple[str | None, str | None, Any]]:
+    """Rows of reads that asked for the same features of the same variant, compared
+    together on those: (features read, comma-joined, or None when the log does not say; the
+    variant, None for a read no rollout split; the rows). Usually that is every row."""
+    labels = [
+        served[column].fillna("").astype(str)
+        for column in ("features_read", "variant")
+        if column in served.columns
+    ]
+    if not labels or not len(served):
+        yield None, None, served
+        return
+    label = labels[0] if len(labels) == 1 else labels[0] + "\x00" + labels[1]
+    values = label.to_numpy()
+    same = (values == values[0]).all()
+    groups = [(values[0], served)] if same else served.groupby(label, sort=False)
+    for _, group in groups:
+        if group is not served:  # a part of the chunk (the chunk is indexed from 0)
+            group = group.reset_index(drop=True)
+        first = group.iloc[0]
+        read = first["features_read"] if "features_read" in group.columns else None
+        variant = first["variant"] if "variant" in group.columns else None
+        yield read, (variant if isinstance(variant, str) and variant else None), group
+
+
+def of_variant(chunks: Iterable[Any], variant: str, own: bool) -> Iterator[Any]:
+    """The log's rows served by ``variant``; with ``own`` (the pattern's own features),
+    those of reads no rollout split too."""
+    for chunk in chunks:
+        if "variant" not in chunk.columns:
+            if own:
+                yield chunk
+            continue
+        keep = chunk["variant"] == variant
+        if own:
+            keep |= chunk["variant"].isna()
+        yield chunk[keep].reset_index(drop=True)
 
 
 def _utc(column: Any) -> Any:

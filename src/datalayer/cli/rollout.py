@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from datalayer.api import DataLayer
 from datalayer.api import open as open_datalayer
+from datalayer.categories.feature import FeaturePattern, FeatureRolloutConfig
 from datalayer.cli.render import (
     ConfigOption,
     ProfileOption,
@@ -31,7 +32,7 @@ PatternArgument = Annotated[str, typer.Argument(help="The pattern being rolled o
 def _router(dl: DataLayer, name: str) -> Any:
     """The pattern's rollout router; an error saying why there is none."""
     pattern = dl.pattern(name)
-    if getattr(pattern, "rollout", None) is None:
+    if pattern.store_rollout() is None:
         raise DataLayerError(
             f"pattern '{name}' has no rollout: add 'rollout: {{to: <store>, stage: shadow}}'"
         )
@@ -140,14 +141,17 @@ def rollout_status(
     profile: ProfileOption = None,
 ) -> None:
     """Each rollout's stage and split, what processes met (shadow reads compared and
-    mismatched, writes the new store failed), and the backfill's progress."""
+    mismatched, writes the new store failed), and the backfill's progress; a feature
+    pattern's model rollout with its share of entities."""
     from datalayer.rollout import Checkpoints
 
     with open_datalayer(config, profile) as dl:
         checkpoints = Checkpoints(dl.rollout_folder)
         rows = []
         for name, pattern in dl.registry.patterns.items():
-            rollout = getattr(pattern, "rollout", None)
+            rollout = pattern.store_rollout()
+            if isinstance(pattern, FeaturePattern) and pattern.rollout is not None:
+                rows.append(_model_rollout(name, pattern.rollout))
             if rollout is None:
                 continue
             counts = checkpoints.counts(name)
@@ -181,3 +185,17 @@ def rollout_status(
             width=console.width,
         )
     )
+
+
+def _model_rollout(name: str, rollout: FeatureRolloutConfig) -> dict[str, str]:
+    """A feature pattern's rollout to another feature service, as a row of the status."""
+    return {
+        "pattern": name,
+        "to": f"feature service {rollout.to_feature_service}",
+        "stage": "split",
+        "percent": f"{rollout.percent:g}",
+        "compared": "",
+        "mismatches": "",
+        "write failures": "",
+        "backfill": "",
+    }

@@ -78,6 +78,12 @@ MaxKsOption = Annotated[
 ToleranceOption = Annotated[
     float, typer.Option(help="Floats are equal within this share of the larger one.")
 ]
+VariantOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Only the reads one variant of the pattern's rollout served (its feature service)."
+    ),
+]
 IdleOption = Annotated[
     float, typer.Option(help="Landing (and reading labels) stops once nothing came for this long.")
 ]
@@ -102,6 +108,7 @@ class Check:
     max_ks: float | None = None
     float_tolerance: float = 1e-9
     idle_timeout: float = 5.0
+    variant: str | None = None
     config: Path | None = None
     profile: str | None = None
 
@@ -142,6 +149,7 @@ def skew(
     max_ks: MaxKsOption = None,
     float_tolerance: ToleranceOption = 1e-9,
     idle_timeout: IdleOption = 5.0,
+    variant: VariantOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
 ) -> None:
@@ -187,6 +195,7 @@ def evaluate(
     max_ks: MaxKsOption = None,
     float_tolerance: ToleranceOption = 1e-9,
     idle_timeout: IdleOption = 5.0,
+    variant: VariantOption = None,
     config: ConfigOption = None,
     profile: ProfileOption = None,
 ) -> None:
@@ -197,7 +206,11 @@ def evaluate(
 
 
 def _training(
-    check: Check, view: FeatureView, sinks: LogSinks, until: datetime | None
+    check: Check,
+    view: FeatureView,
+    sinks: LogSinks,
+    until: datetime | None,
+    reads: Callable[[Any], Any],
 ) -> tuple[Any, str | None]:
     """The model's training set (a file, or one built over a time range) and its name."""
     import pandas as pd
@@ -214,7 +227,7 @@ def _training(
             step = parse_duration(check.training_step)
         except ValueError as exc:
             raise DataLayerError(f"--training-step: {exc}") from None
-        return training_over(view, sinks.reads.chunks(None, until), since, end, step)
+        return training_over(view, reads(sinks.reads.chunks(None, until)), since, end, step)
     if path is None:
         return None, None
     if not path.exists():
@@ -259,9 +272,10 @@ def checked(
     from datalayer.categories.feature_skew import Thresholds, compare
 
     thresholds = Thresholds(check.max_mismatch, check.max_psi, check.max_ks, check.float_tolerance)
-    view = dl.features(check.pattern)
-    log = logged(view)
-    sinks = log_sinks(dl, view, check.logs)
+    pattern_view = dl.features(check.pattern)
+    log = logged(pattern_view)
+    sinks = log_sinks(dl, pattern_view, check.logs)
+    view, reads = _variant(pattern_view, check, model)
     with progress_bar(40) as progress:
         task = progress.add_task(f"landing {check.pattern}'s log", total=None)
         land(
@@ -272,21 +286,42 @@ def checked(
             idle_timeout=check.idle_timeout,
             on_batch=lambda records: progress.advance(task, records),
         )
-        reference, training_name = _training(check, view, sinks, end)
+        reference, training_name = _training(check, view, sinks, end, reads)
         evaluation = None
         if model is not None:
             evaluation = _evaluation(dl, model, sinks.predictions, check)
         checking = progress.add_task(f"checking {check.pattern}'s reads", total=None)
         report = compare(
             view,
-            sinks.reads.chunks(start, end),
+            reads(sinks.reads.chunks(start, end)),
             thresholds=thresholds,
             training=reference,
             training_name=training_name,
             evaluation=evaluation,
             on_chunk=lambda rows: progress.advance(checking, rows),
         )
+    report.variant = check.variant
     return report, evaluation.finish() if evaluation is not None else None, sinks.where
+
+
+def _variant(
+    view: FeatureView, check: Check, model: ModelCheck | None
+) -> tuple[FeatureView, Callable[[Any], Any]]:
+    """The view of the variant asked for (``--variant``), and a filter of the log's chunks
+    down to its reads; the pattern's view and every read without one. A model is one
+    variant's: ``evaluate`` on a pattern with a rollout needs ``--variant``."""
+    from datalayer.categories.feature_skew import of_variant
+
+    if check.variant is None:
+        if model is not None and view.next is not None:
+            raise DataLayerError(
+                f"pattern '{check.pattern}' serves two variants ("
+                f"{', '.join(view.variants())}): name the model's with --variant"
+            )
+        return view, lambda chunks: chunks
+    chosen, name = view.variant(check.variant), check.variant
+    own = chosen is view
+    return chosen, lambda chunks: of_variant(chunks, name, own)
 
 
 def _evaluation(dl: DataLayer, model: ModelCheck, predictions: Any, check: Check) -> Any:

@@ -86,8 +86,8 @@ def _page(report: SkewReport, evaluation: EvaluationReport | None, source: str) 
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>skew of {e(report.pattern)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>Training/serving skew of <code>{e(report.pattern)}</code></h1>",
+        f"<title>skew of {e(report.subject)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Training/serving skew of <code>{e(report.subject)}</code></h1>",
         f"<p class=muted>{report.rows:,} rows of {report.reads:,} logged reads from "
         f"{e(source)}; generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC}</p>",
         f'<p id=verdict class="verdict {verdict}">{"✓" if report.passed else "✗"} {e(said)}</p>',

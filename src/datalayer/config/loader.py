@@ -371,7 +371,7 @@ class _Loader:
         """A pattern's ``rollout.to`` names another store of the profile that serves its
         category."""
         for name, pattern in patterns.items():
-            rollout = getattr(pattern, "rollout", None)
+            rollout = pattern.store_rollout()
             if rollout is None:
                 continue
             where = ("patterns", name, "rollout", "to")

@@ -327,7 +327,7 @@ class FeatureServer:
         counts = {
             name: checkpoints.counts(name)
             for name, pattern in self.dl.registry.patterns.items()
-            if getattr(pattern, "rollout", None) is not None
+            if pattern.store_rollout() is not None
         }
         for rollout in self.dl.rollouts():
             found = counts.setdefault(rollout.pattern, {})
