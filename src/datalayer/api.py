@@ -143,9 +143,13 @@ class DataLayer:
         return router(pattern.category)(rollout, old, new)
 
     def rollouts(self) -> list[Any]:
-        """The rollouts of the patterns opened so far, with what they met in this process."""
+        """The rollouts of the patterns opened so far, with what they met in this process
+        (sampled shadow reads still queued are compared first)."""
         with self._lock:
-            return list(self._rollouts.values())
+            rollouts = list(self._rollouts.values())
+        for rollout in rollouts:
+            rollout.flush()
+        return rollouts
 
     def _feature_log(self, name: str, config: FeatureLogConfig) -> FeatureLog:
         """The log of a feature pattern: records published to its ``log.to`` stream."""
@@ -285,6 +289,7 @@ class DataLayer:
             return [store.guard.stats() for store in self._stores.values()]
 
     def close(self) -> None:
+        self.rollouts()  # queued shadow comparisons, while the stores are open
         with self._lock:
             logs = [
                 handle.log

@@ -5,7 +5,10 @@ that writes and reads each store as the stage says:
 
 - ``shadow``: writes go to the current store, then to the new one; a failure there is counted
   and logged, never raised. Reads come from the current store; a ``compare_sample`` share of
-  them also reads the new store and counts (and logs) every value that differs.
+  them is compared with the new store, which counts (and logs) every value that differs. The
+  sampled keys are compared 16 at a time, in one read of each store, so the comparison's
+  round trip is paid once per 16 keys (the rest are compared when the counts are read and
+  when the process closes).
 - ``split``: writes go to both (a failure on either is raised). A key reads from the new store
   when its stable bucket (SHA-256 of the key, 0 to 9,999) is below ``percent`` x 100, so a key
   always reads from the same side, in every process.
@@ -44,8 +47,13 @@ log = logging.getLogger(__name__)
 
 #: Buckets of the split: a percent is a hundred of them.
 BUCKETS = 10_000
+#: Keys of sampled shadow reads compared together, in one read of each store: a comparison
+#: costs a read of the new store, and one of 16 keys costs about what one of a key does.
+COMPARE_BATCH = 16
 
 T = TypeVar("T")
+#: Reads values by key from one store of a rollout (a shadow comparison's two sides).
+Reader = Callable[[list[Any]], list[Any]]
 
 
 def bucket(key: str) -> int:
@@ -75,13 +83,33 @@ class Rollout:
         self.stats = RolloutStats(pattern)
         self._lock = threading.Lock()
         self._threshold = round(config.percent * BUCKETS / 100)
+        self._pending: list[tuple[Any, Any]] = []
+        self._readers: tuple[Reader, Reader] | None = None
+
+    def sampled(self, keys: list[Any], old: list[Any], read_new: Reader, read_old: Reader) -> None:
+        """Queue what a sampled shadow read returned; ``COMPARE_BATCH`` keys at a time are
+        compared (``compare``), the rest when ``flush`` is called."""
+        with self._lock:
+            self._pending.extend(zip(keys, old, strict=True))
+            self._readers = (read_new, read_old)
+            if len(self._pending) < COMPARE_BATCH:
+                return
+            batch, self._pending = self._pending, []
+        self.compare([k for k, _ in batch], [v for _, v in batch], read_new, read_old)
+
+    def flush(self) -> None:
+        """Compare the sampled reads still queued (before counts are read or a store closes)."""
+        with self._lock:
+            batch, self._pending, readers = self._pending, [], self._readers
+        if batch and readers is not None:
+            self.compare([k for k, _ in batch], [v for _, v in batch], *readers)
 
     def compare(
         self,
         keys: list[Any],
         old: list[Any],
-        read_new: Callable[[list[Any]], list[Any]],
-        read_old: Callable[[list[Any]], list[Any]],
+        read_new: Reader,
+        read_old: Reader,
     ) -> None:
         """Compare what a shadow read returned with the new store's values (counted and
         logged, never raised). A value that differs may have been written since the read:
@@ -216,7 +244,7 @@ class RolloutKV(KVBackend):
         if stage == "shadow":
             values = self.old.get_many(keys)
             if random.random() < self._sample:
-                self.rollout.compare(keys, values, self.new.get_many, self.old.get_many)
+                self.rollout.sampled(keys, values, self.new.get_many, self.old.get_many)
             return values
         if stage != "split":
             return self.new.get_many(keys)
@@ -376,7 +404,7 @@ class RolloutTable(TransactionalBackend):
             return self.new.get(key)
         row = self.old.get(key)
         if self.rollout.stage == "shadow" and random.random() < self.rollout.config.compare_sample:
-            self.rollout.compare(
+            self.rollout.sampled(
                 [key],
                 [self._form(row)],
                 lambda keys: [self._form(self.new.get(k)) for k in keys],

@@ -377,10 +377,12 @@ def documents_registry(folder: Path, mongodb_url: str, rollout: dict[str, Any] |
 def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     tmp_path: Path, mongodb_url: str
 ) -> None:
-    """Documents written before the rollout are backfilled while a writer updates and
-    deletes some of them through it; verify is clean; split and cutover read each document
-    from their side; going back from cutover to split finds every write on the old store;
-    a document changed on MongoDB alone is reported by verify."""
+    """Documents written before the rollout are backfilled, interrupted once and resumed,
+    while a writer updates and deletes some of them through it; verify is clean; at split,
+    cutover and back at split three writers put, update and delete documents of their own at
+    once, and both stores hold every write (verify clean); a document changed on MongoDB
+    alone is reported by verify."""
+    from datalayer.rollout import Checkpoints, Progress, backfill, sides
 
     def note(i: int) -> dict[str, Any]:
         return {"note_id": f"n{i:04d}", "service_id": f"svc-{i % 7}", "text": f"t{i}"}
@@ -408,8 +410,19 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
+        with datalayer.open(shadow, "local") as dl:
+            checkpoints = Checkpoints(dl.rollout_folder)
+
+            def interrupted(progress: Progress) -> None:
+                checkpoints.save("notes", progress)
+                raise KeyboardInterrupt  # killed after its first batch
+
+            old, new = sides(dl.documents("notes").backend, dl.pattern("notes"))
+            with pytest.raises(KeyboardInterrupt):
+                backfill(old, new, Progress("mongo"), interrupted)
         copied = rollout_cli(shadow, "backfill", "notes")
         assert copied.returncode == 0, copied.stdout + copied.stderr
+        assert checkpoints.load("notes", "mongo").copied > 0
     finally:
         stop.set()
         thread.join(30)
@@ -417,10 +430,22 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     result = json.loads(checked.stdout)
     assert checked.returncode == 0 and result["clean"], (result["mismatches"], result["keys"])
     assert result["old_keys"] == result["new_keys"] > 400
-    for stage in ("split", "cutover", "split"):
+    for turn, stage in enumerate(("split", "cutover", "split")):
         file = documents_registry(
             tmp_path, mongodb_url, {"to": "mongo", "stage": stage, "percent": 50}
         )
+
+        def stage_writer(n: int, file: Path = file, stage: str = f"{stage}{turn}") -> None:
+            with datalayer.open(file, "local") as dl:
+                notes = dl.documents("notes")
+                for i in range(30):
+                    key = f"{stage}-{n}-{i}"
+                    notes.put({"note_id": key, "service_id": f"svc-{n}", "text": "new"})
+                    notes.update(key, set={"text": f"edited {i}"}, push={"tags": stage})
+                    if i % 6 == 0:
+                        notes.delete(key)
+
+        run_writers(stage_writer, 3)
         with datalayer.open(file, "local") as dl:
             notes = dl.documents("notes")
             notes.put(note(900) | {"text": stage})
