@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import datalayer
 from datalayer.errors import ConfigError
@@ -314,6 +315,23 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     assert repaired.returncode == 0 and result["clean"] and result["repaired"] == 2, result
     with datalayer.open(file, "local") as dl:
         assert dl.kv("windows").get(tampered) != {"tampered": True}
+
+
+def test_a_moving_pattern_may_not_take_another_patterns_place_on_the_new_store(
+    tmp_path: Path,
+) -> None:
+    """The store a pattern moves to is checked as its own: a key prefix overlapping one of a
+    pattern there (or a collection or table it has) is refused, naming the key."""
+    file = registry(tmp_path, "redis://127.0.0.1:9/0", {"to": "redis", "stage": "shadow"})
+    found = yaml.safe_load(file.read_text())
+    there = {"category": "key-value", "store": "redis", "prefix": prefix(tmp_path)}
+    found["patterns"]["already_there"] = there
+    file.write_text(yaml.safe_dump(found))
+    with pytest.raises(ConfigError) as info:
+        datalayer.open(file, "local")
+    said = str(info.value)
+    assert info.value.path == "patterns.windows.prefix", said
+    assert "of pattern 'already_there' on store 'redis' (where it is moving)" in said
 
 
 def test_describe_says_where_a_pattern_is_moving(tmp_path: Path) -> None:

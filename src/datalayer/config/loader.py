@@ -116,9 +116,9 @@ class _Loader:
             name: self.pattern(name, _expand(entry), stores)
             for name, entry in shape.patterns.items()
         }
+        self.check_rollouts(patterns, stores)
         self.check_targets(patterns)
         self.check_feature_logs(patterns)
-        self.check_rollouts(patterns, stores)
         serve = self.serve(shape.serve, patterns)
         return Registry(self.file, self.profile, stores, patterns, list(shape.profiles), serve)
 
@@ -394,28 +394,30 @@ class _Loader:
         (one pattern would read the other's keys)."""
         owners: dict[tuple[str, str, str], tuple[str, str]] = {}
         prefixes: list[tuple[str, str, str]] = []
-        for name, pattern in patterns.items():
+        for name, pattern, store in _placements(patterns):
+            moving = "" if store == pattern.store else " (where it is moving)"
             for target in pattern.targets():
                 where = ("patterns", name, target.attribute)
                 if target.kind == "key prefix":
-                    for store, prefix, owner in prefixes:
-                        if store == pattern.store and (
+                    for on, prefix, owner in prefixes:
+                        if on == store and (
                             prefix.startswith(target.name) or target.name.startswith(prefix)
                         ):
                             raise self.error(
                                 f"{target.label} overlaps key prefix '{prefix}' of pattern "
-                                f"'{owner}' on store '{store}': one could read the other's "
-                                "keys; give each a prefix that does not start with the other",
+                                f"'{owner}' on store '{store}'{moving}: one could read the "
+                                "other's keys; give each a prefix that does not start with "
+                                "the other",
                                 where,
                             )
-                    prefixes.append((pattern.store, target.name, name))
+                    prefixes.append((store, target.name, name))
                     continue
-                slot = (pattern.store, target.kind, target.folded())
+                slot = (store, target.kind, target.folded())
                 if slot in owners:
                     owner, taken = owners[slot]
                     alike = "" if taken == target.name else f" as '{taken}' (the store folds them)"
                     raise self.error(
-                        f"{target.label} on store '{pattern.store}' is already used by pattern "
+                        f"{target.label} on store '{store}'{moving} is already used by pattern "
                         f"'{owner}'{alike}; each pattern needs its own",
                         where,
                     )
@@ -440,6 +442,15 @@ class _Loader:
 
 
 _PATTERN_ADAPTER: TypeAdapter[PatternConfig] = TypeAdapter(AnyPattern)
+
+
+def _placements(patterns: dict[str, PatternConfig]) -> Iterator[tuple[str, PatternConfig, str]]:
+    """Each pattern with each store it keeps data on: its own, and the one it is moving to."""
+    for name, pattern in patterns.items():
+        yield name, pattern, pattern.store
+        rollout = pattern.store_rollout()
+        if rollout is not None:
+            yield name, pattern, rollout.to
 
 
 def _describe(error: Any, model: Any, loc: Sequence[Any]) -> str:
