@@ -11,6 +11,9 @@ Guarantees every implementation keeps:
   any number of them when it declares none. Filters and sorts on it compare numbers.
 - Inside ``transaction()`` every operation on any pattern of the same store shares one database
   transaction: it commits when the block ends and rolls back entirely if the block raises.
+  A statement the database refused, its error caught inside the block, makes the block's end
+  raise on a database that aborts the transaction then (PostgreSQL; nothing is kept), where
+  it would otherwise end as if it had committed; SQLite commits the rest.
 - Read-modify-write is safe with ``get(key, for_update=True)`` inside ``transaction()``: no
   other transaction can change or create that key until this one ends, whether or not a row
   was there (PostgreSQL: ``SELECT ... FOR UPDATE``, plus a transaction-scoped lock on a key no

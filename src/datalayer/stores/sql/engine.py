@@ -253,6 +253,15 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
                 transaction.rollback()  # a dead connection must not hide the block's error
             raise
         else:
+            if self.aborted(conn):
+                with suppress(DataLayerError), self.guard.bounded(), self.errors():
+                    transaction.rollback()
+                raise DataLayerError(
+                    f"{self.label}: a statement of the transaction failed and its error was "
+                    "caught inside the block; the database aborted the transaction, so nothing "
+                    "of the block was committed",
+                    store=self.name,
+                )
             try:
                 with self.guard.attempt(), self.errors():
                     transaction.commit()
@@ -265,6 +274,11 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         finally:
             self._current.reset(token)
             conn.close()
+
+    def aborted(self, conn: Connection) -> bool:
+        """Whether the database aborted the open transaction after a failed statement (it
+        would answer COMMIT with a rollback); SQLite does not abort on one."""
+        return False
 
     def in_transaction(self) -> bool:
         return self._current.get() is not None

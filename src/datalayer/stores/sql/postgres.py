@@ -113,6 +113,12 @@ class PostgresStore(SQLStore):
         self._statements: dict[str, tuple[str, list[str]]] = {}
         self._lock = threading.Lock()
 
+    def aborted(self, conn: Connection) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        raw = conn.connection.dbapi_connection
+        return raw is not None and raw.info.transaction_status == TransactionStatus.INERROR
+
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:

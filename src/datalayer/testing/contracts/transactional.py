@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -247,6 +248,28 @@ class TransactionalContract(Contract):
             items.put(item(1))
             items.put(item(2, tier="z"))
         assert items.count() == 0
+
+    def test_a_caught_failure_never_lets_a_block_end_as_if_it_committed(
+        self, dl: DataLayer
+    ) -> None:
+        """A statement the database refuses inside ``transaction()``, its error caught by the
+        block: where the database aborts the transaction (PostgreSQL) the block's end raises
+        and nothing is kept; where it does not (SQLite), the rest commits. Never a block that
+        ends normally having committed nothing (a COMMIT answered by a rollback)."""
+        ledger = dl.transactional("ledger")
+        # past PostgreSQL's index row size even compressed; SQLite keeps it
+        refused = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(70))
+        raised = False
+        try:
+            with ledger.transaction():
+                ledger.put({"account_id": "a", "entry_no": 1, "amount": 1.0})
+                with contextlib.suppress(DataLayerError):
+                    ledger.put({"account_id": refused, "entry_no": 1, "amount": 1.0})
+        except DataLayerError as exc:
+            raised = True
+            assert "nothing of the block was committed" in str(exc)
+        kept = ledger.get(("a", 1)) is not None
+        assert kept != raised, (kept, raised)
 
     def test_wrong_category_and_unknown_pattern_are_clear_errors(self, dl: DataLayer) -> None:
         with pytest.raises(DataLayerError, match=r"use dl.transactional\('items'\)"):
