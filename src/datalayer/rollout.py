@@ -27,11 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +44,7 @@ from pydantic import BaseModel, TypeAdapter
 from datalayer.categories.document import DocumentBackend, DocumentUpdate
 from datalayer.categories.kv import KVBackend
 from datalayer.categories.transactional import TransactionalBackend
+from datalayer.errors import DataLayerError, StoreUnavailable
 from datalayer.patterns import RolloutConfig, Stage
 from datalayer.query import Condition, SortKey
 
@@ -366,13 +371,48 @@ class RolloutDocuments(DocumentBackend):
         )
 
 
-def key_text(key: dict[str, Any]) -> str:
-    """A row key as the text its bucket and the listings use: the value of a one-column key,
-    the JSON list of a composite one's."""
-    values = list(key.values())
+def key_text(key: Mapping[str, Any]) -> str:
+    """A key's values as the text its bucket is taken of: one value as itself, several as a
+    JSON list, each written one way however the caller spelled it (a time at any offset as
+    UTC, ``2.0`` as ``2``, ``Decimal("1.50")`` as ``1.5``), as the stores compare them."""
+    values = [_canonical(v) for v in key.values()]
     if len(values) == 1:
-        return str(values[0])
-    return json.dumps(values, default=str, ensure_ascii=False)
+        return values[0]
+    return json.dumps(values, ensure_ascii=False)
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    if isinstance(value, Decimal):
+        return str(value.normalize())
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def _normal(value: Any) -> Any:
+    """A value as two stores' drivers agree on it, for comparisons: a decimal without its
+    trailing zeros (SQLite drops them), a float zero without its sign (SQLite drops it), a
+    time in UTC."""
+    if isinstance(value, dict):
+        return {k: _normal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value.normalize())
+    if isinstance(value, float):
+        return value + 0.0
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+def _row_text(row: Mapping[str, Any]) -> str:
+    return json.dumps(_normal(row), default=str, sort_keys=True, ensure_ascii=False)
 
 
 class RolloutTable(TransactionalBackend):
@@ -386,6 +426,17 @@ class RolloutTable(TransactionalBackend):
         self.rollout = rollout
         self.old = old
         self.new = new
+        #: Set in a ``shadow`` transaction whose new store's transaction could not begin.
+        self._without_new: ContextVar[bool] = ContextVar(f"without-new-{id(self)}", default=False)
+
+    def _on_new(self, write: Callable[[], T]) -> T:
+        """A write on the new store, unless the open transaction could not begin there."""
+        if self._without_new.get():
+            raise StoreUnavailable(
+                f"the new store '{self.rollout.config.to}' is left out of this transaction: "
+                "its own could not begin"
+            )
+        return write()
 
     def _queried(self) -> TransactionalBackend:
         return self.new if self.rollout.reads_new_only() else self.old
@@ -415,13 +466,13 @@ class RolloutTable(TransactionalBackend):
     @staticmethod
     def _form(row: dict[str, Any] | None) -> str | None:
         """A row as both stores' rows compare (their drivers' types may differ)."""
-        return None if row is None else json.dumps(row, default=str, sort_keys=True)
+        return None if row is None else _row_text(row)
 
     def upsert(self, rows: list[BaseModel]) -> None:
         self.rollout.write_both(
             "upsert",
             lambda: self.old.upsert(rows),
-            lambda: self.new.upsert(rows),
+            lambda: self._on_new(lambda: self.new.upsert(rows)),
             new_answers=False,
         )
 
@@ -430,7 +481,7 @@ class RolloutTable(TransactionalBackend):
             self.rollout.write_both(
                 "add",
                 lambda: self.old.add(row),
-                lambda: self.new.add(row),
+                lambda: self._on_new(lambda: self.new.add(row)),
                 new_answers=self.rollout.reads_new_only(),
             )
         )
@@ -440,7 +491,7 @@ class RolloutTable(TransactionalBackend):
             self.rollout.write_both(
                 "delete",
                 lambda: self.old.delete(key),
-                lambda: self.new.delete(key),
+                lambda: self._on_new(lambda: self.new.delete(key)),
                 new_answers=self.rollout.reads_new(key_text(key)),
             )
         )
@@ -466,6 +517,14 @@ class RolloutTable(TransactionalBackend):
             return
         with self._new_transaction(), self.old.transaction():
             yield
+            if self.rollout.stage != "shadow" and self.new.doomed():
+                # raised before the old store commits: both roll back
+                raise DataLayerError(
+                    f"pattern '{self.rollout.pattern}': a statement on the new store "
+                    f"'{self.rollout.config.to}' failed inside the transaction (its error was "
+                    "caught in the block); it can no longer commit, so neither store keeps "
+                    "the block"
+                )
 
     @contextmanager
     def _new_transaction(self) -> Iterator[None]:
@@ -478,7 +537,13 @@ class RolloutTable(TransactionalBackend):
             opened.__enter__()
         except Exception as exc:
             self.rollout.failed_write("BEGIN", exc)
-            yield
+            # the block's writes skip the new store: outside a transaction, they would be
+            # kept there even if the block raised
+            token = self._without_new.set(True)
+            try:
+                yield
+            finally:
+                self._without_new.reset(token)
             return
         try:
             yield
@@ -517,6 +582,8 @@ class Progress:
     copied: int = 0
     present: int = 0
     done: bool = False
+    #: The batch being copied: each key (as JSON) with the digest of the value read for it.
+    in_flight: list[list[Any]] = field(default_factory=list)
 
 
 class Checkpoints:
@@ -583,6 +650,12 @@ class Side(Protocol):
         """The key as listings show it."""
         ...
 
+    def encode_key(self, key: Any) -> Any:
+        """The key as JSON can hold it (a checkpoint keeps it)."""
+        ...
+
+    def decode_key(self, encoded: Any) -> Any: ...
+
 
 @dataclass
 class KVSide:
@@ -618,6 +691,12 @@ class KVSide:
     def label(self, key: Any) -> str:
         return str(key)
 
+    def encode_key(self, key: Any) -> Any:
+        return key
+
+    def decode_key(self, encoded: Any) -> Any:
+        return encoded
+
 
 @dataclass
 class DocumentSide:
@@ -647,6 +726,12 @@ class DocumentSide:
     def label(self, key: Any) -> str:
         return str(key)
 
+    def encode_key(self, key: Any) -> Any:
+        return key
+
+    def decode_key(self, encoded: Any) -> Any:
+        return encoded
+
 
 @dataclass
 class TableSide:
@@ -664,17 +749,17 @@ class TableSide:
         }
 
     def scan(self, cursor: str, count: int) -> tuple[list[Any], str]:
-        after = None
-        if cursor:
-            found = json.loads(cursor)
-            after = {c: self._key_types[c].validate_python(found[c]) for c in self.key}
+        after = self.decode_key(json.loads(cursor)) if cursor else None
         keys = self.backend.scan(after, count)
         if len(keys) < count:
             return keys, ""
-        last = keys[-1]
-        return keys, json.dumps(
-            {c: self._key_types[c].dump_python(last[c], mode="json") for c in self.key}
-        )
+        return keys, json.dumps(self.encode_key(keys[-1]))
+
+    def encode_key(self, key: Any) -> Any:
+        return {c: self._key_types[c].dump_python(key[c], mode="json") for c in self.key}
+
+    def decode_key(self, encoded: Any) -> Any:
+        return {c: self._key_types[c].validate_python(encoded[c]) for c in self.key}
 
     def values(self, keys: list[Any]) -> list[Any]:
         return [self.backend.get(key) for key in keys]
@@ -694,10 +779,12 @@ class TableSide:
         self.backend.upsert([self.schema.model_validate(value)])
 
     def digest(self, value: Any) -> bytes:
-        return _digest(self.schema.model_validate(value).model_dump_json().encode())
+        return _digest(_row_text(self.schema.model_validate(value).model_dump()).encode())
 
     def label(self, key: Any) -> str:
-        return key_text(key)
+        values = list(key.values())
+        shown = values[0] if len(values) == 1 else values
+        return shown if isinstance(shown, str) else json.dumps(shown, default=str)
 
 
 def sides(router: Any, pattern: Any) -> tuple[Side, Side]:
@@ -722,10 +809,20 @@ def backfill(
     lacks it, so a write made during the copy (which reached the new store too) is never
     overwritten by the older value the copy read; a key deleted while its value was being
     copied is deleted from the new store again, unless it was written again meanwhile (a
-    compare-and-delete of the value the copy put there)."""
+    compare-and-delete of the value the copy put there). Each batch's keys are saved with
+    the progress before it is copied, so a run killed midway has that check made when the
+    next run starts (``_settle``)."""
+    _settle(old, new, progress, save)
     while not progress.done:
         keys, cursor = old.scan(progress.cursor, BATCH)
-        for key, value in zip(keys, old.values(keys), strict=True):
+        values = old.values(keys)
+        progress.in_flight = [
+            [old.encode_key(k), old.digest(v).hex()]
+            for k, v in zip(keys, values, strict=True)
+            if v is not None
+        ]
+        save(progress)
+        for key, value in zip(keys, values, strict=True):
             if value is None:
                 continue  # expired or deleted since the scan
             if new.add(key, value):
@@ -734,11 +831,29 @@ def backfill(
                     new.delete_if(key, value)  # unless written again since
             else:
                 progress.present += 1
+        progress.in_flight = []
         progress.cursor, progress.done = cursor, cursor == ""
         save(progress)
         if on_batch is not None:
             on_batch(len(keys))
     return progress
+
+
+def _settle(old: Side, new: Side, progress: Progress, save: Callable[[Progress], None]) -> None:
+    """The keys of a batch an interrupted run was copying: one the current store no longer
+    has while the new store holds the very value the copy read is removed from the new store
+    (deleted while it was copied; a write since would have reached the current store too)."""
+    if not progress.in_flight:
+        return
+    for encoded, digest in progress.in_flight:
+        key = old.decode_key(encoded)
+        if old.values([key])[0] is not None:
+            continue
+        held = new.values([key])[0]
+        if held is not None and new.digest(held).hex() == digest:
+            new.delete_if(key, held)
+    progress.in_flight = []
+    save(progress)
 
 
 #: Keys a verify lists per kind of mismatch (all of them are counted).

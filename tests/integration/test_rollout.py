@@ -279,7 +279,8 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
 
             def interrupted(progress: Progress) -> None:
                 checkpoints.save("windows", progress)
-                raise KeyboardInterrupt  # killed after its first batch
+                if not progress.in_flight:  # killed once its first batch is copied
+                    raise KeyboardInterrupt
 
             with pytest.raises(KeyboardInterrupt):
                 old, new = sides(router, dl.pattern("windows"))
@@ -349,19 +350,24 @@ def test_describe_says_where_a_pattern_is_moving(tmp_path: Path) -> None:
     assert row["target"].endswith("moving to 'redis' (split 25%)"), row
 
 
-def test_a_value_written_since_the_read_is_no_shadow_mismatch(tmp_path: Path) -> None:
-    """A comparison reads the new store after the read: a value both stores changed
-    meanwhile is not counted, one the new store alone holds is."""
+def embedded_to_embedded(folder: Path, **rollout: Any) -> Path:
+    """A key-value pattern in shadow from one embedded store to another: no server."""
     stores = {
-        "cache": {"type": "embedded-kv", "path": str(tmp_path / "old.db")},
-        "next": {"type": "embedded-kv", "path": str(tmp_path / "new.db")},
+        "cache": {"type": "embedded-kv", "path": str(folder / "old.db")},
+        "next": {"type": "embedded-kv", "path": str(folder / "new.db")},
     }
     pattern = {
         "category": "key-value",
         "store": "cache",
-        "rollout": {"to": "next", "stage": "shadow", "compare_sample": 0.0},
+        "rollout": {"to": "next", "stage": "shadow", **rollout},
     }
-    file = write_registry(tmp_path, {"local": stores}, {"windows": pattern})
+    return write_registry(folder, {"local": stores}, {"windows": pattern})
+
+
+def test_a_value_written_since_the_read_is_no_shadow_mismatch(tmp_path: Path) -> None:
+    """A comparison reads the new store after the read: a value both stores changed
+    meanwhile is not counted, one the new store alone holds is."""
+    file = embedded_to_embedded(tmp_path, compare_sample=0.0)
     with datalayer.open(file, "local") as dl:
         kv = dl.kv("windows")
         kv.set("moved", 1)
@@ -373,6 +379,44 @@ def test_a_value_written_since_the_read_is_no_shadow_mismatch(tmp_path: Path) ->
         keys = [key("moved"), key("diverged")]
         rollout.compare(keys, [b"0", b"1"], router.new.get_many, router.old.get_many)
         assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1)
+
+
+def test_a_backfill_killed_right_after_copying_a_deleted_key_removes_it_when_resumed(
+    tmp_path: Path,
+) -> None:
+    """A key deleted (on both stores) between the copy's read and its add, the run killed
+    right after the add: the resumed run finds the key in the batch it saved as in flight,
+    gone from the current store, and removes the copy from the new store."""
+    from datalayer.rollout import Checkpoints, KVSide, Progress, backfill, sides, verify
+
+    file = embedded_to_embedded(tmp_path)
+    with datalayer.open(file, "local") as dl:
+        kv = dl.kv("windows")
+        router = kv.backend
+        router.old.set(kv.full_key("victim"), b"7", None)  # there before the rollout
+        router.old.set(kv.full_key("kept"), b"8", None)
+        old, new = sides(router, dl.pattern("windows"))
+        checkpoints = Checkpoints(dl.rollout_folder)
+
+        class KilledAfterAdd(KVSide):
+            def add(self, key: str, value: Any) -> bool:
+                added = super().add(key, value)
+                if key.endswith("victim"):
+                    raise KeyboardInterrupt  # SIGKILL, right after the add
+                return added
+
+        def saved(progress: Progress) -> None:
+            checkpoints.save("windows", progress)
+            if progress.in_flight:  # the copy has read the values: a writer deletes one
+                kv.delete("victim")
+
+        killed = KilledAfterAdd(router.new, dl.pattern("windows").key_prefix)
+        with pytest.raises(KeyboardInterrupt):
+            backfill(old, killed, Progress("next"), saved)
+        assert router.new.get_many([kv.full_key("victim")]) == [b"7"]  # resurrected, for now
+        resumed = backfill(old, new, checkpoints.load("windows", "next"), saved)
+        assert resumed.done and router.new.get_many([kv.full_key("victim")]) == [None]
+        assert verify(old, new).clean
 
 
 def documents_registry(folder: Path, mongodb_url: str, rollout: dict[str, Any] | None) -> Path:
@@ -433,7 +477,8 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
 
             def interrupted(progress: Progress) -> None:
                 checkpoints.save("notes", progress)
-                raise KeyboardInterrupt  # killed after its first batch
+                if not progress.in_flight:  # killed once its first batch is copied
+                    raise KeyboardInterrupt
 
             old, new = sides(dl.documents("notes").backend, dl.pattern("notes"))
             with pytest.raises(KeyboardInterrupt):

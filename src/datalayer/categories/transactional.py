@@ -137,6 +137,11 @@ class TransactionalBackend(GuardedOperations, ABC):
     def transaction(self) -> AbstractContextManager[None]:
         """A transaction spanning every pattern of this store until the block ends."""
 
+    def doomed(self) -> bool:
+        """Whether the open transaction can no longer commit (the database aborted it after
+        a failed statement); False outside one."""
+        return False
+
     @abstractmethod
     def scan(self, after: dict[str, Any] | None, count: int) -> list[dict[str, Any]]:
         """Up to ``count`` keys (``{column: value}``) in key order, after ``after`` (None to

@@ -452,3 +452,7 @@ class SQLTable(TransactionalBackend):
 
     def transaction(self) -> AbstractContextManager[None]:
         return self.store.transaction()
+
+    def doomed(self) -> bool:
+        current = self.store._current.get()
+        return current is not None and self.store.aborted(current)
