@@ -102,6 +102,29 @@ class Rollout:
             batch, self._pending = self._pending, []
         self.compare([k for k, _ in batch], [v for _, v in batch], read_new, read_old)
 
+    def shadow_compare(
+        self,
+        key: Any,
+        found: dict[str, Any] | None,
+        get_new: Callable[[Any], dict[str, Any] | None],
+        get_old: Callable[[Any], dict[str, Any] | None],
+    ) -> None:
+        """In ``shadow``, queue a sampled read of one row or document (``found``, read from
+        the old store) for comparison; both stores' are compared as ``_row_text`` (their
+        drivers may hand back one value as different types)."""
+        if self.config.stage != "shadow" or random.random() >= self.config.compare_sample:
+            return
+
+        def form(row: dict[str, Any] | None) -> str | None:
+            return None if row is None else _row_text(row)
+
+        self.sampled(
+            [key],
+            [form(found)],
+            lambda keys: [form(get_new(k)) for k in keys],
+            lambda keys: [form(get_old(k)) for k in keys],
+        )
+
     def flush(self) -> None:
         """Compare the sampled reads still queued (before counts are read or a store closes)."""
         with self._lock:
@@ -315,7 +338,11 @@ class RolloutDocuments(DocumentBackend):
         )
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return (self.new if self.rollout.reads_new(key) else self.old).get(key)
+        if self.rollout.reads_new(key):
+            return self.new.get(key)
+        doc = self.old.get(key)
+        self.rollout.shadow_compare(key, doc, self.new.get, self.old.get)
+        return doc
 
     def delete(self, key: str) -> bool:
         return bool(
@@ -454,19 +481,8 @@ class RolloutTable(TransactionalBackend):
         if reads_new:
             return self.new.get(key)
         row = self.old.get(key)
-        if self.rollout.stage == "shadow" and random.random() < self.rollout.config.compare_sample:
-            self.rollout.sampled(
-                [key],
-                [self._form(row)],
-                lambda keys: [self._form(self.new.get(k)) for k in keys],
-                lambda keys: [self._form(self.old.get(k)) for k in keys],
-            )
+        self.rollout.shadow_compare(key, row, self.new.get, self.old.get)
         return row
-
-    @staticmethod
-    def _form(row: dict[str, Any] | None) -> str | None:
-        """A row as both stores' rows compare (their drivers' types may differ)."""
-        return None if row is None else _row_text(row)
 
     def upsert(self, rows: list[BaseModel]) -> None:
         self.rollout.write_both(

@@ -529,6 +529,14 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     )
     with datalayer.open(moved, "local") as new:
         new.documents("notes").update("n0900", set={"text": "tampered"})
+    compared = documents_registry(
+        tmp_path, mongodb_url, {"to": "mongo", "stage": "shadow", "compare_sample": 1.0}
+    )
+    with datalayer.open(compared, "local") as dl:
+        assert dl.documents("notes").get("n0900")["text"] == "split"  # type: ignore[index]
+        dl.documents("notes").get("n0002")  # the same on both stores (or on neither)
+        (rollout,) = dl.rollouts()
+        assert (rollout.stats.compared, rollout.stats.mismatches) == (2, 1), rollout.stats
     file = documents_registry(tmp_path, mongodb_url, {"to": "mongo", "stage": "split"})
     diverged = rollout_cli(file, "verify", "notes")
     assert diverged.returncode == 1 and "1 values differ: n0900" in diverged.stdout, diverged.stdout
