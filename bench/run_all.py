@@ -123,6 +123,9 @@ def target_rows(name: str, document: dict[str, Any]) -> Iterator[tuple[str, str,
     elif name == "rollout":
         for t in document["targets"]:
             yield f"rollout: {t['what']}", value(t["value"]), t["target"], verdict(t["met"])
+        for move, measured in document.get("moves", {}).items():
+            yield (f"rollout: {move}: shadow write / (old + new write timed apart)",
+                   value(measured["shadow_write_over_writes_apart"]), "(reported)", "")  # fmt: skip
     elif name == "transactional":
         t = document["target"]
         yield ("get-by-key / raw psycopg prepared, median", value(t["ratio_median"]),
