@@ -84,7 +84,10 @@ def test_each_variant_serves_what_its_feature_service_alone_does(registry: Path)
         for column in read:
             if column == "variant":
                 continue
-            expected = alone[column][i] if column in alone else None
+            if column in rows[i]:  # a join key: the caller's, whichever variant read it
+                expected = rows[i][column]
+            else:
+                expected = alone[column][i] if column in alone else None
             assert read[column][i] == expected, (i, variant, column)
     assert stamped == read
     assert all(stamps["account_profile"][i] == 0 for i, v in enumerate(served) if v == V2)
@@ -107,6 +110,28 @@ def cli(registry: Path, command: str, *args: str) -> subprocess.CompletedProcess
         timeout=300,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+@pytest.mark.parametrize("percent", [0, 100])
+def test_a_read_all_one_variant_has_both_variants_columns(tmp_path: Path, percent: int) -> None:
+    """At 0% (or 100%) every entity meets one variant: the other is not read, and its
+    features are columns of Nones, so a read's columns never depend on its entities."""
+    file = logging_example(tmp_path)
+    found = yaml.safe_load(file.read_text())
+    rollout = {"to_feature_service": V2, "percent": percent}
+    found["patterns"]["service_features"]["rollout"] = rollout
+    file.write_text(yaml.safe_dump(found, sort_keys=False))
+    rows = example_entity_rows()
+    with datalayer.open(materialized(file, T), "local") as dl:
+        view = dl.features("service_features")
+        read = view.online(rows, as_of=T)
+        columns = [*view.join_keys(), "variant", *view.columns(view.references())]
+    assert set(read["variant"]) == {V2 if percent else V1}
+    assert list(read) == columns  # alert_grouping_v2's features are v1's, fewer
+    if percent:
+        assert read["account_profile__plan_rank"] == [None] * len(rows)
+    else:
+        assert any(v is not None for v in read["account_profile__plan_rank"])
 
 
 def skew(registry: Path, *args: str) -> subprocess.CompletedProcess[str]:

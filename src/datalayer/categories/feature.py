@@ -219,12 +219,14 @@ class FeatureView:
     def routed(self, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
         """Which entity rows the rollout's feature service serves: those whose join keys'
         stable bucket is below ``percent`` (rows lacking a join key are refused first)."""
+        return self._route(self.entity_rows(rows, self.references()))
+
+    def _route(self, checked: list[dict[str, Any]]) -> list[bool]:
         from datalayer.rollout import BUCKETS, bucket, key_text
 
         assert self.pattern.rollout is not None
         keys = self.join_keys()
         threshold = round(self.pattern.rollout.percent * BUCKETS / 100)
-        checked = self.entity_rows(rows, self.references())
         return [bucket(key_text({k: row[k] for k in keys})) < threshold for row in checked]
 
     def references(self) -> list[str]:
@@ -440,19 +442,24 @@ class FeatureView:
                 "services (its rollout): read all of its features, without features="
             )
         as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
-        to_next = self.routed(entity_rows)
+        checked = self.entity_rows(entity_rows, self.references())
+        to_next = self._route(checked)
         feature_log = self.log if self.log is not None and self.log.sampled() else None
         if feature_log is not None and who[0] is None:
             who = (uuid.uuid4().hex, who[1], who[2])  # one id for both variants' records
-        out: dict[str, list[Any]] = {k: [] for k in self.join_keys()}
+        # the caller's join keys for every row, whichever variant read it
+        out: dict[str, list[Any]] = {k: [row[k] for row in checked] for k in self.join_keys()}
         out["variant"] = [(self.next if n else self).pattern.variant for n in to_next]
+        total = len(to_next)
         parts = []
         for view, served in ((self, False), (self.next, True)):
+            for feature in view.columns(view.references()):  # every column, read or not
+                out.setdefault(feature, [None] * total)
             positions = [i for i, n in enumerate(to_next) if n == served]
-            rows = [entity_rows[i] for i in positions]
-            read = view._read_one(rows, as_of, None, stamped, feature_log, who, positions)
-            parts.append((positions, read))
-        total = len(to_next)
+            if positions:  # a variant no entity of this read meets is not read
+                rows = [entity_rows[i] for i in positions]
+                read = view._read_one(rows, as_of, None, stamped, feature_log, who, positions)
+                parts.append((positions, read))
         merged: dict[str, list[Any]] = {}
         for positions, (values, stamps) in parts:
             for target, columns, empty in ((out, values, None), (merged, stamps, 0)):
