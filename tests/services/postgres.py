@@ -48,28 +48,7 @@ class PostgresServer(LocalServer):
                 shutil.rmtree(self.data_dir)
             self.data_dir.mkdir(parents=True)
             self._owned(self.data_dir)
-            password_file = self.data_dir / "password"
-            password_file.write_text(PASSWORD + "\n")
-            self._owned(password_file)
-            run(
-                self._as_postgres(
-                    [
-                        f"{bin_dir}/initdb",
-                        "-D",
-                        str(pgdata),
-                        "-U",
-                        USER,
-                        f"--pwfile={password_file}",
-                        "--auth-local=trust",
-                        "--auth-host=scram-sha-256",
-                        "-E",
-                        "UTF8",
-                        "--no-sync",
-                    ]
-                ),
-                what="postgres: initdb",
-                timeout=120,
-            )
+            self.initialize(bin_dir, pgdata)
             self.port = free_port()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log.touch()
@@ -100,7 +79,7 @@ class PostgresServer(LocalServer):
         )
         admin = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/postgres"
         wait_ready(
-            "postgres",
+            self.name,
             lambda: self.check(admin),
             timeout=self.start_timeout,
             log=self.log,
@@ -108,6 +87,31 @@ class PostgresServer(LocalServer):
         )
         self._create_database(admin)
         return self.running(self.url)
+
+    def initialize(self, bin_dir: str, pgdata: Path) -> None:
+        """A new cluster in ``pgdata`` (initdb), its superuser ``USER``."""
+        password_file = self.data_dir / "password"
+        password_file.write_text(PASSWORD + "\n")
+        self._owned(password_file)
+        run(
+            self._as_postgres(
+                [
+                    f"{bin_dir}/initdb",
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    USER,
+                    f"--pwfile={password_file}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            what="postgres: initdb",
+            timeout=120,
+        )
 
     @property
     def url(self) -> str:
@@ -130,3 +134,45 @@ class PostgresServer(LocalServer):
 
         with psycopg.connect(url, connect_timeout=2) as conn:
             conn.execute("SELECT 1").fetchone()
+
+
+class PostgresReplica(PostgresServer):
+    """A streaming replica of a running ``PostgresServer`` on loopback: a base backup of it
+    (``pg_basebackup -R``, which writes the standby settings), then a hot standby that
+    answers reads and replays the primary's WAL."""
+
+    name = "postgres-replica"
+
+    def __init__(self, primary: PostgresServer, state_dir: Path, cache_dir: Path) -> None:
+        super().__init__(state_dir, cache_dir)
+        self.primary = primary
+
+    def initialize(self, bin_dir: str, pgdata: Path) -> None:
+        assert self.primary.port is not None, "the primary is not running"
+        run(
+            self._as_postgres(
+                [
+                    "env",
+                    f"PGPASSWORD={PASSWORD}",
+                    f"{bin_dir}/pg_basebackup",
+                    "-D",
+                    str(pgdata),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.primary.port),
+                    "-U",
+                    USER,
+                    "-X",
+                    "stream",
+                    "-R",
+                    "--no-sync",
+                ]
+            ),
+            what="postgres: pg_basebackup",
+            timeout=120,
+        )
+
+    @staticmethod
+    def _create_database(admin: str) -> None:
+        """The primary's databases are there already (and a standby takes no writes)."""

@@ -82,6 +82,9 @@ class TransactionalPattern(PatternConfig):
     schema_: str = Field(alias="schema")
     indexes: list[SqlIdentifier] = Field(default_factory=list)
     rollout: RolloutConfig | None = None
+    #: ``replica``: ``get``, ``query`` and ``count`` outside a transaction read the store's
+    #: read replicas (which may lag the primary); the primary when it has none.
+    reads: Literal["primary", "replica"] = "primary"
 
     @field_validator("key", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ every identifier is checked against the registry's safe-identifier rule before i
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -35,6 +36,8 @@ from datalayer.migrations import Migrations, has_environment
 from datalayer.query import Condition, SortKey
 from datalayer.stores.base import Store, StoreConfig
 from datalayer.stores.sql.types import column_type
+
+log = logging.getLogger(__name__)
 
 
 def build_table(pattern: TransactionalPattern, metadata: sa.MetaData) -> sa.Table:
@@ -133,11 +136,20 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
     """A SQLAlchemy engine serving transactional patterns."""
 
     def __init__(
-        self, name: str, config: StoreConfig, engine: Engine, migrations_dir: Path | None = None
+        self,
+        name: str,
+        config: StoreConfig,
+        engine: Engine,
+        migrations_dir: Path | None = None,
+        replicas: Sequence[Engine] = (),
     ) -> None:
         super().__init__(name, config)
         self.engine = engine
         self.migrations_dir = migrations_dir
+        #: Read replicas: ``get``, ``query`` and ``count`` of patterns with ``reads: replica``
+        #: outside a transaction, in turn.
+        self.replicas = list(replicas)
+        self._turn = 0
         self.metadata = sa.MetaData()
         self._current: ContextVar[Connection | None] = ContextVar(f"tx-{name}", default=None)
 
@@ -148,7 +160,7 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         table = self.metadata.tables.get(pattern.table)
         if table is None:
             table = build_table(pattern, self.metadata)
-        return SQLTable(self, table, pattern.key)
+        return SQLTable(self, table, pattern.key, replica=pattern.reads == "replica")
 
     def migrations(self, patterns: Sequence[TransactionalPattern]) -> Migrations:
         """Alembic on this store, with the given patterns' tables as target metadata."""
@@ -202,11 +214,23 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         return done
 
     def ping(self) -> None:
-        with self.guard.bounded(), self.errors(), self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        """A round trip to the primary and to each read replica (a replica that does not
+        answer is a failure here, though reads fall back to the primary meanwhile)."""
+        for number, engine in enumerate([self.engine, *self.replicas]):
+            try:
+                with self.guard.bounded(), self.errors(), engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+            except StoreUnavailable as exc:
+                if not number:
+                    raise
+                raise StoreUnavailable(
+                    f"read replica {number} of {len(self.replicas)}: {exc.message}",
+                    store=self.name,
+                ) from exc
 
     def close(self) -> None:
-        self.engine.dispose()
+        for engine in [self.engine, *self.replicas]:
+            engine.dispose()
 
     def get_row(
         self, table: SQLTable, key: dict[str, Any], *, for_update: bool = False
@@ -215,7 +239,7 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
         locks the key until the open transaction ends, row or no row (``lock_missing``)."""
         params = {f"key_{c}": v for c, v in key.items()}
         if not for_update:
-            with self.reading() as conn:
+            with self.reading(table.replica) as conn:
                 row = conn.execute(table.key_select(), params).mappings().first()
             return dict(row) if row is not None else None
         if self._current.get() is None:
@@ -295,16 +319,37 @@ class SQLStore(Store[TransactionalPattern, TransactionalTable]):
             yield conn
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
+    def reading(self, replica: bool = False) -> Iterator[Connection]:
         """A connection for a read: the open transaction's, else one in autocommit mode, which
-        spares the BEGIN and COMMIT round trips of a transaction around one SELECT."""
+        spares the BEGIN and COMMIT round trips of a transaction around one SELECT. With
+        ``replica``, outside a transaction, the next read replica's (the primary's when it
+        has none, or when the replica cannot be reached: logged)."""
         current = self._current.get()
         if current is not None:
             with self.errors():
                 yield current
             return
-        with self.errors(), self.engine.connect() as conn:
+        engine = self.engine
+        if replica and self.replicas:
+            engine = self.next_replica()
+            try:
+                conn = engine.connect()
+            except SQLAlchemyError as exc:
+                log.warning(
+                    "%s: a read replica is unreachable, reading the primary: %s", self.label, exc
+                )
+                engine = self.engine
+            else:
+                with self.errors(), conn:
+                    yield conn.execution_options(isolation_level="AUTOCOMMIT")
+                return
+        with self.errors(), engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def next_replica(self) -> Engine:
+        """The next read replica, in turn."""
+        self._turn = (self._turn + 1) % len(self.replicas)
+        return self.replicas[self._turn]
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -336,10 +381,14 @@ class SQLTable(TransactionalBackend):
         """Not inside a transaction: its earlier statements died with the connection."""
         return not self.store.in_transaction()
 
-    def __init__(self, store: SQLStore, table: sa.Table, key: Sequence[str]) -> None:
+    def __init__(
+        self, store: SQLStore, table: sa.Table, key: Sequence[str], *, replica: bool = False
+    ) -> None:
         self.store = store
         self.table = table
         self.key = list(key)
+        #: Reads (outside a transaction) go to the store's read replicas.
+        self.replica = replica
         self._json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
         self._value_columns = [c.name for c in table.columns if c.name not in self.key]
 
@@ -442,12 +491,12 @@ class SQLTable(TransactionalBackend):
             )
         if limit is not None:
             stmt = stmt.limit(limit)
-        with self.store.reading() as conn:
+        with self.store.reading(self.replica) as conn:
             return [dict(row) for row in conn.execute(stmt).mappings()]
 
     def count(self, conditions: list[Condition]) -> int:
         stmt = sa.select(sa.func.count()).select_from(self._select(conditions).subquery())
-        with self.store.reading() as conn:
+        with self.store.reading(self.replica) as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def transaction(self) -> AbstractContextManager[None]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -22,6 +23,8 @@ from datalayer.stores.shared.paths import migrations_folder
 from datalayer.stores.shared.postgres_urls import libpq_url, sqlalchemy_url
 from datalayer.stores.sql.engine import SQLStore, SQLTable, classify, ping_when_idle
 
+log = logging.getLogger(__name__)
+
 
 class PostgresConfig(StoreConfig):
     """A PostgreSQL URL (``postgresql://user:pass@host:port/db``) and its pool."""
@@ -33,14 +36,25 @@ class PostgresConfig(StoreConfig):
     connect_timeout: float = Field(default=5.0, gt=0, le=3600)
     ping_after_idle: float = Field(default=1.0, ge=0, le=86_400)
     migrations: str | None = "migrations"
+    #: Streaming replicas of this server: reads of patterns with ``reads: replica`` go there.
+    replicas: list[Annotated[str, Field(pattern=r"^postgres(ql)?(\+psycopg)?://")]] = Field(
+        default_factory=list, max_length=32
+    )
 
     def target(self) -> str:
-        return redact(self.url)
+        if not self.replicas:
+            return redact(self.url)
+        return f"{redact(self.url)} (+{len(self.replicas)} read replica(s))"
 
     def connect(self, name: str, base_dir: Path) -> SQLStore:
         require_driver("psycopg", "postgres", self.type)
+        engines = [self._engine(url) for url in [self.url, *self.replicas]]
+        folder = migrations_folder(self.migrations, base_dir)
+        return PostgresStore(name, self, engines[0], folder, engines[1:])
+
+    def _engine(self, url: str) -> sa.Engine:
         engine = sa.create_engine(
-            sqlalchemy_url(self.url),
+            sqlalchemy_url(url),
             pool_size=self.pool_size,
             max_overflow=self.max_overflow,
             pool_timeout=self.resilience.timeout.total_seconds(),
@@ -48,7 +62,7 @@ class PostgresConfig(StoreConfig):
         )
         bound_by_attempts(engine)
         ping_when_idle(engine, self.ping_after_idle)
-        return PostgresStore(name, self, engine, migrations_folder(self.migrations, base_dir))
+        return engine
 
 
 def watch(conn: Any) -> None:
@@ -96,6 +110,10 @@ def bound_by_attempts(engine: sa.Engine) -> None:
         release(id(dbapi_connection))
 
 
+#: No answer yet (a row may be None: no row).
+_NONE = object()
+
+
 class PostgresStore(SQLStore):
     """SQLStore with a direct read by key: the model-service hot path.
 
@@ -119,27 +137,28 @@ class PostgresStore(SQLStore):
         raw = conn.connection.dbapi_connection
         return raw is not None and raw.info.transaction_status == TransactionStatus.INERROR
 
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
+    def _connection(self, url: str) -> Any:
+        """This thread's direct connection to ``url`` (the primary, or a read replica)."""
+        held: dict[str, Any] = self._local.__dict__.setdefault("conns", {})
+        conn = held.get(url)
         if conn is None or conn.closed:
             import psycopg
 
             conn = psycopg.connect(
-                libpq_url(self.config.url),
+                libpq_url(url),
                 autocommit=True,
                 connect_timeout=connect_timeout(max(1, int(self.config.connect_timeout))),
                 prepare_threshold=0,
             )
-            self._local.conn = conn
+            held[url] = conn
             with self._lock:
                 self._direct.append(conn)
         return conn
 
-    def _forget(self) -> None:
-        conn = getattr(self._local, "conn", None)
+    def _forget(self, url: str) -> None:
+        conn = self._local.__dict__.get("conns", {}).pop(url, None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
             with self._lock:
                 self._direct.remove(conn)
 
@@ -161,14 +180,18 @@ class PostgresStore(SQLStore):
 
         sql, columns = self._statement(table)
         params = {f"key_{c}": v for c, v in key.items()}
+        row: Any = _NONE
+        if table.replica and self.replicas:
+            row = self._replica_row(sql, params)
         for tries_left in (1, 0):
+            if row is not _NONE:
+                break
             try:
-                conn = self._connection()
+                conn = self._connection(self.config.url)
                 watch(conn)
                 row = conn.execute(sql, params).fetchone()
-                break
             except psycopg.OperationalError as exc:
-                self._forget()  # a dead connection (server restarted?): try once more, anew
+                self._forget(self.config.url)  # a dead connection (a restart?): once more, anew
                 attempt = current_attempt()
                 if not tries_left or (attempt is not None and attempt.expired):
                     raise classify(self.label, exc) from exc
@@ -180,6 +203,26 @@ class PostgresStore(SQLStore):
             name: value.astimezone(UTC) if isinstance(value, datetime) else value
             for name, value in zip(columns, row, strict=True)
         }
+
+    def _replica_row(self, sql: str, params: dict[str, Any]) -> Any:
+        """The row from the next read replica; ``_NONE`` when it cannot be reached (logged:
+        the primary answers instead)."""
+        import psycopg
+
+        self._turn = (self._turn + 1) % len(self.config.replicas)
+        url = self.config.replicas[self._turn]
+        try:
+            conn = self._connection(url)
+            watch(conn)
+            return conn.execute(sql, params).fetchone()
+        except psycopg.OperationalError as exc:
+            self._forget(url)
+            log.warning(
+                "%s: a read replica is unreachable, reading the primary: %s", self.label, exc
+            )
+            return _NONE
+        except psycopg.Error as exc:
+            raise classify(self.label, exc) from exc
 
     def lock_missing(self, conn: Connection, table: SQLTable, key: dict[str, Any]) -> bool:
         """``FOR UPDATE`` has no row to lock: take a transaction-scoped advisory lock on a
