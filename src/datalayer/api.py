@@ -118,6 +118,13 @@ class DataLayer:
                 handle.next = store.handle(_next_variant(handle.pattern))
                 policy = store.guard.policy(pattern.resilience)
                 guard_backend(handle.next.backend, store.guard, policy)
+                try:  # a feature service the repo lacks: said now, not at the first read
+                    handle.next.references()
+                except NotFound as exc:
+                    raise DataLayerError(
+                        f"pattern '{name}': rollout.to_feature_service: {exc.message}",
+                        store=pattern.store,
+                    ) from None
             self._handles[name] = handle
             return handle
 

@@ -147,6 +147,7 @@ def test_the_log_records_each_rows_variant_and_skew_compares_one(
         served = view.online(rows, as_of=T, request_id="r-1", model="grouping")["variant"]
         view.log_prediction("r-1", [0.5] * len(rows), model="grouping")
     on_v2 = served.count(V2)
+    found_with_rollout = yaml.safe_load(registry.read_text())
     both = skew(registry, "--json", str(tmp_path / "both.json"))
     assert both.returncode == 0, both.stdout + both.stderr
     summary = json.loads((tmp_path / "both.json").read_text())
@@ -154,6 +155,9 @@ def test_the_log_records_each_rows_variant_and_skew_compares_one(
     landed = pd_rows(registry)
     assert sorted(landed["row"]) == list(range(len(rows)))  # each row at its place in the read
     assert dict(zip(landed["row"], landed["variant"], strict=True)) == dict(enumerate(served))
+    # every row logged with the keys its variant was chosen by, whatever that variant reads
+    by_row = dict(zip(landed["row"], landed["account_id"], strict=True))
+    assert by_row == {i: row["account_id"] for i, row in enumerate(rows)}
     only = skew(registry, "--variant", V2, "--json", str(tmp_path / "v2.json"))
     assert only.returncode == 0, only.stdout + only.stderr
     summary = json.loads((tmp_path / "v2.json").read_text())
@@ -163,6 +167,15 @@ def test_the_log_records_each_rows_variant_and_skew_compares_one(
     mine = skew(registry, "--variant", V1, "--json", str(tmp_path / "v1.json"))
     assert json.loads((tmp_path / "v1.json").read_text())["rows"] == len(rows) - on_v2
     assert mine.returncode == 0, mine.stdout
+    removed = yaml.safe_load(registry.read_text())
+    del removed["patterns"]["service_features"]["rollout"]
+    registry.write_text(yaml.safe_dump(removed, sort_keys=False))
+    after = skew(registry, "--json", str(tmp_path / "after.json"))
+    assert after.returncode == 0, after.stdout + after.stderr
+    summary = json.loads((tmp_path / "after.json").read_text())
+    assert summary["not_compared"] == {V2: on_v2} and summary["rows"] == len(rows)
+    assert f"{on_v2} rows served by variant {V2}" in after.stdout
+    registry.write_text(yaml.safe_dump(found_with_rollout, sort_keys=False))
     unknown = skew(registry, "--variant", "v3")
     assert unknown.returncode != 0
     assert f"no variant 'v3'; its variants: {V1}, {V2}" in unknown.stdout + unknown.stderr
@@ -177,6 +190,26 @@ def pd_rows(registry: Path) -> Any:
 
     folder = registry.parent / ".datalayer" / "feature_logs" / "service_features"
     return pd.concat([pd.read_parquet(p) for p in folder.glob("part-*.parquet")])
+
+
+def test_a_feature_service_the_repo_lacks_is_named_when_the_pattern_is_opened(
+    tmp_path: Path,
+) -> None:
+    file = materialized(logging_example(tmp_path), T)
+    found = yaml.safe_load(file.read_text())
+    found["patterns"]["service_features"]["rollout"] = {
+        "to_feature_service": "no_such_service",
+        "percent": 5,
+    }
+    file.write_text(yaml.safe_dump(found, sort_keys=False))
+    with (
+        datalayer.open(file, "local") as dl,
+        pytest.raises(datalayer.DataLayerError) as info,
+    ):
+        dl.features("service_features")
+    said = str(info.value)
+    assert "service_features" in said and "rollout.to_feature_service" in said
+    assert "no_such_service" in said
 
 
 def test_a_rollout_to_its_own_feature_service_is_refused(tmp_path: Path) -> None:
@@ -195,30 +228,45 @@ def test_the_feature_server_and_status_show_the_variants(registry: Path) -> None
     from datalayer.serve.app import FeatureServer
 
     rows = example_entity_rows()
-    body = json.dumps({"entities": rows, "as_of": T.isoformat()}).encode()
     app = FeatureServer(datalayer.open(registry, "local"), {})
     app.open()
-    sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
+    def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        sent: list[dict[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
 
-    path = "/v1/features/service_features"
-    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
-    try:
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": []}
         asyncio.run(app(scope, receive, send))
+        return sent[0]["status"], json.loads(bytes(sent[1]["body"]))
+
+    try:
+        status, answer = post(
+            "/v1/features/service_features", {"entities": rows, "as_of": T.isoformat()}
+        )
+        # Feast's protocol with a features list: served by a pattern without a rollout
+        feast_status, feast_answer = post(
+            "/get-online-features",
+            {
+                "entities": {"service_id": ["svc-01"]},
+                "features": ["service_alert_counts:alerts_1h"],
+            },
+        )
     finally:
         app.close()
-    assert sent[0]["status"] == 200, sent
-    served = json.loads(bytes(sent[1]["body"]))["features"]
+    assert status == 200, answer
+    served = answer["features"]
     with datalayer.open(registry, "local") as dl:
         assert served == json.loads(
             json.dumps(dl.features("service_features").online(rows, as_of=T), default=str)
         )
     assert set(served["variant"]) == {V1, V2}
+    assert feast_status == 200, feast_answer
+    assert feast_answer["metadata"]["feature_names"] == ["service_id", "alerts_1h"]
     status = subprocess.run(
         [sys.executable, "-m", "datalayer.cli", "rollout", "status", "--config", str(registry)],
         capture_output=True,

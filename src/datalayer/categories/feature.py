@@ -395,9 +395,11 @@ class FeatureView:
         feature_log: FeatureLog | None,
         who: tuple[str | None, str | None, str | None],
         positions: list[int] | None = None,
+        logged_entities: dict[str, list[Any]] | None = None,
     ) -> tuple[dict[str, list[Any]], dict[str, list[int]]]:
         """An online read of this view, logged to ``feature_log`` when given (``positions``:
-        the rows' places in the caller's read, which the log keeps)."""
+        the rows' places in the caller's read, which the log keeps; ``logged_entities``: the
+        entity columns to log, by default the rows' own)."""
         references, rows, at, out = self._online_request(entity_rows, as_of, features)
         if stamped or feature_log is not None:
             values, stamps = self.backend.online_stamped(rows, references, at)
@@ -405,7 +407,9 @@ class FeatureView:
             values, stamps = self.backend.online(rows, references, at), {}
         out.update(values)
         if feature_log is not None:
-            entities = {k: [row[k] for row in rows] for k in (rows[0] if rows else {})}
+            if logged_entities is None:
+                logged_entities = {k: [row[k] for row in rows] for k in (rows[0] if rows else {})}
+            entities = logged_entities
             request_id, model, version = who
             feature_log.record(
                 entities,
@@ -458,7 +462,9 @@ class FeatureView:
             positions = [i for i, n in enumerate(to_next) if n == served]
             if positions:  # a variant no entity of this read meets is not read
                 rows = [entity_rows[i] for i in positions]
-                read = view._read_one(rows, as_of, None, stamped, feature_log, who, positions)
+                # logged with the keys the routing hashed, whatever this variant reads
+                keys = {k: [checked[i][k] for i in positions] for k in checked[0]}
+                read = view._read_one(rows, as_of, None, stamped, feature_log, who, positions, keys)
                 parts.append((positions, read))
         merged: dict[str, list[Any]] = {}
         for positions, (values, stamps) in parts:

@@ -189,6 +189,9 @@ class SkewReport:
     timeline: Timeline
     #: The rollout variant (feature service) whose reads alone were compared, if one was.
     variant: str | None = None
+    #: Logged rows of variants the pattern no longer serves (its rollout was removed), by
+    #: variant: not compared, since nothing rebuilds their features.
+    not_compared: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -204,6 +207,7 @@ class SkewReport:
         return {
             "pattern": self.pattern,
             "variant": self.variant,
+            "not_compared": self.not_compared,
             "passed": self.passed,
             "failures": self.failures,
             "rows": self.rows,
@@ -347,8 +351,12 @@ def compare(
     ages: dict[str, list[Any]] = {}
     rows = 0
     reads: set[str] = set()
+    gone: dict[str, int] = {}
     for served in _rechunked(chunks, CHUNK_ROWS):
         for read, variant, group in _groups(served):
+            if variant is not None and variant not in view.variants():
+                gone[variant] = gone.get(variant, 0) + len(group)  # a rollout since removed
+                continue
             served_by = view if variant is None else view.variant(variant)
             offline, masks = _compare_group(
                 served_by, group, read, (skews, distributions), training, thresholds.float_tolerance
@@ -387,6 +395,7 @@ def compare(
         training_name,
         [],
         timeline,
+        not_compared=gone,
     )
     report.failures = _failures(report)
     return report

@@ -371,6 +371,11 @@ def _print(report: SkewReport, evaluation: EvaluationReport | None, where: str) 
         f"floats equal within {report.thresholds.float_tolerance:g} of the larger magnitude; "
         "integers and strings exactly"
     )
+    for variant, count in report.not_compared.items():
+        console.print(
+            f"[yellow]{count:,} rows served by variant {escape(variant)}, which the pattern "
+            "no longer has (its rollout was removed), were not compared[/]"
+        )
     for entry in report.freshness:
         if entry.served:
             console.print(

@@ -87,8 +87,8 @@ def _pattern_of(
             f"feature services served: {', '.join(served) or 'none'}",
             "feature_service",
         )
-    for name, view in views.items():
-        if set(features) <= set(view.references()):
+    for name, view in views.items():  # a model rollout's pattern reads all or nothing
+        if view.next is None and set(features) <= set(view.references()):
             return name, features
     raise HttpError(
         404,
