@@ -912,3 +912,22 @@ def test_tokens_come_from_the_environment_and_are_named_when_unset(
     monkeypatch.setenv("TOK_A", "a" * 16)
     monkeypatch.setenv("TOK_B", "b" * 32)
     assert config.secrets(str(path)) == {"a": b"a" * 16, "b": b"b" * 32}
+
+
+def test_an_unknown_key_of_an_optional_block_lists_the_blocks_keys(tmp_path: Path) -> None:
+    path = registry(
+        tmp_path,
+        """\
+        alerts:
+          category: streaming
+          store: events
+          topic: alerts
+        reads:
+          category: key-value
+          store: events
+          rollout: {to: events, stage: shadow, stg: 1}
+        """,
+    )
+    err = load_error(path)
+    assert err.path == "patterns.reads.rollout.stg"
+    assert "valid keys: to, stage, percent, compare_sample" in str(err)

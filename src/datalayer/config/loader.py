@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -477,10 +478,15 @@ def _allowed_keys(model: Any, loc: Sequence[Any]) -> list[str]:
         )
         field_info = fields.get(part)
         annotation = field_info.annotation if field_info else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            target = annotation
-        else:
+        # an optional block (``Block | None``) is its model
+        models = [
+            a
+            for a in (typing.get_args(annotation) or (annotation,))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        if len(models) != 1:
             return []
+        target = models[0]
     if not (isinstance(target, type) and issubclass(target, BaseModel)):
         return []
     return [f.alias or name for name, f in target.model_fields.items()]
