@@ -673,8 +673,21 @@ class Side(Protocol):
     def decode_key(self, encoded: Any) -> Any: ...
 
 
+class TextKeys:
+    """Keys that are text already: shown, and kept in a checkpoint, as they are."""
+
+    def label(self, key: Any) -> str:
+        return str(key)
+
+    def encode_key(self, key: Any) -> Any:
+        return key
+
+    def decode_key(self, encoded: Any) -> Any:
+        return encoded
+
+
 @dataclass
-class KVSide:
+class KVSide(TextKeys):
     """A key-value backend under a prefix; a value is (bytes, seconds left or None)."""
 
     backend: KVBackend
@@ -704,18 +717,9 @@ class KVSide:
     def digest(self, value: Any) -> bytes:
         return _digest(value[0])
 
-    def label(self, key: Any) -> str:
-        return str(key)
-
-    def encode_key(self, key: Any) -> Any:
-        return key
-
-    def decode_key(self, encoded: Any) -> Any:
-        return encoded
-
 
 @dataclass
-class DocumentSide:
+class DocumentSide(TextKeys):
     """A document backend; a value is the document."""
 
     backend: DocumentBackend
@@ -738,15 +742,6 @@ class DocumentSide:
     def digest(self, value: Any) -> bytes:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return _digest(text.encode())
-
-    def label(self, key: Any) -> str:
-        return str(key)
-
-    def encode_key(self, key: Any) -> Any:
-        return key
-
-    def decode_key(self, encoded: Any) -> Any:
-        return encoded
 
 
 @dataclass

@@ -20,7 +20,7 @@ import datalayer
 from datalayer.errors import ConfigError
 from datalayer.rollout import BUCKETS, bucket
 from datalayer.testing.registry import write_registry
-from tests.integration.rollouts import rollout_cli, run_writers
+from tests.integration.rollouts import backfill_killed_after_one_batch, rollout_cli, run_writers
 
 WRITERS, KEYS = 4, 50
 
@@ -246,7 +246,7 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     resumed, while writers update and delete some of those keys through the rollout; at the
     end both stores hold the same keys and values. A value changed on the new store alone is
     then reported by verify."""
-    from datalayer.rollout import BATCH, Checkpoints, Progress, backfill, sides
+    from datalayer.rollout import BATCH
 
     before = registry(tmp_path, redis_url, None)
     with datalayer.open(before, "local") as dl:
@@ -273,19 +273,8 @@ def test_backfill_resumes_keeps_concurrent_writes_and_verify_finds_a_divergence(
     for thread in writers:
         thread.start()
     try:
-        with datalayer.open(file, "local") as dl:
-            router = dl.kv("windows").backend
-            checkpoints = Checkpoints(dl.rollout_folder)
-
-            def interrupted(progress: Progress) -> None:
-                checkpoints.save("windows", progress)
-                if not progress.in_flight:  # killed once its first batch is copied
-                    raise KeyboardInterrupt
-
-            with pytest.raises(KeyboardInterrupt):
-                old, new = sides(router, dl.pattern("windows"))
-                backfill(old, new, Progress("redis"), interrupted)
-            assert checkpoints.load("windows", "redis").cursor  # a place to resume from
+        checkpoints = backfill_killed_after_one_batch(file, "windows")
+        assert checkpoints.load("windows", "redis").cursor  # a place to resume from
         resumed = rollout_cli(file, "backfill", "windows")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     finally:
@@ -444,7 +433,6 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     cutover and back at split three writers put, update and delete documents of their own at
     once, and both stores hold every write (verify clean); a document changed on MongoDB
     alone is reported by verify."""
-    from datalayer.rollout import Checkpoints, Progress, backfill, sides
 
     def note(i: int) -> dict[str, Any]:
         return {"note_id": f"n{i:04d}", "service_id": f"svc-{i % 7}", "text": f"t{i}"}
@@ -472,17 +460,7 @@ def test_a_document_pattern_moves_to_mongodb_and_back_a_stage_losing_nothing(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        with datalayer.open(shadow, "local") as dl:
-            checkpoints = Checkpoints(dl.rollout_folder)
-
-            def interrupted(progress: Progress) -> None:
-                checkpoints.save("notes", progress)
-                if not progress.in_flight:  # killed once its first batch is copied
-                    raise KeyboardInterrupt
-
-            old, new = sides(dl.documents("notes").backend, dl.pattern("notes"))
-            with pytest.raises(KeyboardInterrupt):
-                backfill(old, new, Progress("mongo"), interrupted)
+        checkpoints = backfill_killed_after_one_batch(shadow, "notes")
         copied = rollout_cli(shadow, "backfill", "notes")
         assert copied.returncode == 0, copied.stdout + copied.stderr
         assert checkpoints.load("notes", "mongo").copied > 0

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import datalayer
-from datalayer.rollout import BATCH, Checkpoints, Progress, backfill, bucket, key_text, sides
+from datalayer.rollout import BATCH, bucket, key_text
 from datalayer.testing.registry import write_registry
-from tests.integration.rollouts import rollout_cli, run_writers
+from tests.integration.rollouts import backfill_killed_after_one_batch, rollout_cli, run_writers
 
 LEDGER = {
     "category": "transactional",
@@ -118,18 +118,8 @@ def test_a_table_moves_from_sqlite_to_postgresql_through_every_stage_losing_noth
     thread = threading.Thread(target=churn)
     thread.start()
     try:
-        with datalayer.open(shadow, "local") as dl:
-            checkpoints = Checkpoints(dl.rollout_folder)
-
-            def interrupted(progress: Progress) -> None:
-                checkpoints.save("ledger", progress)
-                if not progress.in_flight:  # killed once its first batch is copied
-                    raise KeyboardInterrupt
-
-            old, new = sides(dl.transactional("ledger").backend, dl.pattern("ledger"))
-            with pytest.raises(KeyboardInterrupt):
-                backfill(old, new, Progress("pg"), interrupted)
-            assert json.loads(checkpoints.load("ledger", "pg").cursor)["account_id"]
+        checkpoints = backfill_killed_after_one_batch(shadow, "ledger")
+        assert json.loads(checkpoints.load("ledger", "pg").cursor)["account_id"]
         resumed = rollout_cli(shadow, "backfill", "ledger")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "keys copied to pg" in resumed.stdout, resumed.stdout
